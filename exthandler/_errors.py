@@ -1,0 +1,47 @@
+"""The runtime's errors; all derive from the SDK's `ExtHandlerError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from exthandler_sdk import ErrorCode, ExtHandlerError
+
+__all__ = [
+    "ExtHandlerError",
+    "GoalStateError",
+    "NoEligibleVersionError",
+    "PackageError",
+    "VersionError",
+]
+
+
+class GoalStateError(ExtHandlerError, ValueError):
+    """A goal state (or an argument standing for one) is invalid.
+
+    `problems` holds every problem found, each as `path: reason`.
+    """
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems) or ("$: invalid goal state",)
+        super().__init__("\n".join(self.problems))
+
+
+class VersionError(ExtHandlerError, ValueError):
+    """A string is not a handler version (2 to 4 dotted non-negative integers)."""
+
+
+class NoEligibleVersionError(ExtHandlerError, LookupError):
+    """No available version satisfies a request under the upgrade policy."""
+
+
+class PackageError(ExtHandlerError):
+    """A handler package could not be fetched, verified, extracted or understood.
+
+    `code` is the protocol error code (1002 manifest not found, 1003 manifest unparsable,
+    1004 download, 1005 extraction).
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
