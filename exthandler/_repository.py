@@ -1,0 +1,274 @@
+"""Package repositories: where handler packages (zips) come from.
+
+A repository offers `Publisher.Type__Version.zip` packages. `PackageSource` is the small
+async interface every kind of repository implements (a local directory today, HTTP
+later); `RepositorySet` combines several, the first one listed winning on duplicates.
+Fetching copies a package to a destination the caller owns and verifies its optional
+`.sha256` sidecar on the bytes actually copied, so what is extracted is what was checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import anyio.to_thread
+import attrs
+from exthandler_sdk import ErrorCode
+
+from ._errors import NoEligibleVersionError, PackageError, VersionError
+from ._model import HandlerName, Version
+
+__all__ = [
+    "DirectoryRepository",
+    "PackageCatalog",
+    "PackageRef",
+    "PackageSource",
+    "RepositorySet",
+    "package_file_name",
+    "parse_package_file_name",
+]
+
+PACKAGE_SUFFIX = ".zip"
+SIDECAR_SUFFIX = ".sha256"
+_SEPARATOR = "__"
+_CHUNK = 1 << 20
+# A sidecar holds a digest and perhaps a file name; anything longer is not a sidecar.
+_SIDECAR_MAX_BYTES = 4096
+_DIGEST_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+
+@attrs.frozen(kw_only=True)
+class PackageRef:
+    """One package a source offers: which handler, which version, and where it lives.
+
+    `location` is source-specific (a file path for a directory repository, a URL for an
+    HTTP one) and is meant for messages and for the source that listed it.
+    """
+
+    handler: HandlerName
+    version: Version
+    location: str
+
+    @property
+    def file_name(self) -> str:
+        """The package's canonical file name, `Publisher.Type__Version.zip`."""
+        return package_file_name(self.handler, self.version)
+
+
+class PackageSource(Protocol):
+    """Anything that can list handler packages and fetch one of them."""
+
+    async def list_packages(self) -> Sequence[PackageRef]:
+        """Every package this source offers."""
+        ...
+
+    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        """Write the package `ref` to the file `dest`, verified, and return `dest`.
+
+        Raises PackageError(1004) when the package cannot be fetched or fails verification;
+        `dest` is then left untouched.
+        """
+        ...
+
+
+def package_file_name(handler: HandlerName, version: Version) -> str:
+    """`Publisher.Type__Version.zip`, the name the reference agent gives packages."""
+    return f"{handler}{_SEPARATOR}{version}{PACKAGE_SUFFIX}"
+
+
+def parse_package_file_name(name: str) -> tuple[HandlerName, Version] | None:
+    """The handler and version a package file name stands for, or None if it is not one."""
+    if not name.endswith(PACKAGE_SUFFIX):
+        return None
+    # Versions never contain '_', so the last separator splits name from version even
+    # when the type itself ends in '_'.
+    handler_text, separator, version_text = name[: -len(PACKAGE_SUFFIX)].rpartition(_SEPARATOR)
+    if not separator:
+        return None
+    try:
+        return HandlerName.parse(handler_text), Version.parse(version_text)
+    except (ValueError, VersionError):
+        return None
+
+
+def _download_error(message: str) -> PackageError:
+    return PackageError(ErrorCode.PACKAGE_DOWNLOAD, message)
+
+
+@attrs.frozen
+class DirectoryRepository:
+    """A local directory of `Publisher.Type__Version.zip` packages (a `PackageSource`).
+
+    Files that are not named exactly so are ignored, as are sidecars and subdirectories.
+    A directory that does not exist lists as empty (a configured repository may not have
+    been populated yet); fetching from it raises PackageError(1004). A path that exists but
+    cannot be listed (not a directory, no permission) raises PackageError(1004) from both.
+    Within one directory, names that spell the same package differently (`X__1.0.zip`
+    and `x__1.0.0.zip`) are all listed, sorted by file name; `RepositorySet` keeps the
+    first.
+    """
+
+    path: Path = attrs.field(converter=Path)
+
+    async def list_packages(self) -> Sequence[PackageRef]:
+        return await anyio.to_thread.run_sync(self._list_sync)
+
+    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        return await anyio.to_thread.run_sync(self._fetch_sync, ref, Path(dest))
+
+    def _list_sync(self) -> list[PackageRef]:
+        try:
+            names = sorted(os.listdir(self.path))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _download_error(
+                f"package repository {self.path} cannot be listed: {exc.strerror or exc}"
+            ) from exc
+        refs: list[PackageRef] = []
+        base = self.path.absolute()
+        for name in names:
+            parsed = parse_package_file_name(name)
+            if parsed is None or not (base / name).is_file():
+                continue
+            handler, version = parsed
+            refs.append(PackageRef(handler=handler, version=version, location=str(base / name)))
+        return refs
+
+    def _fetch_sync(self, ref: PackageRef, dest: Path) -> Path:
+        if not self.path.is_dir():
+            raise _download_error(
+                f"package repository {self.path} does not exist or is not a directory"
+                f" (looking for {ref.file_name})"
+            )
+        # The file name is derived from the ref rather than trusted from its location,
+        # so a ref can never make this source read outside its directory.
+        source = self.path / ref.file_name
+        if not source.is_file():
+            raise _download_error(f"package {ref.file_name} is not in repository {self.path}")
+        expected = _read_sidecar(source.with_name(source.name + SIDECAR_SUFFIX))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, part_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        part = Path(part_name)
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                digest = hashlib.sha256()
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = digest.hexdigest()
+            if expected is not None and actual != expected:
+                raise _download_error(
+                    f"package {source} does not match its sidecar {source.name}{SIDECAR_SUFFIX}:"
+                    f" expected sha256 {expected}, got {actual}"
+                )
+            os.replace(part, dest)
+        except OSError as exc:
+            raise _download_error(f"package {source} could not be copied to {dest}: {exc}") from exc
+        finally:
+            # After a successful replace the part file is gone and this does nothing.
+            part.unlink(missing_ok=True)
+        return dest
+
+
+def _read_sidecar(sidecar: Path) -> str | None:
+    """The lower-case hex digest a `.sha256` sidecar holds; None when there is none."""
+    try:
+        with sidecar.open("rb") as stream:
+            raw = stream.read(_SIDECAR_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _download_error(f"sidecar {sidecar} cannot be read: {exc}") from exc
+    tokens = raw.split()
+    token = tokens[0].decode("ascii", "replace") if tokens else ""
+    if len(raw) > _SIDECAR_MAX_BYTES or not _DIGEST_RE.match(token):
+        raise _download_error(
+            f"sidecar {sidecar} does not start with a sha256 hex digest"
+            " (expected `sha256sum` output)"
+        )
+    return token.lower()
+
+
+@attrs.frozen(kw_only=True)
+class PackageCatalog:
+    """A snapshot of what a set of sources offers: one ref per (handler, version).
+
+    Pure and synchronous, so that one goal state is planned against one consistent view.
+    """
+
+    refs: tuple[PackageRef, ...] = ()
+
+    @classmethod
+    def from_listings(cls, listings: Iterable[Sequence[PackageRef]]) -> PackageCatalog:
+        """Merge listings in precedence order: the first ref for a package wins."""
+        chosen: dict[tuple[HandlerName, Version], PackageRef] = {}
+        for listing in listings:
+            for ref in listing:
+                chosen.setdefault((ref.handler, ref.version), ref)
+        ordered = sorted(chosen.values(), key=lambda r: (r.handler.key, r.version))
+        return cls(refs=tuple(ordered))
+
+    def available(self, handler: HandlerName) -> list[Version]:
+        """The versions offered for `handler`, lowest first."""
+        return [ref.version for ref in self.refs if ref.handler == handler]
+
+    def find(self, handler: HandlerName, version: Version) -> PackageRef:
+        """The package for exactly `handler` at `version` (missing parts count as 0)."""
+        for ref in self.refs:
+            if ref.handler == handler and ref.version == version:
+                return ref
+        offered = ", ".join(str(v) for v in self.available(handler)) or "none"
+        raise NoEligibleVersionError(
+            f"{handler} {version} is not in any package repository (available: {offered})"
+        )
+
+
+def _as_sources(sources: Iterable[PackageSource]) -> tuple[PackageSource, ...]:
+    return tuple(sources)
+
+
+@attrs.frozen
+class RepositorySet:
+    """Several sources seen as one; on duplicates the source listed first wins.
+
+    It is itself a `PackageSource`: `fetch` asks the source that offers the ref.
+    Every query lists the sources afresh; `catalog()` takes one snapshot for many queries.
+    """
+
+    sources: tuple[PackageSource, ...] = attrs.field(converter=_as_sources)
+
+    async def catalog(self) -> PackageCatalog:
+        """A snapshot of every package the sources offer."""
+        return PackageCatalog.from_listings([await s.list_packages() for s in self.sources])
+
+    async def list_packages(self) -> Sequence[PackageRef]:
+        return await self.list_all()
+
+    async def list_all(self) -> list[PackageRef]:
+        """Every package, sorted by handler (case-insensitively) then version."""
+        return list((await self.catalog()).refs)
+
+    async def available(self, handler: HandlerName) -> list[Version]:
+        """The versions of `handler` on offer, lowest first."""
+        return (await self.catalog()).available(handler)
+
+    async def find(self, handler: HandlerName, version: Version) -> PackageRef:
+        """The ref for `handler` at `version`; NoEligibleVersionError if none offers it."""
+        return (await self.catalog()).find(handler, version)
+
+    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        for source in self.sources:
+            if ref in await source.list_packages():
+                return await source.fetch(ref, dest)
+        raise _download_error(
+            f"package {ref.file_name} ({ref.location}) is offered by none of the repositories"
+        )
