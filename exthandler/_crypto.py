@@ -1,0 +1,363 @@
+"""Protected settings: the runtime's certificate, and CMS enveloped data to and from it.
+
+Protected settings travel as a JSON object encrypted to a certificate (PKCS#7/CMS
+EnvelopedData, RSA key transport with PKCS#1 v1.5, AES content cipher, DER, base64), and
+extensions decrypt them with the `<THUMBPRINT>.crt`/`.prv` pair in the lib dir
+(PROTOCOL.md section 3). The plaintext only ever lives in memory, and no error raised here
+carries it (or key material) in its message or its chained exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+from exthandler_sdk import ExtHandlerError
+
+from ._fs import write_atomic
+
+__all__ = [
+    "Certificate",
+    "ProtectedSettingsError",
+    "decrypt_protected_settings",
+    "encrypt_protected_settings",
+    "ensure_certificate",
+    "thumbprint_of",
+]
+
+MARKER_NAME = "exthandler-certificate"
+"""The file in the lib dir that names the runtime's current certificate by thumbprint."""
+
+_THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
+_KEY_BITS = 2048
+_VALIDITY = datetime.timedelta(days=3650)
+_BACKDATE = datetime.timedelta(days=1)  # tolerate a guest clock somewhat behind ours
+_OPENSSL_TIMEOUT = 30.0
+
+# cryptography gained CMS decryption in a later release than the builder; without it (or for
+# a content cipher it does not implement, e.g. 3DES from an older encryptor) the openssl
+# binary, which every extension relies on anyway, does the work.
+_LIBRARY_DECRYPTS = hasattr(pkcs7, "pkcs7_decrypt_der")
+
+
+class ProtectedSettingsError(ExtHandlerError, ValueError):
+    """Protected settings could not be encrypted, found a key for, decrypted or parsed.
+
+    `thumbprint` names the certificate involved, when there is one. The message never
+    contains the plaintext or key material.
+    """
+
+    def __init__(self, message: str, *, thumbprint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.thumbprint = thumbprint
+
+
+@attrs.frozen(kw_only=True)
+class Certificate:
+    """A certificate/key pair in the lib dir, named by the certificate's SHA-1 thumbprint."""
+
+    thumbprint: str
+    """SHA-1 of the DER certificate, upper-case hex (40 characters)."""
+    certificate_path: Path
+    """`<lib>/<THUMBPRINT>.crt`, PEM."""
+    key_path: Path
+    """`<lib>/<THUMBPRINT>.prv`, PEM, unencrypted PKCS#8 (what extensions expect)."""
+
+
+def thumbprint_of(certificate_pem: bytes) -> str:
+    """The SHA-1 thumbprint (upper-case hex) of a PEM certificate, as the protocol names it."""
+    try:
+        cert = x509.load_pem_x509_certificate(certificate_pem)
+    except ValueError as exc:
+        raise ProtectedSettingsError(f"not a PEM certificate: {exc}") from None
+    return _thumbprint(cert)
+
+
+def _thumbprint(cert: x509.Certificate) -> str:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+
+
+def _paths(lib_dir: Path, thumbprint: str) -> Certificate:
+    return Certificate(
+        thumbprint=thumbprint,
+        certificate_path=lib_dir / f"{thumbprint}.crt",
+        key_path=lib_dir / f"{thumbprint}.prv",
+    )
+
+
+def ensure_certificate(lib_dir: Path) -> Certificate:
+    """The runtime's own certificate in `lib_dir`, created on first use.
+
+    The certificate named by `<lib_dir>/exthandler-certificate` is reused when its `.crt`
+    and `.prv` exist, the `.crt` has that thumbprint and the `.prv` is its key; otherwise a
+    new self-signed RSA certificate is written (key first, marker last, all atomically, so
+    a crash or a concurrent caller never leaves a marker naming a missing pair). Older
+    pairs are left in place: settings encrypted to them may still be on disk.
+    """
+    recorded = _recorded_certificate(lib_dir)
+    if recorded is not None:
+        return recorded
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_BITS)
+    cert = _self_signed(key)
+    certificate = _paths(lib_dir, _thumbprint(cert))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_atomic(certificate.key_path, key_pem, mode=0o600)
+    write_atomic(
+        certificate.certificate_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o600
+    )
+    write_atomic(lib_dir / MARKER_NAME, f"{certificate.thumbprint}\n".encode(), mode=0o644)
+    return certificate
+
+
+def _recorded_certificate(lib_dir: Path) -> Certificate | None:
+    """The pair the marker names, if it is intact; None for anything missing or amiss."""
+    try:
+        thumbprint = (lib_dir / MARKER_NAME).read_text(encoding="ascii").strip().upper()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _THUMBPRINT.fullmatch(thumbprint):
+        return None
+    certificate = _paths(lib_dir, thumbprint)
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.certificate_path.read_bytes())
+        key = serialization.load_pem_private_key(certificate.key_path.read_bytes(), None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if (
+        _thumbprint(cert) != thumbprint
+        or not isinstance(key, rsa.RSAPrivateKey)
+        or key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki)
+    ):
+        return None
+    return certificate
+
+
+def _self_signed(key: rsa.RSAPrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exthandler")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def encrypt_protected_settings(settings: Mapping[str, Any], certificate: Certificate) -> str:
+    """`settings` as JSON, enveloped to `certificate`, DER, base64 (one line).
+
+    RSA PKCS#1 v1.5 key transport to an issuer-and-serial recipient with an AES-256-CBC
+    content cipher: plain PKCS#7 that both `openssl cms -decrypt` and the older
+    `openssl smime -decrypt` accept.
+    """
+    try:
+        plaintext = json.dumps(dict(settings)).encode()
+    except (TypeError, ValueError) as exc:
+        # The message names a type or a circular reference, never a value.
+        raise ProtectedSettingsError(
+            f"protected settings are not JSON-serialisable: {exc}",
+            thumbprint=certificate.thumbprint,
+        ) from None
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.certificate_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ProtectedSettingsError(
+            f"cannot read certificate {certificate.certificate_path}: {exc}",
+            thumbprint=certificate.thumbprint,
+        ) from exc
+    try:
+        der = (
+            pkcs7.PKCS7EnvelopeBuilder()
+            .set_data(plaintext)
+            .add_recipient(cert)
+            .set_content_encryption_algorithm(algorithms.AES256)
+            .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        )
+    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
+        raise ProtectedSettingsError(
+            f"cannot encrypt to certificate {certificate.thumbprint}: {exc}",
+            thumbprint=certificate.thumbprint,
+        ) from None
+    return base64.b64encode(der).decode("ascii")
+
+
+def decrypt_protected_settings(data: str, lib_dir: Path, thumbprint: str) -> dict[str, Any]:
+    """Decrypt base64 DER enveloped data with `<lib_dir>/<thumbprint>.crt`/`.prv`; a JSON object.
+
+    The thumbprint is matched case-insensitively against the file names. cryptography
+    decrypts when it can; a content cipher it does not implement (or a version of it
+    without CMS decryption) falls back to `openssl cms -decrypt`.
+    """
+    certificate = _find_certificate(lib_dir, thumbprint)
+    tp = certificate.thumbprint
+    try:
+        der = base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtectedSettingsError(
+            "protected settings are not valid base64", thumbprint=tp
+        ) from None
+    if not der:
+        raise ProtectedSettingsError("protected settings are empty", thumbprint=tp)
+    if _LIBRARY_DECRYPTS:
+        plaintext = _decrypt_with_library(der, certificate)
+        if plaintext is None:
+            plaintext = _decrypt_with_openssl(der, certificate)
+    else:
+        plaintext = _decrypt_with_openssl(der, certificate)
+    return _parse_object(plaintext, tp)
+
+
+def _find_certificate(lib_dir: Path, thumbprint: str) -> Certificate:
+    """The `.crt`/`.prv` pair for `thumbprint`, whatever the case of the file names."""
+    if not _THUMBPRINT.fullmatch(thumbprint):
+        raise ProtectedSettingsError(
+            f"{thumbprint!r} is not a SHA-1 thumbprint (40 hex digits)", thumbprint=thumbprint
+        )
+    wanted = thumbprint.upper()
+    found: dict[str, Path] = {}
+    try:
+        entries = list(lib_dir.iterdir())
+    except OSError as exc:
+        raise ProtectedSettingsError(
+            f"cannot list {lib_dir} for certificate {wanted}: {exc.strerror}", thumbprint=wanted
+        ) from exc
+    for entry in sorted(entries):
+        stem, dot, suffix = entry.name.rpartition(".")
+        if dot and stem.upper() == wanted and suffix.lower() in ("crt", "prv"):
+            found.setdefault(suffix.lower(), entry)
+    missing = [f"{wanted}.{suffix}" for suffix in ("crt", "prv") if suffix not in found]
+    if missing:
+        raise ProtectedSettingsError(
+            f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})",
+            thumbprint=wanted,
+        )
+    return Certificate(thumbprint=wanted, certificate_path=found["crt"], key_path=found["prv"])
+
+
+def _decrypt_with_library(der: bytes, certificate: Certificate) -> bytes | None:
+    """Decrypt with cryptography; None when it does not implement the content cipher."""
+    tp = certificate.thumbprint
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.certificate_path.read_bytes())
+        key = serialization.load_pem_private_key(certificate.key_path.read_bytes(), None)
+    except OSError as exc:
+        raise ProtectedSettingsError(
+            f"cannot read certificate {tp}: {exc.strerror}", thumbprint=tp
+        ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # The exception may quote the file; say only which pair is unusable.
+        raise ProtectedSettingsError(
+            f"certificate {tp} or its key is not a readable unencrypted PEM", thumbprint=tp
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ProtectedSettingsError(f"the key of certificate {tp} is not RSA", thumbprint=tp)
+    try:
+        return bytes(pkcs7.pkcs7_decrypt_der(der, cert, key, []))
+    except UnsupportedAlgorithm:
+        return None
+    except ValueError as exc:
+        raise ProtectedSettingsError(
+            f"cannot decrypt protected settings with certificate {tp}: {exc}", thumbprint=tp
+        ) from None
+
+
+def _decrypt_with_openssl(der: bytes, certificate: Certificate) -> bytes:
+    """Decrypt with `openssl cms -decrypt`, the DER on stdin and the plaintext on stdout."""
+    tp = certificate.thumbprint
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ProtectedSettingsError(
+            "cannot decrypt protected settings: no openssl binary on PATH", thumbprint=tp
+        )
+    command = [
+        openssl,
+        "cms",
+        "-decrypt",
+        "-binary",
+        "-inform",
+        "DER",
+        "-recip",
+        str(certificate.certificate_path),
+        "-inkey",
+        str(certificate.key_path),
+    ]
+    try:
+        result = subprocess.run(
+            command, input=der, capture_output=True, timeout=_OPENSSL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        # TimeoutExpired keeps whatever stdout was read: do not chain it.
+        reason = exc.strerror if isinstance(exc, OSError) else "timed out"
+        raise ProtectedSettingsError(
+            f"cannot run openssl to decrypt with certificate {tp}: {reason}", thumbprint=tp
+        ) from None
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        first = detail[0][:200] if detail else "no diagnostics"
+        raise ProtectedSettingsError(
+            f"openssl cms -decrypt with certificate {tp} failed "
+            f"(exit {result.returncode}): {first}",
+            thumbprint=tp,
+        )
+    return result.stdout
+
+
+_UNPARSABLE = object()
+_JSON_TYPES: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _parse_object(plaintext: bytes, thumbprint: str) -> dict[str, Any]:
+    """The decrypted JSON object; errors say what was wrong, never what the text was."""
+    try:
+        value: object = json.loads(plaintext.decode("utf-8"))
+    except ValueError:
+        # UnicodeDecodeError and JSONDecodeError both hold the plaintext: not raised from here.
+        value = _UNPARSABLE
+    if value is _UNPARSABLE:
+        raise ProtectedSettingsError(
+            "decrypted protected settings are not UTF-8 JSON", thumbprint=thumbprint
+        )
+    if not isinstance(value, dict):
+        raise ProtectedSettingsError(
+            f"decrypted protected settings are a JSON {_JSON_TYPES.get(type(value), 'value')}, "
+            "not an object",
+            thumbprint=thumbprint,
+        )
+    return value
