@@ -1,0 +1,426 @@
+"""Running a classic package's HandlerManifest commands the way the reference agent does.
+
+A command runs as `/bin/sh -c <handler_dir>/<command>` in its own session, with stdin from
+/dev/null and its output going to temporary *files*: an enable commonly starts a daemon that
+inherits stdout, and a pipe would then never reach end-of-file. Only the direct child is
+awaited; a daemon it leaves behind keeps running. On timeout, or when the surrounding scope
+is cancelled, the whole process group gets SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import attrs
+from exthandler_sdk import Operation
+
+__all__ = [
+    "EXCERPT_LIMIT",
+    "PROTOCOL_VARIABLES",
+    "CommandResult",
+    "format_excerpt",
+    "is_protocol_variable",
+    "run_command",
+]
+
+_logger = logging.getLogger(__name__)
+
+PROTOCOL_VARIABLES = frozenset(
+    {
+        "ConfigSequenceNumber",
+        "ConfigExtensionName",
+        "VERSION",
+        "AZURE_GUEST_AGENT_EXTENSION_PATH",
+        "AZURE_GUEST_AGENT_EXTENSION_VERSION",
+        "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES",
+        "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION",
+        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE",
+        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS",
+        "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE",
+    }
+)
+"""The environment variables of PROTOCOL.md section 4."""
+
+_PROTOCOL_PREFIX = "AZURE_GUEST_AGENT_"
+
+EXCERPT_LIMIT = 3200
+"""Characters of output the reference agent keeps for a command, headers included."""
+
+_LOG_OUTPUT_LIMIT = 256 * 1024
+"""Bytes of each of stdout and stderr written to CommandExecution.log (the tail)."""
+
+_GROUP_POLL = 0.05
+"""Seconds between checks whether a terminated process group is empty."""
+
+
+def is_protocol_variable(name: str) -> bool:
+    """Whether `name` belongs to the protocol (the only variables ever logged)."""
+    return name in PROTOCOL_VARIABLES or name.startswith(_PROTOCOL_PREFIX)
+
+
+@attrs.frozen(kw_only=True)
+class CommandResult:
+    """What happened when a manifest command ran.
+
+    `exit_code` is None when nothing ran (no command, or it could not be started) or when
+    the command was killed on timeout; a death by signal N is reported as 128 + N, as a
+    shell would. `excerpt` is the reference agent's `[stdout]...[stderr]...` tail, and
+    `timeout` the limit the command ran under.
+    """
+
+    operation: Operation
+    command: str
+    exit_code: int | None
+    timed_out: bool = False
+    duration: float = 0.0
+    excerpt: str = ""
+    hint: str | None = None
+    timeout: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command ran and exited 0."""
+        return self.exit_code == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        """One human line: what happened, and the likely cause when one is known."""
+        title = _title(self.operation)
+        if self.timed_out:
+            after = self.timeout if self.timeout is not None else self.duration
+            text = f"{title} timed out after {after:g} s and was killed"
+        elif self.exit_code is None:
+            if self.command.strip():
+                text = f"{title} could not be started"
+            else:
+                text = f"{title} has no command ({self.operation.manifest_key}); nothing was run"
+        elif self.exit_code == 0:
+            text = f"{title} succeeded"
+        else:
+            text = f"{title} failed: exit code {self.exit_code}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+def _title(operation: Operation) -> str:
+    """`Enable` for Operation.ENABLE (spelled out: a str enum's `title` is str.title)."""
+    return operation.value.capitalize()
+
+
+def format_excerpt(stdout: str, stderr: str, *, limit: int = EXCERPT_LIMIT) -> str:
+    """`[stdout]\\n<tail>\\n\\n[stderr]\\n<tail>` in at most `limit` characters.
+
+    The budget is split evenly; what one stream does not use goes to the other, and each
+    keeps its tail (the end of the output is where the error usually is).
+    """
+    template = "[stdout]\n{}\n\n[stderr]\n{}"
+    budget = max(0, limit - len(template.format("", "")))
+    out_len = min(len(stdout), max(budget // 2, budget - len(stderr)))
+    err_len = min(len(stderr), budget - out_len)
+    return template.format(_last(stdout, out_len), _last(stderr, err_len))
+
+
+def _last(text: str, count: int) -> str:
+    return text[len(text) - count :]
+
+
+def _child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The runtime's environment without any protocol variable, then `env` on top.
+
+    Removing first means an update-only variable never leaks into another command from
+    the runtime's own environment.
+    """
+    child = {name: value for name, value in os.environ.items() if not is_protocol_variable(name)}
+    child.update(env)
+    return child
+
+
+async def run_command(
+    *,
+    handler_dir: Path,
+    command: str,
+    operation: Operation,
+    env: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - the command's limit: it is killed, the caller is not
+    grace: float = 5.0,
+    log_file: Path | None = None,
+    log_limit: int = 10 * 1024 * 1024,
+) -> CommandResult:
+    """Run a manifest command in `handler_dir` and report how it ended.
+
+    `env` holds the protocol variables for this command (PROTOCOL.md section 4). Failures
+    of the command are results, not exceptions; a cancellation of the caller's scope kills
+    the command's process group and propagates.
+    """
+    relative = command.strip().lstrip("/")
+    if not relative:
+        return CommandResult(operation=operation, command=command, exit_code=None)
+    # Quoting changes nothing for an ordinary path and keeps one with spaces in one word.
+    command_line = f"{shlex.quote(str(handler_dir))}/{relative}"
+    child_env = _child_environment(env)
+    started = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            process = await anyio.open_process(
+                ["/bin/sh", "-c", command_line],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=handler_dir,
+                env=child_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            returncode: int | None = None
+            timed_out = False
+            hint: str | None = f"could not start /bin/sh in {handler_dir}: {exc}"
+        else:
+            returncode = await _wait(process, limit=timeout, grace=grace)
+            timed_out = returncode is None
+            hint = _hint(returncode, handler_dir, relative)
+        duration = time.monotonic() - start
+        exit_code = (
+            None if returncode is None else (128 - returncode if returncode < 0 else returncode)
+        )
+        record = _Record(
+            started=started,
+            operation=operation,
+            command_line=command_line,
+            env=child_env,
+            outcome=_outcome(exit_code, timed_out=timed_out, timeout=timeout, hint=hint),
+            duration=duration,
+        )
+        excerpt = await anyio.to_thread.run_sync(
+            _collect, out, err, record, log_file, log_limit, abandon_on_cancel=False
+        )
+    return CommandResult(
+        operation=operation,
+        command=command,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        duration=duration,
+        excerpt=excerpt,
+        hint=hint,
+        timeout=timeout,
+    )
+
+
+async def _wait(process: anyio.abc.Process, *, limit: float, grace: float) -> int | None:
+    """The child's return code, or None when it outlived `limit` seconds and was killed.
+
+    Whatever ends the wait early (timeout, cancellation, any exception) the process group
+    is terminated under a shield, so a cancelled runtime leaves no command behind.
+    """
+    returncode: int | None = None
+    try:
+        with anyio.move_on_after(limit):
+            returncode = await process.wait()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if returncode is None:
+                await _terminate(process, grace)
+            await process.aclose()
+    return returncode
+
+
+async def _terminate(process: anyio.abc.Process, grace: float) -> None:
+    """SIGTERM the process group, give it `grace` seconds to go, then SIGKILL what is left."""
+    group = process.pid  # the child leads its own session, so its pid is the group id
+    _signal_group(group, signal.SIGTERM)
+    with anyio.move_on_after(grace):
+        await process.wait()
+        # Nothing signals when the last member of a group exits: poll for it.
+        while _group_alive(group):  # noqa: ASYNC110
+            await anyio.sleep(_GROUP_POLL)
+        return  # all gone within the grace: nothing left to kill
+    _signal_group(group, signal.SIGKILL)
+    await process.wait()
+
+
+def _signal_group(group: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of `group` still runs.
+
+    Zombies do not count: orphans wait for init to reap them, and a slow init (common in
+    containers) would otherwise make every termination last the whole grace period.
+    """
+    entries: list[str] = []
+    with contextlib.suppress(OSError):
+        entries = os.listdir("/proc")
+    # Without procfs, trust kill(): the wait then lasts until the group is reaped.
+    return not entries or any(_runs_in_group(name, group) for name in entries if name.isdigit())
+
+
+def _runs_in_group(pid: str, group: int) -> bool:
+    """Whether /proc/<pid> is a live (not zombie) member of `group`."""
+    stat = b""
+    with contextlib.suppress(OSError):  # it may have exited since the listing
+        stat = Path("/proc", pid, "stat").read_bytes()
+    # Fields after the parenthesised command name: state, ppid, pgrp, ...
+    fields = stat.rpartition(b")")[2].split()
+    return len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == group
+
+
+def _hint(returncode: int | None, handler_dir: Path, relative: str) -> str | None:
+    """The likely cause of an unusual ending, from facts we can check afterwards."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return f"killed by signal {_signal_name(-returncode)}"
+    if 128 < returncode < 128 + signal.NSIG:
+        # How a shell reports a child killed by a signal (/bin/sh forks the command).
+        return f"probably killed by signal {_signal_name(returncode - 128)}"
+    if returncode not in (126, 127):
+        return None
+    # The program is the command's first word (the rest are its arguments).
+    script = handler_dir / relative.split()[0]
+    return exec_hint(returncode, script, handler_dir=handler_dir, noexec=_on_noexec(handler_dir))
+
+
+def _on_noexec(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+    except OSError:  # e.g. an uninstall that removed its own directory
+        return False
+
+
+def exec_hint(exit_code: int, script: Path, *, handler_dir: Path, noexec: bool) -> str | None:
+    """Why `/bin/sh` may have exited 126 (cannot execute) or 127 (not found).
+
+    None when nothing explains it: the program itself may have chosen that exit code.
+    """
+    if not script.exists():
+        return f"command not found in the package: {script}"
+    if exit_code == 126 and noexec:
+        return f"the handler directory {handler_dir} is on a filesystem mounted noexec"
+    if script.is_dir():
+        return f"{script} is a directory, not a program"
+    if not os.access(script, os.X_OK):
+        return f"{script} is not executable (it lacks the exec permission bit)"
+    interpreter = _interpreter(script) if exit_code == 127 else None
+    if interpreter and not os.access(interpreter, os.X_OK):
+        return f"the interpreter of {script} is missing: {interpreter}"
+    return None
+
+
+def _interpreter(script: Path) -> str | None:
+    """The program named by a `#!` line, if the script starts with one."""
+    first = b""
+    with contextlib.suppress(OSError), script.open("rb") as file:
+        first = file.readline(256)
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    return words[0] if words else None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # e.g. a real-time signal other than SIGRTMIN/SIGRTMAX
+        return str(signum)
+
+
+def _outcome(exit_code: int | None, *, timed_out: bool, timeout: float, hint: str | None) -> str:
+    if timed_out:
+        text = f"timed out after {timeout:g} s; process group killed"
+    elif exit_code is None:
+        text = "not started"
+    else:
+        text = f"exit code {exit_code}"
+    return f"{text} ({hint})" if hint else text
+
+
+@attrs.frozen(kw_only=True)
+class _Record:
+    """What CommandExecution.log says about one command, besides its output."""
+
+    started: dt.datetime
+    operation: Operation
+    command_line: str
+    env: Mapping[str, str]
+    outcome: str
+    duration: float
+
+
+def _read_tail(file: IO[bytes], limit: int) -> tuple[bytes, int]:
+    """The last `limit` bytes of `file`, and its whole size."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - limit))
+    return file.read(limit), size
+
+
+def _collect(
+    out: IO[bytes], err: IO[bytes], record: _Record, log_file: Path | None, log_limit: int
+) -> str:
+    """Read the output tails, append the log entry, and return the excerpt (blocking I/O)."""
+    # Each character takes at most 4 bytes of UTF-8, so this many bytes always suffice.
+    need = _LOG_OUTPUT_LIMIT if log_file is not None else EXCERPT_LIMIT * 4
+    stdout, stdout_size = _read_tail(out, need)
+    stderr, stderr_size = _read_tail(err, need)
+    stdout_text = stdout.decode("utf-8", "replace")
+    stderr_text = stderr.decode("utf-8", "replace")
+    if log_file is not None:
+        entry = _log_entry(
+            record,
+            ("stdout", stdout_text, stdout_size, len(stdout)),
+            ("stderr", stderr_text, stderr_size, len(stderr)),
+        )
+        try:
+            _append_log(log_file, entry.encode("utf-8", "replace"), log_limit)
+        except OSError as exc:
+            _logger.warning("could not write %s: %s", log_file, exc)
+    return format_excerpt(stdout_text, stderr_text)
+
+
+def _log_entry(record: _Record, *streams: tuple[str, str, int, int]) -> str:
+    """One CommandExecution.log entry. Only protocol variables are written: the rest of
+    the environment may hold secrets."""
+    stamp = record.started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lines = [
+        f"===== {stamp} {_title(record.operation)}",
+        f"command: /bin/sh -c {record.command_line}",
+    ]
+    lines += [
+        f"env: {name}={record.env[name]}"
+        for name in sorted(record.env)
+        if is_protocol_variable(name)
+    ]
+    lines += [f"result: {record.outcome}", f"duration: {record.duration:.3f} s"]
+    for name, text, size, kept in streams:
+        cut = f" (last {kept} of {size} bytes)" if kept < size else ""
+        lines += [f"[{name}]{cut}", text.rstrip("\n")]
+    return "\n".join(lines) + "\n\n"
+
+
+def _append_log(log_file: Path, data: bytes, limit: int) -> None:
+    """Append `data`, first rotating the log to `<name>.1` if it would grow past `limit`."""
+    log_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        size = log_file.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    if size and size + len(data) > limit:
+        os.replace(log_file, log_file.with_name(log_file.name + ".1"))
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

@@ -1,0 +1,508 @@
+"""The process executor: real scripts in `tmp_path`, real process groups, real signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import anyio
+import pytest
+from exthandler_sdk import Operation
+
+from exthandler._executors.process import (
+    EXCERPT_LIMIT,
+    CommandResult,
+    exec_hint,
+    format_excerpt,
+    is_protocol_variable,
+    run_command,
+)
+
+PROTOCOL_ENV = {
+    "ConfigSequenceNumber": "3",
+    "AZURE_GUEST_AGENT_EXTENSION_PATH": "/var/lib/waagent/P.T-1.0",
+    "AZURE_GUEST_AGENT_EXTENSION_VERSION": "1.0",
+    "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE": "NOT_RUN",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def handler_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "P.T-1.0"
+    (path / "bin").mkdir(parents=True)
+    return path
+
+
+def script(handler_dir: Path, name: str, body: str, *, mode: int = 0o755) -> Path:
+    """Write `bin/<name>` as a /bin/sh script."""
+    path = handler_dir / "bin" / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(mode)
+    return path
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` no longer runs (a zombie nobody has reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def all_gone(pids: list[int], within: float = 1.5) -> bool:
+    deadline = time.monotonic() + within
+    while not all(gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def read_pids(path: Path) -> list[int]:
+    return [int(word) for word in path.read_text().split()]
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[int]]:
+    """Pids a test started and that must not outlive it."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def run(
+    handler_dir: Path,
+    command: str,
+    *,
+    env: Mapping[str, str] = PROTOCOL_ENV,
+    limit: float = 10.0,
+    grace: float = 5.0,
+    log_file: Path | None = None,
+    log_limit: int = 10 * 1024 * 1024,
+) -> CommandResult:
+    """Run `command` as an enable, with the test defaults."""
+    return await run_command(
+        handler_dir=handler_dir,
+        command=command,
+        operation=Operation.ENABLE,
+        env=env,
+        timeout=limit,
+        grace=grace,
+        log_file=log_file,
+        log_limit=log_limit,
+    )
+
+
+# --- how the command runs ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_runs_via_sh_in_handler_dir_with_arguments_and_exact_env(
+    handler_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERSION", "9.9")
+    monkeypatch.setenv("AZURE_GUEST_AGENT_UPDATING_FROM_VERSION", "0.9")
+    monkeypatch.setenv("ConfigExtensionName", "leaked")
+    monkeypatch.setenv("KEEP_ME", "kept")
+    script(
+        handler_dir,
+        "handler.sh",
+        'pwd > cwd.txt\necho "$@" > args.txt\nenv > env.txt\n'
+        "cat /proc/$$/stat > stat.txt\nreadlink /proc/self/fd/0 > stdin.txt\n"
+        "echo hello\necho oops >&2",
+    )
+
+    result = await run(handler_dir, "/bin/handler.sh enable  --fast")
+
+    assert result.ok
+    assert result.exit_code == 0
+    assert result.command == "/bin/handler.sh enable  --fast"
+    assert result.describe() == "Enable succeeded"
+    assert result.excerpt == "[stdout]\nhello\n\n\n[stderr]\noops\n"
+    assert (handler_dir / "cwd.txt").read_text().strip() == str(handler_dir)
+    assert (handler_dir / "args.txt").read_text() == "enable --fast\n"
+    assert (handler_dir / "stdin.txt").read_text().strip() == "/dev/null"
+    env = dict(
+        line.split("=", 1)
+        for line in (handler_dir / "env.txt").read_text().splitlines()
+        if "=" in line
+    )
+    for name, value in PROTOCOL_ENV.items():
+        assert env[name] == value
+    assert env["KEEP_ME"] == "kept"
+    assert "VERSION" not in env
+    assert "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION" not in env
+    assert "ConfigExtensionName" not in env
+    # The script leads a session and a process group of its own.
+    fields = (handler_dir / "stat.txt").read_text().rpartition(")")[2].split()
+    group, session = int(fields[2]), int(fields[3])
+    assert group == session != os.getsid(0)
+
+
+@pytest.mark.anyio
+async def test_empty_command_runs_nothing(handler_dir: Path) -> None:
+    result = await run(handler_dir, "  ")
+    assert result.exit_code is None
+    assert not result.ok
+    assert result.describe() == "Enable has no command (enableCommand); nothing was run"
+
+
+@pytest.mark.anyio
+async def test_missing_handler_dir_is_a_result_not_an_exception(tmp_path: Path) -> None:
+    log = tmp_path / "log" / "CommandExecution.log"
+    result = await run(tmp_path / "absent", "bin/enable.sh", log_file=log)
+    assert result.exit_code is None
+    assert not result.timed_out
+    assert result.describe().startswith("Enable could not be started (could not start /bin/sh")
+    assert "result: not started" in log.read_text()
+
+
+def test_protocol_variables() -> None:
+    assert is_protocol_variable("ConfigSequenceNumber")
+    assert is_protocol_variable("VERSION")
+    assert is_protocol_variable("AZURE_GUEST_AGENT_SOMETHING_NEW")
+    assert not is_protocol_variable("PATH")
+    assert not is_protocol_variable("version")
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_excerpt_keeps_the_tails_of_huge_output(handler_dir: Path, tmp_path: Path) -> None:
+    script(
+        handler_dir,
+        "noisy.sh",
+        "head -c 1000000 /dev/zero | tr '\\0' o; echo END-OUT\n"
+        "head -c 1000000 /dev/zero | tr '\\0' e >&2; echo END-ERR >&2",
+    )
+    log = tmp_path / "CommandExecution.log"
+
+    result = await run(handler_dir, "bin/noisy.sh", log_file=log)
+
+    assert len(result.excerpt) == EXCERPT_LIMIT
+    head, _, stderr = result.excerpt.partition("\n\n[stderr]\n")
+    assert head.startswith("[stdout]\n")
+    stdout = head.removeprefix("[stdout]\n")
+    assert stdout.endswith("ooooEND-OUT\n")
+    assert stderr.endswith("eeeeEND-ERR\n")
+    assert abs(len(stdout) - len(stderr)) <= 1
+    text = log.read_text()
+    assert text.count("(last 262144 of 1000008 bytes)") == 2
+    assert len(text) < 600 * 1024
+
+
+def test_excerpt_gives_unused_budget_to_the_other_stream() -> None:
+    assert format_excerpt("a\n", "b\n") == "[stdout]\na\n\n\n[stderr]\nb\n"
+    long = "x" * 10_000 + "END"
+    short_out = format_excerpt("tiny", long)
+    assert len(short_out) == EXCERPT_LIMIT
+    assert short_out.startswith("[stdout]\ntiny\n\n[stderr]\nxxx")
+    assert short_out.endswith("END")
+    short_err = format_excerpt(long, "tiny")
+    assert len(short_err) == EXCERPT_LIMIT
+    assert short_err.endswith("END\n\n[stderr]\ntiny")
+    assert format_excerpt("abc", "def", limit=22) == "[stdout]\nc\n\n[stderr]\nf"
+    assert format_excerpt("abc", "", limit=22) == "[stdout]\nbc\n\n[stderr]\n"
+
+
+@pytest.mark.anyio
+async def test_output_is_decoded_leniently(handler_dir: Path) -> None:
+    script(handler_dir, "bytes.sh", "printf 'caf\\303\\251 \\377\\n'")
+    result = await run(handler_dir, "bin/bytes.sh")
+    assert result.excerpt.startswith("[stdout]\ncafé \ufffd\n")
+
+
+# --- failures and their hints -----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_non_zero_exit(handler_dir: Path) -> None:
+    script(handler_dir, "fail.sh", "echo 'bad config' >&2\nexit 3")
+    result = await run(handler_dir, "bin/fail.sh")
+    assert result.exit_code == 3
+    assert not result.ok
+    assert result.hint is None
+    assert result.describe() == "Enable failed: exit code 3"
+    assert result.excerpt.endswith("[stderr]\nbad config\n")
+
+
+@pytest.mark.anyio
+async def test_non_executable_script_gets_a_hint(handler_dir: Path) -> None:
+    path = script(handler_dir, "enable.sh", "exit 0", mode=0o644)
+    result = await run(handler_dir, "bin/enable.sh")
+    assert result.exit_code == 126
+    assert result.hint == f"{path} is not executable (it lacks the exec permission bit)"
+    assert result.describe() == f"Enable failed: exit code 126 ({result.hint})"
+
+
+@pytest.mark.anyio
+async def test_missing_script_gets_a_hint(handler_dir: Path) -> None:
+    result = await run(handler_dir, "bin/missing.sh enable")
+    assert result.exit_code == 127
+    assert result.hint == f"command not found in the package: {handler_dir / 'bin/missing.sh'}"
+
+
+@pytest.mark.anyio
+async def test_directory_and_missing_interpreter_get_hints(handler_dir: Path) -> None:
+    result = await run(handler_dir, "bin")
+    assert result.exit_code == 126
+    assert result.hint == f"{handler_dir / 'bin'} is a directory, not a program"
+
+    path = handler_dir / "bin" / "py.sh"
+    path.write_text("#!/nonexistent/python3 -u\nprint('hi')\n")
+    path.chmod(0o755)
+    result = await run(handler_dir, "bin/py.sh")
+    assert result.exit_code == 127
+    assert result.hint == f"the interpreter of {path} is missing: /nonexistent/python3"
+
+
+@pytest.mark.anyio
+async def test_codes_126_and_127_chosen_by_the_program_get_no_hint(handler_dir: Path) -> None:
+    script(handler_dir, "own.sh", 'exit "$1"')
+    for code in (126, 127):
+        result = await run(handler_dir, f"bin/own.sh {code}")
+        assert result.exit_code == code
+        assert result.hint is None
+    (handler_dir / "bin" / "plain").write_text("exit 127\n")
+    (handler_dir / "bin" / "plain").chmod(0o755)
+    result = await run(handler_dir, "bin/plain")
+    assert result.exit_code == 127
+    assert result.hint is None
+
+
+@pytest.mark.anyio
+async def test_hint_survives_a_command_that_removed_its_own_directory(handler_dir: Path) -> None:
+    script(handler_dir, "uninstall.sh", 'rm -rf "$PWD"\nexit 126')
+    result = await run(handler_dir, "bin/uninstall.sh")
+    assert result.exit_code == 126
+    assert result.hint == f"command not found in the package: {handler_dir / 'bin/uninstall.sh'}"
+
+
+def test_noexec_hint(tmp_path: Path) -> None:
+    path = tmp_path / "enable.sh"
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    assert exec_hint(126, path, handler_dir=tmp_path, noexec=True) == (
+        f"the handler directory {tmp_path} is on a filesystem mounted noexec"
+    )
+    assert exec_hint(126, path, handler_dir=tmp_path, noexec=False) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("signum", "name"),
+    [(signal.SIGUSR1, "SIGUSR1"), (signal.SIGRTMIN + 3, str(signal.SIGRTMIN + 3))],
+)
+async def test_death_by_signal(handler_dir: Path, signum: int, name: str) -> None:
+    # `kill 0` signals the whole group, /bin/sh included: a real death by signal.
+    script(handler_dir, "crash.sh", f"kill -{int(signum)} 0")
+    result = await run(handler_dir, "bin/crash.sh")
+    assert result.exit_code == 128 + signum
+    assert result.hint == f"killed by signal {name}"
+    assert result.describe() == f"Enable failed: exit code {128 + signum} (killed by signal {name})"
+
+
+@pytest.mark.anyio
+async def test_shell_reported_signal_death(handler_dir: Path) -> None:
+    script(handler_dir, "crash.sh", 'kill -USR1 $$\nexit "$1"')
+    result = await run(handler_dir, "bin/crash.sh 0")
+    assert result.exit_code == 128 + signal.SIGUSR1
+    assert result.hint is not None
+    assert result.hint.endswith("killed by signal SIGUSR1")
+    for code, hint in ((130, "probably killed by signal SIGINT"), (200, None), (255, None)):
+        (handler_dir / "bin" / "crash.sh").write_text(f"#!/bin/sh\nexit {code}\n")
+        result = await run(handler_dir, "bin/crash.sh")
+        assert (result.exit_code, result.hint) == (code, hint)
+
+
+# --- timeouts, daemons, cancellation ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_timeout_kills_the_whole_group(handler_dir: Path, reaper: list[int]) -> None:
+    script(handler_dir, "hang.sh", "sleep 1000 &\necho $! > pids\necho $$ >> pids\nsleep 1000")
+    started = time.monotonic()
+
+    result = await run(handler_dir, "bin/hang.sh", limit=0.5, grace=3.0)
+
+    pids = read_pids(handler_dir / "pids")
+    reaper.extend(pids)
+    assert result.timed_out
+    assert result.exit_code is None
+    assert not result.ok
+    assert result.describe() == "Enable timed out after 0.5 s and was killed"
+    assert time.monotonic() - started < 2.0  # SIGTERM sufficed: no wait for the grace
+    assert all_gone(pids)
+
+
+@pytest.mark.anyio
+async def test_command_ignoring_sigterm_is_killed_after_grace(
+    handler_dir: Path, reaper: list[int]
+) -> None:
+    script(
+        handler_dir,
+        "stubborn.sh",
+        "trap '' TERM\nsleep 1000 &\necho $! > pids\necho $$ >> pids\nwhile :; do sleep 0.05; done",
+    )
+    started = time.monotonic()
+
+    result = await run(handler_dir, "bin/stubborn.sh", limit=0.3, grace=0.3)
+
+    elapsed = time.monotonic() - started
+    pids = read_pids(handler_dir / "pids")
+    reaper.extend(pids)
+    assert result.timed_out
+    assert 0.6 <= elapsed < 3.0
+    assert all_gone(pids)
+
+
+@pytest.mark.anyio
+async def test_grandchild_ignoring_sigterm_is_killed_after_grace(
+    handler_dir: Path, reaper: list[int]
+) -> None:
+    script(
+        handler_dir,
+        "leaky.sh",
+        "(trap '' TERM; exec sleep 1000) &\necho $! > pids\necho $$ >> pids\nsleep 1000",
+    )
+    result = await run(handler_dir, "bin/leaky.sh", limit=0.3, grace=0.4)
+    pids = read_pids(handler_dir / "pids")
+    reaper.extend(pids)
+    assert result.timed_out
+    assert all_gone(pids)
+
+
+@pytest.mark.anyio
+async def test_daemon_left_by_enable_keeps_running(handler_dir: Path, reaper: list[int]) -> None:
+    script(handler_dir, "start.sh", "sleep 30 &\necho $! > daemon.pid\necho started")
+    started = time.monotonic()
+
+    result = await run(handler_dir, "bin/start.sh")
+
+    daemon = int((handler_dir / "daemon.pid").read_text())
+    reaper.append(daemon)
+    assert time.monotonic() - started < 2.0
+    assert result.ok
+    assert result.excerpt.startswith("[stdout]\nstarted\n")
+    assert not gone(daemon)
+
+
+@pytest.mark.anyio
+async def test_cancellation_kills_the_group_and_propagates(
+    handler_dir: Path, reaper: list[int]
+) -> None:
+    script(handler_dir, "hang.sh", "sleep 1000 &\necho $! > pids\necho $$ >> pids\nsleep 1000")
+    reached = False
+
+    with anyio.move_on_after(0.5) as scope:
+        await run(handler_dir, "bin/hang.sh", limit=60.0, grace=2.0)
+        reached = True
+
+    pids = read_pids(handler_dir / "pids")
+    reaper.extend(pids)
+    assert scope.cancelled_caught
+    assert not reached
+    assert all_gone(pids)
+
+
+# --- CommandExecution.log ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_log_entry_has_protocol_env_and_output_but_no_other_env(
+    handler_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_SECRET", "hunter2")
+    script(handler_dir, "enable.sh", "echo out-text\necho err-text >&2\nexit 4")
+    log = tmp_path / "log" / "P.T" / "CommandExecution.log"
+    extra_env = {**PROTOCOL_ENV, "NOT_PROTOCOL": "hidden"}
+
+    await run(handler_dir, "bin/enable.sh", log_file=log, env=extra_env)
+    await run(handler_dir, "bin/enable.sh", log_file=log, env=extra_env)
+
+    assert log.parent.stat().st_mode & 0o777 == 0o755
+    text = log.read_text()
+    assert text.count("===== ") == 2
+    assert re.match(r"===== \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z Enable\n", text)
+    assert f"command: /bin/sh -c {handler_dir}/bin/enable.sh" in text
+    for name, value in PROTOCOL_ENV.items():
+        assert f"env: {name}={value}\n" in text
+    assert "result: exit code 4\n" in text
+    assert "duration: " in text
+    assert "[stdout]\nout-text\n[stderr]\nerr-text\n" in text
+    assert "hunter2" not in text
+    assert "MY_SECRET" not in text
+    assert "hidden" not in text
+    assert "\nenv: PATH=" not in text
+
+
+@pytest.mark.anyio
+async def test_log_records_a_timeout(handler_dir: Path, tmp_path: Path) -> None:
+    script(handler_dir, "hang.sh", "exec sleep 1000")
+    log = tmp_path / "CommandExecution.log"
+    await run(handler_dir, "bin/hang.sh", log_file=log, limit=0.2, grace=1.0)
+    assert "result: timed out after 0.2 s; process group killed\n" in log.read_text()
+
+
+@pytest.mark.anyio
+async def test_log_rotates_at_its_limit(handler_dir: Path, tmp_path: Path) -> None:
+    script(handler_dir, "enable.sh", "echo new-run")
+    log = tmp_path / "CommandExecution.log"
+    log.write_text("old-entry\n" * 190)  # 1900 bytes
+
+    await run(handler_dir, "bin/enable.sh", log_file=log, log_limit=2000)
+
+    rotated = tmp_path / "CommandExecution.log.1"
+    assert rotated.read_text() == "old-entry\n" * 190
+    assert "new-run" in log.read_text()
+    assert "old-entry" not in log.read_text()
+
+    # Appending below the limit does not rotate again.
+    await run(handler_dir, "bin/enable.sh", log_file=log, log_limit=10_000)
+    assert log.read_text().count("new-run") == 2
+    assert rotated.read_text() == "old-entry\n" * 190
+
+
+@pytest.mark.anyio
+async def test_unwritable_log_does_not_fail_the_command(
+    handler_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script(handler_dir, "enable.sh", "echo fine")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING):
+        result = await run(handler_dir, "bin/enable.sh", log_file=blocker / "CommandExecution.log")
+    assert result.ok
+    assert "could not write" in caplog.text
+
+
+# --- describe ---------------------------------------------------------------------------
+
+
+def test_describe_timeout_without_a_recorded_limit() -> None:
+    result = CommandResult(
+        operation=Operation.INSTALL,
+        command="bin/install.sh",
+        exit_code=None,
+        timed_out=True,
+        duration=3.0,
+        hint="it printed nothing",
+    )
+    assert result.describe() == "Install timed out after 3 s and was killed (it printed nothing)"
+    assert not result.ok
