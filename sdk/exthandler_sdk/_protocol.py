@@ -26,7 +26,7 @@ class Operation(enum.StrEnum):
         return f"{self.value}Command"
 
     @property
-    def title(self) -> str:
+    def display_name(self) -> str:
         """The operation as status files spell it (`Enable`)."""
         return self.value.capitalize()
 

@@ -1,0 +1,346 @@
+"""The instance view: what the runtime reports about each extension (INTERFACE.md).
+
+`compose_status` is the one rule deciding which status an extension shows, from what the
+extension wrote and how its command went; it is pure so that every case is tested.
+`InstanceView.to_json` gives exactly the public JSON shape and `from_json` reads it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from exthandler_sdk import ExtHandlerError, Operation, StatusLevel
+
+from ._status import StatusReport, SubStatus
+
+__all__ = [
+    "CommandFailure",
+    "ExtensionView",
+    "InstanceView",
+    "InstanceViewError",
+    "StatusView",
+    "SubstatusView",
+    "compose_status",
+    "error_view",
+    "render_table",
+    "status_view",
+    "substatus_view",
+]
+
+# level -> (code word, level name, displayStatus)
+_MAPPING: dict[StatusLevel, tuple[str, str, str]] = {
+    StatusLevel.SUCCESS: ("succeeded", "Info", "Provisioning succeeded"),
+    StatusLevel.WARNING: ("succeeded", "Warning", "Provisioning succeeded"),
+    StatusLevel.ERROR: ("failed", "Error", "Provisioning failed"),
+    StatusLevel.TRANSITIONING: ("transitioning", "Info", "Transitioning"),
+}
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list"}
+MESSAGE_COLUMN_WIDTH = 60
+"""The longest MESSAGE shown by `render_table` (the first line of the message)."""
+
+
+class InstanceViewError(ExtHandlerError, ValueError):
+    """A document is not an instance view; the message lists `path: reason`."""
+
+
+@attrs.frozen(kw_only=True)
+class StatusView:
+    """An extension's top-level status, as shown in `statuses`."""
+
+    code: str
+    level: str
+    display_status: str
+    message: str
+    time: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SubstatusView:
+    """One entry of `substatuses` (from the extension's own substatus list)."""
+
+    code: str
+    level: str
+    display_status: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class ExtensionView:
+    """One extension: its handler, version, persisted handler state and statuses."""
+
+    name: str
+    type: str
+    type_handler_version: str
+    handler_state: str
+    sequence_number: int | None
+    statuses: tuple[StatusView, ...]
+    substatuses: tuple[SubstatusView, ...]
+
+
+@attrs.frozen(kw_only=True)
+class CommandFailure:
+    """A handler command that failed: non-zero exit or timeout.
+
+    `code` is the protocol code (1009 for enable, 1011 for a timeout, ...); `description`
+    says what happened ("Enable failed: exit code 3"); `excerpt` is the output tail as
+    `[stdout]\\n...\\n\\n[stderr]\\n...`.
+    """
+
+    operation: Operation
+    code: int
+    description: str
+    excerpt: str
+
+    @property
+    def text(self) -> str:
+        """The description followed by the output excerpt, as shown in a status message."""
+        return " ".join(part for part in (self.description, self.excerpt) if part)
+
+
+def status_view(level: StatusLevel, code: int, message: str, time: str | None) -> StatusView:
+    """Map a status level to the view's code, level and displayStatus (INTERFACE.md)."""
+    word, level_name, display = _MAPPING[level]
+    status_code = f"ProvisioningState/{word}"
+    if level is StatusLevel.ERROR:
+        status_code = f"{status_code}/{code}"
+    return StatusView(
+        code=status_code, level=level_name, display_status=display, message=message, time=time
+    )
+
+
+def substatus_view(sub: SubStatus) -> SubstatusView:
+    """`ComponentStatus/<name>/<succeeded|failed|transitioning>` with the status mapping."""
+    word, level_name, display = _MAPPING[sub.status]
+    return SubstatusView(
+        code=f"ComponentStatus/{sub.name}/{word}",
+        level=level_name,
+        display_status=display,
+        message=sub.message,
+    )
+
+
+def error_view(code: int, message: str, now: str) -> StatusView:
+    """A runtime-level error (download 1004, extraction 1005, ...) for an extension."""
+    return status_view(StatusLevel.ERROR, code, message, now)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}\n{second}" if first and second else first or second
+
+
+def compose_status(
+    report: StatusReport | None,
+    failure: CommandFailure | None,
+    *,
+    ran_ok: bool,
+    operation: Operation | None,
+    now: str,
+) -> tuple[StatusView, tuple[SubstatusView, ...]]:
+    """Decide the status an extension shows (INTERFACE.md, "Which status...").
+
+    - A terminal report (success/warning/error, including an invalid file as error 1012)
+      is authoritative: its level, code, message and substatus.
+    - If the command also failed, the status is an error all the same (a failing command
+      always shows as one): the extension's own code wins when it gave one (non-zero),
+      else the failure's, and the failure is appended to the extension's message.
+    - A failed command without a terminal report: error with the failure's code, the
+      message being the failure's description and output excerpt.
+    - A command that succeeded without any report: success, noting the missing status.
+    - Otherwise (a transitioning report, or no report and no command): transitioning.
+      Whether "no report, no command" should be shown at all is the caller's decision.
+
+    `time` is the report's `timestampUTC` when the report is authoritative and has one,
+    else `now`. A transitioning report's substatus is kept in every case.
+    """
+    substatuses = tuple(substatus_view(sub) for sub in report.substatus) if report else ()
+    if report is not None and report.status.terminal:
+        time = report.timestamp or now
+        if failure is None:
+            return status_view(report.status, report.code, report.message, time), substatuses
+        code = report.code or failure.code
+        message = _join(report.message, failure.text)
+        return status_view(StatusLevel.ERROR, code, message, time), substatuses
+    if failure is not None:
+        return status_view(StatusLevel.ERROR, failure.code, failure.text, now), substatuses
+    if report is None and ran_ok:
+        title = operation.display_name if operation is not None else "The command"
+        message = f"{title} succeeded; the extension wrote no status file"
+        return status_view(StatusLevel.SUCCESS, 0, message, now), ()
+    message = report.message if report is not None else ""
+    return status_view(StatusLevel.TRANSITIONING, 0, message, now), substatuses
+
+
+@attrs.frozen(kw_only=True)
+class InstanceView:
+    """Every (not uninstalled) extension's state after a goal state was processed."""
+
+    goal_state_id: str | None
+    extensions: tuple[ExtensionView, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape of INTERFACE.md (`time` is null when unknown)."""
+        return {
+            "goalStateId": self.goal_state_id,
+            "extensions": [
+                {
+                    "name": ext.name,
+                    "type": ext.type,
+                    "typeHandlerVersion": ext.type_handler_version,
+                    "handlerState": ext.handler_state,
+                    "sequenceNumber": ext.sequence_number,
+                    "statuses": [
+                        {
+                            "code": st.code,
+                            "level": st.level,
+                            "displayStatus": st.display_status,
+                            "message": st.message,
+                            "time": st.time,
+                        }
+                        for st in ext.statuses
+                    ],
+                    "substatuses": [
+                        {
+                            "code": sub.code,
+                            "level": sub.level,
+                            "displayStatus": sub.display_status,
+                            "message": sub.message,
+                        }
+                        for sub in ext.substatuses
+                    ],
+                }
+                for ext in self.extensions
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InstanceView:
+        """Read back what `to_json` produced (e.g. the file a runtime wrote).
+
+        Raises InstanceViewError listing every problem as `path: reason`.
+        """
+        reader = _Reader()
+        view = reader.view(data)
+        if reader.problems:
+            raise InstanceViewError("\n".join(reader.problems))
+        return view
+
+    def extension(self, name: str) -> ExtensionView | None:
+        """The extension called `name` (exact match first, then case-insensitive)."""
+        for ext in self.extensions:
+            if ext.name == name:
+                return ext
+        folded = name.casefold()
+        return next((ext for ext in self.extensions if ext.name.casefold() == folded), None)
+
+
+@attrs.define(eq=False)
+class _Reader:
+    """Collects `path: reason` problems while reading an instance view document."""
+
+    problems: list[str] = attrs.field(factory=list)
+
+    def _field(self, data: Mapping[str, Any], key: str, path: str, kind: type, default: Any) -> Any:
+        """`data[key]` when it is a `kind`, else `default` (null only when default is None)."""
+        if key not in data:
+            self.problems.append(f"{path}.{key}: missing")
+            return default
+        value = data[key]
+        if value is None and default is None:
+            return None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            self.problems.append(f"{path}.{key}: not {_KIND_NAMES[kind]}")
+            return default
+        return value
+
+    def _text(self, data: Mapping[str, Any], key: str, path: str) -> Any:
+        return self._field(data, key, path, str, "")
+
+    def _items(self, data: Mapping[str, Any], key: str, path: str) -> list[tuple[str, Any]]:
+        items: list[tuple[str, Any]] = []
+        for index, item in enumerate(self._field(data, key, path, list, [])):
+            where = f"{path}.{key}[{index}]"
+            if isinstance(item, Mapping):
+                items.append((where, item))
+            else:
+                self.problems.append(f"{where}: not an object")
+        return items
+
+    def view(self, data: object) -> InstanceView:
+        if not isinstance(data, Mapping):
+            self.problems.append("$: not an object")
+            return InstanceView(goal_state_id=None, extensions=())
+        return InstanceView(
+            goal_state_id=self._field(data, "goalStateId", "$", str, None),
+            extensions=tuple(self.extension(p, e) for p, e in self._items(data, "extensions", "$")),
+        )
+
+    def extension(self, path: str, data: Mapping[str, Any]) -> ExtensionView:
+        return ExtensionView(
+            name=self._text(data, "name", path),
+            type=self._text(data, "type", path),
+            type_handler_version=self._text(data, "typeHandlerVersion", path),
+            handler_state=self._text(data, "handlerState", path),
+            sequence_number=self._field(data, "sequenceNumber", path, int, None),
+            statuses=tuple(self.status(p, s) for p, s in self._items(data, "statuses", path)),
+            substatuses=tuple(
+                self.substatus(p, s) for p, s in self._items(data, "substatuses", path)
+            ),
+        )
+
+    def status(self, path: str, data: Mapping[str, Any]) -> StatusView:
+        return StatusView(
+            code=self._text(data, "code", path),
+            level=self._text(data, "level", path),
+            display_status=self._text(data, "displayStatus", path),
+            message=self._text(data, "message", path),
+            time=self._field(data, "time", path, str, None) if "time" in data else None,
+        )
+
+    def substatus(self, path: str, data: Mapping[str, Any]) -> SubstatusView:
+        return SubstatusView(
+            code=self._text(data, "code", path),
+            level=self._text(data, "level", path),
+            display_status=self._text(data, "displayStatus", path),
+            message=self._text(data, "message", path),
+        )
+
+
+def _first_line(message: str, width: int = MESSAGE_COLUMN_WIDTH) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _status_word(statuses: Sequence[StatusView]) -> str:
+    """`succeeded`, `failed/1009`, `transitioning`, ... (the code without its prefix)."""
+    if not statuses:
+        return "-"
+    return statuses[0].code.removeprefix("ProvisioningState/")
+
+
+def render_table(view: InstanceView) -> str:
+    """The `exthandler status` table: one row per extension, columns aligned.
+
+    MESSAGE is the first line of the first status's message, cut to 60 characters.
+    """
+    header = ("NAME", "TYPE", "VERSION", "STATE", "STATUS", "MESSAGE")
+    rows = [header]
+    for ext in view.extensions:
+        message = _first_line(ext.statuses[0].message) if ext.statuses else ""
+        rows.append(
+            (
+                ext.name,
+                ext.type,
+                ext.type_handler_version,
+                ext.handler_state,
+                _status_word(ext.statuses),
+                message,
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
