@@ -6,6 +6,8 @@ from ._errors import GoalStateError as GoalStateError
 from ._errors import NoEligibleVersionError as NoEligibleVersionError
 from ._errors import PackageError as PackageError
 from ._errors import VersionError as VersionError
+from ._goalstate import load_goal_state as load_goal_state
+from ._goalstate import parse_goal_state as parse_goal_state
 from ._manifest import HandlerManifest as HandlerManifest
 from ._manifest import parse_manifest as parse_manifest
 from ._model import ExtensionGoal as ExtensionGoal
@@ -14,24 +16,54 @@ from ._model import GoalStateFormat as GoalStateFormat
 from ._model import HandlerName as HandlerName
 from ._model import RequestedState as RequestedState
 from ._model import Version as Version
+from ._plugins import make_plugin_manager as make_plugin_manager
+from ._repository import DirectoryRepository as DirectoryRepository
+from ._repository import PackageRef as PackageRef
+from ._repository import PackageSource as PackageSource
+from ._repository import RepositorySet as RepositorySet
+from ._runtime import Runtime as Runtime
+from ._runtime import RuntimeConfig as RuntimeConfig
+from ._runtime import open_runtime as open_runtime
+from ._runtime import read_instance_view as read_instance_view
+from ._store import StateDirLockedError as StateDirLockedError
 from ._versions import select_version as select_version
+from ._view import ExtensionView as ExtensionView
+from ._view import InstanceView as InstanceView
+from ._view import StatusView as StatusView
+from ._view import SubstatusView as SubstatusView
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DirectoryRepository",
     "ExtHandlerError",
     "ExtensionGoal",
+    "ExtensionView",
     "GoalState",
     "GoalStateError",
     "GoalStateFormat",
     "HandlerManifest",
     "HandlerName",
+    "InstanceView",
     "NoEligibleVersionError",
     "PackageError",
+    "PackageRef",
+    "PackageSource",
+    "RepositorySet",
     "RequestedState",
+    "Runtime",
+    "RuntimeConfig",
+    "StateDirLockedError",
+    "StatusView",
+    "SubstatusView",
     "Version",
     "VersionError",
     "__version__",
+    "load_goal_state",
+    "make_plugin_manager",
+    "open_runtime",
+    "parse_goal_state",
     "parse_manifest",
+    "read_instance_view",
     "select_version",
 ]

@@ -90,7 +90,9 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
         if isinstance(value, str) and value.strip():
             commands[operation] = value.strip()
         elif value is not None or operation in _REQUIRED_COMMANDS:
-            problems.append(f"[0].handlerManifest.{operation.manifest_key}: missing or not a command")
+            problems.append(
+                f"[0].handlerManifest.{operation.manifest_key}: missing or not a command"
+            )
     if problems:
         raise fail("; ".join(problems))
     limits = entry.get("resourceLimits")

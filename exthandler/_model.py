@@ -234,8 +234,7 @@ def consistency_problems(
         key = ext.name.lower()
         if key in seen:
             problems.append(
-                f"{here}.name: duplicate extension name {ext.name!r}"
-                f" (also {path}[{seen[key]}])"
+                f"{here}.name: duplicate extension name {ext.name!r} (also {path}[{seen[key]}])"
             )
         else:
             seen[key] = index

@@ -2,6 +2,7 @@
 
 from ._errors import ExtHandlerError as ExtHandlerError
 from ._errors import HandlerError as HandlerError
+from ._hooks import hookimpl as hookimpl
 from ._protocol import ErrorCode as ErrorCode
 from ._protocol import Operation as Operation
 from ._protocol import StatusLevel as StatusLevel
@@ -12,4 +13,5 @@ __all__ = [
     "HandlerError",
     "Operation",
     "StatusLevel",
+    "hookimpl",
 ]

@@ -1,0 +1,354 @@
+"""The `exthandler` command line: parse arguments, call the public API, render results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from . import __version__
+from ._edit import delete_extension, set_extension
+from ._errors import GoalStateError
+from ._goalstate import load_goal_state
+from ._model import GoalState
+from ._progress import Progress
+from ._repository import DirectoryRepository, RepositorySet
+from ._runtime import RuntimeConfig, open_runtime, read_instance_view
+from ._store import StateDirLockedError
+from ._view import InstanceView, render_table
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_LOCKED = 3
+
+
+def default_state_dir(environ: dict[str, str] | None = None) -> Path:
+    """`$EXTHANDLER_STATE_DIR`, else /var/lib/exthandler for root, else the XDG state dir."""
+    env = os.environ if environ is None else environ
+    if env.get("EXTHANDLER_STATE_DIR"):
+        return Path(env["EXTHANDLER_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/exthandler")
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "exthandler"
+
+
+def repositories(args: argparse.Namespace, environ: dict[str, str] | None = None) -> list[Path]:
+    """`--repo` values in order, then the colon-separated entries of `$EXTHANDLER_REPO`."""
+    env = os.environ if environ is None else environ
+    extra = [Path(p) for p in env.get("EXTHANDLER_REPO", "").split(":") if p]
+    return [*(Path(p) for p in args.repo or ()), *extra]
+
+
+def _render_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+def _problems(exc: GoalStateError, out: TextIO) -> int:
+    for problem in exc.problems:
+        out.write(f"{problem}\n")
+    return EXIT_INVALID
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        goal = load_goal_state(args.goal)
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    broken = [e for e in goal.extensions if e.settings_error]
+    print(
+        f"{args.goal}: valid {goal.format} goal state {goal.id}, "
+        f"{len(goal.extensions)} extension(s)"
+    )
+    for ext in goal.extensions:
+        print(f"  {ext.name}: {ext.handler} {ext.version} {ext.state}")
+    for ext in broken:
+        print(
+            f"  warning: {ext.name}: settings unusable, will be reported in error: "
+            f"{ext.settings_error}"
+        )
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> RuntimeConfig:
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    return RuntimeConfig(
+        state_dir=state_dir,
+        repositories=repositories(args),
+        log_root=Path(args.log_root) if getattr(args, "log_root", None) else None,
+        concurrency=getattr(args, "concurrency", 8),
+        command_timeout=getattr(args, "command_timeout", None),
+        plugins=plugins,
+        # Where the boot id comes from; containers and tests may point it elsewhere.
+        boot_id_path=Path(
+            os.environ.get("EXTHANDLER_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")
+        ),
+    )
+
+
+def _failed(view: InstanceView) -> bool:
+    return any(s.level == "Error" for e in view.extensions for s in e.statuses)
+
+
+def _print_view(view: InstanceView, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(view.to_json(), indent=2))
+    else:
+        print(render_table(view))
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    try:
+        goal = load_goal_state(args.goal)
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    progress = Progress(out=sys.stderr) if sys.stderr.isatty() and not args.json else None
+    config = _config(args, [progress] if progress else [])
+
+    async def main() -> InstanceView:
+        async with open_runtime(config) as runtime:
+            if progress is None:
+                return await runtime.apply(goal)
+            async with anyio.create_task_group() as group:
+
+                async def tick() -> None:
+                    while True:
+                        await anyio.sleep(0.25)
+                        progress.draw()
+
+                group.start_soon(tick)
+                view = await runtime.apply(goal)
+                group.cancel_scope.cancel()
+            progress.clear()
+            return view
+
+    try:
+        view = anyio.run(main)
+    except StateDirLockedError as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    _print_view(view, args.json)
+    return EXIT_FAILED if _failed(view) else EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    view = read_instance_view(state_dir) or InstanceView(goal_state_id=None, extensions=())
+    _print_view(view, args.json)
+    return EXIT_OK
+
+
+def _source_file(source: Path) -> Path | None:
+    """SOURCE itself, or the newest regular file directly inside it."""
+    if source.is_dir():
+        files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+    return source if source.exists() else None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    config = _config(args)
+
+    async def main() -> None:
+        async with open_runtime(config) as runtime, anyio.create_task_group() as group:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        print(
+                            f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr
+                        )
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            seen: bytes | None = None
+            while True:
+                path = _source_file(source)
+                data = path.read_bytes() if path is not None else None
+                if data is not None and data != seen:
+                    seen = data
+                    try:
+                        goal: GoalState = load_goal_state(data)
+                    except GoalStateError as exc:
+                        for problem in exc.problems:
+                            print(f"{path}: {problem}", file=sys.stderr)
+                    else:
+                        view = await runtime.apply(goal)
+                        state = "with errors" if _failed(view) else "ok"
+                        print(
+                            f"applied {goal.id}: {len(view.extensions)} extension(s), {state}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                await anyio.sleep(args.interval)
+
+    try:
+        anyio.run(main)
+    except StateDirLockedError as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    return EXIT_OK
+
+
+def _cmd_image_list(args: argparse.Namespace) -> int:
+    sources = RepositorySet([DirectoryRepository(path) for path in repositories(args)])
+    refs = anyio.run(sources.list_all)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "publisher": r.handler.publisher,
+                        "type": r.handler.type,
+                        "version": str(r.version),
+                    }
+                    for r in refs
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not refs:
+        print("no handler packages found", file=sys.stderr)
+        return EXIT_OK
+    rows = [("PUBLISHER", "TYPE", "VERSION")]
+    rows += [(r.handler.publisher, r.handler.type, str(r.version)) for r in refs]
+    _render_table(rows, sys.stdout)
+    return EXIT_OK
+
+
+def _json_argument(option: str, text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise GoalStateError([f"{option}: not valid JSON ({exc})"]) from exc
+    if not isinstance(value, dict):
+        raise GoalStateError([f"{option}: must be a JSON object"])
+    return value
+
+
+def _cmd_extension_set(args: argparse.Namespace) -> int:
+    try:
+        set_extension(
+            Path(args.goal_state),
+            name=args.name,
+            publisher=args.publisher,
+            type_=args.type,
+            version=args.version,
+            settings=_json_argument("--settings", args.settings),
+            protected_settings=_json_argument("--protected-settings", args.protected_settings),
+            auto_upgrade_minor=not args.no_auto_upgrade_minor,
+        )
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_extension_delete(args: argparse.Namespace) -> int:
+    try:
+        delete_extension(Path(args.goal_state), name=args.name)
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", metavar="DIR")
+    parser.add_argument("--repo", action="append", metavar="DIR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exthandler", description="Run VM extension handlers to a goal state."
+    )
+    parser.add_argument("--version", action="version", version=f"exthandler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    apply = commands.add_parser("apply", help="converge the state dir to a goal state, once")
+    apply.add_argument("goal", metavar="GOAL")
+    _runtime_options(apply)
+    apply.add_argument("--log-root", metavar="DIR")
+    apply.add_argument("--json", action="store_true", help="print the instance view as JSON")
+    apply.add_argument("--concurrency", type=_positive_int, default=8, metavar="N")
+    apply.add_argument("--command-timeout", type=_positive_float, metavar="SECONDS")
+    apply.set_defaults(func=_cmd_apply)
+
+    status = commands.add_parser("status", help="show the last instance view")
+    status.add_argument("--state-dir", metavar="DIR")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    run = commands.add_parser("run", help="keep converging to SOURCE as it changes")
+    run.add_argument("source", metavar="SOURCE")
+    _runtime_options(run)
+    run.add_argument("--interval", type=_positive_float, default=5.0, metavar="SECONDS")
+    run.add_argument("--command-timeout", type=_positive_float, metavar="SECONDS")
+    run.set_defaults(func=_cmd_run)
+
+    validate = commands.add_parser("validate", help="check a goal state without touching state")
+    validate.add_argument("goal", metavar="GOAL")
+    validate.set_defaults(func=_cmd_validate)
+
+    extension = commands.add_parser("extension", help="handler images and goal-state editing")
+    ext_commands = extension.add_subparsers(dest="ext_command", required=True, metavar="COMMAND")
+    image = ext_commands.add_parser("image", help="handler packages the repositories offer")
+    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+    image_list = image_commands.add_parser("list", help="list every handler and version")
+    image_list.add_argument("--repo", action="append", metavar="DIR")
+    image_list.add_argument("--json", action="store_true")
+    image_list.set_defaults(func=_cmd_image_list)
+
+    ext_set = ext_commands.add_parser("set", help="add or change an extension in a goal state")
+    ext_set.add_argument("--name", required=True)
+    ext_set.add_argument("--publisher", required=True)
+    ext_set.add_argument("--type", required=True)
+    ext_set.add_argument("--version", required=True)
+    ext_set.add_argument("--settings", metavar="JSON")
+    ext_set.add_argument("--protected-settings", metavar="JSON")
+    ext_set.add_argument("--no-auto-upgrade-minor", action="store_true")
+    ext_set.add_argument("--goal-state", required=True, metavar="FILE")
+    ext_set.set_defaults(func=_cmd_extension_set)
+
+    ext_delete = ext_commands.add_parser("delete", help="remove an extension from a goal state")
+    ext_delete.add_argument("--name", required=True)
+    ext_delete.add_argument("--goal-state", required=True, metavar="FILE")
+    ext_delete.set_defaults(func=_cmd_extension_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)

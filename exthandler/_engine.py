@@ -1,0 +1,768 @@
+"""The engine: converges a goal state by running each handler's steps, journalled.
+
+One task per handler drives it with `_plan.next_step`/`advance`; the record is saved
+durably after every step. Handlers run concurrently under a limit on running commands;
+removals come first, and a handler waits for the handlers its extensions depend on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pluggy
+from exthandler_sdk import ErrorCode, Operation, StatusLevel
+
+from ._crypto import Certificate, encrypt_protected_settings, ensure_certificate
+from ._errors import NoEligibleVersionError, PackageError
+from ._executors.process import CommandResult, run_command
+from ._extract import extract_package
+from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from ._model import (
+    EncryptedProtectedSettings,
+    ExtensionGoal,
+    GoalState,
+    HandlerName,
+    PlainProtectedSettings,
+    RequestedState,
+    Version,
+)
+from ._plan import (
+    ExtensionTarget,
+    HandlerRecord,
+    HandlerState,
+    HandlerTarget,
+    Outcome,
+    Step,
+    StepKind,
+    advance,
+    next_step,
+)
+from ._repository import PackageCatalog, RepositorySet
+from ._status import StatusReport, read_status_file
+from ._store import SUPPORTED_FEATURES, Store, read_boot_id
+from ._telemetry import EventRateLimiter, collect_events
+from ._versions import select_version
+from ._view import (
+    CommandFailure,
+    ExtensionView,
+    InstanceView,
+    StatusView,
+    SubstatusView,
+    compose_status,
+    error_view,
+)
+
+__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
+
+DEFAULT_TIMEOUTS: Mapping[Operation, float] = {
+    Operation.INSTALL: 900.0,
+    Operation.UPDATE: 900.0,
+    Operation.DISABLE: 900.0,
+    Operation.ENABLE: 300.0,
+    Operation.UNINSTALL: 300.0,
+}
+_OPERATIONS = {
+    StepKind.INSTALL: Operation.INSTALL,
+    StepKind.ENABLE: Operation.ENABLE,
+    StepKind.DISABLE: Operation.DISABLE,
+    StepKind.UPDATE: Operation.UPDATE,
+    StepKind.UNINSTALL: Operation.UNINSTALL,
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.frozen(kw_only=True)
+class EngineOptions:
+    concurrency: int = 8
+    command_timeout: float | None = None
+    handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    kill_grace: float = 5.0
+    dependency_wait: float = 20 * 60.0
+    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+
+
+@attrs.define(eq=False)
+class _ExtensionState:
+    """What the engine knows of one extension during an apply (feeds the view)."""
+
+    goal: ExtensionGoal
+    sequence_number: int | None = None
+    statuses: tuple[StatusView, ...] = ()
+    substatuses: tuple[SubstatusView, ...] = ()
+    level: StatusLevel = StatusLevel.TRANSITIONING
+    touched: bool = False
+
+
+@attrs.define(eq=False)
+class Engine:
+    """Owns one state dir (through `store`) and converges goal states into it."""
+
+    store: Store
+    repositories: RepositorySet
+    options: EngineOptions
+    plugins: pluggy.PluginManager
+    _records: dict[HandlerName, HandlerRecord] = attrs.field(factory=dict)
+    _manifests: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
+    _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
+    _goal_id: str | None = None
+    _certificate: Certificate | None = None
+    _limiter: anyio.CapacityLimiter | None = None
+    _events: EventRateLimiter = attrs.field(factory=EventRateLimiter)
+    _view_dirty: bool = False
+    _written: set[tuple[str, int]] = attrs.field(factory=set)
+    _restored: InstanceView | None = None
+    _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
+
+    # -- the instance view ----------------------------------------------------------------
+
+    def restore_view(self, view: InstanceView) -> None:
+        """Show `view` (the last one written) until the first apply of this runtime."""
+        self._restored = view
+
+    def instance_view(self) -> InstanceView:
+        if not self._extensions and self._restored is not None:
+            return self._restored
+        views = []
+        for state in self._extensions.values():
+            view = self._extension_view(state)
+            if view is not None:
+                views.append(view)
+        return InstanceView(goal_state_id=self._goal_id, extensions=tuple(views))
+
+    def _extension_view(self, state: _ExtensionState) -> ExtensionView | None:
+        goal = state.goal
+        if goal.state is RequestedState.UNINSTALL:
+            return None
+        record = self._records.get(goal.handler)
+        version = goal.version
+        handler_state = HandlerState.NOT_INSTALLED
+        if record is not None:
+            if record.upgrade is not None and record.upgrade.failed:
+                version, handler_state = record.upgrade.target, HandlerState.FAILED_UPGRADE
+            elif record.version is not None:
+                version = record.version
+                handler_state = record.state
+                ext = record.extension(goal.name)
+                if handler_state is not HandlerState.NOT_INSTALLED:
+                    enabled = ext is not None and ext.enabled
+                    handler_state = HandlerState.ENABLED if enabled else HandlerState.INSTALLED
+        statuses = state.statuses or (
+            StatusView(
+                code="ProvisioningState/transitioning",
+                level="Info",
+                display_status="Transitioning",
+                message="",
+                time=_now(),
+            ),
+        )
+        return ExtensionView(
+            name=goal.name,
+            type=str(goal.handler),
+            type_handler_version=str(version),
+            handler_state=handler_state.value,
+            sequence_number=state.sequence_number,
+            statuses=statuses,
+            substatuses=state.substatuses,
+        )
+
+    def _changed(self, state: _ExtensionState) -> None:
+        self._view_dirty = True
+        view = self._extension_view(state)
+        if view is not None:
+            self.plugins.hook.exthandler_extension_changed(view=view)
+
+    async def _publish_view(self, *, durable: bool) -> None:
+        self._view_dirty = False
+        view = self.instance_view()
+        data = json.dumps(view.to_json(), indent=1).encode()
+        await anyio.to_thread.run_sync(self._write_view, data, durable)
+        self.plugins.hook.exthandler_instance_view_changed(view=view)
+
+    def _write_view(self, data: bytes, durable: bool) -> None:
+        from ._fs import write_atomic
+
+        write_atomic(self.store.view_path, data, mode=0o600, durable=durable)
+
+    async def _view_writer(self) -> None:
+        while True:
+            await anyio.sleep(0.2)
+            if self._view_dirty:
+                await self._publish_view(durable=False)
+
+    # -- apply ------------------------------------------------------------------------------
+
+    async def apply(self, goal: GoalState) -> InstanceView:
+        """Converge the state dir to `goal`; returns the final instance view."""
+        store = self.store
+        self._limiter = anyio.CapacityLimiter(max(1, self.options.concurrency))
+        self._records = await anyio.to_thread.run_sync(store.load_records)
+        await anyio.to_thread.run_sync(store.sweep)
+        self._goal_id = goal.id
+        self._written = set()
+        boot_id = read_boot_id(self.options.boot_id_path)
+        key = await anyio.to_thread.run_sync(store.digest_key)
+        self._extensions = {e.name: _ExtensionState(goal=e) for e in goal.extensions}
+        by_handler: dict[HandlerName, list[ExtensionGoal]] = {}
+        for ext in goal.extensions:
+            by_handler.setdefault(ext.handler, []).append(ext)
+
+        self._catalog = await self.repositories.catalog()
+        targets: dict[HandlerName, HandlerTarget] = {}
+        for handler, exts in by_handler.items():
+            target = await self._target(handler, exts, boot_id, key)
+            if target is not None:
+                targets[handler] = target
+        for handler in self._records:
+            if handler not in by_handler:
+                targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
+        self._refresh_statuses(targets)
+
+        done = {handler: anyio.Event() for handler in targets}
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._view_writer)
+            async with anyio.create_task_group() as removals:
+                for handler, target in targets.items():
+                    if target.removes_handler:
+                        removals.start_soon(self._drive, target, done[handler])
+            async with anyio.create_task_group() as installs:
+                for handler, target in targets.items():
+                    if not target.removes_handler:
+                        deps = self._dependencies(handler, by_handler)
+                        installs.start_soon(self._drive_after, target, deps, done)
+            group.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(self._collect_all_events, list(targets))
+        await store.save_runtime({"bootId": boot_id, "goalStateId": goal.id})
+        await self._publish_view(durable=True)
+        return self.instance_view()
+
+    def _dependencies(
+        self, handler: HandlerName, by_handler: Mapping[HandlerName, list[ExtensionGoal]]
+    ) -> list[tuple[str, HandlerName]]:
+        owners: dict[str, HandlerName] = {}
+        for owner, exts in by_handler.items():
+            owners[owner.key] = owner
+            for ext in exts:
+                owners[ext.name.lower()] = owner
+        deps: list[tuple[str, HandlerName]] = []
+        for ext in by_handler[handler]:
+            for name in ext.depends_on:
+                found = owners.get(name.lower())
+                if found is not None and found != handler:
+                    deps.append((name, found))
+        return deps
+
+    async def _target(
+        self, handler: HandlerName, exts: list[ExtensionGoal], boot_id: str, key: bytes
+    ) -> HandlerTarget | None:
+        """Resolve the version and number the settings; None (and an error) if impossible."""
+        first = exts[0]
+        broken = [e for e in exts if e.settings_error]
+        for ext in broken:
+            self._fail(ext.name, ErrorCode.CONFIGURATION, f"invalid settings: {ext.settings_error}")
+        if broken and len(broken) == len(exts):
+            return None
+        try:
+            available = self._catalog.available(handler)
+            version = select_version(
+                first.version,
+                available,
+                auto_upgrade_minor=first.auto_upgrade_minor,
+                use_exact_version=first.use_exact_version,
+                handler=handler,
+            )
+        except NoEligibleVersionError as exc:
+            for ext in exts:
+                self._fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
+            return None
+        record = self._records.get(handler)
+        ext_targets = []
+        for ext in exts:
+            if ext.settings_error:
+                continue
+            digest = _settings_digest(key, ext)
+            previous = record.extension(ext.name) if record is not None else None
+            if ext.sequence_number is not None:
+                sequence = ext.sequence_number
+            elif previous is None:
+                sequence = 0
+            elif previous.settings_digest == digest:
+                sequence = previous.sequence_number
+            else:
+                sequence = previous.sequence_number + 1
+            self._extensions[ext.name].sequence_number = sequence
+            ext_targets.append(
+                ExtensionTarget(
+                    name=ext.name,
+                    state=ext.state,
+                    sequence_number=sequence,
+                    settings_digest=digest,
+                    force_update_tag=ext.force_update_tag,
+                )
+            )
+        return HandlerTarget(
+            handler=handler, version=version, extensions=tuple(ext_targets), boot_id=boot_id
+        )
+
+    def _refresh_statuses(self, targets: Mapping[HandlerName, HandlerTarget]) -> None:
+        """Seed each extension's status from what is on disk and what the record remembers."""
+        for state in self._extensions.values():
+            if state.statuses:
+                continue
+            record = self._records.get(state.goal.handler)
+            if record is None or record.version is None or state.sequence_number is None:
+                continue
+            multi = self._is_multi(record.handler, record.version)
+            report = self._read_report(record, state, multi)
+            error = record.last_errors.get(state.goal.name) or record.last_errors.get("")
+            failure = (
+                None
+                if error is None
+                else CommandFailure(
+                    operation=Operation.ENABLE, code=error[0], description=error[1], excerpt=""
+                )
+            )
+            if report is None and failure is None:
+                ext = record.extension(state.goal.name)
+                if ext is None or not ext.converged:
+                    continue
+            self._set_status(state, report, failure, ran_ok=True, operation=None)
+
+    def _read_report(
+        self, record: HandlerRecord, state: _ExtensionState, multi: bool
+    ) -> StatusReport | None:
+        assert record.version is not None
+        assert state.sequence_number is not None
+        directory = self.store.handler_dir(record.handler, record.version)
+        name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
+        return read_status_file(directory / "status" / name)
+
+    def _set_status(
+        self,
+        state: _ExtensionState,
+        report: StatusReport | None,
+        failure: CommandFailure | None,
+        *,
+        ran_ok: bool,
+        operation: Operation | None,
+    ) -> None:
+        status, substatuses = compose_status(
+            report, failure, ran_ok=ran_ok, operation=operation, now=_now()
+        )
+        state.statuses = (status,)
+        state.substatuses = substatuses
+        state.level = _level(status)
+        self._changed(state)
+
+    def _fail(self, name: str, code: int, message: str) -> None:
+        state = self._extensions[name]
+        state.statuses = (error_view(code, message, _now()),)
+        state.substatuses = ()
+        state.level = StatusLevel.ERROR
+        self._changed(state)
+
+    # -- driving one handler ------------------------------------------------------------------
+
+    async def _drive_after(
+        self,
+        target: HandlerTarget,
+        deps: list[tuple[str, HandlerName]],
+        done: Mapping[HandlerName, anyio.Event],
+    ) -> None:
+        for _, owner in deps:
+            if owner in done:
+                await done[owner].wait()
+        for name, _ in deps:
+            failure = await self._dependency_failure(name)
+            if failure is not None:
+                for ext in target.extensions:
+                    self._fail(
+                        ext.name,
+                        ErrorCode.UNKNOWN,
+                        f"skipped: extension {name!r} it depends on did not succeed: {failure}",
+                    )
+                done[target.handler].set()
+                return
+        await self._drive(target, done[target.handler])
+
+    async def _dependency_failure(self, name: str) -> str | None:
+        """Wait (within budget) for a dependency's terminal status; its failure, if any."""
+        states = [
+            s
+            for s in self._extensions.values()
+            if s.goal.name.lower() == name.lower() or s.goal.handler.key == name.lower()
+        ]
+        deadline = time.monotonic() + self.options.dependency_wait
+        for state in states:
+            if state.goal.state is not RequestedState.ENABLED:
+                continue
+            while state.level is StatusLevel.TRANSITIONING and time.monotonic() < deadline:
+                await anyio.sleep(0.2)
+                record = self._records.get(state.goal.handler)
+                if record is None or record.version is None:
+                    break
+                multi = self._is_multi(record.handler, record.version)
+                report = await anyio.to_thread.run_sync(self._read_report, record, state, multi)
+                if report is not None and report.status.terminal:
+                    self._set_status(state, report, None, ran_ok=True, operation=None)
+            if state.level is StatusLevel.ERROR:
+                return state.statuses[0].message if state.statuses else "error"
+            if state.level is StatusLevel.TRANSITIONING:
+                return "it did not reach a terminal status in time"
+        return None
+
+    async def _drive(self, target: HandlerTarget, done: anyio.Event) -> None:
+        handler = target.handler
+        record = self._records.get(handler) or HandlerRecord(handler=handler)
+        try:
+            while True:
+                target = self._with_manifest_facts(record, target)
+                step = next_step(record, target)
+                if step is None:
+                    break
+                self.plugins.hook.exthandler_step_started(step=step)
+                # A step holds its slot until its outcome is recorded, so that at most
+                # `concurrency` steps are ever in flight (and may re-run after a crash).
+                assert self._limiter is not None
+                async with self._limiter:
+                    outcome, message = await self._execute(step, record, target)
+                    record, go_on = advance(record, target, step, outcome)
+                    record = self._remember_error(record, step, outcome, message)
+                    self._records[handler] = record
+                    await self.store.save_record(record)
+                await anyio.to_thread.run_sync(self._write_protocol_state, record)
+                self.plugins.hook.exthandler_step_finished(
+                    step=step, ok=outcome.ok, message=message
+                )
+                if not go_on:
+                    break
+        finally:
+            done.set()
+
+    def _remember_error(
+        self, record: HandlerRecord, step: Step, outcome: Outcome, message: str
+    ) -> HandlerRecord:
+        """Keep the last failure of each extension so that later views still show it."""
+        errors = dict(record.last_errors)
+        key = step.extension or ""
+        if key.startswith("@"):
+            return record
+        if outcome.ok:
+            errors.pop(key, None)
+            if step.kind in (StepKind.ENABLE, StepKind.FETCH, StepKind.INSTALL):
+                errors.pop("", None)
+        else:
+            errors[key] = (outcome.code, message)
+        return attrs.evolve(record, last_errors=errors)
+
+    def _with_manifest_facts(self, record: HandlerRecord, target: HandlerTarget) -> HandlerTarget:
+        if target.version is None:
+            return target
+        manifest = self._manifest(record.handler, target.version)
+        if manifest is None:
+            return target
+        return attrs.evolve(
+            target,
+            update_with_install=manifest.update_with_install,
+            continue_on_update_failure=manifest.continue_on_update_failure,
+            multi_config=manifest.supports_multiple_extensions,
+        )
+
+    def _manifest(self, handler: HandlerName, version: Version) -> HandlerManifest | None:
+        key = (handler, version)
+        if key not in self._manifests:
+            path = self.store.handler_dir(handler, version) / MANIFEST_NAME
+            try:
+                self._manifests[key] = parse_manifest(path.read_bytes(), where=str(path))
+            except (OSError, PackageError):
+                return None
+        return self._manifests[key]
+
+    def _is_multi(self, handler: HandlerName, version: Version) -> bool:
+        manifest = self._manifest(handler, version)
+        return manifest is not None and manifest.supports_multiple_extensions
+
+    def _write_protocol_state(self, record: HandlerRecord) -> None:
+        if record.version is None:
+            return
+        directory = self.store.handler_dir(record.handler, record.version)
+        self.store.write_handler_state(directory, record.state)
+        if self._is_multi(record.handler, record.version):
+            for ext in record.extensions:
+                state = HandlerState.ENABLED if ext.enabled else record.state
+                if state is HandlerState.ENABLED and not ext.enabled:
+                    state = HandlerState.INSTALLED
+                self.store.write_handler_state(directory, state, ext.name)
+
+    # -- executing one step ------------------------------------------------------------------
+
+    async def _execute(
+        self, step: Step, record: HandlerRecord, target: HandlerTarget
+    ) -> tuple[Outcome, str]:
+        kind = step.kind
+        if kind is StepKind.FETCH:
+            return await self._fetch(step, target)
+        if kind is StepKind.REMOVE_DIR:
+            await anyio.to_thread.run_sync(
+                self.store.remove_handler_dir, step.handler, step.version
+            )
+            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        if kind is StepKind.COPY_STATE:
+            assert step.source is not None
+            await anyio.to_thread.run_sync(
+                self._copy_state, step.handler, step.source, step.version
+            )
+            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        if kind is StepKind.CONVERGE:
+            self._converged(step, target)
+            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        return await self._command(step, record, target)
+
+    def _converged(self, step: Step, target: HandlerTarget) -> None:
+        name = step.extension
+        if name is None or name.startswith("@") or name not in self._extensions:
+            return
+        state = self._extensions[name]
+        if not state.statuses or state.goal.state is RequestedState.DISABLED:
+            record = self._records.get(step.handler)
+            report = None
+            if record is not None and record.version is not None:
+                report = self._read_report(record, state, target.multi_config)
+            self._set_status(state, report, None, ran_ok=True, operation=None)
+
+    async def _fetch(self, step: Step, target: HandlerTarget) -> tuple[Outcome, str]:
+        handler, version = step.handler, step.version
+        directory = self.store.handler_dir(handler, version)
+        try:
+            ref = self._catalog.find(handler, version)
+            downloads = self.store.meta / "downloads"
+            downloads.mkdir(exist_ok=True)
+            zip_path = await self.repositories.fetch(ref, downloads / ref.file_name)
+            if directory.exists():  # left by an interrupted run after extraction
+                await anyio.to_thread.run_sync(shutil.rmtree, directory)
+            manifest = await anyio.to_thread.run_sync(extract_package, zip_path, directory)
+            zip_path.unlink(missing_ok=True)
+        except (PackageError, NoEligibleVersionError) as exc:
+            code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
+            message = f"{handler} {version}: {exc}"
+            for ext in target.extensions:
+                self._fail(ext.name, code, message)
+            return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
+        self._manifests[(handler, version)] = manifest
+        await anyio.to_thread.run_sync(self.store.prepare_handler_dir, handler, version)
+        return Outcome(ok=True, exit_code="NOT_RUN"), ""
+
+    def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
+        """Carry the old version's mrseq and status files into the new handler dir."""
+        source = self.store.handler_dir(handler, old)
+        destination = self.store.handler_dir(handler, new)
+        if (source / "mrseq").is_file():
+            shutil.copy2(source / "mrseq", destination / "mrseq")
+        status = source / "status"
+        if status.is_dir():
+            (destination / "status").mkdir(mode=0o700, exist_ok=True)
+            for item in status.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, destination / "status" / item.name)
+
+    def _timeout(self, handler: HandlerName, operation: Operation) -> float:
+        if self.options.command_timeout is not None:
+            return self.options.command_timeout
+        for name, value in self.options.handler_timeouts.items():
+            if name.lower() == handler.key:
+                return value
+        return DEFAULT_TIMEOUTS[operation]
+
+    async def _command(
+        self, step: Step, record: HandlerRecord, target: HandlerTarget
+    ) -> tuple[Outcome, str]:
+        operation = _OPERATIONS[step.kind]
+        handler = step.handler
+        directory = self.store.handler_dir(handler, step.version)
+        manifest = self._manifest(handler, step.version)
+        multi = manifest is not None and manifest.supports_multiple_extensions
+        names = [step.extension] if step.extension else [e.name for e in target.extensions]
+        if not names:
+            names = [e.name for e in record.extensions]
+        affected = [self._extensions[n] for n in names if n in self._extensions]
+        sequence = _sequence_for(step, record, target)
+        await anyio.to_thread.run_sync(self._write_settings, directory, target, names, multi)
+        env = {
+            "ConfigSequenceNumber": str(sequence),
+            "AZURE_GUEST_AGENT_EXTENSION_PATH": str(directory),
+            "AZURE_GUEST_AGENT_EXTENSION_VERSION": str(step.version),
+            "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES": SUPPORTED_FEATURES,
+            **dict(step.env),
+        }
+        if multi and step.extension:
+            env["ConfigExtensionName"] = step.extension
+        if manifest is None:
+            code = ErrorCode.MANIFEST_NOT_FOUND
+            message = f"{handler} {step.version}: {MANIFEST_NAME} is missing or unreadable"
+            for state in affected:
+                self._fail(state.goal.name, code, message)
+            return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
+        command = manifest.command(operation)
+        if command is None:  # only updateCommand may be absent: nothing to run
+            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        result = await run_command(
+            handler_dir=directory,
+            command=command,
+            operation=operation,
+            env=env,
+            timeout=self._timeout(handler, operation),
+            grace=self.options.kill_grace,
+            log_file=self.store.command_log(handler),
+        )
+        self._report(step, record, affected, result, multi, target)
+        if result.ok:
+            return _outcome(result), ""
+        return _outcome(result), f"{result.describe()} {result.excerpt}".strip()
+
+    def _write_settings(
+        self, directory: Path, target: HandlerTarget, names: Iterable[str], multi: bool
+    ) -> None:
+        for name in names:
+            state = self._extensions.get(name)
+            if state is None or state.sequence_number is None or state.goal.settings_error:
+                continue
+            file_name = Store.settings_name(name if multi else None, state.sequence_number)
+            path = directory / "config" / file_name
+            key = (str(path), state.sequence_number)
+            if key in self._written and path.exists():
+                continue
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._write_settings_file(path, state.goal)
+            self._written.add(key)
+
+    def _write_settings_file(self, path: Path, goal: ExtensionGoal) -> None:
+        from ._fs import write_atomic
+
+        if not goal.has_settings:
+            write_atomic(path, b"", mode=0o600)
+            return
+        protected: str | None = None
+        thumbprint: str | None = None
+        secret = goal.protected_settings
+        if isinstance(secret, PlainProtectedSettings):
+            if self._certificate is None:
+                self._certificate = ensure_certificate(self.store.root)
+            protected = encrypt_protected_settings(secret.value, self._certificate)
+            thumbprint = self._certificate.thumbprint
+        elif isinstance(secret, EncryptedProtectedSettings):
+            protected, thumbprint = secret.data, secret.thumbprint
+        document = {
+            "runtimeSettings": [
+                {
+                    "handlerSettings": {
+                        "protectedSettingsCertThumbprint": thumbprint,
+                        "protectedSettings": protected,
+                        "publicSettings": None
+                        if goal.public_settings is None
+                        else dict(goal.public_settings),
+                    }
+                }
+            ]
+        }
+        write_atomic(path, json.dumps(document).encode(), mode=0o600)
+
+    def _report(
+        self,
+        step: Step,
+        record: HandlerRecord,
+        affected: Sequence[_ExtensionState],
+        result: CommandResult,
+        multi: bool,
+        target: HandlerTarget,
+    ) -> None:
+        operation = result.operation
+        failure = None
+        if not result.ok:
+            code = (
+                ErrorCode.COMMAND_TIMEOUT
+                if result.timed_out
+                else ErrorCode.for_operation(operation)
+            )
+            failure = CommandFailure(
+                operation=operation,
+                code=int(code),
+                description=result.describe(),
+                excerpt=result.excerpt,
+            )
+        directory = self.store.handler_dir(step.handler, step.version)
+        for state in affected:
+            if state.sequence_number is None:
+                continue
+            if result.ok and step.kind not in (StepKind.ENABLE, StepKind.DISABLE):
+                continue  # install/update/uninstall success: the enable reports next
+            name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
+            report = read_status_file(directory / "status" / name)
+            self._set_status(state, report, failure, ran_ok=result.ok, operation=operation)
+
+    def _collect_all_events(self, handlers: Sequence[HandlerName]) -> None:
+        for handler in handlers:
+            events_dir = self.store.events_dir(handler)
+            if not events_dir.is_dir():
+                continue
+            events, problems = collect_events(
+                events_dir, handler=str(handler), limiter=self._events
+            )
+            for problem in problems:
+                self.store.log(f"{handler}: telemetry: {problem}")
+            if events:
+                self.plugins.hook.exthandler_telemetry_events(handler=str(handler), events=events)
+
+
+def _outcome(result: CommandResult) -> Outcome:
+    if result.timed_out:
+        return Outcome(ok=False, exit_code=str(int(ErrorCode.COMMAND_TIMEOUT)), code=1011)
+    code = "NOT_RUN" if result.exit_code is None else str(result.exit_code)
+    return Outcome(
+        ok=result.ok,
+        exit_code=code,
+        code=0 if result.ok else ErrorCode.for_operation(result.operation),
+    )
+
+
+def _sequence_for(step: Step, record: HandlerRecord, target: HandlerTarget) -> int:
+    names = [step.extension] if step.extension else [e.name for e in target.extensions]
+    for ext in target.extensions:
+        if ext.name in names:
+            return ext.sequence_number
+    for ext_record in record.extensions:
+        if ext_record.name in names or not names:
+            return ext_record.sequence_number
+    return 0
+
+
+def _level(status: StatusView) -> StatusLevel:
+    if status.level == "Error":
+        return StatusLevel.ERROR
+    if status.code.startswith("ProvisioningState/succeeded"):
+        return StatusLevel.WARNING if status.level == "Warning" else StatusLevel.SUCCESS
+    return StatusLevel.TRANSITIONING
+
+
+def _settings_digest(key: bytes, ext: ExtensionGoal) -> str:
+    """A keyed digest of an extension's settings: equal settings, equal digest; no secret leaks."""
+    secret: Any = None
+    if isinstance(ext.protected_settings, PlainProtectedSettings):
+        secret = {"plain": ext.protected_settings.value}
+    elif isinstance(ext.protected_settings, EncryptedProtectedSettings):
+        secret = {"data": ext.protected_settings.data, "tp": ext.protected_settings.thumbprint}
+    canonical = json.dumps(
+        {"public": ext.public_settings, "protected": secret}, sort_keys=True, default=str
+    )
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()[:32]

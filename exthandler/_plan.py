@@ -1,0 +1,560 @@
+"""The planner: from a handler's persisted record and its target, the next step (pure).
+
+The engine drives each handler by asking `next_step` what to do, running that step, and
+recording its outcome with `advance`, durably, before asking again. Because the next step
+is always derived from the record alone, a runtime killed at any instant resumes exactly
+where it stopped: a step whose outcome was recorded is never repeated, and only the step
+that was running at the instant of the kill may run again.
+
+No I/O and no anyio here, so every rule is tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+
+import attrs
+
+from ._model import HandlerName, RequestedState, Version
+
+__all__ = [
+    "ExtensionRecord",
+    "ExtensionTarget",
+    "HandlerRecord",
+    "HandlerState",
+    "HandlerTarget",
+    "Outcome",
+    "Step",
+    "StepKind",
+    "UpgradePhase",
+    "UpgradeRecord",
+    "advance",
+    "next_step",
+    "plan",
+]
+
+NOT_RUN = "NOT_RUN"
+
+
+class HandlerState(enum.StrEnum):
+    """The handler states the protocol persists in `config/HandlerState`."""
+
+    NOT_INSTALLED = "NotInstalled"
+    INSTALLED = "Installed"
+    ENABLED = "Enabled"
+    FAILED_UPGRADE = "FailedUpgrade"
+
+
+class StepKind(enum.StrEnum):
+    FETCH = "fetch"  # download, extract, write HandlerEnvironment.json
+    INSTALL = "install"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    UPDATE = "update"
+    UNINSTALL = "uninstall"
+    COPY_STATE = "copy-state"  # old mrseq and status/* into the new handler dir
+    REMOVE_DIR = "remove-dir"
+    CONVERGE = "converge"  # record that an extension reached its target; runs nothing
+
+    @property
+    def runs_command(self) -> bool:
+        return self in _COMMAND_STEPS
+
+
+_COMMAND_STEPS = frozenset(
+    {StepKind.INSTALL, StepKind.ENABLE, StepKind.DISABLE, StepKind.UPDATE, StepKind.UNINSTALL}
+)
+
+
+class UpgradePhase(enum.IntEnum):
+    """The last completed phase of an upgrade (PROTOCOL.md section 5, in order)."""
+
+    FETCHED = 1
+    OLD_DISABLED = 2
+    STATE_COPIED = 3
+    UPDATED = 4
+    OLD_UNINSTALLED = 5
+    OLD_REMOVED = 6
+
+
+@attrs.frozen(kw_only=True)
+class ExtensionRecord:
+    """What the runtime knows of one extension of an installed handler.
+
+    `converged` is the fingerprint of the target last carried through to the end, whether
+    it succeeded or failed: an unchanged target is never run again.
+    """
+
+    name: str
+    sequence_number: int = 0
+    settings_digest: str = ""
+    enabled: bool = False
+    converged: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UpgradeRecord:
+    """An upgrade (or downgrade) under way from `source` to `target`."""
+
+    source: Version
+    target: Version
+    phase: UpgradePhase = UpgradePhase.FETCHED
+    disable_exit_codes: Mapping[str, str] = attrs.field(factory=dict)
+    failed: bool = False  # the update failed: the new version is FailedUpgrade
+
+
+@attrs.frozen(kw_only=True)
+class HandlerRecord:
+    """The persisted state of one handler (the journal the engine writes after each step).
+
+    `version` is the version whose directory exists and is current; `failed` is the
+    fingerprint of a handler-level target (fetch, install, upgrade) that failed, so that an
+    unchanged goal state does not retry it.
+    """
+
+    handler: HandlerName
+    version: Version | None = None
+    state: HandlerState = HandlerState.NOT_INSTALLED
+    extensions: tuple[ExtensionRecord, ...] = ()
+    upgrade: UpgradeRecord | None = None
+    failed: str | None = None
+    uninstall_exit_code: str = NOT_RUN  # the old uninstall's exit code, for the next enables
+    # The last failure per extension ("" for the handler), kept for the instance view.
+    last_errors: Mapping[str, tuple[int, str]] = attrs.field(factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing installed and nothing to remember: the record can be deleted."""
+        return (
+            self.version is None
+            and not self.extensions
+            and self.upgrade is None
+            and (self.failed is None)
+        )
+
+    def extension(self, name: str) -> ExtensionRecord | None:
+        return next((e for e in self.extensions if e.name == name), None)
+
+    def with_extension(self, record: ExtensionRecord) -> HandlerRecord:
+        others = tuple(e for e in self.extensions if e.name != record.name)
+        return attrs.evolve(self, extensions=(*others, record))
+
+    def without_extension(self, name: str) -> HandlerRecord:
+        return attrs.evolve(self, extensions=tuple(e for e in self.extensions if e.name != name))
+
+    @property
+    def any_enabled(self) -> bool:
+        return any(e.enabled for e in self.extensions)
+
+
+@attrs.frozen(kw_only=True)
+class ExtensionTarget:
+    """One extension as the goal state wants it, with its sequence number decided."""
+
+    name: str
+    state: RequestedState
+    sequence_number: int
+    settings_digest: str
+    force_update_tag: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HandlerTarget:
+    """A handler as the goal state wants it. `version=None` removes the handler entirely.
+
+    `update_with_install` and `continue_on_update_failure` come from the manifest of
+    `version` and only matter once it has been fetched.
+    """
+
+    handler: HandlerName
+    version: Version | None
+    extensions: tuple[ExtensionTarget, ...] = ()
+    boot_id: str = ""
+    update_with_install: bool = True
+    continue_on_update_failure: bool = False
+    multi_config: bool = False
+
+    @property
+    def removes_handler(self) -> bool:
+        return self.version is None or all(
+            e.state is RequestedState.UNINSTALL for e in self.extensions
+        )
+
+    def fingerprint(self, ext: ExtensionTarget) -> str:
+        """What must change for an extension's commands to run again."""
+        boot = self.boot_id if ext.state is RequestedState.ENABLED else ""
+        return (
+            f"{self.version}|{ext.state}|{ext.sequence_number}|{ext.settings_digest}"
+            f"|{ext.force_update_tag or ''}|{boot}"
+        )
+
+    @property
+    def handler_fingerprint(self) -> str:
+        return f"{self.version}/" + ";".join(
+            sorted(f"{e.name}={self.fingerprint(e)}" for e in self.extensions)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One thing to do to one handler.
+
+    `version` is the handler dir the step acts on (whose command runs). For UPDATE,
+    `source`/`target` are the versions updated from/to (on a downgrade `version` is the
+    installed higher one); `env` carries the protocol's exit-code variables.
+    """
+
+    kind: StepKind
+    handler: HandlerName
+    version: Version
+    extension: str | None = None
+    source: Version | None = None
+    target: Version | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        who = f" {self.extension}" if self.extension else ""
+        if self.kind is StepKind.UPDATE:
+            return f"update {self.handler} {self.source} -> {self.target}"
+        return f"{self.kind}{who} {self.handler}-{self.version}"
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """How a step ended. `exit_code` is the command's, as a string (`NOT_RUN` if none ran)."""
+
+    ok: bool
+    exit_code: str = "0"
+    code: int = 0  # the protocol error code of a failure (1009 for enable...)
+
+
+def _removal_step(record: HandlerRecord) -> Step | None:
+    upgrade = record.upgrade
+    if upgrade is not None and upgrade.phase < UpgradePhase.OLD_UNINSTALLED:
+        # The new version never got installed: drop its directory, keep the old one.
+        return Step(kind=StepKind.REMOVE_DIR, handler=record.handler, version=upgrade.target)
+    if upgrade is not None and upgrade.phase is UpgradePhase.OLD_UNINSTALLED:
+        # The old version is uninstalled already: drop its directory, then the new one's.
+        return Step(kind=StepKind.REMOVE_DIR, handler=record.handler, version=upgrade.source)
+    version = record.version
+    if version is None:
+        if record.failed is None:
+            return None
+        # Only a failed fetch is remembered: drop what it may have extracted, and the record.
+        failed_version = Version.parse(record.failed.partition("/")[0])
+        return Step(kind=StepKind.REMOVE_DIR, handler=record.handler, version=failed_version)
+    for ext in record.extensions:
+        if ext.enabled:
+            return Step(
+                kind=StepKind.DISABLE, handler=record.handler, version=version, extension=ext.name
+            )
+    if record.state is not HandlerState.NOT_INSTALLED:
+        return Step(kind=StepKind.UNINSTALL, handler=record.handler, version=version)
+    return Step(kind=StepKind.REMOVE_DIR, handler=record.handler, version=version)
+
+
+def _upgrade_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
+    upgrade = record.upgrade
+    assert upgrade is not None
+    handler, old, new = record.handler, upgrade.source, upgrade.target
+    phase = upgrade.phase
+    if phase is UpgradePhase.FETCHED:
+        for ext in record.extensions:
+            if ext.enabled:
+                return Step(kind=StepKind.DISABLE, handler=handler, version=old, extension=ext.name)
+        return _marker(handler, old, "disabled")
+    if phase is UpgradePhase.OLD_DISABLED:
+        return Step(kind=StepKind.COPY_STATE, handler=handler, version=new, source=old, target=new)
+    if phase is UpgradePhase.STATE_COPIED:
+        codes = upgrade.disable_exit_codes
+        env = [
+            ("VERSION", str(new)),
+            ("AZURE_GUEST_AGENT_UPDATING_FROM_VERSION", str(old)),
+            ("AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE", _single_exit_code(codes)),
+        ]
+        if target.multi_config:
+            env.append(
+                (
+                    "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS",
+                    _multi_codes(codes),
+                )
+            )
+        runner = max(old, new)  # on a downgrade the installed higher version's update runs
+        return Step(
+            kind=StepKind.UPDATE,
+            handler=handler,
+            version=runner,
+            source=old,
+            target=new,
+            env=tuple(env),
+        )
+    if phase is UpgradePhase.UPDATED:
+        return Step(kind=StepKind.UNINSTALL, handler=handler, version=old)
+    if phase is UpgradePhase.OLD_UNINSTALLED:
+        return Step(kind=StepKind.REMOVE_DIR, handler=handler, version=old)
+    # OLD_REMOVED: the new version's install, unless its manifest says UpdateWithoutInstall.
+    if target.update_with_install:
+        return Step(
+            kind=StepKind.INSTALL,
+            handler=handler,
+            version=new,
+            env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", record.uninstall_exit_code),),
+        )
+    return _marker(handler, new, "installed")
+
+
+def _single_exit_code(codes: Mapping[str, str]) -> str:
+    if not codes:
+        return NOT_RUN
+    return next(iter(codes.values())) if len(codes) == 1 else max(codes.values(), key=_severity)
+
+
+def _severity(code: str) -> tuple[int, str]:
+    return (0 if code in ("0", NOT_RUN) else 1, code)
+
+
+def _multi_codes(codes: Mapping[str, str]) -> str:
+    return json.dumps(
+        [{"extensionName": name, "exitCode": code} for name, code in sorted(codes.items())]
+    )
+
+
+def _marker(handler: HandlerName, version: Version, what: str) -> Step:
+    """A step that runs nothing and only moves an upgrade to its next phase."""
+    return Step(kind=StepKind.CONVERGE, handler=handler, version=version, extension=f"@{what}")
+
+
+def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
+    """The next step that brings `record` towards `target`, or None when it is there."""
+    handler = record.handler
+    if target.removes_handler:
+        return _removal_step(record)
+    assert target.version is not None
+    if record.failed == target.handler_fingerprint:
+        return None
+    upgrade = record.upgrade
+    if upgrade is not None:
+        if upgrade.target != target.version and upgrade.phase < UpgradePhase.OLD_UNINSTALLED:
+            # The goal moved on before the old version was gone: abandon this upgrade.
+            return Step(kind=StepKind.REMOVE_DIR, handler=handler, version=upgrade.target)
+        # A failed update (upgrade.failed) is tried again only now that the target changed.
+        return _upgrade_step(record, target)
+    if record.version is None:
+        return Step(kind=StepKind.FETCH, handler=handler, version=target.version)
+    if record.version != target.version and record.state is HandlerState.NOT_INSTALLED:
+        # Nothing ever ran in that dir: nothing to update from or uninstall, just drop it.
+        return Step(kind=StepKind.REMOVE_DIR, handler=handler, version=record.version)
+    if record.version != target.version:
+        return Step(
+            kind=StepKind.FETCH, handler=handler, version=target.version, source=record.version
+        )
+    version = record.version
+    if record.state is HandlerState.NOT_INSTALLED:
+        return Step(
+            kind=StepKind.INSTALL,
+            handler=handler,
+            version=version,
+            env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", record.uninstall_exit_code),),
+        )
+    wanted = {e.name for e in target.extensions}
+    for ext in record.extensions:
+        if ext.name not in wanted:  # dropped from a multi-config handler
+            if ext.enabled:
+                return Step(
+                    kind=StepKind.DISABLE, handler=handler, version=version, extension=ext.name
+                )
+            return Step(
+                kind=StepKind.CONVERGE, handler=handler, version=version, extension=ext.name
+            )
+    for ext_target in target.extensions:
+        current = record.extension(ext_target.name)
+        if current is not None and current.converged == target.fingerprint(ext_target):
+            continue
+        enabled = current is not None and current.enabled
+        if ext_target.state is RequestedState.ENABLED:
+            # Only the first enable of a version after an upgrade hears of the old uninstall.
+            first = current is None or not (current.converged or "").startswith(f"{version}|")
+            code = record.uninstall_exit_code if first else NOT_RUN
+            return Step(
+                kind=StepKind.ENABLE,
+                handler=handler,
+                version=version,
+                extension=ext_target.name,
+                env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", code),),
+            )
+        if enabled:
+            return Step(
+                kind=StepKind.DISABLE, handler=handler, version=version, extension=ext_target.name
+            )
+        return Step(
+            kind=StepKind.CONVERGE, handler=handler, version=version, extension=ext_target.name
+        )
+    return None
+
+
+def _ext_record(
+    record: HandlerRecord, target: HandlerTarget, name: str
+) -> tuple[ExtensionRecord, ExtensionTarget | None]:
+    ext_target = next((e for e in target.extensions if e.name == name), None)
+    current = record.extension(name) or ExtensionRecord(name=name)
+    if ext_target is not None:
+        current = attrs.evolve(
+            current,
+            sequence_number=ext_target.sequence_number,
+            settings_digest=ext_target.settings_digest,
+        )
+    return current, ext_target
+
+
+def advance(
+    record: HandlerRecord, target: HandlerTarget, step: Step, outcome: Outcome
+) -> tuple[HandlerRecord, bool]:
+    """The record after `step` ended with `outcome`, and whether to go on with this handler.
+
+    A failure that the protocol does not excuse stops the handler for this goal state and
+    is remembered, so that the same target is not retried until something changes.
+    """
+    kind = step.kind
+    fingerprint = target.handler_fingerprint
+    upgrade = record.upgrade
+    in_upgrade = upgrade is not None and not target.removes_handler
+
+    if kind is StepKind.FETCH:
+        if not outcome.ok:
+            return attrs.evolve(record, failed=fingerprint), False
+        if step.source is None:
+            return attrs.evolve(
+                record,
+                version=step.version,
+                state=HandlerState.NOT_INSTALLED,
+                failed=None,
+                uninstall_exit_code=NOT_RUN,
+            ), True
+        return attrs.evolve(
+            record, upgrade=UpgradeRecord(source=step.source, target=step.version), failed=None
+        ), True
+
+    if kind is StepKind.REMOVE_DIR:
+        if (
+            upgrade is not None
+            and step.version == upgrade.target
+            and upgrade.phase < (UpgradePhase.OLD_UNINSTALLED)
+        ):
+            return attrs.evolve(record, upgrade=None), True
+        if (
+            upgrade is not None
+            and step.version == upgrade.source
+            and upgrade.phase is UpgradePhase.OLD_UNINSTALLED
+        ):
+            return attrs.evolve(
+                record,
+                version=upgrade.target,
+                state=HandlerState.NOT_INSTALLED,
+                upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_REMOVED),
+            ), True
+        # The handler is gone: an empty record is deleted by the store.
+        return HandlerRecord(handler=record.handler), True
+
+    if in_upgrade and upgrade is not None:
+        return _advance_upgrade(record, target, step, outcome, upgrade)
+
+    if kind is StepKind.INSTALL:
+        if not outcome.ok:
+            return attrs.evolve(record, failed=fingerprint), False
+        return attrs.evolve(record, state=HandlerState.INSTALLED, failed=None), True
+
+    if kind is StepKind.UNINSTALL:
+        # Removal goes on whatever the uninstall said: the directory is deleted next.
+        return attrs.evolve(record, state=HandlerState.NOT_INSTALLED), outcome.ok or True
+
+    assert step.extension is not None
+    current, ext_target = _ext_record(record, target, step.extension)
+    converged = None if ext_target is None else target.fingerprint(ext_target)
+    if kind is StepKind.ENABLE:
+        # A failed enable leaves the extension as it was (enabled or not).
+        updated = attrs.evolve(current, enabled=outcome.ok or current.enabled, converged=converged)
+        return _with_state(record.with_extension(updated)), outcome.ok
+    if kind is StepKind.DISABLE:
+        if target.removes_handler:
+            updated = attrs.evolve(current, enabled=False)
+            return _with_state(record.with_extension(updated)), True
+        updated = attrs.evolve(current, enabled=not outcome.ok and current.enabled)
+        if ext_target is None:
+            return _with_state(record.without_extension(step.extension)), True
+        updated = attrs.evolve(updated, converged=converged)
+        return _with_state(record.with_extension(updated)), outcome.ok
+    # CONVERGE of an extension
+    if ext_target is None:
+        return _with_state(record.without_extension(step.extension)), True
+    return _with_state(record.with_extension(attrs.evolve(current, converged=converged))), True
+
+
+def _with_state(record: HandlerRecord) -> HandlerRecord:
+    if record.state is HandlerState.NOT_INSTALLED:
+        return record
+    state = HandlerState.ENABLED if record.any_enabled else HandlerState.INSTALLED
+    return attrs.evolve(record, state=state)
+
+
+def _advance_upgrade(
+    record: HandlerRecord,
+    target: HandlerTarget,
+    step: Step,
+    outcome: Outcome,
+    upgrade: UpgradeRecord,
+) -> tuple[HandlerRecord, bool]:
+    kind = step.kind
+    excused = target.continue_on_update_failure
+    fingerprint = target.handler_fingerprint
+    if kind is StepKind.DISABLE:
+        assert step.extension is not None
+        current = record.extension(step.extension) or ExtensionRecord(name=step.extension)
+        codes = {**upgrade.disable_exit_codes, step.extension: outcome.exit_code}
+        record = attrs.evolve(record, upgrade=attrs.evolve(upgrade, disable_exit_codes=codes))
+        if not outcome.ok and not excused:
+            # Still enabled: the disable runs again once the target changes.
+            return attrs.evolve(record, failed=fingerprint), False
+        # No longer at its old target: should the upgrade be abandoned, it is enabled again.
+        record = record.with_extension(attrs.evolve(current, enabled=False, converged=None))
+        return _with_state(record), True
+    if kind is StepKind.CONVERGE and step.extension == "@disabled":
+        return attrs.evolve(
+            record, upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_DISABLED)
+        ), True
+    if kind is StepKind.COPY_STATE:
+        return attrs.evolve(
+            record, upgrade=attrs.evolve(upgrade, phase=UpgradePhase.STATE_COPIED)
+        ), True
+    if kind is StepKind.UPDATE:
+        if not outcome.ok:
+            failed = attrs.evolve(upgrade, failed=True)
+            return attrs.evolve(record, upgrade=failed, failed=fingerprint), False
+        updated = attrs.evolve(upgrade, phase=UpgradePhase.UPDATED, failed=False)
+        return attrs.evolve(record, upgrade=updated), True
+    if kind is StepKind.UNINSTALL:
+        record = attrs.evolve(
+            record,
+            uninstall_exit_code=outcome.exit_code,
+            upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_UNINSTALLED),
+        )
+        if not outcome.ok and not excused:
+            return attrs.evolve(record, failed=fingerprint), False
+        return record, True
+    # The new version's install (or the marker standing for it): the upgrade is over.
+    if kind is StepKind.INSTALL and not outcome.ok:
+        return attrs.evolve(record, upgrade=None, failed=fingerprint), False
+    return attrs.evolve(record, state=HandlerState.INSTALLED, upgrade=None, failed=None), True
+
+
+def plan(record: HandlerRecord, target: HandlerTarget, *, limit: int = 1000) -> list[Step]:
+    """Every step from `record` to `target`, assuming each one succeeds (for previews)."""
+    steps: list[Step] = []
+    while len(steps) < limit:
+        step = next_step(record, target)
+        if step is None:
+            break
+        steps.append(step)
+        record, _ = advance(record, target, step, Outcome(ok=True))
+    return steps

@@ -1,0 +1,107 @@
+"""The runtime's public face: `RuntimeConfig`, `open_runtime` and `Runtime`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pluggy
+
+from ._engine import Engine, EngineOptions
+from ._model import GoalState
+from ._plugins import make_plugin_manager
+from ._repository import DirectoryRepository, RepositorySet
+from ._store import Store
+from ._view import InstanceView
+
+__all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
+
+
+def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in paths)
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeConfig:
+    """Where a runtime keeps its state and finds its packages, and how it runs commands.
+
+    `command_timeout` overrides every command's timeout; `handler_timeouts` overrides them
+    per handler (`Publisher.Type` -> seconds). `plugins` are registered on the plugin
+    manager next to those found through the `exthandler` entry-point group.
+    """
+
+    state_dir: Path = attrs.field(converter=Path)
+    repositories: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    log_root: Path | None = None
+    concurrency: int = 8
+    command_timeout: float | None = None
+    handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    kill_grace: float = 5.0
+    dependency_wait: float = 20 * 60.0
+    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    plugins: Sequence[Any] = ()
+    load_entry_points: bool = True
+
+
+@attrs.define(eq=False)
+class Runtime:
+    """A runtime holding its state dir; build it with `open_runtime`."""
+
+    config: RuntimeConfig
+    plugin_manager: pluggy.PluginManager
+    _engine: Engine
+    _lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+
+    async def apply(self, goal: GoalState) -> InstanceView:
+        """Converge to `goal` (one apply at a time) and return the final instance view."""
+        async with self._lock:
+            return await self._engine.apply(goal)
+
+    def instance_view(self) -> InstanceView:
+        """The live instance view: current even while an apply is running."""
+        return self._engine.instance_view()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
+    """Take the state dir (StateDirLockedError if another runtime holds it) and yield a runtime."""
+    log_root = config.log_root or config.state_dir / "log"
+    store = Store(root=config.state_dir, log_root=log_root)
+    await anyio.to_thread.run_sync(store.acquire)
+    try:
+        manager = make_plugin_manager(
+            load_entry_points=config.load_entry_points, plugins=config.plugins
+        )
+        engine = Engine(
+            store=store,
+            repositories=RepositorySet([DirectoryRepository(p) for p in config.repositories]),
+            options=EngineOptions(
+                concurrency=config.concurrency,
+                command_timeout=config.command_timeout,
+                handler_timeouts=config.handler_timeouts,
+                kill_grace=config.kill_grace,
+                dependency_wait=config.dependency_wait,
+                boot_id_path=config.boot_id_path,
+            ),
+            plugins=manager,
+        )
+        previous = read_instance_view(config.state_dir)
+        if previous is not None:
+            engine.restore_view(previous)
+        yield Runtime(config=config, plugin_manager=manager, engine=engine)
+    finally:
+        store.release()
+
+
+def read_instance_view(state_dir: Path) -> InstanceView | None:
+    """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
+    path = Path(state_dir) / ".exthandler" / "instance-view.json"
+    try:
+        return InstanceView.from_json(json.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
