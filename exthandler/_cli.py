@@ -195,6 +195,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
+                        await anyio.sleep(args.interval)
+                        continue
+                if seen is not None:
+                    await runtime.refresh()  # extensions keep reporting after their commands
                 await anyio.sleep(args.interval)
 
     try:

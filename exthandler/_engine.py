@@ -48,7 +48,7 @@ from ._plan import (
     next_step,
 )
 from ._repository import PackageCatalog, RepositorySet
-from ._status import StatusReport, read_status_file
+from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
 from ._telemetry import EventRateLimiter, collect_events
 from ._versions import select_version
@@ -103,7 +103,7 @@ class _ExtensionState:
     statuses: tuple[StatusView, ...] = ()
     substatuses: tuple[SubstatusView, ...] = ()
     level: StatusLevel = StatusLevel.TRANSITIONING
-    touched: bool = False
+    heartbeat: SubstatusView | None = None
 
 
 @attrs.define(eq=False)
@@ -175,7 +175,7 @@ class Engine:
             handler_state=handler_state.value,
             sequence_number=state.sequence_number,
             statuses=statuses,
-            substatuses=state.substatuses,
+            substatuses=state.substatuses + ((state.heartbeat,) if state.heartbeat else ()),
         )
 
     def _changed(self, state: _ExtensionState) -> None:
@@ -228,7 +228,7 @@ class Engine:
         for handler in self._records:
             if handler not in by_handler:
                 targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
-        self._refresh_statuses(targets)
+        self._refresh_statuses()
 
         done = {handler: anyio.Event() for handler in targets}
         async with anyio.create_task_group() as group:
@@ -316,10 +316,22 @@ class Engine:
             handler=handler, version=version, extensions=tuple(ext_targets), boot_id=boot_id
         )
 
-    def _refresh_statuses(self, targets: Mapping[HandlerName, HandlerTarget]) -> None:
+    async def refresh(self) -> InstanceView:
+        """Re-read every extension's status file and heartbeat, and collect telemetry.
+
+        For a long-running agent between goal states: extensions keep reporting after
+        their command returned.
+        """
+        await anyio.to_thread.run_sync(self._refresh_statuses, True)
+        await anyio.to_thread.run_sync(self._collect_all_events, list(self._records))
+        if self._view_dirty:
+            await self._publish_view(durable=False)
+        return self.instance_view()
+
+    def _refresh_statuses(self, force: bool = False) -> None:
         """Seed each extension's status from what is on disk and what the record remembers."""
         for state in self._extensions.values():
-            if state.statuses:
+            if state.statuses and not force:
                 continue
             record = self._records.get(state.goal.handler)
             if record is None or record.version is None or state.sequence_number is None:
@@ -336,7 +348,7 @@ class Engine:
             )
             if report is None and failure is None:
                 ext = record.extension(state.goal.name)
-                if ext is None or not ext.converged:
+                if ext is None or not ext.converged or state.statuses:
                     continue
             self._set_status(state, report, failure, ran_ok=True, operation=None)
 
@@ -364,7 +376,28 @@ class Engine:
         state.statuses = (status,)
         state.substatuses = substatuses
         state.level = _level(status)
+        state.heartbeat = self._heartbeat(state.goal.handler)
         self._changed(state)
+
+    def _heartbeat(self, handler: HandlerName) -> SubstatusView | None:
+        """The heartbeat as a `Heartbeat` substatus, for handlers whose manifest asks for one."""
+        record = self._records.get(handler)
+        if record is None or record.version is None:
+            return None
+        manifest = self._manifest(handler, record.version)
+        if manifest is None or not manifest.report_heartbeat:
+            return None
+        path = self.store.handler_dir(handler, record.version) / "heartbeat.log"
+        beat = read_heartbeat(path)
+        if beat is None:
+            return None
+        level = {HeartbeatState.READY: "Info", HeartbeatState.NOT_READY: "Warning"}
+        return SubstatusView(
+            code=f"ComponentStatus/Heartbeat/{beat.state.value}",
+            level=level.get(beat.state, "Error"),
+            display_status=beat.state.value,
+            message=beat.message,
+        )
 
     def _fail(self, name: str, code: int, message: str) -> None:
         state = self._extensions[name]

@@ -66,6 +66,11 @@ class Runtime:
         """The live instance view: current even while an apply is running."""
         return self._engine.instance_view()
 
+    async def refresh(self) -> InstanceView:
+        """Re-read status files and heartbeats, collect telemetry; the updated view."""
+        async with self._lock:
+            return await self._engine.refresh()
+
 
 @contextlib.asynccontextmanager
 async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
