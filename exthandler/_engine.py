@@ -44,6 +44,7 @@ from ._plan import (
     Outcome,
     Step,
     StepKind,
+    UpgradePhase,
     advance,
     next_step,
 )
@@ -328,10 +329,10 @@ class Engine:
             await self._publish_view(durable=False)
         return self.instance_view()
 
-    def _refresh_statuses(self, force: bool = False) -> None:
+    def _refresh_statuses(self, force: bool = False, handler: HandlerName | None = None) -> None:
         """Seed each extension's status from what is on disk and what the record remembers."""
         for state in self._extensions.values():
-            if state.statuses and not force:
+            if (state.statuses and not force) or handler not in (None, state.goal.handler):
                 continue
             record = self._records.get(state.goal.handler)
             if record is None or record.version is None or state.sequence_number is None:
@@ -456,14 +457,41 @@ class Engine:
                 return "it did not reach a terminal status in time"
         return None
 
+    def _reconcile(self, record: HandlerRecord) -> HandlerRecord:
+        """Make the record agree with the disk when a kill came between a delete and its record.
+
+        A handler dir the record believes in may be gone (removed just before the kill): the
+        record then forgets it, and the planner fetches again if the goal wants it.
+        """
+        upgrade = record.upgrade
+        if upgrade is not None and upgrade.phase < UpgradePhase.OLD_UNINSTALLED:
+            if not self.store.handler_dir(record.handler, upgrade.target).exists():
+                record = attrs.evolve(record, upgrade=None)
+        if record.version is not None and record.upgrade is None:
+            if not self.store.handler_dir(record.handler, record.version).exists():
+                forgotten = tuple(
+                    attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
+                )
+                record = HandlerRecord(handler=record.handler, extensions=forgotten)
+        return record
+
     async def _drive(self, target: HandlerTarget, done: anyio.Event) -> None:
         handler = target.handler
         record = self._records.get(handler) or HandlerRecord(handler=handler)
+        record = await anyio.to_thread.run_sync(self._reconcile, record)
         try:
             while True:
                 target = self._with_manifest_facts(record, target)
                 step = next_step(record, target)
                 if step is None:
+                    if record.failed not in (None, target.handler_fingerprint):
+                        # The goal moved past an old failure without needing a step: forget
+                        # it, so that the failed goal is tried again if it ever comes back.
+                        errors = {k: v for k, v in record.last_errors.items() if k}
+                        record = attrs.evolve(record, failed=None, last_errors=errors)
+                        self._records[handler] = record
+                        await self.store.save_record(record)
+                        self._refresh_statuses(force=True, handler=handler)
                     break
                 self.plugins.hook.exthandler_step_started(step=step)
                 # A step holds its slot until its outcome is recorded, so that at most

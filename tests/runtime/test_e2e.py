@@ -528,3 +528,39 @@ def test_status_command_reads_the_last_view(agent: Agent, packages: Packages) ->
     assert code == 0
     assert "ext" in out
     assert "Enabled" in out
+
+
+def test_a_failure_left_behind_is_retried_when_its_goal_returns(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    agent.apply(goal(extension("ext", version="1.0.0", useExactVersion=True)))
+    (packages.repo / "Test.Ext__1.0.1.zip").write_bytes(b"broken")
+    wanted = goal(extension("ext", version="1.0.1", useExactVersion=True))
+    assert agent.apply(wanted)[0] == 1
+    # Back to the installed version: nothing to do, and the old failure is forgotten...
+    assert agent.apply(goal(extension("ext", version="1.0.0", useExactVersion=True)))[0] == 0
+    agent.take_ops()
+    packages.build("Test.Ext", "1.0.1")
+    # ...so the goal that failed is tried again when it returns.
+    code, view = agent.apply(wanted)
+    assert code == 0
+    assert view_of(view, "ext")["typeHandlerVersion"] == "1.0.1"
+    assert "update Test.Ext-1.0.1" in [op.short for op in agent.take_ops()]
+
+
+def test_a_handler_dir_that_vanished_is_installed_again(agent: Agent, packages: Packages) -> None:
+    """A kill between deleting a dir and recording it, or an operator's rm -rf, heals."""
+    import shutil
+
+    packages.build()
+    agent.apply(goal(extension("ext")))
+    agent.take_ops()
+    shutil.rmtree(agent.state / "Test.Ext-1.0.0")
+    code, view = agent.apply(goal(extension("ext")))
+    assert code == 0
+    assert [op.short for op in agent.take_ops()] == [
+        "install Test.Ext-1.0.0",
+        "enable Test.Ext-1.0.0",
+    ]
+    assert view_of(view, "ext")["handlerState"] == "Enabled"
