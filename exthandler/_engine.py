@@ -464,15 +464,22 @@ class Engine:
         record then forgets it, and the planner fetches again if the goal wants it.
         """
         upgrade = record.upgrade
-        if upgrade is not None and upgrade.phase < UpgradePhase.OLD_UNINSTALLED:
-            if not self.store.handler_dir(record.handler, upgrade.target).exists():
-                record = attrs.evolve(record, upgrade=None)
-        if record.version is not None and record.upgrade is None:
-            if not self.store.handler_dir(record.handler, record.version).exists():
-                forgotten = tuple(
-                    attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
-                )
-                record = HandlerRecord(handler=record.handler, extensions=forgotten)
+        exists = self.store.handler_dir_exists
+        if (
+            upgrade is not None
+            and upgrade.phase < UpgradePhase.OLD_UNINSTALLED
+            and not exists(record.handler, upgrade.target)
+        ):
+            record = attrs.evolve(record, upgrade=None)
+        if (
+            record.version is not None
+            and record.upgrade is None
+            and not exists(record.handler, record.version)
+        ):
+            forgotten = tuple(
+                attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
+            )
+            record = HandlerRecord(handler=record.handler, extensions=forgotten)
         return record
 
     async def _drive(self, target: HandlerTarget, done: anyio.Event) -> None:

@@ -184,6 +184,9 @@ class Store:
     def handler_dir(self, handler: HandlerName, version: Version) -> Path:
         return self.root / f"{handler}-{version}"
 
+    def handler_dir_exists(self, handler: HandlerName, version: Version) -> bool:
+        return self.handler_dir(handler, version).is_dir()
+
     def log_dir(self, handler: HandlerName) -> Path:
         return self.log_root / str(handler)
 
