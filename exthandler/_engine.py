@@ -61,6 +61,7 @@ from ._view import (
     SubstatusView,
     compose_status,
     error_view,
+    status_view,
 )
 
 __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
@@ -134,8 +135,8 @@ class Engine:
         self._restored = view
 
     def instance_view(self) -> InstanceView:
-        if not self._extensions and self._restored is not None:
-            return self._restored
+        if self._goal_id is None and self._restored is not None:
+            return self._restored  # nothing applied by this runtime yet
         views = []
         for state in self._extensions.values():
             view = self._extension_view(state)
@@ -238,25 +239,33 @@ class Engine:
                 for handler, target in targets.items():
                     if target.removes_handler:
                         removals.start_soon(self._drive, target, done[handler])
+            owners = self._owners(by_handler)
             async with anyio.create_task_group() as installs:
                 for handler, target in targets.items():
                     if not target.removes_handler:
-                        deps = self._dependencies(handler, by_handler)
+                        deps = self._dependencies(handler, by_handler, owners)
                         installs.start_soon(self._drive_after, target, deps, done)
             group.cancel_scope.cancel()
         await anyio.to_thread.run_sync(self._collect_all_events, list(targets))
-        await store.save_runtime({"bootId": boot_id, "goalStateId": goal.id})
         await self._publish_view(durable=True)
         return self.instance_view()
 
-    def _dependencies(
-        self, handler: HandlerName, by_handler: Mapping[HandlerName, list[ExtensionGoal]]
-    ) -> list[tuple[str, HandlerName]]:
+    @staticmethod
+    def _owners(by_handler: Mapping[HandlerName, list[ExtensionGoal]]) -> dict[str, HandlerName]:
+        """Which handler each extension name (and each handler name) belongs to."""
         owners: dict[str, HandlerName] = {}
         for owner, exts in by_handler.items():
             owners[owner.key] = owner
             for ext in exts:
                 owners[ext.name.lower()] = owner
+        return owners
+
+    @staticmethod
+    def _dependencies(
+        handler: HandlerName,
+        by_handler: Mapping[HandlerName, list[ExtensionGoal]],
+        owners: Mapping[str, HandlerName],
+    ) -> list[tuple[str, HandlerName]]:
         deps: list[tuple[str, HandlerName]] = []
         for ext in by_handler[handler]:
             for name in ext.depends_on:
@@ -491,6 +500,8 @@ class Engine:
                 target = self._with_manifest_facts(record, target)
                 step = next_step(record, target)
                 if step is None:
+                    if record.version is None and not target.removes_handler:
+                        self._not_installed(target)
                     if record.failed not in (None, target.handler_fingerprint):
                         # The goal moved past an old failure without needing a step: forget
                         # it, so that the failed goal is tried again if it ever comes back.
@@ -518,6 +529,16 @@ class Engine:
                     break
         finally:
             done.set()
+
+    def _not_installed(self, target: HandlerTarget) -> None:
+        """Disabled extensions of a handler that was never installed: nothing to do."""
+        for ext in target.extensions:
+            state = self._extensions.get(ext.name)
+            if state is not None and not state.statuses:
+                message = "disabled; the handler is not installed, so nothing ran"
+                state.statuses = (status_view(StatusLevel.SUCCESS, 0, message, _now()),)
+                state.level = StatusLevel.SUCCESS
+                self._changed(state)
 
     def _remember_error(
         self, record: HandlerRecord, step: Step, outcome: Outcome, message: str
@@ -563,6 +584,10 @@ class Engine:
         return manifest is not None and manifest.supports_multiple_extensions
 
     def _write_protocol_state(self, record: HandlerRecord) -> None:
+        upgrade = record.upgrade
+        if upgrade is not None and upgrade.failed:
+            failed_dir = self.store.handler_dir(record.handler, upgrade.target)
+            self.store.write_handler_state(failed_dir, HandlerState.FAILED_UPGRADE)
         if record.version is None:
             return
         directory = self.store.handler_dir(record.handler, record.version)
@@ -617,7 +642,8 @@ class Engine:
             ref = self._catalog.find(handler, version)
             downloads = self.store.meta / "downloads"
             downloads.mkdir(exist_ok=True)
-            zip_path = await self.repositories.fetch(ref, downloads / ref.file_name)
+            source = self._catalog.source_of(ref) or self.repositories
+            zip_path = await source.fetch(ref, downloads / ref.file_name)
             if directory.exists():  # left by an interrupted run after extraction
                 await anyio.to_thread.run_sync(shutil.rmtree, directory)
             manifest = await anyio.to_thread.run_sync(extract_package, zip_path, directory)

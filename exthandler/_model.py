@@ -46,6 +46,12 @@ class Version:
     """
 
     parts: tuple[int, ...]
+    key: tuple[int, int, int, int] = attrs.field(init=False, repr=False)  # padded with zeros
+
+    @key.default
+    def _key(self) -> tuple[int, int, int, int]:
+        padded = (*self.parts, 0, 0, 0)
+        return (padded[0], padded[1], padded[2], padded[3])
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -54,11 +60,6 @@ class Version:
                 f"{text!r} is not a version (2 to 4 dot-separated integers, e.g. '2.1.3')"
             )
         return cls(tuple(int(part) for part in text.split(".")))
-
-    @property
-    def key(self) -> tuple[int, int, int, int]:
-        padded = (*self.parts, 0, 0, 0)
-        return (padded[0], padded[1], padded[2], padded[3])
 
     @property
     def major(self) -> int:
@@ -95,6 +96,11 @@ class HandlerName:
 
     publisher: str
     type: str
+    key: str = attrs.field(init=False, repr=False)  # lower-case full name, for comparing
+
+    @key.default
+    def _key(self) -> str:
+        return f"{self.publisher}.{self.type}".lower()
 
     @classmethod
     def parse(cls, text: str) -> HandlerName:
@@ -105,10 +111,6 @@ class HandlerName:
             )
         publisher, _, type_ = text.rpartition(".")
         return cls(publisher, type_)
-
-    @property
-    def key(self) -> str:
-        return str(self).lower()
 
     def __str__(self) -> str:
         return f"{self.publisher}.{self.type}"

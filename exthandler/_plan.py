@@ -342,6 +342,8 @@ def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
         # A failed update (upgrade.failed) is tried again only now that the target changed.
         return _upgrade_step(record, target)
     if record.version is None:
+        if all(e.state is RequestedState.DISABLED for e in target.extensions):
+            return None  # disable acts only on what is installed: nothing to fetch
         return Step(kind=StepKind.FETCH, handler=handler, version=target.version)
     if record.version != target.version and record.state is HandlerState.NOT_INSTALLED:
         # Nothing ever ran in that dir: nothing to update from or uninstall, just drop it.

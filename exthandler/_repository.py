@@ -162,8 +162,7 @@ class DirectoryRepository:
                 while chunk := src.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                # No fsync: the copy only lives until it is extracted, which a crash redoes.
             actual = digest.hexdigest()
             if expected is not None and actual != expected:
                 raise _download_error(
@@ -203,28 +202,52 @@ class PackageCatalog:
     """A snapshot of what a set of sources offers: one ref per (handler, version).
 
     Pure and synchronous, so that one goal state is planned against one consistent view.
+    It remembers which source offered each ref, so fetching needs no second listing.
     """
 
     refs: tuple[PackageRef, ...] = ()
+    _by_handler: dict[str, list[PackageRef]] = attrs.field(factory=dict, repr=False, eq=False)
+    _sources: dict[tuple[str, Version], PackageSource] = attrs.field(
+        factory=dict, repr=False, eq=False
+    )
 
     @classmethod
     def from_listings(cls, listings: Iterable[Sequence[PackageRef]]) -> PackageCatalog:
         """Merge listings in precedence order: the first ref for a package wins."""
-        chosen: dict[tuple[HandlerName, Version], PackageRef] = {}
-        for listing in listings:
+        return cls.from_sources((None, listing) for listing in listings)
+
+    @classmethod
+    def from_sources(
+        cls, listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]]
+    ) -> PackageCatalog:
+        """Like `from_listings`, remembering the source of each listing."""
+        chosen: dict[tuple[str, Version], PackageRef] = {}
+        sources: dict[tuple[str, Version], PackageSource] = {}
+        for source, listing in listings:
             for ref in listing:
-                chosen.setdefault((ref.handler, ref.version), ref)
+                key = (ref.handler.key, ref.version)
+                if key not in chosen:
+                    chosen[key] = ref
+                    if source is not None:
+                        sources[key] = source
         ordered = sorted(chosen.values(), key=lambda r: (r.handler.key, r.version))
-        return cls(refs=tuple(ordered))
+        by_handler: dict[str, list[PackageRef]] = {}
+        for ref in ordered:
+            by_handler.setdefault(ref.handler.key, []).append(ref)
+        return cls(refs=tuple(ordered), by_handler=by_handler, sources=sources)
 
     def available(self, handler: HandlerName) -> list[Version]:
         """The versions offered for `handler`, lowest first."""
-        return [ref.version for ref in self.refs if ref.handler == handler]
+        return [ref.version for ref in self._by_handler.get(handler.key, ())]
+
+    def source_of(self, ref: PackageRef) -> PackageSource | None:
+        """The source that listed `ref`, when the catalog was built with sources."""
+        return self._sources.get((ref.handler.key, ref.version))
 
     def find(self, handler: HandlerName, version: Version) -> PackageRef:
         """The package for exactly `handler` at `version` (missing parts count as 0)."""
-        for ref in self.refs:
-            if ref.handler == handler and ref.version == version:
+        for ref in self._by_handler.get(handler.key, ()):
+            if ref.version == version:
                 return ref
         offered = ", ".join(str(v) for v in self.available(handler)) or "none"
         raise NoEligibleVersionError(
@@ -248,7 +271,7 @@ class RepositorySet:
 
     async def catalog(self) -> PackageCatalog:
         """A snapshot of every package the sources offer."""
-        return PackageCatalog.from_listings([await s.list_packages() for s in self.sources])
+        return PackageCatalog.from_sources([(s, await s.list_packages()) for s in self.sources])
 
     async def list_packages(self) -> Sequence[PackageRef]:
         return await self.list_all()

@@ -23,7 +23,16 @@ __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
 
 def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
-    return tuple(Path(p) for p in paths)
+    return tuple(Path(p).absolute() for p in paths)
+
+
+def _path(path: str | Path) -> Path:
+    # Absolute: commands run with the handler dir as cwd, so a relative path would break.
+    return Path(path).absolute()
+
+
+def _optional_path(path: str | Path | None) -> Path | None:
+    return None if path is None else Path(path).absolute()
 
 
 @attrs.frozen(kw_only=True)
@@ -35,9 +44,9 @@ class RuntimeConfig:
     manager next to those found through the `exthandler` entry-point group.
     """
 
-    state_dir: Path = attrs.field(converter=Path)
+    state_dir: Path = attrs.field(converter=_path)
     repositories: Sequence[Path] = attrs.field(default=(), converter=_paths)
-    log_root: Path | None = None
+    log_root: Path | None = attrs.field(default=None, converter=_optional_path)
     concurrency: int = 8
     command_timeout: float | None = None
     handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)

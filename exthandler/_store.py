@@ -8,7 +8,6 @@ Layout (PROTOCOL.md section 3, with `<lib>` = the state dir):
     <state>/.exthandler/lock               held by the one runtime using this dir
     <state>/.exthandler/handlers/*.json    one record per handler, rewritten after each step
     <state>/.exthandler/instance-view.json the last instance view
-    <state>/.exthandler/runtime.json       boot id, goal-state id, sequence bookkeeping
     <logroot>/Publisher.Type/              CommandExecution.log and events/
 
 Handler records are the source of truth; every other file is derived from them and
@@ -24,9 +23,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import aiofiles.os
 import attrs
@@ -89,10 +86,6 @@ class Store:
     @property
     def view_path(self) -> Path:
         return self.meta / "instance-view.json"
-
-    @property
-    def runtime_path(self) -> Path:
-        return self.meta / "runtime.json"
 
     @property
     def log_path(self) -> Path:
@@ -159,16 +152,6 @@ class Store:
             return
         await write_file(path, self.record_bytes(record), mode=0o600)
 
-    def load_runtime(self) -> dict[str, Any]:
-        try:
-            data: Any = json.loads(self.runtime_path.read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    async def save_runtime(self, data: Mapping[str, Any]) -> None:
-        await write_file(self.runtime_path, json.dumps(data, sort_keys=True).encode(), mode=0o600)
-
     def digest_key(self) -> bytes:
         """A per-state-dir key so that settings digests reveal nothing about secrets."""
         path = self.meta / "digest.key"
@@ -219,7 +202,7 @@ class Store:
             }
         ]
         data = json.dumps(environment, indent=2).encode()
-        write_atomic(directory / "HandlerEnvironment.json", data, durable=False)
+        write_atomic(directory / "HandlerEnvironment.json", data)
 
     @staticmethod
     def settings_name(extension: str | None, sequence: int) -> str:

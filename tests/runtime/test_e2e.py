@@ -298,6 +298,8 @@ def test_failing_update_marks_failed_upgrade(agent: Agent, packages: Packages) -
     ]
     ext = view_of(view, "ext")
     assert (ext["typeHandlerVersion"], ext["handlerState"]) == ("1.0.1", "FailedUpgrade")
+    state_file = agent.state / "Test.Ext-1.0.1" / "config" / "HandlerState"
+    assert state_file.read_text() == "FailedUpgrade"
     status = status_of(view, "ext")
     assert status["code"] == "ProvisioningState/failed/1008"
     assert "[stderr]\nboom" in status["message"]
@@ -564,3 +566,27 @@ def test_a_handler_dir_that_vanished_is_installed_again(agent: Agent, packages: 
         "enable Test.Ext-1.0.0",
     ]
     assert view_of(view, "ext")["handlerState"] == "Enabled"
+
+
+def test_disabled_and_never_installed_runs_nothing(agent: Agent, packages: Packages) -> None:
+    packages.build()
+    code, view = agent.apply(goal(extension("ext", state="disabled")))
+    assert code == 0
+    assert agent.take_ops() == []
+    assert not (agent.state / "Test.Ext-1.0.0").exists()
+    ext = view_of(view, "ext")
+    assert ext["handlerState"] == "NotInstalled"
+    assert ext["statuses"][0]["code"] == "ProvisioningState/succeeded"
+
+
+def test_empty_goal_state_uninstalls_everything_and_lists_nothing(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build()
+    agent.apply(goal(extension("ext"), id="full"))
+    code, view = agent.apply(goal(id="empty"))
+    assert code == 0
+    assert view == {"goalStateId": "empty", "extensions": []}
+    assert [op.op for op in agent.take_ops()][-2:] == ["disable", "uninstall"]
+    code, out = agent.cli("status", "--state-dir", str(agent.state), "--json")
+    assert json.loads(out) == {"goalStateId": "empty", "extensions": []}

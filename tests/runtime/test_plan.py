@@ -141,7 +141,12 @@ def commands(steps: list[Step]) -> list[Sig]:
 
 
 def installed(target: HandlerTarget) -> HandlerRecord:
-    record, _ = drive(HandlerRecord(handler=H), target)
+    """The record of `target` reached from nothing (disabled ones: enabled, then disabled)."""
+    record = HandlerRecord(handler=H)
+    if all(e.state is DISABLED for e in target.extensions):
+        enabled = tuple(attrs.evolve(e, state=RequestedState.ENABLED) for e in target.extensions)
+        record, _ = drive(record, attrs.evolve(target, extensions=enabled))
+    record, _ = drive(record, target)
     assert plan(record, target) == []
     return record
 
@@ -196,17 +201,17 @@ def test_fresh_install_fetches_installs_enables() -> None:
     assert not record.empty
 
 
-def test_fresh_install_of_a_disabled_extension_runs_no_enable() -> None:
+def test_a_disabled_extension_never_installed_runs_nothing() -> None:
+    """Disable acts only on an installed handler: nothing is fetched or installed."""
     target = tgt(V1, ext(state=DISABLED))
     record, steps = drive(HandlerRecord(handler=H), target)
-    assert sigs(steps) == [FETCH_1, INSTALL_1, converge("a", "1.0")]
-    assert record.state is HandlerState.INSTALLED
-    assert record.extension("a") == ExtensionRecord(
-        name="a",
-        settings_digest="d0",
-        enabled=False,
-        converged=target.fingerprint(ext(state=DISABLED)),
-    )
+    assert steps == []
+    assert record.empty
+    multi = tgt(V1, ext("a", DISABLED), ext("b", DISABLED), multi=True)
+    assert plan(HandlerRecord(handler=H), multi) == []
+    # One enabled extension is enough to install the handler.
+    mixed = tgt(V1, ext("a", DISABLED), ext("b"), multi=True)
+    assert sigs(plan(HandlerRecord(handler=H), mixed))[:2] == [FETCH_1, INSTALL_1]
 
 
 @pytest.mark.parametrize(

@@ -201,6 +201,12 @@ def assert_converged(world: World, target: HandlerTarget) -> None:
         assert world.dirs == set()
         return
     assert target.version is not None
+    if record.version is None:
+        # Only a handler whose extensions are all disabled stays uninstalled.
+        assert all(e.state is RequestedState.DISABLED for e in target.extensions)
+        assert world.dirs == set()
+        assert not world.enabled
+        return
     assert record.version == target.version
     assert record.upgrade is None
     assert record.failed != target.handler_fingerprint
