@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
@@ -172,23 +171,17 @@ async def run_command(
     child_env = _child_environment(env)
     started = dt.datetime.now(dt.UTC)
     start = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            process = await anyio.open_process(
-                ["/bin/sh", "-c", command_line],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=handler_dir,
-                env=child_env,
-                start_new_session=True,
-            )
-        except OSError as exc:
+    argv = ["/bin/sh", "-c", command_line]
+    out = err = None
+    try:
+        # Capture files and the fork itself stay off the event loop: both block.
+        out, err, child = await anyio.to_thread.run_sync(_spawn, argv, handler_dir, child_env)
+        if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False
-            hint: str | None = f"could not start /bin/sh in {handler_dir}: {exc}"
+            hint: str | None = f"could not start /bin/sh in {handler_dir}: {child}"
         else:
-            returncode = await _wait(process, limit=timeout, grace=grace)
+            returncode = await _wait(child, limit=timeout, grace=grace)
             timed_out = returncode is None
             hint = _hint(returncode, handler_dir, relative)
         duration = time.monotonic() - start
@@ -206,6 +199,10 @@ async def run_command(
         excerpt = await anyio.to_thread.run_sync(
             _collect, out, err, record, log_file, log_limit, abandon_on_cancel=False
         )
+    finally:
+        for stream in (out, err):
+            if stream is not None:
+                stream.close()
     return CommandResult(
         operation=operation,
         command=command,
@@ -218,36 +215,78 @@ async def run_command(
     )
 
 
-async def _wait(process: anyio.abc.Process, *, limit: float, grace: float) -> int | None:
+def _spawn(
+    argv: list[str], cwd: Path, env: Mapping[str, str]
+) -> tuple[IO[bytes], IO[bytes], subprocess.Popen[bytes] | OSError]:
+    """Open the capture files and start the command in a new session (blocking I/O)."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - likewise
+    try:
+        child: subprocess.Popen[bytes] | OSError = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        child = exc
+    return out, err, child
+
+
+async def _exited(child: subprocess.Popen[bytes], pidfd: int | None) -> int:
+    """Wait for the child to exit and reap it; its return code."""
+    if pidfd is not None:
+        await anyio.wait_readable(pidfd)  # a pidfd becomes readable when the child exits
+        return child.wait()
+    delay = 0.001
+    while (code := child.poll()) is None:  # without a pidfd there is nothing to wait on
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return code
+
+
+def _pidfd(child: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return os.pidfd_open(child.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: poll instead
+        return None
+
+
+async def _wait(child: subprocess.Popen[bytes], *, limit: float, grace: float) -> int | None:
     """The child's return code, or None when it outlived `limit` seconds and was killed.
 
     Whatever ends the wait early (timeout, cancellation, any exception) the process group
     is terminated under a shield, so a cancelled runtime leaves no command behind.
     """
     returncode: int | None = None
+    pidfd = _pidfd(child)
     try:
         with anyio.move_on_after(limit):
-            returncode = await process.wait()
+            returncode = await _exited(child, pidfd)
     finally:
         with anyio.CancelScope(shield=True):
             if returncode is None:
-                await _terminate(process, grace)
-            await process.aclose()
+                await _terminate(child, pidfd, grace)
+        if pidfd is not None:
+            os.close(pidfd)
     return returncode
 
 
-async def _terminate(process: anyio.abc.Process, grace: float) -> None:
+async def _terminate(child: subprocess.Popen[bytes], pidfd: int | None, grace: float) -> None:
     """SIGTERM the process group, give it `grace` seconds to go, then SIGKILL what is left."""
-    group = process.pid  # the child leads its own session, so its pid is the group id
+    group = child.pid  # the child leads its own session, so its pid is the group id
     _signal_group(group, signal.SIGTERM)
     with anyio.move_on_after(grace):
-        await process.wait()
+        await _exited(child, pidfd)
         # Nothing signals when the last member of a group exits: poll for it.
         while _group_alive(group):  # noqa: ASYNC110
             await anyio.sleep(_GROUP_POLL)
         return  # all gone within the grace: nothing left to kill
     _signal_group(group, signal.SIGKILL)
-    await process.wait()
+    await _exited(child, pidfd)
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:

@@ -506,3 +506,40 @@ def test_describe_timeout_without_a_recorded_limit() -> None:
     )
     assert result.describe() == "Install timed out after 3 s and was killed (it printed nothing)"
     assert not result.ok
+
+
+@pytest.mark.anyio
+async def test_without_pidfd_the_wait_polls(
+    handler_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels without pidfd_open: exits, timeouts and kills still work, by polling."""
+    from exthandler._executors import process
+
+    monkeypatch.setattr(process, "_pidfd", lambda child: None)
+    script(handler_dir, "quick", "sleep 0.05; exit 4")
+    result = await run(handler_dir, "bin/quick")
+    assert result.exit_code == 4
+    script(handler_dir, "stuck", "trap '' TERM; sleep 30")
+    started = time.monotonic()
+    result = await run(handler_dir, "bin/stuck", limit=0.3, grace=0.3)
+    assert result.timed_out
+    assert time.monotonic() - started < 5
+
+
+def test_pidfd_is_used_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from exthandler._executors import process
+
+    child = subprocess.Popen(["/bin/true"])
+    fd = process._pidfd(child)
+    if hasattr(os, "pidfd_open"):
+        assert fd is not None
+        os.close(fd)
+
+    def refuse(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refuse, raising=False)
+    assert process._pidfd(child) is None
+    child.wait()
