@@ -15,14 +15,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Operation, StatusLevel
 
-from ._crypto import Certificate, encrypt_protected_settings, ensure_certificate
 from ._errors import NoEligibleVersionError, PackageError
 from ._executors.process import CommandResult, run_command
 from ._extract import extract_package
@@ -63,6 +62,9 @@ from ._view import (
     error_view,
     status_view,
 )
+
+if TYPE_CHECKING:
+    from ._crypto import Certificate
 
 __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
 
@@ -744,13 +746,18 @@ class Engine:
     def _write_settings_file(self, path: Path, goal: ExtensionGoal) -> None:
         from ._fs import write_atomic
 
+        # Settings are derived from the goal and rewritten before any command that reads
+        # them whenever they are missing, so they need no fsync of their own.
         if not goal.has_settings:
-            write_atomic(path, b"", mode=0o600)
+            write_atomic(path, b"", mode=0o600, durable=False)
             return
         protected: str | None = None
         thumbprint: str | None = None
         secret = goal.protected_settings
         if isinstance(secret, PlainProtectedSettings):
+            # cryptography takes a while to import: only goal states with secrets need it.
+            from ._crypto import encrypt_protected_settings, ensure_certificate
+
             if self._certificate is None:
                 self._certificate = ensure_certificate(self.store.root)
             protected = encrypt_protected_settings(secret.value, self._certificate)
@@ -770,7 +777,7 @@ class Engine:
                 }
             ]
         }
-        write_atomic(path, json.dumps(document).encode(), mode=0o600)
+        write_atomic(path, json.dumps(document).encode(), mode=0o600, durable=False)
 
     def _report(
         self,

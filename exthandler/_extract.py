@@ -376,8 +376,9 @@ def _write_file(archive: zipfile.ZipFile, member: _Member, root: Path, limit: in
                 written = _copy_limited(source, out, limit=limit, name=member.name)
         except _CORRUPT as exc:
             raise _refuse(f"member {member.name!r} is corrupt: {exc}") from exc
+        # No fsync per file: a package is extracted again whenever its record does not say
+        # it was, and a leftover directory is removed first (see the engine's fetch step).
         out.flush()
-        os.fsync(out.fileno())
         os.fchmod(out.fileno(), (member.perms & _FILE_MODE_MASK) | _OWNER_RWX)
     return written
 
