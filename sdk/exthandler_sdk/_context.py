@@ -1,0 +1,128 @@
+"""`Context`: everything one operation of a handler gets to see and use."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import attrs
+
+from ._environment import HandlerEnvironment
+from ._errors import ExtHandlerError
+from ._events import Events
+from ._heartbeat import Heartbeat
+from ._protocol import Operation
+from ._status import StatusWriter
+
+__all__ = ["Context", "Detached"]
+
+S = TypeVar("S")
+P = TypeVar("P")
+
+
+class Detached(BaseException):
+    """Raised by `Context.detach()` in the process that launched the background worker.
+
+    It derives from BaseException (like SystemExit) so that a handler's `except Exception`
+    does not swallow it: the launching process must stop working, as the worker now owns
+    the operation. The runner catches it and exits 0 with a `transitioning` status.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+class DetachError(ExtHandlerError, RuntimeError):
+    """The background worker could not be started."""
+
+
+@attrs.define(eq=False, kw_only=True)
+class Context(Generic[S, P]):
+    """What a handler's operation receives: settings, protocol facts and reporters.
+
+    `settings`/`protected` are the structured public and protected settings (None when
+    the handler declares None). The protocol's environment variables are typed attributes;
+    `environment` is the parsed HandlerEnvironment.json. `status`, `heartbeat` and
+    `events` write the files the agent reads; `log` writes the handler's own log file.
+    `deadline` is a `time.monotonic()` value by which the agent may kill the command (the
+    reference agent's timeout for the operation unless overridden); it is informational.
+    """
+
+    settings: S
+    protected: P
+    sequence_number: int
+    extension_name: str | None
+    operation: Operation
+    handler_name: str
+    handler_dir: Path
+    handler_version: str
+    updating_from_version: str | None = None
+    update_to_version: str | None = None
+    disable_exit_code: int | None = None
+    disable_exit_codes: dict[str, int | None] = attrs.field(factory=dict)
+    uninstall_exit_code: int | None = None
+    environment: HandlerEnvironment
+    deadline: float = math.inf
+    log: logging.Logger
+    status: StatusWriter
+    heartbeat: Heartbeat
+    events: Events
+    detached: bool = False
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    spec: str | None = None
+    """`module:Class` of the handler when known (out of process); needed by `detach()`."""
+    clock: Callable[[], float] = time.monotonic
+
+    def remaining(self) -> float:
+        """Seconds left before `deadline` (never negative; inf without a deadline)."""
+        return max(0.0, self.deadline - self.clock())
+
+    async def detach(self) -> None:
+        """Continue this `enable` in a background process and let the command return.
+
+        Out of process (`python -m exthandler_sdk run MODULE:CLASS enable`) this writes a
+        `transitioning` status, launches the same command with `--detached` in a new
+        session (stdio on /dev/null) and raises `Detached`, so that the command exits 0
+        at once; the worker then runs `enable` again with `ctx.detached` set, where this
+        call does nothing, and writes the final status. In process, in the worker, or for
+        any other operation, it does nothing.
+        """
+        if self.detached or self.spec is None or self.operation is not Operation.ENABLE:
+            return
+        await self.status.transitioning("continuing in the background")
+        pid = _spawn_worker(self.spec, self.handler_dir, self.env, self.sequence_number)
+        # From here the worker owns the status file: this process writes nothing more
+        # (no await since the launch, so no refresh can have slipped in).
+        self.status.freeze()
+        self.log.info("enable continues in background process %d", pid)
+        raise Detached(pid)
+
+
+def _spawn_worker(spec: str, handler_dir: Path, env: Mapping[str, str], sequence: int) -> int:
+    """Start `python -m exthandler_sdk run SPEC enable --detached` in a new session."""
+    command = [sys.executable, "-m", "exthandler_sdk", "run", spec, "enable", "--detached"]
+    environment = dict(env)
+    environment["ConfigSequenceNumber"] = str(sequence)
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=handler_dir,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise DetachError(f"cannot start the background worker: {exc}") from exc
+    # Not waited for: it outlives this process by design. Forget it without a warning.
+    process.returncode = 0
+    return process.pid

@@ -1,0 +1,197 @@
+"""Where an extension finds things: HandlerEnvironment.json, the protocol's environment
+variables, and the one atomic-write helper every file the SDK writes goes through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._errors import ExtHandlerError
+from ._protocol import Operation
+
+__all__ = [
+    "COMMAND_TIMEOUTS",
+    "HandlerEnvironment",
+    "HandlerEnvironmentError",
+    "ProtocolVariables",
+    "load_handler_environment",
+    "read_protocol_variables",
+    "write_atomic",
+]
+
+COMMAND_TIMEOUTS: Mapping[Operation, float] = {
+    Operation.INSTALL: 900.0,
+    Operation.UPDATE: 900.0,
+    Operation.DISABLE: 900.0,
+    Operation.ENABLE: 300.0,
+    Operation.UNINSTALL: 300.0,
+}
+"""The reference agent's command timeouts (PROTOCOL.md section 6), in seconds."""
+
+NOT_RUN = "NOT_RUN"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class HandlerEnvironmentError(ExtHandlerError, ValueError):
+    """HandlerEnvironment.json or a protocol variable is missing or unusable."""
+
+
+@attrs.frozen(kw_only=True)
+class HandlerEnvironment:
+    """The folders the agent gave the handler in `HandlerEnvironment.json`."""
+
+    name: str | None
+    log_folder: Path
+    config_folder: Path
+    status_folder: Path
+    heartbeat_file: Path
+    events_folder: Path | None
+
+
+def load_handler_environment(handler_dir: Path) -> HandlerEnvironment:
+    """Parse `<handler_dir>/HandlerEnvironment.json` (a JSON array; element 0 counts).
+
+    A UTF-8 BOM is tolerated. Relative folders are taken relative to `handler_dir`.
+    `eventsFolder` is optional (older agents do not write it).
+    """
+    path = handler_dir / "HandlerEnvironment.json"
+    try:
+        document: Any = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise HandlerEnvironmentError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise HandlerEnvironmentError(f"{path}: not UTF-8 JSON ({exc})") from exc
+    if isinstance(document, list) and document:
+        document = document[0]
+    if not isinstance(document, dict) or not isinstance(document.get("handlerEnvironment"), dict):
+        raise HandlerEnvironmentError(f"{path}: no handlerEnvironment object in element 0")
+    body: dict[str, Any] = document["handlerEnvironment"]
+
+    def folder(key: str, *, required: bool = True) -> Path | None:
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return handler_dir / value
+        if required:
+            raise HandlerEnvironmentError(f"{path}: handlerEnvironment.{key}: missing")
+        return None
+
+    name = document.get("name")
+    log_folder = folder("logFolder")
+    config_folder = folder("configFolder")
+    status_folder = folder("statusFolder")
+    heartbeat = folder("heartbeatFile", required=False)
+    assert log_folder is not None
+    assert config_folder is not None
+    assert status_folder is not None
+    return HandlerEnvironment(
+        name=name if isinstance(name, str) else None,
+        log_folder=log_folder,
+        config_folder=config_folder,
+        status_folder=status_folder,
+        heartbeat_file=heartbeat if heartbeat is not None else handler_dir / "heartbeat.log",
+        events_folder=folder("eventsFolder", required=False),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolVariables:
+    """The PROTOCOL.md section 4 variables of one command, typed."""
+
+    sequence_number: int | None
+    extension_name: str | None
+    handler_version: str | None
+    update_to_version: str | None
+    updating_from_version: str | None
+    disable_exit_code: int | None
+    disable_exit_codes: dict[str, int | None]
+    uninstall_exit_code: int | None
+
+
+def _exit_code(value: str | None) -> int | None:
+    """An exit-code variable: an integer, or None for `NOT_RUN`, absent or garbage."""
+    if value is None or value.strip().upper() == NOT_RUN or not _INTEGER.fullmatch(value.strip()):
+        return None
+    return int(value)
+
+
+def _exit_codes(value: str | None) -> dict[str, int | None]:
+    """The multi-config JSON `[{"extensionName": .., "exitCode": ".."}]`; junk is skipped."""
+    if not value:
+        return {}
+    try:
+        document: Any = json.loads(value)
+    except ValueError:
+        return {}
+    result: dict[str, int | None] = {}
+    for entry in document if isinstance(document, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("extensionName"), str):
+            code = entry.get("exitCode")
+            result[entry["extensionName"]] = _exit_code(
+                str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None
+            )
+    return result
+
+
+def read_protocol_variables(env: Mapping[str, str]) -> ProtocolVariables:
+    """Read the section 4 variables from `env`; a non-integer sequence number is an error."""
+    seq_text = env.get("ConfigSequenceNumber")
+    sequence: int | None = None
+    if seq_text is not None and seq_text.strip():
+        if not _INTEGER.fullmatch(seq_text.strip()) or int(seq_text) < 0:
+            raise HandlerEnvironmentError(
+                f"ConfigSequenceNumber must be a non-negative integer, got {seq_text!r}"
+            )
+        sequence = int(seq_text)
+    return ProtocolVariables(
+        sequence_number=sequence,
+        extension_name=env.get("ConfigExtensionName") or None,
+        handler_version=env.get("AZURE_GUEST_AGENT_EXTENSION_VERSION") or None,
+        update_to_version=env.get("VERSION") or None,
+        updating_from_version=env.get("AZURE_GUEST_AGENT_UPDATING_FROM_VERSION") or None,
+        disable_exit_code=_exit_code(env.get("AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE")),
+        disable_exit_codes=_exit_codes(
+            env.get("AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS")
+        ),
+        uninstall_exit_code=_exit_code(env.get("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE")),
+    )
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never a part.
+
+    Temp file in the same directory, fsync, rename, fsync of the directory.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    renamed = False
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+        renamed = True
+    finally:
+        if not renamed:
+            Path(temp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # pragma: no cover - a directory we just wrote into
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,58 @@
+"""`ctx.heartbeat`: the `heartbeat.log` of handlers that declare `report_heartbeat`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+
+from ._environment import write_atomic
+from ._errors import ExtHandlerError
+
+__all__ = ["Heartbeat", "HeartbeatDisabledError"]
+
+_MESSAGE_LIMIT = 1024
+
+
+class HeartbeatDisabledError(ExtHandlerError, RuntimeError):
+    """The handler reported a heartbeat without declaring `report_heartbeat = True`."""
+
+
+@attrs.define(eq=False)
+class Heartbeat:
+    """Writes `heartbeat.log`; the agent calls a handler Unresponsive when it is 10 min old.
+
+    A long-running handler should report at least every few minutes.
+    """
+
+    path: Path
+    enabled: bool
+
+    async def ready(self, message: str = "") -> None:
+        """Report the handler healthy."""
+        self._write("Ready", 0, message)
+
+    async def not_ready(self, message: str, code: int = 1) -> None:
+        """Report the handler unhealthy with `code`."""
+        self._write("NotReady", code, message)
+
+    def _write(self, state: str, code: int, message: str) -> None:
+        if not self.enabled:
+            raise HeartbeatDisabledError(
+                "ctx.heartbeat needs `report_heartbeat = True` on the Handler class "
+                "(the agent ignores heartbeat.log otherwise)"
+            )
+        if len(message) > _MESSAGE_LIMIT:
+            message = "[TRUNCATED] ... " + message[len(message) - _MESSAGE_LIMIT + 16 :]
+        document = [
+            {
+                "version": "1.0",
+                "heartbeat": {
+                    "status": state,
+                    "code": int(code),
+                    "formattedMessage": {"lang": "en-US", "message": message},
+                },
+            }
+        ]
+        write_atomic(self.path, json.dumps(document, ensure_ascii=False).encode("utf-8"))

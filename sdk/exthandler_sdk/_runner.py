@@ -1,0 +1,432 @@
+"""Running one operation of a handler: in process (`run_operation`) or as a command.
+
+Outcomes (INTERFACE.md, "SDK"): returning normally writes `success` unless the handler
+already wrote a terminal status; `HandlerError(code, message)` writes `error` with that
+code; any other exception writes `error` -1 with the exception's message; settings that do
+not fit the declared types write `error` 53 listing every bad field. The exit code is what
+a command would exit with: 0 unless the final status is `error`, then its code when in
+1..255 and 1 otherwise.
+
+Settings are read from `<seq>.settings`; for operations other than `enable` a missing file
+falls back to the newest settings file present (the agent runs an old version's `disable`
+and `uninstall` with the new sequence number during an upgrade).
+
+`enable` runs once per sequence number (see `_runonce`): a sequence applied successfully
+is not applied again (its status is re-reported) unless the class sets
+`enable_runs_on_same_sequence = True` (daemons that must start again after a reboot); an
+older sequence than the one applied is ignored; a newer sequence stops an older one still
+running (which reports `warning` "superseded").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import math
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._context import Context, Detached
+from ._environment import (
+    COMMAND_TIMEOUTS,
+    HandlerEnvironment,
+    load_handler_environment,
+    read_protocol_variables,
+    write_atomic,
+)
+from ._errors import ExtHandlerError, HandlerError
+from ._events import Events
+from ._handler import Handler
+from ._heartbeat import Heartbeat
+from ._logging import close_logger, make_logger
+from ._protocol import ErrorCode, Operation, StatusLevel
+from ._runonce import RunOnce
+from ._settings import SettingsError, load_settings, read_settings_file, settings_file_name
+from ._status import StatusWriteError, StatusWriter, status_file_name, utc_timestamp
+
+__all__ = ["DETACHED_BUDGET", "HandlerLoadError", "load_handler", "main_run", "run_operation"]
+
+DETACHED_BUDGET = 90 * 60.0
+"""Default time budget of a detached enable (the platform's budget for long extensions)."""
+
+_USAGE = "usage: python -m exthandler_sdk run MODULE:CLASS OPERATION [--detached]\n"
+
+
+class HandlerLoadError(ExtHandlerError, ImportError):
+    """`MODULE:CLASS` does not name an importable Handler subclass."""
+
+
+def load_handler(spec: str) -> type[Handler[Any, Any]]:
+    """Import the Handler subclass named by `package.module:Class` (or `:Outer.Inner`)."""
+    module_name, colon, qualname = spec.partition(":")
+    if not colon or not module_name or not qualname:
+        raise HandlerLoadError(f"expected MODULE:CLASS, got {spec!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerLoadError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise HandlerLoadError(f"module {module_name!r} has no {qualname!r}") from None
+    if not isinstance(target, type) or not issubclass(target, Handler):
+        raise HandlerLoadError(f"{spec} is not a subclass of exthandler_sdk.Handler")
+    return target
+
+
+def exit_code_for(code: int) -> int:
+    """The exit code a command reporting error `code` exits with (1..255, else 1)."""
+    return code if 1 <= code <= 255 else 1
+
+
+def _latest_sequence(config: Path, extension: str | None) -> int:
+    """The highest sequence number with a settings file (when the agent named none)."""
+    prefix = "" if extension is None else re.escape(extension) + r"\."
+    pattern = re.compile(prefix + r"([0-9]+)\.settings")
+    found = [0]
+    with contextlib.suppress(OSError):
+        for entry in config.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match:
+                found.append(int(match.group(1)))
+    return max(found)
+
+
+async def run_operation(
+    handler_class: type[Handler[Any, Any]],
+    operation: Operation,
+    *,
+    handler_dir: Path,
+    env: Mapping[str, str],
+    status_refresh: float = 60.0,
+    spec: str | None = None,
+    detached: bool = False,
+    time_budget: float | None = None,
+    use_crypto_library: bool = True,
+) -> int:
+    """Run `operation` of `handler_class` in `handler_dir` as the agent's command would.
+
+    `env` holds the protocol variables (PROTOCOL.md section 4). The status file is written
+    as the module docstring says; the return value is the command's exit code. `spec`
+    (`module:Class`) enables `ctx.detach()`; `time_budget` overrides the time budget
+    (`ctx.deadline`); `status_refresh` is how often a `transitioning` status is rewritten.
+    Cancellation is never swallowed: background tasks are cancelled and awaited.
+    """
+    handler_class.check()
+    operation = Operation(operation)
+    environment = load_handler_environment(handler_dir)
+    variables = read_protocol_variables(env)
+    extension = variables.extension_name
+    sequence = variables.sequence_number
+    if sequence is None:
+        sequence = _latest_sequence(environment.config_folder, extension)
+    type_name = handler_class.name.rpartition(".")[2]
+    log = make_logger(
+        environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{handler_class.name}"
+    )
+    status = StatusWriter(
+        path=environment.status_folder / status_file_name(extension, sequence),
+        name=extension or handler_class.name,
+        operation=operation,
+    )
+    version = variables.handler_version or handler_class.version
+    budget = time_budget
+    if budget is None:
+        budget = DETACHED_BUDGET if detached else COMMAND_TIMEOUTS[operation]
+    try:
+        log.info("%s seq %d starting (pid %d)", operation.value, sequence, os.getpid())
+        run = _Run(
+            handler_class=handler_class,
+            operation=operation,
+            sequence=sequence,
+            status=status,
+            refresh=status_refresh,
+            runonce=RunOnce(handler_dir, environment.config_folder, extension),
+            detached=detached,
+        )
+        if operation is Operation.ENABLE:
+            skip = run.precheck()
+            if skip is not None:
+                return skip
+        try:
+            settings_path = environment.config_folder / settings_file_name(extension, sequence)
+            if operation is not Operation.ENABLE and not settings_path.exists():
+                # During an upgrade the agent runs the old version's disable and uninstall
+                # with the new sequence number, whose settings exist only in the new
+                # handler dir: those operations use the newest settings they have.
+                newest = _latest_sequence(environment.config_folder, extension)
+                settings_path = environment.config_folder / settings_file_name(extension, newest)
+            raw = read_settings_file(settings_path)
+            public_type, protected_type = handler_class.settings_types()
+            public, protected = load_settings(
+                raw,
+                public_type,
+                protected_type,
+                lib_dir=handler_dir.parent,
+                use_library=use_crypto_library,
+            )
+        except SettingsError as exc:
+            log.error("%s", exc.message)
+            status.write(StatusLevel.ERROR, exc.code, exc.message)
+            return exc.code
+        ctx: Context[Any, Any] = Context(
+            settings=public,
+            protected=protected,
+            sequence_number=sequence,
+            extension_name=extension,
+            operation=operation,
+            handler_name=handler_class.name,
+            handler_dir=handler_dir,
+            handler_version=version,
+            updating_from_version=variables.updating_from_version,
+            update_to_version=variables.update_to_version,
+            disable_exit_code=variables.disable_exit_code,
+            disable_exit_codes=variables.disable_exit_codes,
+            uninstall_exit_code=variables.uninstall_exit_code,
+            environment=environment,
+            deadline=time.monotonic() + budget if math.isfinite(budget) else math.inf,
+            log=log,
+            status=status,
+            heartbeat=Heartbeat(
+                environment.heartbeat_file, bool(getattr(handler_class, "report_heartbeat", False))
+            ),
+            events=_events(environment, version, operation, log),
+            detached=detached,
+            env=dict(env),
+            spec=spec,
+        )
+        if operation is Operation.ENABLE:
+            return await run.enable(ctx)
+        if operation in _REPORTING:
+            status.write(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
+        return await run.execute(ctx, None)
+    finally:
+        close_logger(log)
+
+
+# The status file of a sequence number tells how its settings were applied: enable and
+# disable report there. Install, update and uninstall write to it only when they fail (or
+# when the handler itself reports), so that they never overwrite the enable's outcome.
+_REPORTING = frozenset({Operation.ENABLE, Operation.DISABLE})
+
+
+def _events(
+    environment: HandlerEnvironment, version: str, operation: Operation, log: Any
+) -> Events:
+    return Events(
+        folder=environment.events_folder,
+        version=version,
+        operation_id=str(uuid.uuid4()),
+        log=log,
+        task_name=operation.value,
+    )
+
+
+class _Run:
+    """The state of one `run_operation` call once its paths are known."""
+
+    def __init__(
+        self,
+        *,
+        handler_class: type[Handler[Any, Any]],
+        operation: Operation,
+        sequence: int,
+        status: StatusWriter,
+        refresh: float,
+        runonce: RunOnce,
+        detached: bool,
+    ) -> None:
+        self.handler_class = handler_class
+        self.operation = operation
+        self.sequence = sequence
+        self.status = status
+        self.refresh = refresh
+        self.runonce = runonce
+        self.detached = detached
+        self.rerun = bool(getattr(handler_class, "enable_runs_on_same_sequence", False))
+
+    def precheck(self) -> int | None:
+        """For enable: an exit code when nothing is to be run (older or applied sequence)."""
+        completed = self.runonce.completed()
+        if completed is not None and self.sequence < completed:
+            return self._ignore_older(completed)
+        if completed == self.sequence and not self.rerun and not self.detached:
+            return self._report_applied()
+        return None
+
+    def _ignore_older(self, newer: int) -> int:
+        self.status.write(
+            StatusLevel.SUCCESS,
+            0,
+            f"sequence number {self.sequence} is older than {newer}, already applied "
+            "or in progress; ignored",
+        )
+        return 0
+
+    def _report_applied(self) -> int:
+        """Re-report the terminal status of a sequence applied earlier (new timestamp)."""
+        path = self.status.path
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
+            document: Any = json.loads(path.read_bytes())
+            level = StatusLevel(str(document[0]["status"]["status"]).lower())
+            if level.terminal:
+                document[0]["timestampUTC"] = utc_timestamp()
+                write_atomic(path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
+                return 0
+        self.status.write(
+            StatusLevel.SUCCESS, 0, f"sequence number {self.sequence} was already applied"
+        )
+        return 0
+
+    async def enable(self, ctx: Context[Any, Any]) -> int:
+        """Enable under the run-once lock, stopping when a newer sequence supersedes it."""
+        runonce, sequence = self.runonce, self.sequence
+        if not runonce.try_acquire(sequence):
+            holder = runonce.holder()
+            if holder is not None and holder > sequence:
+                return self._ignore_older(holder)
+            if holder == sequence and not self.detached:
+                ctx.log.info("sequence %d is already being applied; nothing to do", sequence)
+                return 0
+            if holder != sequence:
+                runonce.request_supersede(sequence)
+            self.status.write(StatusLevel.TRANSITIONING, 0, "waiting for an earlier enable to stop")
+            await runonce.acquire(sequence)
+        try:
+            newer = runonce.superseded_by()
+            if newer is not None and newer > sequence:
+                return self._superseded(newer)
+            skip = self.precheck()
+            if skip is not None:
+                return skip
+            self.status.write(StatusLevel.TRANSITIONING, 0, "Enable in progress")
+            code = await self.execute(ctx, runonce.watch(sequence))
+            if self.status.last_level in (StatusLevel.SUCCESS, StatusLevel.WARNING) and (
+                not self.status.frozen
+            ):
+                runonce.record(sequence)
+            return code
+        finally:
+            runonce.release()
+
+    def _superseded(self, newer: int) -> int:
+        message = f"superseded by sequence number {newer} before it finished"
+        self.status.write(StatusLevel.WARNING, 0, message)
+        return 0
+
+    async def execute(self, ctx: Context[Any, Any], watch: Coroutine[Any, Any, int] | None) -> int:
+        """Run the operation's method, refreshing the status, and map its outcome."""
+        handler = self.handler_class()
+        method = getattr(handler, self.operation.value)
+        work: asyncio.Task[None] = asyncio.ensure_future(method(ctx))
+        refresher = asyncio.ensure_future(_refresh_forever(self.status, self.refresh, ctx))
+        watcher = asyncio.ensure_future(watch) if watch is not None else None
+        finished = False
+        try:
+            waiting: set[asyncio.Future[Any]] = {work}
+            if watcher is not None:
+                waiting.add(watcher)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finished = work.done()
+        finally:
+            await _cancel(refresher)
+            if watcher is not None:
+                await _cancel(watcher)
+            await _cancel(work)
+        if not finished and watcher is not None:
+            newer = watcher.result()
+            ctx.log.warning("superseded by sequence number %d; work cancelled", newer)
+            return self._superseded(newer)
+        return self._outcome(work, ctx)
+
+    def _outcome(self, work: asyncio.Task[None], ctx: Context[Any, Any]) -> int:
+        if work.cancelled():
+            # The handler cancelled itself (our own cancellation re-raised above).
+            self.status.write(StatusLevel.ERROR, -1, f"{self.operation.value} was cancelled")
+            return 1
+        try:
+            work.result()
+        except Detached as signal:
+            ctx.log.info("continuing in background process %d", signal.pid)
+            return 0
+        except HandlerError as exc:
+            ctx.log.error("%s failed with %d: %s", self.operation.value, exc.code, exc.message)
+            self.status.write(StatusLevel.ERROR, exc.code, exc.message)
+            return exit_code_for(exc.code)
+        except Exception as exc:
+            ctx.log.exception("%s failed", self.operation.value)
+            message = str(exc) or type(exc).__name__
+            self.status.write(StatusLevel.ERROR, int(ErrorCode.UNKNOWN), message)
+            return 1
+        if not self.status.written_terminal and self.operation in _REPORTING:
+            self.status.write(StatusLevel.SUCCESS, 0, f"{self.operation.display_name} succeeded")
+        if self.status.last_level is StatusLevel.ERROR:
+            return exit_code_for(self.status.last_code)
+        ctx.log.info("%s seq %d succeeded", self.operation.value, self.sequence)
+        return 0
+
+
+async def _refresh_forever(status: StatusWriter, interval: float, ctx: Context[Any, Any]) -> None:
+    """Rewrite a `transitioning` status every `interval` seconds (new timestamp)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            status.refresh()
+        except StatusWriteError as exc:
+            ctx.log.warning("%s", exc)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait for it, re-raising only a cancellation aimed at us."""
+    if task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError
+
+
+def main_run(argv: list[str]) -> int:
+    """`python -m exthandler_sdk run MODULE:CLASS OPERATION [--detached]` in a handler dir."""
+    args = list(argv)
+    detached = "--detached" in args
+    args = [arg for arg in args if arg != "--detached"]
+    if len(args) != 2:
+        sys.stderr.write(_USAGE)
+        return 2
+    spec, operation_name = args
+    try:
+        operation = Operation(operation_name.lower())
+    except ValueError:
+        choices = ", ".join(op.value for op in Operation)
+        sys.stderr.write(f"unknown operation {operation_name!r} (one of {choices})\n{_USAGE}")
+        return 2
+    try:
+        handler_class = load_handler(spec)
+    except HandlerLoadError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    coroutine = run_operation(
+        handler_class,
+        operation,
+        handler_dir=Path.cwd(),
+        env=dict(os.environ),
+        spec=spec,
+        detached=detached,
+    )
+    try:
+        return asyncio.run(coroutine)
+    except ExtHandlerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1

@@ -1,0 +1,133 @@
+"""Run-once bookkeeping for `enable`: the `mrseq` file, a lock and supersession.
+
+Files, all per extension (`<ext>.` prefixed names for a multi-config extension):
+
+- `<handler_dir>/mrseq` (`<ext>.mrseq`): the decimal sequence number last applied
+  *successfully*, the reference extensions' format (the agent copies it on upgrade).
+- `<config>/.exthandler-sdk.lock` (`.exthandler-sdk.<ext>.lock`): held with `flock` by the
+  process applying a sequence number; holds `<seq> <pid>` for whoever waits on it.
+  The kernel releases it when that process dies, so a crash leaves nothing stale.
+- `<config>/.exthandler-sdk.supersede`: the newest sequence number waiting for the
+  lock; the holder polls it and stops its work when it names a newer sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+import attrs
+
+from ._environment import write_atomic
+
+__all__ = ["RunOnce"]
+
+POLL_INTERVAL = 0.5
+_LOCK_POLL = 0.1
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        return int(text[0])
+    except ValueError:
+        return None
+
+
+@attrs.define(eq=False)
+class RunOnce:
+    """The run-once state of one extension (see the module docstring)."""
+
+    handler_dir: Path
+    config_dir: Path
+    extension: str | None
+    _fd: int | None = attrs.field(init=False, default=None)
+
+    def _name(self, stem: str) -> str:
+        return stem if self.extension is None else f"{stem}.{self.extension}"
+
+    @property
+    def mrseq_path(self) -> Path:
+        """`mrseq`, or `<ext>.mrseq`, in the handler dir."""
+        name = "mrseq" if self.extension is None else f"{self.extension}.mrseq"
+        return self.handler_dir / name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.config_dir / f"{self._name('.exthandler-sdk')}.lock"
+
+    @property
+    def supersede_path(self) -> Path:
+        return self.config_dir / f"{self._name('.exthandler-sdk')}.supersede"
+
+    def completed(self) -> int | None:
+        """The sequence number last applied successfully, if any."""
+        return _read_int(self.mrseq_path)
+
+    def record(self, sequence: int) -> None:
+        """Record `sequence` as applied successfully."""
+        write_atomic(self.mrseq_path, f"{sequence}\n".encode("ascii"))
+
+    def holder(self) -> int | None:
+        """The sequence number the current lock holder applies (None if unknown)."""
+        return _read_int(self.lock_path)
+
+    def superseded_by(self) -> int | None:
+        """The newest sequence number that asked to take over."""
+        return _read_int(self.supersede_path)
+
+    def request_supersede(self, sequence: int) -> None:
+        """Ask the holder to stop in favour of `sequence` (never lowers the request)."""
+        current = self.superseded_by()
+        if current is None or current < sequence:
+            write_atomic(self.supersede_path, f"{sequence}\n".encode("ascii"), mode=0o600)
+
+    def try_acquire(self, sequence: int) -> bool:
+        """Take the lock without waiting; on success it names `sequence`."""
+        assert self._fd is None
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{sequence} {os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        # A request for this or an older sequence is answered by taking the lock.
+        requested = self.superseded_by()
+        if requested is not None and requested <= sequence:
+            with contextlib.suppress(FileNotFoundError):
+                self.supersede_path.unlink()
+        return True
+
+    async def acquire(self, sequence: int) -> None:
+        """Wait for the lock, polling (the event loop is never blocked)."""
+        while True:
+            if self.try_acquire(sequence):
+                return
+            await asyncio.sleep(_LOCK_POLL)
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    async def watch(self, sequence: int, interval: float = POLL_INTERVAL) -> int:
+        """Return the newer sequence number as soon as one asks to supersede `sequence`."""
+        while True:
+            newer = self.superseded_by()
+            if newer is not None and newer > sequence:
+                return newer
+            await asyncio.sleep(interval)

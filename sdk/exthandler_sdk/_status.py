@@ -1,0 +1,233 @@
+"""`ctx.status`: the extension's status file (PROTOCOL.md section 7), written atomically.
+
+Texts are cut before they reach the agent, keeping their *tail* (the end of a log is
+where the reason for a failure is): the top message to 1 KiB, substatus names and
+messages to 10 KiB, and then, if the file would still exceed 128 KiB, substatus texts are
+cut further and, as a last resort, the oldest substatus entries are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._environment import write_atomic
+from ._errors import ExtHandlerError
+from ._protocol import Operation, StatusLevel
+
+__all__ = [
+    "FILE_LIMIT",
+    "MESSAGE_LIMIT",
+    "SUBSTATUS_FIELD_LIMIT",
+    "StatusWriter",
+    "Substatus",
+    "render_status",
+    "status_file_name",
+    "truncate_tail",
+    "utc_timestamp",
+]
+
+FILE_LIMIT = 128 * 1024
+MESSAGE_LIMIT = 1024
+SUBSTATUS_FIELD_LIMIT = 10 * 1024
+TRUNCATED_PREFIX = "[TRUNCATED] ... "
+_MIN_FIELD = 64
+
+
+def utc_timestamp(now: datetime.datetime | None = None) -> str:
+    """`2026-11-25T12:00:00Z`, the timestamp format of status files."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_file_name(extension: str | None, sequence: int) -> str:
+    """`<seq>.status`, or `<ext>.<seq>.status` for a multi-config extension."""
+    return f"{sequence}.status" if extension is None else f"{extension}.{sequence}.status"
+
+
+def truncate_tail(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters, else its tail behind `[TRUNCATED] ... `."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - len(TRUNCATED_PREFIX))
+    return TRUNCATED_PREFIX + (text[len(text) - keep :] if keep else "")
+
+
+@attrs.frozen(kw_only=True)
+class Substatus:
+    """One entry of `status.substatus` (e.g. the StdOut and StdErr of a script)."""
+
+    name: str
+    status: StatusLevel = StatusLevel.SUCCESS
+    message: str = ""
+    code: int = 0
+
+
+def _substatus_json(entry: Substatus, limit: int) -> dict[str, Any]:
+    return {
+        "name": truncate_tail(entry.name, limit),
+        "status": str(StatusLevel(entry.status)),
+        "code": int(entry.code),
+        "formattedMessage": {"lang": "en-US", "message": truncate_tail(entry.message, limit)},
+    }
+
+
+def render_status(
+    *,
+    name: str,
+    operation: Operation,
+    status: StatusLevel,
+    code: int,
+    message: str,
+    substatus: Iterable[Substatus] = (),
+    timestamp: str,
+    applied_time: str | None = None,
+) -> bytes:
+    """The bytes of a status file, always at most 128 KiB (see the module docstring)."""
+    entries = list(substatus)
+    body: dict[str, Any] = {"name": name, "operation": operation.display_name}
+    if applied_time is not None:
+        body["configurationAppliedTime"] = applied_time
+    body.update(
+        {
+            "status": str(StatusLevel(status)),
+            "code": int(code),
+            "formattedMessage": {"lang": "en-US", "message": truncate_tail(message, MESSAGE_LIMIT)},
+        }
+    )
+    document = [{"version": 1.0, "timestampUTC": timestamp, "status": body}]
+    limit = SUBSTATUS_FIELD_LIMIT
+    while True:
+        if entries:
+            body["substatus"] = [_substatus_json(entry, limit) for entry in entries]
+        else:
+            body.pop("substatus", None)
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        if len(data) <= FILE_LIMIT:
+            return data
+        if limit > _MIN_FIELD:
+            limit = max(_MIN_FIELD, limit // 2)
+        else:
+            entries = entries[len(entries) // 2 + 1 :]  # keep the newest half
+
+
+@attrs.define(eq=False)
+class StatusWriter:
+    """`ctx.status`: report progress and outcome of the current operation.
+
+    Substatus entries added with `substatus()` (or passed to a report) accumulate for the
+    whole operation and go out with every later report; a later entry with the same name
+    replaces the earlier one.
+    """
+
+    path: Path
+    name: str
+    operation: Operation
+    clock: Callable[[], datetime.datetime] = attrs.field(
+        default=lambda: datetime.datetime.now(datetime.UTC)
+    )
+    _substatus: dict[str, Substatus] = attrs.field(init=False, factory=dict)
+    _last: tuple[StatusLevel, int, str] | None = attrs.field(init=False, default=None)
+    _frozen: bool = attrs.field(init=False, default=False)
+
+    @property
+    def written_terminal(self) -> bool:
+        """Whether a success, warning or error status was written in this operation."""
+        return self._last is not None and self._last[0].terminal
+
+    @property
+    def last_level(self) -> StatusLevel | None:
+        """The level of the last status written in this operation, if any."""
+        return None if self._last is None else self._last[0]
+
+    @property
+    def last_code(self) -> int:
+        """The code of the last status written (0 when none was)."""
+        return 0 if self._last is None else self._last[1]
+
+    @property
+    def frozen(self) -> bool:
+        """Whether writes are ignored (another process owns the status file)."""
+        return self._frozen
+
+    def substatus(
+        self, name: str, status: StatusLevel | str, message: str = "", code: int = 0
+    ) -> Substatus:
+        """Add (or replace, by name) a substatus entry for the next reports; returns it."""
+        entry = Substatus(name=name, status=StatusLevel(status), message=message, code=code)
+        self._add([entry])
+        return entry
+
+    def _add(self, entries: Iterable[Substatus]) -> None:
+        for entry in entries:
+            self._substatus.pop(entry.name, None)
+            self._substatus[entry.name] = entry
+
+    async def transitioning(self, message: str, *, substatus: Iterable[Substatus] = ()) -> None:
+        """Report work in progress (refreshed periodically while the operation runs)."""
+        self.write(StatusLevel.TRANSITIONING, 0, message, substatus)
+
+    async def success(
+        self, message: str, code: int = 0, *, substatus: Iterable[Substatus] = ()
+    ) -> None:
+        """Report that the operation succeeded."""
+        self.write(StatusLevel.SUCCESS, code, message, substatus)
+
+    async def warning(
+        self, message: str, code: int = 0, *, substatus: Iterable[Substatus] = ()
+    ) -> None:
+        """Report that the operation finished with a warning."""
+        self.write(StatusLevel.WARNING, code, message, substatus)
+
+    async def error(self, message: str, code: int, *, substatus: Iterable[Substatus] = ()) -> None:
+        """Report that the operation failed with `code`."""
+        self.write(StatusLevel.ERROR, code, message, substatus)
+
+    def write(
+        self, level: StatusLevel, code: int, message: str, substatus: Iterable[Substatus] = ()
+    ) -> None:
+        """Write a status now (synchronously); dropped once the writer is frozen."""
+        if self._frozen:
+            return
+        self._add(substatus)
+        self._last = (level, int(code), message)
+        self._flush()
+
+    def refresh(self) -> bool:
+        """Rewrite the last status with a new timestamp if it is `transitioning`."""
+        if self._frozen or self._last is None or self._last[0].terminal:
+            return False
+        self._flush()
+        return True
+
+    def freeze(self) -> None:
+        """Ignore every later write (another process now owns the status file)."""
+        self._frozen = True
+
+    def _flush(self) -> None:
+        assert self._last is not None
+        level, code, message = self._last
+        now = utc_timestamp(self.clock())
+        data = render_status(
+            name=self.name,
+            operation=self.operation,
+            status=level,
+            code=code,
+            message=message,
+            substatus=self._substatus.values(),
+            timestamp=now,
+            applied_time=now if level.terminal else None,
+        )
+        try:
+            write_atomic(self.path, data)
+        except OSError as exc:
+            raise StatusWriteError(f"cannot write status file {self.path}: {exc}") from exc
+
+
+class StatusWriteError(ExtHandlerError, OSError):
+    """The status file could not be written."""
