@@ -23,6 +23,7 @@ import pluggy
 from exthandler_sdk import ErrorCode, Operation, StatusLevel
 
 from ._errors import NoEligibleVersionError, PackageError
+from ._executors.inprocess import InProcessHandlers, marker, materialize, run_inprocess
 from ._executors.process import CommandResult, run_command
 from ._extract import extract_package
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
@@ -118,6 +119,7 @@ class Engine:
     repositories: RepositorySet
     options: EngineOptions
     plugins: pluggy.PluginManager
+    inprocess: InProcessHandlers = attrs.field(factory=InProcessHandlers)
     _records: dict[HandlerName, HandlerRecord] = attrs.field(factory=dict)
     _manifests: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
     _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
@@ -223,7 +225,7 @@ class Engine:
         for ext in goal.extensions:
             by_handler.setdefault(ext.handler, []).append(ext)
 
-        self._catalog = await self.repositories.catalog()
+        self._catalog = await RepositorySet([self.inprocess, *self.repositories.sources]).catalog()
         targets: dict[HandlerName, HandlerTarget] = {}
         for handler, exts in by_handler.items():
             target = await self._target(handler, exts, boot_id, key)
@@ -642,14 +644,18 @@ class Engine:
         directory = self.store.handler_dir(handler, version)
         try:
             ref = self._catalog.find(handler, version)
-            downloads = self.store.meta / "downloads"
-            downloads.mkdir(exist_ok=True)
-            source = self._catalog.source_of(ref) or self.repositories
-            zip_path = await source.fetch(ref, downloads / ref.file_name)
             if directory.exists():  # left by an interrupted run after extraction
                 await anyio.to_thread.run_sync(shutil.rmtree, directory)
-            manifest = await anyio.to_thread.run_sync(extract_package, zip_path, directory)
-            zip_path.unlink(missing_ok=True)
+            source = self._catalog.source_of(ref) or self.repositories
+            handler_class = self.inprocess.handler_class(handler, version)
+            if source is self.inprocess and handler_class is not None:
+                manifest = await anyio.to_thread.run_sync(materialize, handler_class, directory)
+            else:
+                downloads = self.store.meta / "downloads"
+                downloads.mkdir(exist_ok=True)
+                zip_path = await source.fetch(ref, downloads / ref.file_name)
+                manifest = await anyio.to_thread.run_sync(extract_package, zip_path, directory)
+                await anyio.to_thread.run_sync(zip_path.unlink)
         except (PackageError, NoEligibleVersionError) as exc:
             code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
             message = f"{handler} {version}: {exc}"
@@ -713,6 +719,27 @@ class Engine:
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        spec = marker(directory)
+        if spec is not None:
+            handler_class = self.inprocess.handler_class(handler, step.version)
+            if handler_class is None:
+                # Its plugin is gone (uninstalled, or a version no longer registered): the
+                # step cannot run; it is skipped so that removal and upgrades go on.
+                warning = (
+                    f"{handler} {step.version}: {spec} is no longer registered; skipped {operation}"
+                )
+                self.store.log(warning)
+                return Outcome(ok=True, exit_code="NOT_RUN"), warning
+            result = await run_inprocess(
+                handler_class,
+                handler_dir=directory,
+                operation=operation,
+                env=env,
+                timeout=self._timeout(handler, operation),
+                log_file=self.store.command_log(handler),
+            )
+            self._report(step, record, affected, result, multi, target)
+            return _outcome(result), "" if result.ok else result.describe()
         result = await run_command(
             handler_dir=directory,
             command=command,

@@ -14,6 +14,8 @@ import pluggy
 from exthandler_sdk._hooks import PROJECT
 
 if TYPE_CHECKING:
+    from exthandler_sdk import Handler
+
     from ._plan import Step
     from ._telemetry import TelemetryEvent
     from ._view import ExtensionView, InstanceView
@@ -25,6 +27,12 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 class RuntimeSpec:
     """Hooks the runtime calls. Implement any of them with `exthandler_sdk.hookimpl`."""
+
+    @hookspec
+    def exthandler_register_handlers(self) -> Sequence[type[Handler[Any, Any]]]:
+        """SDK handler classes to run in process; each version registered counts as an
+        available version of its handler."""
+        return ()  # a specification: the plugins' implementations answer
 
     @hookspec
     def exthandler_step_started(self, step: Step) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import attrs
 import pluggy
+from exthandler_sdk import Handler
 
 from ._engine import Engine, EngineOptions
 from ._model import GoalState
@@ -41,7 +42,9 @@ class RuntimeConfig:
 
     `command_timeout` overrides every command's timeout; `handler_timeouts` overrides them
     per handler (`Publisher.Type` -> seconds). `plugins` are registered on the plugin
-    manager next to those found through the `exthandler` entry-point group.
+    manager next to those found through the `exthandler` entry-point group (unless
+    `load_entry_points` is false). `handlers` are SDK handler classes to run in process,
+    besides those the plugins register through `exthandler_register_handlers`.
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -55,6 +58,7 @@ class RuntimeConfig:
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     plugins: Sequence[Any] = ()
     load_entry_points: bool = True
+    handlers: Sequence[type[Handler[Any, Any]]] = ()
 
 
 @attrs.define(eq=False)
@@ -70,6 +74,10 @@ class Runtime:
         """Converge to `goal` (one apply at a time) and return the final instance view."""
         async with self._lock:
             return await self._engine.apply(goal)
+
+    def register_handler(self, handler_class: type[Handler[Any, Any]]) -> None:
+        """Run `handler_class` in process from now on; its version becomes available."""
+        self._engine.inprocess.register(handler_class)
 
     def instance_view(self) -> InstanceView:
         """The live instance view: current even while an apply is running."""
@@ -104,6 +112,9 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
             ),
             plugins=manager,
         )
+        engine.inprocess.register_all(config.handlers)
+        for registered in manager.hook.exthandler_register_handlers():
+            engine.inprocess.register_all(registered)
         previous = read_instance_view(config.state_dir)
         if previous is not None:
             engine.restore_view(previous)

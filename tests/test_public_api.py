@@ -46,4 +46,4 @@ def test_error_codes_are_the_protocols() -> None:
 
 
 def test_plugins_distribution_imports() -> None:
-    assert exthandler_plugins.__all__ == []
+    assert exthandler_plugins.__all__ == ["exthandler_register_handlers"]

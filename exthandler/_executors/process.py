@@ -34,6 +34,7 @@ __all__ = [
     "format_excerpt",
     "is_protocol_variable",
     "run_command",
+    "write_log_entry",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ async def run_command(
         record = _Record(
             started=started,
             operation=operation,
-            command_line=command_line,
+            command_line=f"/bin/sh -c {command_line}",
             env=child_env,
             outcome=_outcome(exit_code, timed_out=timed_out, timeout=timeout, hint=hint),
             duration=duration,
@@ -433,7 +434,7 @@ def _log_entry(record: _Record, *streams: tuple[str, str, int, int]) -> str:
     stamp = record.started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lines = [
         f"===== {stamp} {_title(record.operation)}",
-        f"command: /bin/sh -c {record.command_line}",
+        f"command: {record.command_line}",
     ]
     lines += [
         f"env: {name}={record.env[name]}"
@@ -445,6 +446,33 @@ def _log_entry(record: _Record, *streams: tuple[str, str, int, int]) -> str:
         cut = f" (last {kept} of {size} bytes)" if kept < size else ""
         lines += [f"[{name}]{cut}", text.rstrip("\n")]
     return "\n".join(lines) + "\n\n"
+
+
+def write_log_entry(
+    log_file: Path,
+    *,
+    started: dt.datetime,
+    operation: Operation,
+    command_line: str,
+    env: Mapping[str, str],
+    outcome: str,
+    duration: float,
+    limit: int = 10 * 1024 * 1024,
+) -> None:
+    """Append a CommandExecution.log entry for a command that has no output to keep
+    (an in-process handler); failures to write are logged, not raised."""
+    record = _Record(
+        started=started,
+        operation=operation,
+        command_line=command_line,
+        env=env,
+        outcome=outcome,
+        duration=duration,
+    )
+    try:
+        _append_log(log_file, _log_entry(record).encode("utf-8", "replace"), limit)
+    except OSError as exc:
+        _logger.warning("could not write %s: %s", log_file, exc)
 
 
 def _append_log(log_file: Path, data: bytes, limit: int) -> None:

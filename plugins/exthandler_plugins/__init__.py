@@ -1,3 +1,16 @@
-"""Built-in extension handlers, registered through the `exthandler` entry-point group."""
+"""Built-in extension handlers, registered through the `exthandler` entry-point group
+exactly as a third-party plugin registers its own."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+from exthandler_sdk import Handler, hookimpl
+
+__all__ = ["exthandler_register_handlers"]
+
+
+@hookimpl
+def exthandler_register_handlers() -> list[type[Handler[Any, Any]]]:
+    """The built-in handler classes (none yet)."""
+    return []

@@ -1,0 +1,141 @@
+"""Run SDK handler classes inside the runtime, writing exactly the files a package would.
+
+A registered class is offered as a package version like any other. "Fetching" it lays out
+its handler dir (the manifest its package would carry, and a marker naming the class);
+its commands are calls of the SDK's `run_operation`, the very function a packaged
+handler's commands run, so status, settings and heartbeats look the same either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
+from exthandler_sdk._package import manifest as package_manifest
+
+from .._errors import PackageError
+from .._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from .._model import HandlerName, Version
+from .._repository import PackageRef
+from .process import CommandResult, write_log_entry
+
+__all__ = ["MARKER", "InProcessHandlers", "materialize", "run_inprocess", "spec_of"]
+
+MARKER = ".exthandler-inprocess"  # in a handler dir: the class that runs its commands
+
+
+def spec_of(handler_class: type[Handler[Any, Any]]) -> str:
+    """`module:QualifiedName`, how the class is named in markers and logs."""
+    return f"{handler_class.__module__}:{handler_class.__qualname__}"
+
+
+@attrs.define(eq=False)
+class InProcessHandlers:
+    """The handler classes registered on a runtime; a package source of their versions."""
+
+    _classes: dict[tuple[str, Version], type[Handler[Any, Any]]] = attrs.field(factory=dict)
+
+    def register(self, handler_class: type[Handler[Any, Any]]) -> None:
+        """Offer `handler_class` at its version (a later registration of the same wins)."""
+        handler_class.check()
+        name = HandlerName.parse(handler_class.name)
+        self._classes[(name.key, Version.parse(handler_class.version))] = handler_class
+
+    def register_all(self, classes: Iterable[type[Handler[Any, Any]]]) -> None:
+        for handler_class in classes:
+            self.register(handler_class)
+
+    def handler_class(
+        self, handler: HandlerName, version: Version
+    ) -> type[Handler[Any, Any]] | None:
+        return self._classes.get((handler.key, version))
+
+    async def list_packages(self) -> Sequence[PackageRef]:
+        return [
+            PackageRef(
+                handler=HandlerName.parse(cls.name),
+                version=version,
+                location=f"in-process:{spec_of(cls)}",
+            )
+            for (_, version), cls in sorted(self._classes.items(), key=lambda item: item[0])
+        ]
+
+    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        raise PackageError(
+            ErrorCode.PACKAGE_DOWNLOAD,
+            f"{ref.handler} {ref.version} runs in process: it has no package to download",
+        )
+
+
+def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
+    """Lay out a handler dir for `handler_class`: its manifest and the marker (blocking I/O)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(package_manifest(handler_class), indent=2).encode()
+    (directory / MANIFEST_NAME).write_bytes(data)
+    (directory / MARKER).write_text(spec_of(handler_class) + "\n")
+    return parse_manifest(data, where=str(directory / MANIFEST_NAME))
+
+
+def marker(directory: Path) -> str | None:
+    """The class a handler dir was laid out for, or None for a classic package."""
+    try:
+        return (directory / MARKER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+async def run_inprocess(
+    handler_class: type[Handler[Any, Any]],
+    *,
+    handler_dir: Path,
+    operation: Operation,
+    env: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - the handler's limit: its work is cancelled, not ours
+    log_file: Path | None = None,
+) -> CommandResult:
+    """Run one operation of an SDK handler class in this process, within `timeout` seconds."""
+    spec = spec_of(handler_class)
+    started = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    exit_code: int | None = None
+    hint: str | None = None
+    timed_out = False
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            exit_code = await run_operation(
+                handler_class, operation, handler_dir=handler_dir, env=env, time_budget=timeout
+            )
+        except ExtHandlerError as exc:  # the handler dir or the class is unusable
+            hint = str(exc)
+    if scope.cancelled_caught:
+        timed_out = True
+    duration = time.monotonic() - start
+    result = CommandResult(
+        operation=operation,
+        command=f"in-process {spec}",
+        exit_code=exit_code,
+        timed_out=timed_out,
+        duration=duration,
+        hint=hint,
+        timeout=timeout,
+    )
+    if log_file is not None:
+        await anyio.to_thread.run_sync(
+            lambda: write_log_entry(
+                log_file,
+                started=started,
+                operation=operation,
+                command_line=f"in-process {spec} {operation.value}",
+                env=env,
+                outcome=result.describe(),
+                duration=duration,
+            )
+        )
+    return result
