@@ -1,0 +1,100 @@
+"""Fresh install+enable of N extensions into a fresh state dir, its peak RSS, and its floor.
+
+Targets (N = 100, 2 cores): wall <= 1.0 s; the CLI process's peak RSS <= 60 MiB. The floor
+is the same 2N `/bin/sh -c` commands spawned with no runtime at all, 8 at a time.
+
+    python benchmarks/bench_install.py [--quick] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    Bench,
+    Figure,
+    attempt,
+    check_commands,
+    check_view,
+    main_for,
+    spawn_floor,
+)
+
+TITLE = "exthandler fresh install"
+TARGET_N = 100
+TARGET_SECONDS = 1.0
+TARGET_RSS_MIB = 60.0
+OPS = (("install", "1.0.0"), ("enable", "1.0.0"))
+
+
+def measure(bench: Bench) -> list[Figure]:
+    bench.warm_up()
+    quick = bench.settings.quick
+    count = 20 if quick else TARGET_N
+    repo = bench.repo(count, ["1.0.0"])
+    goal = bench.goal(count)
+    wall = Figure(
+        key="install_wall",
+        label=f"install+enable {count} extensions (fresh state dir)",
+        n=count,
+        unit="s",
+        target=TARGET_SECONDS,
+        quick=quick,
+    )
+    rss = Figure(
+        key="install_peak_rss",
+        label=f"peak RSS of the CLI, {count} extensions",
+        n=count,
+        unit="MiB",
+        target=TARGET_RSS_MIB,
+        quick=quick,
+    )
+
+    def run() -> None:
+        for attempt_no in range(bench.settings.repeat):
+            work = bench.fresh("install")
+            log = work / "commands.log"
+            result = bench.apply(goal, work / "state", repo, log)
+            what = f"install run {attempt_no + 1}"
+            check_view(result, count, "1.0.0", what)
+            check_commands(log, dict.fromkeys(OPS, count), what)
+            wall.add(result)
+            rss.samples.append(result.max_rss_kib / 1024)
+
+    attempt(wall, run)
+    if wall.error:
+        rss.error = wall.error
+    floor = Figure(
+        key="install_spawn_floor",
+        label=f"spawn floor: {2 * count} x /bin/sh -c, {bench.settings.concurrency} at a time",
+        n=count,
+        unit="s",
+    )
+
+    def run_floor() -> None:
+        for _ in range(bench.settings.repeat):
+            floor.samples.append(spawn_floor(bench, count, OPS, bench.settings.concurrency))
+
+    attempt(floor, run_floor)
+    if wall.median is not None and floor.median is not None:
+        overhead = wall.median - floor.median
+        wall.extra["overhead_over_floor_s"] = overhead
+        wall.note = (
+            f"median {wall.median * 1000:.0f} ms = spawn floor {floor.median * 1000:.0f} ms"
+            f" + {overhead * 1000:.0f} ms of runtime (start-up included)"
+        )
+    if rss.median is not None:
+        rss.note = "max over runs: " + f"{max(rss.samples):.1f} MiB (ru_maxrss via wait4)"
+    return [wall, rss, floor]
+
+
+def main() -> int:
+    return main_for(TITLE, __doc__ or TITLE, measure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Run every benchmark and print one table of figures against their targets.
+
+    python benchmarks/run_all.py            the issue's sizes (takes a minute or two)
+    python benchmarks/run_all.py --quick    small N, fewer runs (a smoke test of the harness)
+
+Always exits 0: these are measurements, not tests. The last line of stdout is a JSON
+summary (`figures`, each with `best`, `median`, `target`, `passed`; `all_passed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_install, bench_reapply, bench_startup, bench_upgrade
+from benchmarks._common import Bench, Figure, add_arguments, print_report, settings_from, workspace
+
+TITLE = "exthandler benchmarks"
+SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
+    "startup": bench_startup.measure,
+    "install": bench_install.measure,
+    "reapply": bench_reapply.measure,
+    "upgrade": bench_upgrade.measure,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or TITLE).splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument(
+        "--only", action="append", choices=sorted(SUITES), help="run only these (repeatable)"
+    )
+    args = parser.parse_args()
+    settings = settings_from(args)
+    figures: list[Figure] = []
+    with workspace(settings) as bench:
+        for name, measure in SUITES.items():
+            if args.only and name not in args.only:
+                continue
+            start = time.perf_counter()
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            figures.extend(measure(bench))
+            print(f"  {name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print_report(figures, settings, TITLE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
