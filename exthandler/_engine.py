@@ -12,10 +12,10 @@ import hmac
 import json
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
@@ -68,6 +68,8 @@ if TYPE_CHECKING:
     from ._crypto import Certificate
 
 __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
+
+_T = TypeVar("_T")
 
 DEFAULT_TIMEOUTS: Mapping[Operation, float] = {
     Operation.INSTALL: 900.0,
@@ -131,6 +133,12 @@ class Engine:
     _written: set[tuple[str, int]] = attrs.field(factory=set)
     _restored: InstanceView | None = None
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
+    _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
+
+    async def _io(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking file work in a worker thread, a few at a time: many threads
+        contending for the interpreter cost more than they save."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._io_limiter)
 
     # -- the instance view ----------------------------------------------------------------
 
@@ -194,7 +202,7 @@ class Engine:
         self._view_dirty = False
         view = self.instance_view()
         data = json.dumps(view.to_json(), indent=1).encode()
-        await anyio.to_thread.run_sync(self._write_view, data, durable)
+        await self._io(self._write_view, data, durable)
         self.plugins.hook.exthandler_instance_view_changed(view=view)
 
     def _write_view(self, data: bytes, durable: bool) -> None:
@@ -203,10 +211,15 @@ class Engine:
         write_atomic(self.store.view_path, data, mode=0o600, durable=durable)
 
     async def _view_writer(self) -> None:
+        """Write the view while a pass runs: at most five times a second, and never more
+        than a tenth of the time (a view of thousands of extensions takes a while)."""
+        pause = 0.2
         while True:
-            await anyio.sleep(0.2)
+            await anyio.sleep(pause)
             if self._view_dirty:
+                started = time.monotonic()
                 await self._publish_view(durable=False)
+                pause = max(0.2, 10 * (time.monotonic() - started))
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -214,12 +227,12 @@ class Engine:
         """Converge the state dir to `goal`; returns the final instance view."""
         store = self.store
         self._limiter = anyio.CapacityLimiter(max(1, self.options.concurrency))
-        self._records = await anyio.to_thread.run_sync(store.load_records)
-        await anyio.to_thread.run_sync(store.sweep)
+        self._records = await self._io(store.load_records)
+        await self._io(store.sweep)
         self._goal_id = goal.id
         self._written = set()
         boot_id = read_boot_id(self.options.boot_id_path)
-        key = await anyio.to_thread.run_sync(store.digest_key)
+        key = await self._io(store.digest_key)
         self._extensions = {e.name: _ExtensionState(goal=e) for e in goal.extensions}
         by_handler: dict[HandlerName, list[ExtensionGoal]] = {}
         for ext in goal.extensions:
@@ -250,7 +263,7 @@ class Engine:
                         deps = self._dependencies(handler, by_handler, owners)
                         installs.start_soon(self._drive_after, target, deps, done)
             group.cancel_scope.cancel()
-        await anyio.to_thread.run_sync(self._collect_all_events, list(targets))
+        await self._io(self._collect_all_events, list(targets))
         await self._publish_view(durable=True)
         return self.instance_view()
 
@@ -336,8 +349,8 @@ class Engine:
         For a long-running agent between goal states: extensions keep reporting after
         their command returned.
         """
-        await anyio.to_thread.run_sync(self._refresh_statuses, True)
-        await anyio.to_thread.run_sync(self._collect_all_events, list(self._records))
+        await self._io(self._refresh_statuses, True)
+        await self._io(self._collect_all_events, list(self._records))
         if self._view_dirty:
             await self._publish_view(durable=False)
         return self.instance_view()
@@ -461,7 +474,7 @@ class Engine:
                 if record is None or record.version is None:
                     break
                 multi = self._is_multi(record.handler, record.version)
-                report = await anyio.to_thread.run_sync(self._read_report, record, state, multi)
+                report = await self._io(self._read_report, record, state, multi)
                 if report is not None and report.status.terminal:
                     self._set_status(state, report, None, ran_ok=True, operation=None)
             if state.level is StatusLevel.ERROR:
@@ -493,12 +506,20 @@ class Engine:
                 attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
             )
             record = HandlerRecord(handler=record.handler, extensions=forgotten)
+        if record.version is not None:
+            directory = self.store.handler_dir(record.handler, record.version)
+            try:
+                intact = (directory / "HandlerEnvironment.json").stat().st_size > 0
+            except FileNotFoundError:
+                intact = False
+            if not intact:  # written without fsync: a power loss may have taken it
+                self.store.prepare_handler_dir(record.handler, record.version)
         return record
 
     async def _drive(self, target: HandlerTarget, done: anyio.Event) -> None:
         handler = target.handler
         record = self._records.get(handler) or HandlerRecord(handler=handler)
-        record = await anyio.to_thread.run_sync(self._reconcile, record)
+        record = self._reconcile(record)  # a stat or two: not worth a thread
         try:
             while True:
                 target = self._with_manifest_facts(record, target)
@@ -525,7 +546,7 @@ class Engine:
                     record = self._remember_error(record, step, outcome, message)
                     self._records[handler] = record
                     await self.store.save_record(record)
-                await anyio.to_thread.run_sync(self._write_protocol_state, record)
+                    await self._io(self._write_protocol_state, record)
                 self.plugins.hook.exthandler_step_finished(
                     step=step, ok=outcome.ok, message=message
                 )
@@ -612,15 +633,11 @@ class Engine:
         if kind is StepKind.FETCH:
             return await self._fetch(step, target)
         if kind is StepKind.REMOVE_DIR:
-            await anyio.to_thread.run_sync(
-                self.store.remove_handler_dir, step.handler, step.version
-            )
+            await self._io(self.store.remove_handler_dir, step.handler, step.version)
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
         if kind is StepKind.COPY_STATE:
             assert step.source is not None
-            await anyio.to_thread.run_sync(
-                self._copy_state, step.handler, step.source, step.version
-            )
+            await self._io(self._copy_state, step.handler, step.source, step.version)
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
         if kind is StepKind.CONVERGE:
             self._converged(step, target)
@@ -645,17 +662,17 @@ class Engine:
         try:
             ref = self._catalog.find(handler, version)
             if directory.exists():  # left by an interrupted run after extraction
-                await anyio.to_thread.run_sync(shutil.rmtree, directory)
+                await self._io(shutil.rmtree, directory)
             source = self._catalog.source_of(ref) or self.repositories
             handler_class = self.inprocess.handler_class(handler, version)
             if source is self.inprocess and handler_class is not None:
-                manifest = await anyio.to_thread.run_sync(materialize, handler_class, directory)
+                manifest = await self._io(materialize, handler_class, directory)
             else:
                 downloads = self.store.meta / "downloads"
                 downloads.mkdir(exist_ok=True)
                 zip_path = await source.fetch(ref, downloads / ref.file_name)
-                manifest = await anyio.to_thread.run_sync(extract_package, zip_path, directory)
-                await anyio.to_thread.run_sync(zip_path.unlink)
+                manifest = await self._io(extract_package, zip_path, directory)
+                await self._io(zip_path.unlink)
         except (PackageError, NoEligibleVersionError) as exc:
             code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
             message = f"{handler} {version}: {exc}"
@@ -663,7 +680,7 @@ class Engine:
                 self._fail(ext.name, code, message)
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
         self._manifests[(handler, version)] = manifest
-        await anyio.to_thread.run_sync(self.store.prepare_handler_dir, handler, version)
+        await self._io(self.store.prepare_handler_dir, handler, version)
         return Outcome(ok=True, exit_code="NOT_RUN"), ""
 
     def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
@@ -700,7 +717,7 @@ class Engine:
             names = [e.name for e in record.extensions]
         affected = [self._extensions[n] for n in names if n in self._extensions]
         sequence = _sequence_for(step, record, target)
-        await anyio.to_thread.run_sync(self._write_settings, directory, target, names, multi)
+        await self._io(self._write_settings, directory, target, names, multi)
         env = {
             "ConfigSequenceNumber": str(sequence),
             "AZURE_GUEST_AGENT_EXTENSION_PATH": str(directory),

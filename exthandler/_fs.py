@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomic"]
+__all__ = ["append_durable", "fsync_dir", "write_atomic"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -49,3 +49,11 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def append_durable(fd: int, data: bytes) -> None:
+    """Append `data` to an O_APPEND file and flush it to disk (a journal's group commit)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fdatasync(fd)

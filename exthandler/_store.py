@@ -6,7 +6,8 @@ Layout (PROTOCOL.md section 3, with `<lib>` = the state dir):
     <state>/<THUMBPRINT>.crt|.prv          the runtime's certificate (see _crypto)
     <state>/exthandler.log                 the runtime's own log
     <state>/.exthandler/lock               held by the one runtime using this dir
-    <state>/.exthandler/handlers/*.json    one record per handler, rewritten after each step
+    <state>/.exthandler/records.json       every handler record, as of the last compaction
+    <state>/.exthandler/journal            record changes since, appended after each step
     <state>/.exthandler/instance-view.json the last instance view
     <logroot>/Publisher.Type/              CommandExecution.log and events/
 
@@ -16,21 +17,23 @@ rewritten when needed. Records are written durably (see _fs); derived files atom
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiofiles.os
+import anyio
 import attrs
 import cattrs
 from exthandler_sdk import ExtHandlerError
 
-from ._fs import write_atomic
+from ._fs import append_durable, write_atomic
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
 
@@ -67,6 +70,14 @@ async def write_file(path: Path, data: bytes, *, mode: int = 0o644, durable: boo
 
 
 @attrs.define(eq=False)
+class _Batch:
+    """Journal lines waiting for the same flush."""
+
+    lines: list[bytes] = attrs.field(factory=list)
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+
+
+@attrs.define(eq=False)
 class Store:
     """One runtime's exclusive hold on a state dir."""
 
@@ -74,14 +85,13 @@ class Store:
     log_root: Path
     _lock_fd: int | None = None
     _converter: cattrs.Converter = attrs.field(factory=_record_converter)
+    _journal_fd: int | None = None
+    _pending: _Batch = attrs.field(factory=lambda: _Batch())
+    _flushing: bool = False
 
     @property
     def meta(self) -> Path:
         return self.root / ".exthandler"
-
-    @property
-    def records_dir(self) -> Path:
-        return self.meta / "handlers"
 
     @property
     def view_path(self) -> Path:
@@ -95,7 +105,7 @@ class Store:
 
     def acquire(self) -> None:
         """Create the layout and take the lock; StateDirLockedError if another runtime has it."""
-        for directory in (self.root, self.meta, self.records_dir, self.log_root):
+        for directory in (self.root, self.meta, self.log_root):
             directory.mkdir(parents=True, exist_ok=True)
         self.meta.chmod(0o700)
         lock_path = self.meta / "lock"
@@ -118,39 +128,125 @@ class Store:
         self._lock_fd = fd
 
     def release(self) -> None:
+        self._close_journal()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
-    # -- records ----------------------------------------------------------------------------
+    # -- records: a snapshot and a group-committed journal ---------------------------------
+    #
+    # records.json holds every record as of a generation; the journal holds the changes
+    # since, one JSON line each, appended and flushed in batches: the steps that finish
+    # while a flush is under way share the next one. Loading replays the journal over the
+    # snapshot, then compacts: a new snapshot (generation + 1), then a fresh journal with
+    # that generation. A journal whose generation is not the snapshot's is already in it
+    # (a crash came between the two writes) and is ignored.
 
-    def _record_path(self, handler: HandlerName) -> Path:
-        return self.records_dir / f"{handler.key}.json"
+    @property
+    def snapshot_path(self) -> Path:
+        return self.meta / "records.json"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.meta / "journal"
 
     def load_records(self) -> dict[HandlerName, HandlerRecord]:
-        """Every handler record; an unreadable one is kept aside and reported, not fatal."""
+        """Every handler record; unreadable ones are reported in the log and skipped."""
+        snapshot = self._read_json(self.snapshot_path) or {}
+        generation = snapshot.get("generation", 0)
+        raw: dict[str, Any] = dict(snapshot.get("records") or {})
+        lines = self._journal_lines()
+        if lines and lines[0].get("generation") == generation:
+            for entry in lines[1:]:
+                key = entry.get("key")
+                if isinstance(key, str):
+                    raw[key] = entry.get("record")
         records: dict[HandlerName, HandlerRecord] = {}
-        for path in sorted(self.records_dir.glob("*.json")):
+        for key, value in raw.items():
+            if value is None:
+                continue
             try:
-                record = self._converter.structure(json.loads(path.read_bytes()), HandlerRecord)
+                record = self._converter.structure(value, HandlerRecord)
             except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
-                path.rename(path.with_suffix(".corrupt"))
-                self.log(f"{path}: unreadable record set aside: {exc}")
+                self.log(f"record {key!r} is unreadable and was dropped: {exc}")
                 continue
             records[record.handler] = record
+        self._compact(records, generation + 1)
         return records
 
+    def _read_json(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data: Any = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            self.log(f"{path} is unreadable and was ignored: {exc}")
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _journal_lines(self) -> list[dict[str, Any]]:
+        try:
+            text = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # a torn last line (power loss mid-append): what follows is unusable
+            if isinstance(entry, dict):
+                lines.append(entry)
+        return lines
+
+    def _compact(self, records: Mapping[HandlerName, HandlerRecord], generation: int) -> None:
+        """Fold everything into a new snapshot and start an empty journal (both durable)."""
+        document = {
+            "generation": generation,
+            "records": {h.key: self._converter.unstructure(r) for h, r in records.items()},
+        }
+        write_atomic(self.snapshot_path, json.dumps(document, sort_keys=True).encode(), mode=0o600)
+        header = json.dumps({"generation": generation}).encode() + b"\n"
+        write_atomic(self.journal_path, header, mode=0o600)
+        self._close_journal()
+        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
     def record_bytes(self, record: HandlerRecord) -> bytes:
-        return json.dumps(self._converter.unstructure(record), sort_keys=True).encode()
+        value = None if record.empty else self._converter.unstructure(record)
+        entry = {"key": record.handler.key, "record": value}
+        return json.dumps(entry, sort_keys=True).encode() + b"\n"
 
     async def save_record(self, record: HandlerRecord) -> None:
-        """Persist a record durably; a record of nothing at all is deleted instead."""
-        path = self._record_path(record.handler)
-        if record.empty:
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(path)
+        """Persist a record durably (a record of nothing at all is deleted instead).
+
+        Returns once the record is on disk. Concurrent saves are committed together: the
+        first caller flushes whatever is pending, the others wait for that flush.
+        """
+        batch = self._pending
+        batch.lines.append(self.record_bytes(record))
+        if self._flushing:
+            await batch.done.wait()
             return
-        await write_file(path, self.record_bytes(record), mode=0o600)
+        self._flushing = True
+        try:
+            # Shielded: the waiters depend on this flush, and it is short.
+            with anyio.CancelScope(shield=True):
+                while self._pending.lines:
+                    batch, self._pending = self._pending, _Batch()
+                    await self._append(b"".join(batch.lines))
+                    batch.done.set()
+        finally:
+            self._flushing = False
+
+    async def _append(self, data: bytes) -> None:
+        if self._journal_fd is None:
+            raise RuntimeError("records were not loaded: the journal is not open")
+        await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
 
     def digest_key(self) -> bytes:
         """A per-state-dir key so that settings digests reveal nothing about secrets."""
@@ -202,7 +298,9 @@ class Store:
             }
         ]
         data = json.dumps(environment, indent=2).encode()
-        write_atomic(directory / "HandlerEnvironment.json", data)
+        # Not flushed: the engine checks it before driving a handler and writes it again
+        # if a power loss took it (see Engine._reconcile).
+        write_atomic(directory / "HandlerEnvironment.json", data, durable=False)
 
     @staticmethod
     def settings_name(extension: str | None, sequence: int) -> str:

@@ -55,4 +55,6 @@ class Heartbeat:
                 },
             }
         ]
-        write_atomic(self.path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
+        write_atomic(
+            self.path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False
+        )

@@ -280,7 +280,9 @@ class _Run:
             level = StatusLevel(str(document[0]["status"]["status"]).lower())
             if level.terminal:
                 document[0]["timestampUTC"] = utc_timestamp()
-                write_atomic(path, json.dumps(document, ensure_ascii=False).encode("utf-8"))
+                write_atomic(
+                    path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False
+                )
                 return 0
         self.status.write(
             StatusLevel.SUCCESS, 0, f"sequence number {self.sequence} was already applied"

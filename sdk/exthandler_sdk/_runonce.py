@@ -74,7 +74,9 @@ class RunOnce:
 
     def record(self, sequence: int) -> None:
         """Record `sequence` as applied successfully."""
-        write_atomic(self.mrseq_path, f"{sequence}\n".encode("ascii"))
+        # Atomic but not flushed, as the reference agent's extensions keep it: a kill never
+        # loses it, and after a power loss the sequence merely runs once more.
+        write_atomic(self.mrseq_path, f"{sequence}\n".encode("ascii"), durable=False)
 
     def holder(self) -> int | None:
         """The sequence number the current lock holder applies (None if unknown)."""
@@ -88,7 +90,9 @@ class RunOnce:
         """Ask the holder to stop in favour of `sequence` (never lowers the request)."""
         current = self.superseded_by()
         if current is None or current < sequence:
-            write_atomic(self.supersede_path, f"{sequence}\n".encode("ascii"), mode=0o600)
+            write_atomic(
+                self.supersede_path, f"{sequence}\n".encode("ascii"), mode=0o600, durable=False
+            )
 
     def try_acquire(self, sequence: int) -> bool:
         """Take the lock without waiting; on success it names `sequence`."""

@@ -1,7 +1,7 @@
 """Reading `config/<seq>.settings` into the handler's declared settings types.
 
 Public settings are structured into `S` and the decrypted protected settings into `P`
-with one cattrs converter per call (built by `make_converter`). Unknown keys are ignored:
+with one cattrs converter (built once by `make_converter`). Unknown keys are ignored:
 ARM templates and portals routinely carry keys a given version does not know, and a
 handler that wants to reject them can validate in its own attrs class. Primitive types are
 strict where Python's constructors are lax: `bool` takes JSON booleans and the strings
@@ -14,6 +14,7 @@ lists every bad field of both the public and the protected settings by path.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -155,6 +156,13 @@ def _json_type(value: Any) -> str:
     return "object" if isinstance(value, dict) else type(value).__name__
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_converter() -> cattrs.Converter:
+    """One converter per process, built on first use: cattrs compiles a structuring function
+    per settings class and keeps it, so reusing the converter makes later loads cheap."""
+    return make_converter()
+
+
 def make_converter() -> cattrs.Converter:
     """The converter settings are structured with (strict primitives, extra keys ignored)."""
     converter = cattrs.Converter(forbid_extra_keys=False)
@@ -200,7 +208,7 @@ def load_settings(
 
     Raises SettingsError listing every problem of both when anything does not fit.
     """
-    converter = make_converter()
+    converter = _shared_converter()
     errors: list[str] = []
     public: Any = None
     protected: Any = None

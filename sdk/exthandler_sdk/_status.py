@@ -224,7 +224,7 @@ class StatusWriter:
             applied_time=now if level.terminal else None,
         )
         try:
-            write_atomic(self.path, data)
+            write_atomic(self.path, data, durable=False)
         except OSError as exc:
             raise StatusWriteError(f"cannot write status file {self.path}: {exc}") from exc
 

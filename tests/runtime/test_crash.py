@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from exthandler._store import Store
 from tests.runtime.support import Agent, OpRecord, Packages, extension, goal
 
 FIRST = goal(
@@ -77,9 +78,11 @@ def snapshot(state: Path) -> dict[str, Any]:
     config = {
         d: sorted(p.name for p in (state / d / "config").iterdir()) for d in dirs if d != "log"
     }
+    store = Store(root=state, log_root=state / "log")
+    converter = store._converter
     records = {
-        p.name: json.loads(p.read_text())
-        for p in sorted((state / ".exthandler" / "handlers").glob("*.json"))
+        handler.key: json.loads(json.dumps(converter.unstructure(record)))
+        for handler, record in store.load_records().items()
     }
     for record in records.values():
         for ext in record["extensions"]:

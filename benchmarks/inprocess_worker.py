@@ -1,0 +1,57 @@
+"""Installs and enables N in-process no-op extensions through the Python API (one run).
+
+Run by bench_inprocess.py as a child process: `python inprocess_worker.py N STATE_DIR`.
+Prints one JSON line: how long the apply took and how many extensions succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from exthandler_sdk import Handler
+
+from exthandler import RuntimeConfig, open_runtime, parse_goal_state
+
+
+class Noop(Handler[None, None]):
+    """Does nothing: every operation succeeds at once."""
+
+    name = "Bench.Noop"
+    version = "1.0.0"
+
+
+def handlers(count: int) -> list[type[Handler[Any, Any]]]:
+    return [type(f"Noop{i}", (Noop,), {"name": f"Bench.Noop{i}"}) for i in range(count)]
+
+
+def goal(count: int) -> bytes:
+    extensions = [
+        {"name": f"noop{i}", "publisher": "Bench", "type": f"Noop{i}", "typeHandlerVersion": "1.0"}
+        for i in range(count)
+    ]
+    return json.dumps({"id": "bench", "extensions": extensions}).encode()
+
+
+async def main(count: int, state: Path) -> dict[str, Any]:
+    classes = handlers(count)
+    document = parse_goal_state(goal(count))
+    config = RuntimeConfig(state_dir=state, handlers=classes, load_entry_points=False)
+    started = time.perf_counter()
+    async with open_runtime(config) as runtime:
+        view = await runtime.apply(document)
+    seconds = time.perf_counter() - started
+    ok = sum(
+        1
+        for ext in view.extensions
+        if ext.handler_state == "Enabled" and ext.statuses[0].code == "ProvisioningState/succeeded"
+    )
+    return {"apply_seconds": seconds, "succeeded": ok, "count": count}
+
+
+if __name__ == "__main__":
+    print(json.dumps(anyio.run(main, int(sys.argv[1]), Path(sys.argv[2]))))
