@@ -7,10 +7,12 @@ from typing import Any
 
 from exthandler_sdk import Handler, hookimpl
 
+from .customscript import CustomScript
+
 __all__ = ["exthandler_register_handlers"]
 
 
 @hookimpl
 def exthandler_register_handlers() -> list[type[Handler[Any, Any]]]:
-    """The built-in handler classes (none yet)."""
-    return []
+    """The built-in handler classes."""
+    return [CustomScript]

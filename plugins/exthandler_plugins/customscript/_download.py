@@ -1,0 +1,263 @@
+"""Fetching `fileUris` into the download dir: retries, a deadline, checksums, redaction.
+
+Each file is tried up to `DownloadPolicy.attempts` times. Timeouts, connection errors,
+408, 429 and 5xx are transient: the next attempt waits `backoff * 2**n` seconds (capped,
+with +-50% jitter, or the server's `Retry-After` when it is shorter than the cap). Any
+other 4xx is permanent and fails at once, as does a sha256 mismatch. All files together
+must arrive within `DownloadPolicy.deadline` seconds. No message ever holds a URL's query
+string or user info (see `_redact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import random
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+from exthandler_sdk import HandlerError
+
+from ._redact import redact_text
+from ._settings import FileSource, StorageAccount
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DOWNLOAD_FAILED", "DownloadError", "DownloadPolicy", "download_all", "shared_key"]
+
+DOWNLOAD_FAILED = 1
+"""The status code of a failed download."""
+STORAGE_API_VERSION = "2020-10-02"
+_CHUNK = 64 * 1024
+_TRANSIENT_STATUS = frozenset({408, 429})
+
+
+@attrs.frozen(kw_only=True)
+class DownloadPolicy:
+    """How hard to try (the handler's `download_policy` class attribute)."""
+
+    attempts: int = 7
+    backoff: float = 2.0
+    max_backoff: float = 60.0
+    deadline: float = 30 * 60.0
+    connect_timeout: float = 30.0
+    read_timeout: float = 120.0
+
+
+class DownloadError(HandlerError):
+    """A file could not be fetched (the message is redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(DOWNLOAD_FAILED, redact_text(message))
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def shared_key(
+    account: StorageAccount, url: str, headers: dict[str, str], method: str = "GET"
+) -> str:
+    """The `Authorization` value of a SharedKey-signed blob request (no body, no range)."""
+    parts = urllib.parse.urlsplit(url)
+    canonical_headers = "".join(
+        f"{name}:{headers[name].strip()}\n"
+        for name in sorted(key for key in headers if key.lower().startswith("x-ms-"))
+    )
+    resource = f"/{account.name}{parts.path or '/'}"
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    for name in sorted(query, key=str.lower):
+        resource += f"\n{name.lower()}:{','.join(sorted(query[name]))}"
+    # VERB, then eleven standard headers we never send (Content-Length ... Range).
+    text = method + "\n" * 12 + canonical_headers + resource
+    signature = hmac.new(account.key, text.encode("utf-8"), hashlib.sha256).digest()
+    return f"SharedKey {account.name}:{base64.b64encode(signature).decode('ascii')}"
+
+
+def _signs_for(account: StorageAccount, host: str) -> bool:
+    """Blob URLs of the account, and local emulators (an IP literal or localhost)."""
+    host = host.lower()
+    if host.startswith(f"{account.name}.blob."):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _headers(url: str, storage: StorageAccount | None) -> dict[str, str]:
+    headers = {"User-Agent": "exthandler-customscript"}
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if storage is not None and _signs_for(storage, host):
+        headers["x-ms-date"] = email.utils.formatdate(usegmt=True)
+        headers["x-ms-version"] = STORAGE_API_VERSION
+        headers["Authorization"] = shared_key(storage, url, headers)
+    return headers
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value.strip()))
+    return None
+
+
+def _check(source: FileSource, digest: str) -> None:
+    if source.sha256 is not None and digest != source.sha256:
+        raise DownloadError(
+            f"{source.redacted}: sha256 mismatch: expected {source.sha256}, got {digest}"
+        )
+
+
+async def _fetch_http_once(
+    client: httpx.AsyncClient, source: FileSource, target: Path, storage: StorageAccount | None
+) -> None:
+    import httpx
+
+    partial = target.with_name(target.name + ".part")
+    try:
+        async with client.stream(
+            "GET", source.url, headers=_headers(source.url, storage)
+        ) as response:
+            code = response.status_code
+            if code in _TRANSIENT_STATUS or code >= 500:
+                raise _Transient(f"HTTP {code}", _retry_after(response.headers.get("Retry-After")))
+            if code >= 400:
+                raise DownloadError(f"{source.redacted}: HTTP {code} (not retried)")
+            digest = hashlib.sha256()
+            with partial.open("wb") as stream:
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    digest.update(chunk)
+                    stream.write(chunk)
+    except httpx.TimeoutException as exc:
+        raise _Transient(f"timed out ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise _Transient(
+            f"{type(exc).__name__}: {redact_text(str(exc)) or 'transport error'}"
+        ) from None
+    _check(source, digest.hexdigest())
+    partial.replace(target)
+
+
+async def _fetch_http(
+    client: httpx.AsyncClient,
+    source: FileSource,
+    target: Path,
+    policy: DownloadPolicy,
+    storage: StorageAccount | None,
+    log: logging.Logger,
+) -> None:
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            await _fetch_http_once(client, source, target, storage)
+        except _Transient as problem:
+            if attempt == policy.attempts:
+                raise DownloadError(
+                    f"{source.redacted}: {problem.reason}; gave up after {attempt} attempts"
+                ) from None
+            wait = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+            wait *= random.uniform(0.5, 1.5)
+            if problem.retry_after is not None:
+                wait = min(policy.max_backoff, max(wait, problem.retry_after))
+            log.warning(
+                "%s: %s (attempt %d of %d); retrying in %.1f s",
+                source.redacted,
+                problem.reason,
+                attempt,
+                policy.attempts,
+                wait,
+            )
+            await asyncio.sleep(wait)
+        else:
+            return
+
+
+def _copy_local(source: FileSource, target: Path) -> None:
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source.url).path))
+    digest = hashlib.sha256()
+    partial = target.with_name(target.name + ".part")
+    try:
+        with path.open("rb") as reader, partial.open("wb") as writer:
+            while chunk := reader.read(_CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+    except OSError as exc:
+        raise DownloadError(f"{source.redacted}: cannot read {path}: {exc.strerror}") from None
+    _check(source, digest.hexdigest())
+    partial.replace(target)
+
+
+async def download_all(
+    sources: Sequence[FileSource],
+    directory: Path,
+    *,
+    policy: DownloadPolicy,
+    storage: StorageAccount | None,
+    log: logging.Logger,
+) -> None:
+    """Fetch every source into `directory` (in order) within the policy's deadline."""
+    current: FileSource | None = None
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(policy.deadline):
+            client: httpx.AsyncClient | None = None
+            try:
+                for source in sources:
+                    current = source
+                    target = directory / source.name
+                    if source.url.lower().startswith("file:"):
+                        await asyncio.to_thread(_copy_local, source, target)
+                    else:
+                        if client is None:
+                            client = _client(policy)
+                        await _fetch_http(client, source, target, policy, storage, log)
+                    os.chmod(target, 0o700)
+                    log.info("downloaded %s as %s", source.redacted, source.name)
+            finally:
+                if client is not None:
+                    await client.aclose()
+    except TimeoutError:
+        where = f" while fetching {current.redacted}" if current is not None else ""
+        raise DownloadError(
+            f"downloads did not finish within {policy.deadline:g} s{where} "
+            f"({time.monotonic() - started:.1f} s elapsed)"
+        ) from None
+    finally:
+        await asyncio.to_thread(_remove_partials, directory)
+
+
+def _remove_partials(directory: Path) -> None:
+    for leftover in directory.glob("*.part"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def _client(policy: DownloadPolicy) -> httpx.AsyncClient:
+    try:
+        import httpx
+    except ImportError:
+        raise HandlerError(
+            52, "downloading http(s) files needs the 'httpx' Python package, not installed here"
+        ) from None
+    timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=True, trust_env=True)

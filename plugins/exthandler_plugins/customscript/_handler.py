@@ -1,0 +1,206 @@
+"""`Microsoft.Azure.Extensions.CustomScript`: fetch files, then run a script or command.
+
+Enable resolves the settings (`_settings`), downloads `fileUris` into
+`<handler_dir>/download/<seq>/` (`_download`), writes an inline `script` there as
+`script.sh`, and runs the command in that directory (`_process`), reporting
+`transitioning` with the output's tails while it runs. The same code runs in process and
+packaged, in the foreground of the enable command: the whole enable is bounded by
+`SCRIPT_BUDGET` and by the command's own deadline, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from exthandler_sdk import Context, Handler, StatusLevel, Substatus
+
+from . import _process
+from ._download import DownloadPolicy, download_all
+from ._redact import redact_text
+from ._settings import CustomScriptProtectedSettings, CustomScriptSettings, Plan, resolve
+
+__all__ = ["SCRIPT_BUDGET", "STATUS_INTERVAL", "TAIL_LIMIT", "TIMEOUT_CODE", "CustomScript"]
+
+SCRIPT_BUDGET = 90 * 60.0
+"""Seconds an enable may take, downloads included (the platform's CustomScript budget)."""
+STATUS_INTERVAL = 10.0
+"""Seconds between two `transitioning` reports while the script runs."""
+TAIL_LIMIT = 4096
+"""Bytes of stdout/stderr kept in each substatus."""
+TIMEOUT_CODE = 1011
+"""The status code when the script outlives its budget (the protocol's "timed out")."""
+_POLL = 0.05
+_SCRIPT_NAME = "script.sh"
+
+Ctx = Context[CustomScriptSettings, CustomScriptProtectedSettings]
+
+
+def download_root(handler_dir: Path) -> Path:
+    return handler_dir / "download"
+
+
+class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings]):
+    """Runs a script on the machine after downloading the files it needs."""
+
+    name = "Microsoft.Azure.Extensions.CustomScript"
+    version = "2.1.0"
+    download_policy: ClassVar[DownloadPolicy] = DownloadPolicy()
+
+    async def enable(self, ctx: Ctx) -> None:
+        started = time.monotonic()
+        plan = resolve(ctx.settings, ctx.protected)
+        directory = self._fresh_dir(ctx)
+        if plan.files:
+            count = len(plan.files)
+            await ctx.status.transitioning(f"downloading {count} file{'s' * (count > 1)}")
+            await download_all(
+                plan.files,
+                directory,
+                policy=type(self).download_policy,
+                storage=plan.storage,
+                log=ctx.log,
+            )
+            if plan.dos2unix:
+                for source in plan.files:
+                    _convert(directory / source.name)
+        command = self._command(plan, directory)
+        await self._run(ctx, directory, command, started)
+        self._clean_older(ctx)
+
+    async def disable(self, ctx: Ctx) -> None:
+        if _stop_all(download_root(ctx.handler_dir)):
+            ctx.log.info("stopped a running script")
+
+    async def uninstall(self, ctx: Ctx) -> None:
+        root = download_root(ctx.handler_dir)
+        _stop_all(root)
+        await asyncio.to_thread(shutil.rmtree, root, True)
+
+    def _fresh_dir(self, ctx: Ctx) -> Path:
+        root = download_root(ctx.handler_dir)
+        root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)
+        directory = root / str(ctx.sequence_number)
+        if directory.exists():  # an earlier, failed attempt of this sequence number
+            _process.stop_recorded(directory)
+            shutil.rmtree(directory)
+        directory.mkdir(mode=0o700)
+        return directory
+
+    def _command(self, plan: Plan, directory: Path) -> str:
+        if plan.script is None:
+            assert plan.command is not None
+            return plan.command
+        data = _process.dos2unix(plan.script) if plan.dos2unix else plan.script
+        path = directory / _SCRIPT_NAME
+        path.write_bytes(data)
+        os.chmod(path, 0o700)
+        return f"./{_SCRIPT_NAME}"
+
+    async def _run(self, ctx: Ctx, directory: Path, command: str, started: float) -> None:
+        budget = max(0.0, min(SCRIPT_BUDGET - (time.monotonic() - started), ctx.remaining()))
+        env = {**os.environ, **ctx.env}
+        process = await asyncio.to_thread(_process.start, directory, command, env)
+        ctx.log.info("script started in %s (process group %d)", directory, process.pid)
+        await ctx.status.transitioning(
+            "the script is running", substatus=_tails(directory, StatusLevel.TRANSITIONING)
+        )
+        try:
+            code = await _wait(ctx, process, directory, time.monotonic() + budget)
+        finally:
+            # Whatever ends the wait (the budget, or our own cancellation), the group goes.
+            if process.poll() is None:
+                _process.kill_group(process.pid)
+                process.wait()
+        with contextlib.suppress(OSError):
+            (directory / _process.PID_FILE).unlink()
+        if code is None:
+            minutes = budget / 60
+            await self._report(
+                ctx,
+                directory,
+                TIMEOUT_CODE,
+                f"Enable failed: the script did not finish within {minutes:g} minutes and "
+                "was killed",
+            )
+        elif code == 0:
+            await self._report(ctx, directory, 0, "Enable succeeded: the script exited with 0")
+        else:
+            await self._report(
+                ctx, directory, code, f"Enable failed: the script exited with code {code}"
+            )
+
+    async def _report(self, ctx: Ctx, directory: Path, code: int, headline: str) -> None:
+        level = StatusLevel.SUCCESS if code == 0 else StatusLevel.ERROR
+        out = _process.tail(directory / _process.STDOUT_FILE, TAIL_LIMIT)
+        err = _process.tail(directory / _process.STDERR_FILE, TAIL_LIMIT)
+        message = redact_text(f"{headline}\n[stdout]\n{out}\n\n[stderr]\n{err}")
+        substatus = _tails(directory, level)
+        if level is StatusLevel.SUCCESS:
+            ctx.log.info("script exited with 0")
+            await ctx.status.success(message, substatus=substatus)
+        else:
+            ctx.log.error("%s", headline)
+            await ctx.status.error(message, code, substatus=substatus)
+
+    def _clean_older(self, ctx: Ctx) -> None:
+        """Remove the download dirs of older sequence numbers (they may hold secrets)."""
+        root = download_root(ctx.handler_dir)
+        for entry in root.iterdir():
+            if entry.name.isdigit() and int(entry.name) < ctx.sequence_number:
+                _process.stop_recorded(entry)
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+async def _wait(
+    ctx: Ctx, process: subprocess.Popen[bytes], directory: Path, deadline: float
+) -> int | None:
+    """The script's exit status, or None when `deadline` passed first."""
+    next_report = time.monotonic() + STATUS_INTERVAL
+    while True:
+        returncode = process.poll()
+        if returncode is not None:
+            return _process.exit_status(returncode)
+        now = time.monotonic()
+        if now >= deadline:
+            return None
+        if now >= next_report:
+            next_report = now + STATUS_INTERVAL
+            await ctx.status.transitioning(
+                "the script is running",
+                substatus=_tails(directory, StatusLevel.TRANSITIONING),
+            )
+        await asyncio.sleep(min(_POLL, max(0.0, deadline - now)))
+
+
+def _tails(directory: Path, level: StatusLevel) -> list[Substatus]:
+    return [
+        Substatus(
+            name=name,
+            status=level,
+            message=redact_text(_process.tail(directory / file, TAIL_LIMIT)),
+        )
+        for name, file in (("StdOut", _process.STDOUT_FILE), ("StdErr", _process.STDERR_FILE))
+    ]
+
+
+def _convert(path: Path) -> None:
+    data = path.read_bytes()
+    converted = _process.dos2unix(data)
+    if converted != data:
+        path.write_bytes(converted)
+
+
+def _stop_all(root: Path) -> bool:
+    stopped = False
+    if root.is_dir():
+        for entry in root.iterdir():
+            stopped = _process.stop_recorded(entry) or stopped
+    return stopped

@@ -1,0 +1,109 @@
+"""Running the command: its own process group, output to files, tails for the status.
+
+The command runs as `/bin/sh -c COMMAND` in the download dir, in a new session (so its
+whole group can be signalled), stdin on /dev/null and stdout/stderr appended to the
+`stdout` and `stderr` files beside it. Its process-group id goes to the `pid` file so
+that disable and uninstall can stop a script that another process is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "PID_FILE",
+    "STDERR_FILE",
+    "STDOUT_FILE",
+    "dos2unix",
+    "kill_group",
+    "start",
+    "stop_recorded",
+    "tail",
+]
+
+STDOUT_FILE = "stdout"
+STDERR_FILE = "stderr"
+PID_FILE = "pid"
+_BOM = b"\xef\xbb\xbf"
+_TEXT_SNIFF = 8192
+
+
+def start(directory: Path, command: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start `command` in `directory`, in a new session, and record its group id."""
+    with (
+        open(_private(directory / STDOUT_FILE), "ab") as out,
+        open(_private(directory / STDERR_FILE), "ab") as err,
+    ):
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=directory,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+    (directory / PID_FILE).write_text(f"{process.pid}\n")
+    return process
+
+
+def _private(path: Path) -> int:
+    """A descriptor for appending to `path`, created 0600 (the output may hold secrets)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a whole process group; False when it is already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the id was reused by someone else's group
+        return False
+    return True
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status: the code, or 128 + N for death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def stop_recorded(directory: Path) -> bool:
+    """Kill the group recorded in `directory/pid` if it still runs (for disable/uninstall)."""
+    try:
+        pgid = int((directory / PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pgid <= 1:
+        return False
+    stopped = kill_group(pgid)
+    with contextlib.suppress(OSError):
+        (directory / PID_FILE).unlink()
+    return stopped
+
+
+def tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a file as text ('' when missing)."""
+    try:
+        with path.open("rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            size = stream.tell()
+            stream.seek(max(0, size - limit))
+            data = stream.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", "replace")
+
+
+def dos2unix(data: bytes) -> bytes:
+    """CRLF -> LF and no UTF-8 BOM, for text; binary data (a NUL early on) is unchanged."""
+    if b"\0" in data[:_TEXT_SNIFF]:
+        return data
+    data = data.removeprefix(_BOM)
+    return data.replace(b"\r\n", b"\n")
