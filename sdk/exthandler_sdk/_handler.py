@@ -51,7 +51,11 @@ class Handler(Generic[S, P]):
         """Prepare the machine (runs once per version)."""
 
     async def enable(self, ctx: Context[S, P]) -> None:
-        """Apply the settings (runs for each new sequence number, and after a reboot)."""
+        """Apply the settings: runs once for each new sequence number.
+
+        A repeated enable of a sequence that already succeeded (after a reboot, or after a
+        disable) does not call this again unless `enable_runs_on_same_sequence` is True.
+        """
 
     async def disable(self, ctx: Context[S, P]) -> None:
         """Stop what enable started."""

@@ -273,12 +273,17 @@ class _Run:
         return 0
 
     def _report_applied(self) -> int:
-        """Re-report the terminal status of a sequence applied earlier (new timestamp)."""
+        """Re-report the terminal status the enable of this sequence wrote (new timestamp).
+
+        Only an enable's own status is repeated: after a disable, the file says how the
+        disable went, which is not what an enabled extension should show.
+        """
         path = self.status.path
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
             document: Any = json.loads(path.read_bytes())
             level = StatusLevel(str(document[0]["status"]["status"]).lower())
-            if level.terminal:
+            operation = str(document[0]["status"].get("operation", "")).lower()
+            if level.terminal and operation == Operation.ENABLE.value:
                 document[0]["timestampUTC"] = utc_timestamp()
                 write_atomic(
                     path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False

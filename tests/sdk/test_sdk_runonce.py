@@ -285,3 +285,27 @@ def test_worker_survives_the_command(layout: Layout) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(command.pid, signal.SIGKILL)
     wait_for(lambda: status_is(layout, 0, "success", "finished in the background"), 10)
+
+
+@pytest.mark.anyio
+async def test_reenable_after_disable_does_not_show_the_disable_status(layout: Layout) -> None:
+    """The sequence already succeeded, so enable is skipped; but the status must be the
+    enable's, not what the disable wrote in between."""
+    from tests.sdk.sample_handlers import Plain
+
+    layout.settings_path(0).write_text("")
+    env = layout.env(0)
+    assert (
+        await run_operation(Plain, Operation.ENABLE, handler_dir=layout.handler_dir, env=env) == 0
+    )
+    assert (
+        await run_operation(Plain, Operation.DISABLE, handler_dir=layout.handler_dir, env=env) == 0
+    )
+    assert layout.status(0)["status"]["operation"] == "Disable"
+    assert (
+        await run_operation(Plain, Operation.ENABLE, handler_dir=layout.handler_dir, env=env) == 0
+    )
+    status = layout.status(0)["status"]
+    assert status["operation"] == "Enable"
+    assert status["status"] == "success"
+    assert "already applied" in status["formattedMessage"]["message"]
