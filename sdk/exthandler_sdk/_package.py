@@ -11,6 +11,7 @@ next to the zip for repositories that verify packages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import importlib.machinery
@@ -123,7 +124,8 @@ def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Pa
     """Write `out_dir/Publisher.Type__Version.zip` (and its `.sha256`); return the zip's path.
 
     `spec` is the `MODULE:CLASS` the shims run; its top-level module or package is
-    vendored into `lib/` with the SDK and its dependencies.
+    vendored into `lib/` with the SDK and its dependencies, and with the dependencies of
+    the installed distribution that provides that package (if any).
     """
     try:
         handler_class.check()
@@ -141,9 +143,10 @@ def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Pa
         entries[f"bin/{op.value}"] = shim.encode()
     sdk_dir = Path(importlib.import_module(_SDK_PACKAGE).__file__ or "").parent
     _add_tree(entries, sdk_dir, PurePosixPath("lib", _SDK_PACKAGE))
-    for distribution in _runtime_dependencies(SDK_DISTRIBUTION):
+    module_name = spec.partition(":")[0]
+    for distribution in _dependencies_for(module_name):
         _add_distribution(entries, distribution)
-    _add_handler_source(entries, spec.partition(":")[0])
+    _add_handler_source(entries, module_name)
     data = _deterministic_zip(entries)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / package_file_name(handler_class)
@@ -235,6 +238,25 @@ def _runtime_dependencies(
             if dependency not in seen:
                 seen.add(dependency)
                 pending.append(dependency)
+    return [found[key] for key in sorted(found)]
+
+
+def _dependencies_for(module_name: str) -> list[importlib.metadata.Distribution]:
+    """What must be vendored for a handler in `module_name`: the SDK's dependencies, and
+    those of the installed distribution that provides the handler's own top-level package
+    (its code is vendored from source; the SDK is vendored from its package dir)."""
+    top_name = module_name.split(".")[0]
+    owners = set(importlib.metadata.packages_distributions().get(top_name, ()))
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        # An editable install lists no package files: match the distribution by name.
+        owners.add(importlib.metadata.distribution(top_name).metadata["Name"])
+    found: dict[str, importlib.metadata.Distribution] = {}
+    skip = {_normalise(SDK_DISTRIBUTION)} | {_normalise(owner) for owner in owners}
+    for root in [SDK_DISTRIBUTION, *sorted(owners)]:
+        for distribution in _runtime_dependencies(root):
+            name = _normalise(distribution.metadata["Name"])
+            if name not in skip:
+                found.setdefault(name, distribution)
     return [found[key] for key in sorted(found)]
 
 
