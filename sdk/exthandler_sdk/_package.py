@@ -83,22 +83,13 @@ def package_file_name(handler_class: type[Handler[Any, Any]]) -> str:
 
 
 def load_handler_class(spec: str) -> type[Handler[Any, Any]]:
-    """Import `MODULE:CLASS` and return the Handler subclass it names."""
-    module_name, colon, qualname = spec.partition(":")
-    if not colon or not module_name or not qualname:
-        raise PackageError(f"expected MODULE:CLASS, got {spec!r}")
+    """Import `MODULE:CLASS` and return the Handler subclass it names (PackageError if not)."""
+    from ._runner import HandlerLoadError, load_handler
+
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PackageError(f"cannot import {module_name!r}: {exc}") from exc
-    for part in qualname.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise PackageError(f"{module_name!r} has no attribute {qualname!r}") from None
-    if not (isinstance(target, type) and issubclass(target, Handler)):
-        raise PackageError(f"{spec} is not a Handler subclass")
-    return target
+        return load_handler(spec)
+    except HandlerLoadError as exc:
+        raise PackageError(str(exc)) from exc
 
 
 def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:

@@ -77,7 +77,9 @@ def load_handler(spec: str) -> type[Handler[Any, Any]]:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise HandlerLoadError(f"module {module_name!r} has no {qualname!r}") from None
+            raise HandlerLoadError(
+                f"module {module_name!r} has no attribute {qualname!r}"
+            ) from None
     if not isinstance(target, type) or not issubclass(target, Handler):
         raise HandlerLoadError(f"{spec} is not a subclass of exthandler_sdk.Handler")
     return target

@@ -206,10 +206,10 @@ def test_refuses_a_bad_handler(tmp_path: Path) -> None:
     [
         ("no_colon", "expected MODULE:CLASS"),
         ("module:", "expected MODULE:CLASS"),
-        ("no_such_module_anywhere:X", "cannot import 'no_such_module_anywhere'"),
+        ("no_such_module_anywhere:X", "cannot import module 'no_such_module_anywhere'"),
         ("tests.sdk.packaged_handlers:Missing", "has no attribute 'Missing'"),
-        ("tests.sdk.packaged_handlers:GreeterSettings", "is not a Handler subclass"),
-        ("tests.sdk.packaged_handlers:EXPECTED_TOKEN", "is not a Handler subclass"),
+        ("tests.sdk.packaged_handlers:GreeterSettings", "is not a subclass of .*Handler"),
+        ("tests.sdk.packaged_handlers:EXPECTED_TOKEN", "is not a subclass of .*Handler"),
     ],
 )
 def test_load_handler_class_errors(spec: str, message: str) -> None:
