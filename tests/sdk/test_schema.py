@@ -368,4 +368,4 @@ def test_cli_rejects_what_is_not_a_handler(capsys: pytest.CaptureFixture[str]) -
     assert main_schema([f"{__name__}:Secrets"]) == 2
     assert "is not a subclass of exthandler_sdk.Handler" in capsys.readouterr().err
     assert main_schema(["no_such_module_here:X"]) == 2
-    assert "cannot import 'no_such_module_here'" in capsys.readouterr().err
+    assert "cannot import module 'no_such_module_here'" in capsys.readouterr().err
