@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 import attrs
@@ -24,7 +24,7 @@ from exthandler_sdk import ErrorCode, Operation, StatusLevel
 
 from ._errors import NoEligibleVersionError, PackageError
 from ._executors.inprocess import InProcessHandlers, marker, materialize, run_inprocess
-from ._executors.process import CommandResult, run_command
+from ._executors.process import CommandResult, end_orphans, run_command
 from ._extract import extract_package
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import (
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 DEFAULT_TIMEOUTS: Mapping[Operation, float] = {
     Operation.INSTALL: 900.0,
@@ -135,7 +136,7 @@ class Engine:
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
 
-    async def _io(self, func: Callable[..., _T], *args: Any) -> _T:
+    async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run blocking file work in a worker thread, a few at a time: many threads
         contending for the interpreter cost more than they save."""
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io_limiter)
@@ -229,6 +230,9 @@ class Engine:
         self._limiter = anyio.CapacityLimiter(max(1, self.options.concurrency))
         self._records = await self._io(store.load_records)
         await self._io(store.sweep)
+        # Commands a killed runtime left running end before their steps run again.
+        for line in await self._io(end_orphans, store.running_dir, self.options.kill_grace):
+            store.log(line)
         self._goal_id = goal.id
         self._written = set()
         boot_id = read_boot_id(self.options.boot_id_path)
@@ -512,7 +516,10 @@ class Engine:
                 intact = (directory / "HandlerEnvironment.json").stat().st_size > 0
             except FileNotFoundError:
                 intact = False
-            if not intact:  # written without fsync: a power loss may have taken it
+            # Written without fsync, a power loss may have taken it. A directory that is
+            # gone altogether (an upgrade killed right after removing the old version) is
+            # the planner's business: its removal step simply completes.
+            if not intact and directory.is_dir():
                 self.store.prepare_handler_dir(record.handler, record.version)
         return record
 
@@ -765,6 +772,7 @@ class Engine:
             timeout=self._timeout(handler, operation),
             grace=self.options.kill_grace,
             log_file=self.store.command_log(handler),
+            marker=self.store.running_dir / f"{handler.key}.json",
         )
         self._report(step, record, affected, result, multi, target)
         if result.ok:

@@ -11,7 +11,11 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["append_durable", "fsync_dir", "write_atomic"]
+__all__ = ["TEMP_SUFFIX", "append_durable", "fsync_dir", "write_atomic"]
+
+# The runtime's temporary files end so, and only they are swept after a crash: an
+# extension may be writing temporary files of its own at that moment.
+TEMP_SUFFIX = ".exthandler-tmp"
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,7 +33,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     `durable=False` skips the fsyncs for files that may be lost in a crash (they are still
     replaced atomically).
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:

@@ -9,6 +9,7 @@ Layout (PROTOCOL.md section 3, with `<lib>` = the state dir):
     <state>/.exthandler/records.json       every handler record, as of the last compaction
     <state>/.exthandler/journal            record changes since, appended after each step
     <state>/.exthandler/instance-view.json the last instance view
+    <state>/.exthandler/running/*.json     the process group of each command running now
     <logroot>/Publisher.Type/              CommandExecution.log and events/
 
 Handler records are the source of truth; every other file is derived from them and
@@ -33,7 +34,7 @@ import attrs
 import cattrs
 from exthandler_sdk import ExtHandlerError
 
-from ._fs import append_durable, write_atomic
+from ._fs import TEMP_SUFFIX, append_durable, write_atomic
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
 
@@ -96,6 +97,11 @@ class Store:
     @property
     def view_path(self) -> Path:
         return self.meta / "instance-view.json"
+
+    @property
+    def running_dir(self) -> Path:
+        """Markers of the commands running now (see `_executors.process.end_orphans`)."""
+        return self.meta / "running"
 
     @property
     def log_path(self) -> Path:
@@ -329,11 +335,16 @@ class Store:
             shutil.rmtree(doomed, ignore_errors=True)
 
     def sweep(self) -> None:
-        """Remove leftovers of an interrupted extraction or deletion."""
+        """Remove leftovers of an interrupted extraction, deletion or write of ours."""
         for leftover in self.root.glob(".*.removing"):
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in self.root.glob(".*.extracting*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        pattern = f".*{TEMP_SUFFIX}"
+        places = [self.root, self.meta, *self.root.glob("*-*/config"), *self.root.glob("*-*")]
+        for place in places:
+            for leftover in place.glob(pattern):
+                leftover.unlink(missing_ok=True)
 
     # -- the runtime's own log --------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import shlex
@@ -33,6 +34,7 @@ __all__ = [
     "CommandResult",
     "format_excerpt",
     "is_protocol_variable",
+    "end_orphans",
     "run_command",
     "write_log_entry",
 ]
@@ -157,8 +159,12 @@ async def run_command(
     grace: float = 5.0,
     log_file: Path | None = None,
     log_limit: int = 10 * 1024 * 1024,
+    marker: Path | None = None,
 ) -> CommandResult:
     """Run a manifest command in `handler_dir` and report how it ended.
+
+    `marker`, when given, names the command's process group for as long as it runs, so
+    that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`).
 
     `env` holds the protocol variables for this command (PROTOCOL.md section 4). Failures
     of the command are results, not exceptions; a cancellation of the caller's scope kills
@@ -176,13 +182,20 @@ async def run_command(
     out = err = None
     try:
         # Capture files and the fork itself stay off the event loop: both block.
-        out, err, child = await anyio.to_thread.run_sync(_spawn, argv, handler_dir, child_env)
+        out, err, child = await anyio.to_thread.run_sync(
+            _spawn, argv, handler_dir, child_env, marker
+        )
         if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False
             hint: str | None = f"could not start /bin/sh in {handler_dir}: {child}"
         else:
-            returncode = await _wait(child, limit=timeout, grace=grace)
+            try:
+                returncode = await _wait(child, limit=timeout, grace=grace)
+            finally:
+                if marker is not None:  # one unlink: not worth a thread, even when cancelled
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(marker)
             timed_out = returncode is None
             hint = _hint(returncode, handler_dir, relative)
         duration = time.monotonic() - start
@@ -217,13 +230,14 @@ async def run_command(
 
 
 def _spawn(
-    argv: list[str], cwd: Path, env: Mapping[str, str]
+    argv: list[str], cwd: Path, env: Mapping[str, str], marker: Path | None = None
 ) -> tuple[IO[bytes], IO[bytes], subprocess.Popen[bytes] | OSError]:
-    """Open the capture files and start the command in a new session (blocking I/O)."""
+    """Open the capture files, start the command in a new session and, if asked, write
+    the marker naming its process group (blocking I/O)."""
     out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
     err = tempfile.TemporaryFile()  # noqa: SIM115 - likewise
     try:
-        child: subprocess.Popen[bytes] | OSError = subprocess.Popen(
+        process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -233,8 +247,58 @@ def _spawn(
             start_new_session=True,
         )
     except OSError as exc:
-        child = exc
-    return out, err, child
+        return out, err, exc
+    if marker is not None:
+        _write_marker(marker, process.pid)
+    return out, err, process
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the boot id, it tells a
+    process from a later one that reused its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _write_marker(marker: Path, pid: int) -> None:
+    marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    document = {"pid": pid, "start": _start_time(pid), "boot": _boot_id()}
+    marker.write_text(json.dumps(document))
+
+
+def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
+    """End the process groups of commands a killed runtime left running (blocking).
+
+    Each marker in `directory` names a group; it is signalled only if its leader is the
+    very process that was started (same boot, same start time): SIGTERM, then SIGKILL
+    after `grace`. Returns a line per group ended, for the runtime's log.
+    """
+    ended: list[str] = []
+    for marker in sorted(directory.glob("*.json")) if directory.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            document = json.loads(marker.read_text())
+            pid = int(document["pid"])
+            if document.get("boot") == _boot_id() and document.get("start") == _start_time(pid):
+                _signal_group(pid, signal.SIGTERM)
+                deadline = time.monotonic() + grace
+                while _group_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(_GROUP_POLL)
+                if _group_alive(pid):
+                    _signal_group(pid, signal.SIGKILL)
+                ended.append(f"ended process group {pid} left running by a stopped runtime")
+        marker.unlink(missing_ok=True)
+    return ended
 
 
 async def _exited(child: subprocess.Popen[bytes], pidfd: int | None) -> int:

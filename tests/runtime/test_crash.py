@@ -193,3 +193,39 @@ def crash_and_resume(
     for path in state.rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), f"plaintext secret in {path}"
+
+
+def test_a_command_left_running_by_a_killed_runtime_is_ended_first(
+    agent: Agent, packages: Packages
+) -> None:
+    """kill -9 while enable runs: its process group lives on (it has its own session).
+    The next apply ends it before running enable again, so two never run at once."""
+    pids = agent.root / "enable.pid"
+    packages.build(
+        "Test.Slow",
+        "1.0.0",
+        actions={"enable": f'echo $$ > "{pids}"; sleep 30; write_status success 0 ok'},
+    )
+    document = goal(extension("slow", "Test.Slow"), id="slow")
+    state = agent.root / "state"
+    process = run_cli(agent, document, state)
+    deadline = time.monotonic() + 30
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    orphan = int(pids.read_text())
+    assert Path(f"/proc/{orphan}").exists()  # still running, as the runtime died
+
+    pids.unlink()
+    resumed = run_cli(agent, document, state)
+    deadline = time.monotonic() + 30
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert int(pids.read_text()) != orphan
+    stat = Path(f"/proc/{orphan}/stat")
+    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+    assert "left running by a stopped runtime" in (state / "exthandler.log").read_text()
+    resumed.kill()
+    resumed.communicate()
+    subprocess.run(["pkill", "-f", "sleep 30"], check=False)

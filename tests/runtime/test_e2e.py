@@ -590,3 +590,60 @@ def test_empty_goal_state_uninstalls_everything_and_lists_nothing(
     assert [op.op for op in agent.take_ops()][-2:] == ["disable", "uninstall"]
     code, out = agent.cli("status", "--state-dir", str(agent.state), "--json")
     assert json.loads(out) == {"goalStateId": "empty", "extensions": []}
+
+
+def test_an_upgrade_killed_after_removing_the_old_dir_completes(
+    agent: Agent, packages: Packages
+) -> None:
+    """The old version's dir is gone but its removal was not recorded (a kill between the
+    two): the next apply finishes the upgrade instead of tripping over the missing dir."""
+    import attrs
+
+    from exthandler._model import Version
+    from exthandler._plan import UpgradePhase, UpgradeRecord
+    from exthandler._store import Store
+
+    packages.build("Test.Ext", "1.0.0")
+    agent.apply(goal(extension("ext")))
+    packages.build("Test.Ext", "1.0.1")
+    agent.apply(goal(extension("ext")))
+    assert not (agent.state / "Test.Ext-1.0.0").exists()
+    # Rewind the record to "old uninstalled; removal of its dir not yet recorded".
+    store = Store(root=agent.state, log_root=agent.state / "log")
+    record = next(iter(store.load_records().values()))
+    rewound = attrs.evolve(
+        record,
+        version=Version.parse("1.0.0"),
+        upgrade=UpgradeRecord(
+            source=Version.parse("1.0.0"),
+            target=Version.parse("1.0.1"),
+            phase=UpgradePhase.OLD_UNINSTALLED,
+        ),
+        extensions=tuple(attrs.evolve(e, enabled=False, converged=None) for e in record.extensions),
+    )
+    store._compact({record.handler: rewound}, 99)
+    store.release()
+    agent.take_ops()
+    code, view = agent.apply(goal(extension("ext")))
+    assert code == 0, view
+    assert [op.short for op in agent.take_ops()] == [
+        "install Test.Ext-1.0.1",
+        "enable Test.Ext-1.0.1",
+    ]
+
+
+def test_temporary_files_of_an_interrupted_write_are_swept(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build()
+    agent.apply(goal(extension("ext")))
+    config = agent.state / "Test.Ext-1.0.0" / "config"
+    ours = config / ".HandlerState.0badf00d.exthandler-tmp"
+    ours.write_text("Enab")  # a kill in the middle of writing HandlerState
+    theirs = config / ".extension-own.tmp"  # an extension's own: never ours to remove
+    theirs.write_text("x")
+    (agent.state / ".exthandler" / ".records.json.12345678.exthandler-tmp").write_text("{")
+    agent.apply(goal(extension("ext")))
+    assert not ours.exists()
+    assert theirs.exists()
+    assert not list((agent.state / ".exthandler").glob("*.exthandler-tmp"))

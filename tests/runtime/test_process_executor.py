@@ -543,3 +543,54 @@ def test_pidfd_is_used_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(os, "pidfd_open", refuse, raising=False)
     assert process._pidfd(child) is None
     child.wait()
+
+
+@pytest.mark.anyio
+async def test_marker_names_the_group_only_while_the_command_runs(
+    handler_dir: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "running" / "p.t.json"
+    script(handler_dir, "look", f'cat "{marker}" > "{tmp_path}/seen"')
+    result = await run_command(
+        handler_dir=handler_dir,
+        command="bin/look",
+        operation=Operation.ENABLE,
+        env=PROTOCOL_ENV,
+        timeout=10,
+        marker=marker,
+    )
+    assert result.ok
+    import json
+
+    seen = json.loads((tmp_path / "seen").read_text())
+    assert set(seen) == {"pid", "start", "boot"}
+    assert not marker.exists()
+
+
+def test_end_orphans_ends_the_recorded_group_and_nothing_else(
+    tmp_path: Path, reaper: list[int]
+) -> None:
+    import json
+    import subprocess
+
+    from exthandler._executors.process import _write_marker, end_orphans
+
+    running = tmp_path / "running"
+    orphan = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    reaper.append(orphan.pid)
+    _write_marker(running / "orphan.json", orphan.pid)
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    reaper.append(bystander.pid)
+    # A marker whose pid now belongs to another process (reused) must not be acted on.
+    (running / "stale.json").write_text(
+        json.dumps({"pid": bystander.pid, "start": "1", "boot": "other"})
+    )
+    (running / "garbage.json").write_text("{not json")
+    lines = end_orphans(running, grace=1.0)
+    assert lines == [f"ended process group {orphan.pid} left running by a stopped runtime"]
+    assert orphan.wait(timeout=5) != 0
+    assert bystander.poll() is None  # untouched
+    bystander.kill()
+    bystander.wait()
+    assert list(running.iterdir()) == []
+    assert end_orphans(tmp_path / "nowhere") == []
