@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_install, bench_reapply, bench_startup, bench_upgrade
+from benchmarks import bench_harness, bench_install, bench_reapply, bench_startup, bench_upgrade
 from benchmarks._common import Bench, Figure, add_arguments, print_report, settings_from, workspace
 
 TITLE = "exthandler benchmarks"
@@ -27,6 +27,7 @@ SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
     "install": bench_install.measure,
     "reapply": bench_reapply.measure,
     "upgrade": bench_upgrade.measure,
+    "harness": bench_harness.measure,
 }
 
 

@@ -1,0 +1,252 @@
+"""`exthandler_agent`: a real runtime, its commands, faults, reboots and kills."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exthandler._testing import Agent, Fault, TestingUsageError, check_lifecycle
+from tests.testing.handlers import Greeter, GreeterNext, Plain
+
+SECRETS = {"token": "open-sesame"}
+
+
+def greeter(
+    version: str = "1.0", state: str = "enabled", *, exact: bool = False, **settings: Any
+) -> dict[str, Any]:
+    return {
+        "extensions": [
+            {
+                "name": "greeter",
+                "publisher": "Contoso.Testing",
+                "type": "Greeter",
+                "typeHandlerVersion": version,
+                "state": state,
+                "useExactVersion": exact,
+                "settings": {"greeting": "hi", **settings},
+                "protectedSettings": SECRETS,
+            }
+        ]
+    }
+
+
+def test_commands_in_order_with_their_env(exthandler_agent: Agent) -> None:
+    exthandler_agent.add_handler(Greeter)
+    view = exthandler_agent.apply(greeter())
+    assert view.extensions[0].statuses[0].message == "greeted at seq 0"
+    commands = exthandler_agent.take_commands()
+    assert [c.short for c in commands] == [
+        "install Contoso.Testing.Greeter-1.0.0",
+        "enable Contoso.Testing.Greeter-1.0.0",
+    ]
+    assert all(c.ok for c in commands)
+    assert commands[1].extension == "greeter"
+    assert commands[1].env["ConfigSequenceNumber"] == "0"
+    assert commands[1].env["AZURE_GUEST_AGENT_EXTENSION_VERSION"] == "1.0.0"
+    # unchanged: nothing runs; new settings: the next sequence number
+    exthandler_agent.apply(greeter())
+    assert exthandler_agent.take_commands() == []
+    exthandler_agent.apply(greeter(times=2))
+    assert [c.env["ConfigSequenceNumber"] for c in exthandler_agent.take_commands()] == ["1"]
+    # a sequence number given outright, and a reboot
+    exthandler_agent.apply(greeter(times=2), sequence_numbers={"greeter": 7})
+    assert [c.env["ConfigSequenceNumber"] for c in exthandler_agent.take_commands()] == ["7"]
+    exthandler_agent.reboot()
+    exthandler_agent.apply(greeter(times=2), sequence_numbers={"greeter": 7})
+    assert [c.short for c in exthandler_agent.take_commands()] == [
+        "enable Contoso.Testing.Greeter-1.0.0"
+    ]
+    assert exthandler_agent.status("greeter").code == "ProvisioningState/succeeded"
+    assert exthandler_agent.extension("greeter").sequence_number == 7
+    assert len(exthandler_agent.commands) == 5
+    with pytest.raises(KeyError, match="no extension nope"):
+        exthandler_agent.apply(greeter(), sequence_numbers={"nope": 1})
+    with pytest.raises(
+        AssertionError, match=r"no extension 'other' in the instance view \(there are: greeter\)"
+    ):
+        exthandler_agent.extension("other")
+
+
+def test_goal_states_as_text_and_an_empty_view(tmp_path: Path) -> None:
+    agent = Agent(root=tmp_path / "a")
+    with pytest.raises(AssertionError, match="nothing was applied"):
+        agent.instance_view()
+    agent.add_handler(Plain)
+    text = (
+        '{"extensions": [{"name": "p", "publisher": "Contoso.Testing", "type": "Plain",'
+        ' "typeHandlerVersion": "2.0"}]}'
+    )
+    agent.apply(text)
+    assert agent.status("p").code == "ProvisioningState/succeeded"
+    agent.apply(agent.goal_state(text.encode()))
+    agent.apply({"extensions": []})
+    assert [c.operation for c in agent.take_commands()] == [
+        "install",
+        "enable",
+        "disable",
+        "uninstall",
+    ]
+    agent.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "words"),
+    [
+        (Fault.hang("enable"), "ProvisioningState/failed/1011", "timed out"),
+        (Fault.crash("enable"), "ProvisioningState/failed/-1", "injected crash"),
+        (Fault.exit("enable", 7), "ProvisioningState/failed/7", "injected failure"),
+        (Fault.bad_status("enable"), "ProvisioningState/failed/1012", "not a JSON array"),
+    ],
+)
+def test_faults_of_handler_classes(
+    exthandler_agent: Agent, fault: Fault, code: str, words: str
+) -> None:
+    exthandler_agent.hang_timeout = 0.3  # in process: nothing to start, a short limit will do
+    used = exthandler_agent.add_handler(Greeter, fault=fault)
+    assert used is not Greeter
+    assert issubclass(used, Greeter)
+    exthandler_agent.apply(greeter())
+    status = exthandler_agent.status("greeter")
+    assert status.code == code, status
+    assert words in status.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "words"),
+    [
+        (Fault.hang("enable"), "ProvisioningState/failed/1011", "timed out"),
+        (Fault.crash("enable"), "ProvisioningState/failed/1009", "137"),
+        (Fault.exit("enable", 3), "ProvisioningState/failed/1009", "injected failure of enable"),
+        (Fault.bad_status("enable"), "ProvisioningState/failed/1012", "not a JSON array"),
+    ],
+)
+def test_faults_of_packages(exthandler_agent: Agent, fault: Fault, code: str, words: str) -> None:
+    exthandler_agent.add_built_package(Greeter, fault=fault)
+    exthandler_agent.apply(greeter())
+    status = exthandler_agent.status("greeter")
+    assert status.code == code, status
+    assert words in status.message
+    enable = [c for c in exthandler_agent.commands if c.operation == "enable"]
+    assert [c.ok for c in enable] == [fault.kind == "bad-status"], exthandler_agent.commands
+
+
+def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -> None:
+    exthandler_agent.add_built_package(Greeter)
+    exthandler_agent.add_built_package(GreeterNext)
+    exthandler_agent.apply(greeter("1.0.0", exact=True))
+    exthandler_agent.take_commands()
+    goal = greeter("1.0.1", exact=True)
+    killed = exthandler_agent.apply_killed(
+        goal, "uninstall", handler="Contoso.Testing.Greeter-1.0.0"
+    )
+    assert killed.returncode == -9
+    assert killed.handler_dir == "Contoso.Testing.Greeter-1.0.0"
+    before = exthandler_agent.take_commands()
+    assert [c.short for c in before] == [
+        "disable Contoso.Testing.Greeter-1.0.0",
+        "update Contoso.Testing.Greeter-1.0.1",
+        "uninstall Contoso.Testing.Greeter-1.0.0",
+    ]
+    assert [c.ok for c in before] == [None, None, False]
+    view = exthandler_agent.apply(goal)
+    after = [c.short for c in exthandler_agent.take_commands()]
+    assert after == [
+        "uninstall Contoso.Testing.Greeter-1.0.0",
+        "install Contoso.Testing.Greeter-1.0.1",
+        "enable Contoso.Testing.Greeter-1.0.1",
+    ]
+    assert view.extensions[0].type_handler_version == "1.0.1"
+    assert exthandler_agent.status("greeter").code == "ProvisioningState/succeeded"
+    assert not exthandler_agent.handler_dir("Contoso.Testing.Greeter", "1.0.0").exists()
+
+
+def test_kill_point_that_never_comes(exthandler_agent: Agent) -> None:
+    exthandler_agent.add_handler(Greeter)  # in process: the CLI does not know it
+    with pytest.raises(AssertionError, match="the runtime never started enable of Nope"):
+        exthandler_agent.apply_killed(greeter(), "enable", handler="Nope", timeout=20)
+
+
+def test_teardown_kills_what_is_left(tmp_path: Path) -> None:
+    agent = Agent(root=tmp_path / "a", kill_points=False)
+    agent.add_built_package(Plain)
+    with pytest.raises(AssertionError, match="is it a package added with kill points"):
+        agent.apply_killed(
+            {
+                "extensions": [
+                    {
+                        "name": "p",
+                        "publisher": "Contoso.Testing",
+                        "type": "Plain",
+                        "typeHandlerVersion": "2.0",
+                    }
+                ]
+            },
+            "enable",
+            timeout=0.01,
+        )
+    agent.close()
+    for process in agent._processes:
+        assert process.poll() is not None
+    agent._kill_group(2**22 + 12345)  # a process that is gone: nothing to do
+    os.getpid()
+
+
+def test_sync_apply_inside_a_loop_is_refused(exthandler_agent: Agent) -> None:
+    import anyio
+
+    async def main() -> None:
+        exthandler_agent.apply(greeter())
+
+    with pytest.raises(TestingUsageError, match=r"await exthandler_agent.aapply\(...\)"):
+        anyio.run(main)
+
+
+@pytest.mark.anyio
+async def test_async_apply(exthandler_agent: Agent) -> None:
+    exthandler_agent.add_handler(Greeter)
+    view = await exthandler_agent.aapply(greeter())
+    assert view.extensions[0].handler_state == "Enabled"
+
+
+def test_lifecycle_of_handler_classes(exthandler_agent: Agent) -> None:
+    report = check_lifecycle(
+        exthandler_agent,
+        GreeterNext,
+        previous=Greeter,
+        settings={"greeting": "hi"},
+        protected_settings=SECRETS,
+    )
+    assert [phase.name for phase in report.phases] == [
+        "install and enable",
+        "enable with the next sequence number",
+        "upgrade 1.0.0 -> 1.0.1",
+        "disable",
+        "uninstall",
+    ]
+    assert report.phases[2].commands[1].env["VERSION"] == "1.0.1"
+
+
+def test_lifecycle_without_upgrade_and_its_failures(exthandler_agent: Agent) -> None:
+    check_lifecycle(exthandler_agent, Plain)
+    with pytest.raises(TypeError, match="needs its version"):
+        check_lifecycle(exthandler_agent, "Contoso.Testing.Plain")
+    with pytest.raises(ValueError, match="not a version of"):
+        check_lifecycle(exthandler_agent, Greeter, previous=Plain)
+
+
+def test_lifecycle_reports_the_phase_that_failed(exthandler_agent: Agent) -> None:
+    exthandler_agent.add_handler(Greeter, fault=Fault.exit("enable", 9))
+    with pytest.raises(
+        AssertionError,
+        match=r"lifecycle phase 'install and enable': enable Contoso.Testing.Greeter-1.0.0 failed",
+    ):
+        check_lifecycle(
+            exthandler_agent,
+            "Contoso.Testing.Greeter",
+            version="1.0.0",
+            settings={"greeting": "x"},
+            protected_settings=SECRETS,
+        )
