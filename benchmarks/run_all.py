@@ -18,7 +18,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_harness, bench_install, bench_reapply, bench_startup, bench_upgrade
+from benchmarks import (
+    bench_harness,
+    bench_inprocess,
+    bench_install,
+    bench_reapply,
+    bench_startup,
+    bench_upgrade,
+)
 from benchmarks._common import Bench, Figure, add_arguments, print_report, settings_from, workspace
 
 TITLE = "exthandler benchmarks"
@@ -28,6 +35,7 @@ SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
     "reapply": bench_reapply.measure,
     "upgrade": bench_upgrade.measure,
     "harness": bench_harness.measure,
+    "inprocess": bench_inprocess.measure,
 }
 
 
