@@ -27,6 +27,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (before any thread exists): os.umask can only be read by setting it.
+_UMASK = _current_umask()
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace `path` with `data` atomically, with permission bits `mode` from the start.
 
@@ -45,7 +55,8 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, mode)  # the umask may have narrowed the mode given to open()
+        if mode & _UMASK:  # the umask narrowed the mode given to open(): widen it again
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

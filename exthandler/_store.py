@@ -89,6 +89,7 @@ class Store:
     _journal_fd: int | None = None
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
     _flushing: bool = False
+    _written_states: dict[Path, HandlerState] = attrs.field(factory=dict)
 
     @property
     def meta(self) -> Path:
@@ -321,9 +322,12 @@ class Store:
     ) -> None:
         """Write `config/HandlerState` (or `config/<ext>.HandlerState`) as the reference does."""
         name = "HandlerState" if extension is None else f"{extension}.HandlerState"
-        config = directory / "config"
-        if config.is_dir():
-            write_atomic(config / name, state.value.encode(), durable=False)
+        path = directory / "config" / name
+        if self._written_states.get(path) == state:
+            return  # rewritten after every step, but it seldom changes
+        if path.parent.is_dir():
+            write_atomic(path, state.value.encode(), durable=False)
+            self._written_states[path] = state
 
     def remove_handler_dir(self, handler: HandlerName, version: Version) -> None:
         """Delete a handler dir (the log dir stays)."""

@@ -1,0 +1,61 @@
+"""The one durable-write seam: atomic replacement, modes, cleanup, the journal append."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exthandler import _fs
+from exthandler._fs import TEMP_SUFFIX, append_durable, write_atomic
+
+
+@pytest.fixture
+def restrictive_umask(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    previous = os.umask(0o077)
+    monkeypatch.setattr(_fs, "_UMASK", 0o077)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_replaces_atomically_with_the_mode_asked_for(tmp_path: Path, durable: bool) -> None:
+    target = tmp_path / "file"
+    target.write_text("old")
+    write_atomic(target, b"new", mode=0o640, durable=durable)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_restrictive_umask_does_not_narrow_the_mode(
+    tmp_path: Path, restrictive_umask: None
+) -> None:
+    write_atomic(tmp_path / "env.json", b"{}", mode=0o644)
+    assert (tmp_path / "env.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_failed_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(source: object, destination: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(tmp_path / "file", b"data")
+    assert not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+    assert not (tmp_path / "file").exists()
+
+
+def test_append_durable_appends(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        append_durable(fd, b"one\n")
+        append_durable(fd, b"two\n")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"one\ntwo\n"
