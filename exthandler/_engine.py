@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 import anyio
 import attrs
 import pluggy
-from exthandler_sdk import ErrorCode, Operation, StatusLevel
+from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
 
 from ._errors import NoEligibleVersionError, PackageError
 from ._executors.inprocess import InProcessHandlers, marker, materialize, run_inprocess
@@ -703,12 +703,20 @@ class Engine:
                 if item.is_file():
                     shutil.copy2(item, destination / "status" / item.name)
 
-    def _timeout(self, handler: HandlerName, operation: Operation) -> float:
+    def _timeout(
+        self,
+        handler: HandlerName,
+        operation: Operation,
+        handler_class: type[Handler[Any, Any]] | None = None,
+    ) -> float:
+        """The runtime's override, else the handler's own (in process), else the default."""
         if self.options.command_timeout is not None:
             return self.options.command_timeout
         for name, value in self.options.handler_timeouts.items():
             if name.lower() == handler.key:
                 return value
+        if handler_class is not None and operation.value in handler_class.command_timeouts:
+            return float(handler_class.command_timeouts[operation.value])
         return DEFAULT_TIMEOUTS[operation]
 
     async def _command(
@@ -759,7 +767,7 @@ class Engine:
                 handler_dir=directory,
                 operation=operation,
                 env=env,
-                timeout=self._timeout(handler, operation),
+                timeout=self._timeout(handler, operation, handler_class),
                 log_file=self.store.command_log(handler),
             )
             self._report(step, record, affected, result, multi, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import ExtHandlerError
@@ -46,6 +47,10 @@ class Handler(Generic[S, P]):
     # A repeated enable of a sequence number that already succeeded (after a reboot, say)
     # is skipped unless this is True: handlers that start daemons may want to run again.
     enable_runs_on_same_sequence: ClassVar[bool] = False
+    # Seconds an operation may take when the handler runs in process (operation name ->
+    # seconds), where the reference agent's limits are too short for its work; a
+    # runtime's own command-timeout settings still override it.
+    command_timeouts: ClassVar[Mapping[str, float]] = {}
 
     async def install(self, ctx: Context[S, P]) -> None:
         """Prepare the machine (runs once per version)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError, hookimpl
@@ -80,3 +81,9 @@ class CounterPlugin:
     @hookimpl
     def exthandler_register_handlers(self) -> list[type[Handler[Any, Any]]]:
         return [Counter]
+
+
+class QuickSleeper(Sleeper):
+    """Declares its own enable limit: half a second."""
+
+    command_timeouts: ClassVar[Mapping[str, float]] = {"enable": 0.5}

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from exthandler_sdk import Handler
+from exthandler_sdk import Handler, Operation
 from exthandler_sdk._package import build_package
 
 from exthandler import GoalState, InstanceView, RuntimeConfig, open_runtime, parse_goal_state
@@ -206,3 +206,52 @@ def test_register_handler_on_a_runtime(tmp_path: Path, registered: list[type[Cou
         assert code == "ProvisioningState/succeeded"
     else:
         assert code == "ProvisioningState/failed/1004"  # no such version anywhere
+
+
+def test_a_handler_declares_its_own_command_timeouts(tmp_path: Path) -> None:
+    from exthandler_plugins.customscript import CustomScript
+
+    from exthandler._engine import DEFAULT_TIMEOUTS
+    from tests.runtime.sdk_handlers import QuickSleeper
+
+    goal = parse_goal_state(
+        json.dumps(
+            {
+                "extensions": [
+                    {
+                        "name": "sleeper",
+                        "publisher": "Contoso.Testing",
+                        "type": "Sleeper",
+                        "typeHandlerVersion": "1.0",
+                    }
+                ]
+            }
+        )
+    )
+    view = apply(tmp_path / "own", goal, handlers=[QuickSleeper])  # no runtime setting
+    assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"
+    # CustomScript may run for the 90 minutes the platform documents, not the usual 5.
+    assert CustomScript.command_timeouts["enable"] >= 90 * 60
+    assert DEFAULT_TIMEOUTS[Operation.ENABLE] == 300
+
+
+def test_the_runtime_setting_overrides_the_handlers_own(tmp_path: Path) -> None:
+    from tests.runtime.sdk_handlers import QuickSleeper
+
+    slow = type("SlowSleeper", (QuickSleeper,), {"command_timeouts": {"enable": 3600.0}})
+    goal = parse_goal_state(
+        json.dumps(
+            {
+                "extensions": [
+                    {
+                        "name": "sleeper",
+                        "publisher": "Contoso.Testing",
+                        "type": "Sleeper",
+                        "typeHandlerVersion": "1.0",
+                    }
+                ]
+            }
+        )
+    )
+    view = apply(tmp_path / "override", goal, handlers=[slow], command_timeout=0.5)
+    assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"

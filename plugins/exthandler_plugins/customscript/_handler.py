@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,6 +53,9 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
     name = "Microsoft.Azure.Extensions.CustomScript"
     version = "2.1.0"
     download_policy: ClassVar[DownloadPolicy] = DownloadPolicy()
+    # In process, a script may run for the whole budget the platform documents for
+    # CustomScript-like extensions (plus a little for the downloads' own deadline).
+    command_timeouts: ClassVar[Mapping[str, float]] = {"enable": SCRIPT_BUDGET + 60.0}
 
     async def enable(self, ctx: Ctx) -> None:
         started = time.monotonic()
