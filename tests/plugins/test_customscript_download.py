@@ -191,3 +191,25 @@ def test_other_hosts_are_not_signed() -> None:
     assert "Authorization" in _headers("https://acct.blob.core.windows.net/c/a", account)
     assert "Authorization" in _headers("http://localhost:10000/acct/c/a", account)
     assert "Authorization" not in _headers("https://example.com/a", None)
+
+
+def test_the_http_librarys_own_logs_never_show_a_sas_token(
+    tmp_path: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs every request URL at INFO: with logging on, the token must not appear."""
+    import logging
+
+    from exthandler_plugins.customscript._redact import protect_http_logs
+
+    protect_http_logs()
+    protect_http_logs()  # idempotent: one filter per logger
+    assert len(logging.getLogger("httpx").filters) == 1
+    file_server.routes["/s.sh"] = Route(body=b"echo s\n")
+    url = file_server.url("/s.sh") + "?sv=2024&sig=TOPSECRETSIG"
+    with caplog.at_level(logging.DEBUG, logger="httpx"):
+        import httpx
+
+        httpx.get(url)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/s.sh" in logged
+    assert "TOPSECRETSIG" not in logged

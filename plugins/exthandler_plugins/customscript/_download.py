@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import attrs
 from exthandler_sdk import HandlerError
 
-from ._redact import redact_text
+from ._redact import protect_http_logs, redact_text
 from ._settings import FileSource, StorageAccount
 
 if TYPE_CHECKING:
@@ -216,6 +216,7 @@ async def download_all(
     log: logging.Logger,
 ) -> None:
     """Fetch every source into `directory` (in order) within the policy's deadline."""
+    protect_http_logs()  # the HTTP library logs full URLs: SAS tokens included
     current: FileSource | None = None
     started = time.monotonic()
     try:

@@ -7,10 +7,11 @@ URL (an exception from the HTTP library, say) through `redact_text`.
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 
-__all__ = ["REDACTED", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "RedactingFilter", "protect_http_logs", "redact_text", "redact_url"]
 
 REDACTED = "<redacted>"
 # A URL in free text: scheme, then anything up to whitespace or a quote.
@@ -41,3 +42,26 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """`text` with every URL in it redacted."""
     return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a log record's message with every URL redacted; drops nothing.
+
+    Installed on the HTTP library's loggers, which log each request's full URL (SAS token
+    included) at INFO: an application that turns logging on would otherwise record them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def protect_http_logs(names: tuple[str, ...] = ("httpx", "httpcore")) -> None:
+    """Put a RedactingFilter on the HTTP library's loggers, once."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
