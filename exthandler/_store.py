@@ -65,11 +65,6 @@ def _record_converter() -> cattrs.Converter:
     return converter
 
 
-async def write_file(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
-    """The async face of the one durable-write seam, run off the event loop."""
-    await aiofiles.os.wrap(write_atomic)(path, data, mode=mode, durable=durable)
-
-
 @attrs.define(eq=False)
 class _Batch:
     """Journal lines waiting for the same flush."""

@@ -63,6 +63,17 @@ def apply(
     return anyio.run(main)
 
 
+def sleeper_goal() -> GoalState:
+    """One extension of the Contoso.Testing.Sleeper handler."""
+    extension = {
+        "name": "sleeper",
+        "publisher": "Contoso.Testing",
+        "type": "Sleeper",
+        "typeHandlerVersion": "1.0",
+    }
+    return parse_goal_state(json.dumps({"extensions": [extension]}))
+
+
 def comparable(status: dict[str, Any] | None) -> dict[str, Any]:
     """A status document without its timestamps."""
     assert status is not None
@@ -161,20 +172,7 @@ def test_settings_that_do_not_structure_are_error_53(tmp_path: Path) -> None:
 
 
 def test_an_in_process_enable_that_hangs_is_cancelled_with_1011(tmp_path: Path) -> None:
-    goal = parse_goal_state(
-        json.dumps(
-            {
-                "extensions": [
-                    {
-                        "name": "sleeper",
-                        "publisher": "Contoso.Testing",
-                        "type": "Sleeper",
-                        "typeHandlerVersion": "1.0",
-                    }
-                ]
-            }
-        )
-    )
+    goal = sleeper_goal()
     view = apply(tmp_path / "state", goal, handlers=[Sleeper], command_timeout=0.5)
     assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"
 
@@ -214,20 +212,7 @@ def test_a_handler_declares_its_own_command_timeouts(tmp_path: Path) -> None:
     from exthandler._engine import DEFAULT_TIMEOUTS
     from tests.runtime.sdk_handlers import QuickSleeper
 
-    goal = parse_goal_state(
-        json.dumps(
-            {
-                "extensions": [
-                    {
-                        "name": "sleeper",
-                        "publisher": "Contoso.Testing",
-                        "type": "Sleeper",
-                        "typeHandlerVersion": "1.0",
-                    }
-                ]
-            }
-        )
-    )
+    goal = sleeper_goal()
     view = apply(tmp_path / "own", goal, handlers=[QuickSleeper])  # no runtime setting
     assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"
     # CustomScript may run for the 90 minutes the platform documents, not the usual 5.
@@ -239,19 +224,6 @@ def test_the_runtime_setting_overrides_the_handlers_own(tmp_path: Path) -> None:
     from tests.runtime.sdk_handlers import QuickSleeper
 
     slow = type("SlowSleeper", (QuickSleeper,), {"command_timeouts": {"enable": 3600.0}})
-    goal = parse_goal_state(
-        json.dumps(
-            {
-                "extensions": [
-                    {
-                        "name": "sleeper",
-                        "publisher": "Contoso.Testing",
-                        "type": "Sleeper",
-                        "typeHandlerVersion": "1.0",
-                    }
-                ]
-            }
-        )
-    )
+    goal = sleeper_goal()
     view = apply(tmp_path / "override", goal, handlers=[slow], command_timeout=0.5)
     assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"
