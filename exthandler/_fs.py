@@ -7,11 +7,12 @@ its new content. Everything in the runtime that must survive kill -9 goes throug
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "append_durable", "fsync_dir", "write_atomic"]
+__all__ = ["TEMP_SUFFIX", "append_durable", "fsync_dir", "make_dir", "write_atomic"]
 
 # The runtime's temporary files end so, and only they are swept after a crash: an
 # extension may be writing temporary files of its own at that moment.
@@ -37,14 +38,43 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+_PID = os.getpid()
+_counter = itertools.count()
+
+
+def _temp_name(path: Path, unique: str) -> str:
+    return os.path.join(path.parent, f".{path.name}.{unique}{TEMP_SUFFIX}")
+
+
+def make_dir(path: Path, mode: int = 0o700) -> None:
+    """Create `path` (and its parents) with exactly `mode`; an existing dir gets `mode` too."""
+    try:
+        os.mkdir(path, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        os.chmod(path, mode)  # made by someone else: its mode is unknown
+        return
+    if mode & _UMASK:  # the umask narrowed the mode given to mkdir(): widen it again
+        os.chmod(path, mode)
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace `path` with `data` atomically, with permission bits `mode` from the start.
 
     `durable=False` skips the fsyncs for files that may be lost in a crash (they are still
     replaced atomically).
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    tmp = _temp_name(path, f"{_PID}-{next(_counter)}")
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:  # left by a killed runtime that had our pid
+        tmp = _temp_name(path, secrets.token_hex(8))
+        fd = os.open(tmp, flags, mode)
     try:
         try:
             view = memoryview(data)

@@ -34,7 +34,7 @@ import attrs
 import cattrs
 from exthandler_sdk import ExtHandlerError
 
-from ._fs import TEMP_SUFFIX, append_durable, write_atomic
+from ._fs import TEMP_SUFFIX, append_durable, make_dir, write_atomic
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
 
@@ -85,6 +85,7 @@ class Store:
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
     _flushing: bool = False
     _written_states: dict[Path, HandlerState] = attrs.field(factory=dict)
+    _handler_dirs: dict[tuple[HandlerName, Version], Path] = attrs.field(factory=dict)
 
     @property
     def meta(self) -> Path:
@@ -263,7 +264,11 @@ class Store:
     # -- handler dirs and their files -------------------------------------------------------
 
     def handler_dir(self, handler: HandlerName, version: Version) -> Path:
-        return self.root / f"{handler}-{version}"
+        key = (handler, version)
+        directory = self._handler_dirs.get(key)
+        if directory is None:  # asked for many times per step: paths are not free to build
+            directory = self._handler_dirs[key] = self.root / f"{handler}-{version}"
+        return directory
 
     def handler_dir_exists(self, handler: HandlerName, version: Version) -> bool:
         return self.handler_dir(handler, version).is_dir()
@@ -281,10 +286,8 @@ class Store:
         """Create config/, status/, the log dirs and HandlerEnvironment.json (idempotent)."""
         directory = self.handler_dir(handler, version)
         for sub in ("config", "status"):
-            (directory / sub).mkdir(mode=0o700, exist_ok=True)
-            (directory / sub).chmod(0o700)
-        self.events_dir(handler).mkdir(parents=True, exist_ok=True)
-        self.events_dir(handler).chmod(0o700)
+            make_dir(directory / sub)
+        make_dir(self.events_dir(handler))
         environment = [
             {
                 "name": str(handler),
@@ -320,9 +323,11 @@ class Store:
         path = directory / "config" / name
         if self._written_states.get(path) == state:
             return  # rewritten after every step, but it seldom changes
-        if path.parent.is_dir():
+        try:
             write_atomic(path, state.value.encode(), durable=False)
-            self._written_states[path] = state
+        except FileNotFoundError:
+            return  # no config dir (the handler dir is being removed): nothing to say
+        self._written_states[path] = state
 
     def remove_handler_dir(self, handler: HandlerName, version: Version) -> None:
         """Delete a handler dir (the log dir stays)."""

@@ -126,16 +126,14 @@ async def run_inprocess(
         hint=hint,
         timeout=timeout,
     )
-    if log_file is not None:
-        await anyio.to_thread.run_sync(
-            lambda: write_log_entry(
-                log_file,
-                started=started,
-                operation=operation,
-                command_line=f"in-process {spec} {operation.value}",
-                env=env,
-                outcome=result.describe(),
-                duration=duration,
-            )
+    if log_file is not None:  # one append: cheaper on the event loop than in a thread
+        write_log_entry(
+            log_file,
+            started=started,
+            operation=operation,
+            command_line=f"in-process {spec} {operation.value}",
+            env=env,
+            outcome=result.describe(),
+            duration=duration,
         )
     return result

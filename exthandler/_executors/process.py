@@ -210,9 +210,13 @@ async def run_command(
             outcome=_outcome(exit_code, timed_out=timed_out, timeout=timeout, hint=hint),
             duration=duration,
         )
-        excerpt = await anyio.to_thread.run_sync(
-            _collect, out, err, record, log_file, log_limit, abandon_on_cancel=False
-        )
+        if _captured(out, err) <= _INLINE_COLLECT:
+            # The usual case: little output. Reading it here is cheaper than a thread hop.
+            excerpt = _collect(out, err, record, log_file, log_limit)
+        else:
+            excerpt = await anyio.to_thread.run_sync(
+                _collect, out, err, record, log_file, log_limit, abandon_on_cancel=False
+            )
     finally:
         for stream in (out, err):
             if stream is not None:
@@ -467,6 +471,14 @@ def _read_tail(file: IO[bytes], limit: int) -> tuple[bytes, int]:
     size = file.seek(0, os.SEEK_END)
     file.seek(max(0, size - limit))
     return file.read(limit), size
+
+
+_INLINE_COLLECT = 64 * 1024  # bytes of output read on the event loop rather than in a thread
+
+
+def _captured(*streams: IO[bytes]) -> int:
+    """How many bytes the capture files hold."""
+    return sum(os.fstat(stream.fileno()).st_size for stream in streams)
 
 
 def _collect(

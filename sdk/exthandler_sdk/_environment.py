@@ -4,10 +4,11 @@ variables, and the one atomic-write helper every file the SDK writes goes throug
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -169,25 +170,47 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
 
     Temp file in the same directory, fsync, rename, fsync of the directory. Files that are
     rewritten often and only matter while the machine runs (status, heartbeat) pass
-    `durable=False`: still atomic, without the fsyncs.
+    `durable=False`: still atomic, without the fsyncs. The directory is created if needed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    temp = _temp_name(path)
+    try:
+        fd = os.open(temp, flags, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, flags, 0o600)
+    except FileExistsError:  # pragma: no cover - left by a killed process with our pid
+        temp = _temp_name(path, os.urandom(4).hex())
+        fd = os.open(temp, flags, 0o600)
     renamed = False
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                os.fsync(file.fileno())
-        os.chmod(temp, mode)
+                os.fsync(fd)
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+        finally:
+            os.close(fd)
         os.replace(temp, path)
         renamed = True
     finally:
         if not renamed:
-            Path(temp).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
     if durable:
         _fsync_dir(path.parent)
+
+
+_temp_counter = itertools.count()
+
+
+def _temp_name(path: Path, unique: str | None = None) -> str:
+    """A temp name beside `path`, unique within this process and among processes."""
+    if unique is None:
+        unique = f"{os.getpid()}-{next(_temp_counter)}"
+    return os.path.join(path.parent, f".{path.name}.{unique}.tmp")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -205,6 +205,35 @@ async def test_events_without_folder() -> None:
     assert not await _events(None).warning("nowhere")
 
 
+def test_logger_rotates_and_keeps_its_backups(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    (folder).mkdir()
+    (folder / "x.log").write_text("y" * 90 + "\n")  # left by an earlier operation
+    logger = make_logger(folder, "x.log", name="t", max_bytes=100, backups=2)
+    for index in range(12):
+        logger.info("record %02d", index)
+    close_logger(logger)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["x.log", "x.log.1", "x.log.2"]
+    text = {name: (folder / name).read_text() for name in names}
+    assert all(len(t.encode()) <= 100 for t in text.values())
+    assert "record 11" in text["x.log"]
+    assert "yyy" not in "".join(text.values())  # the oldest file fell off the end
+    ordered = text["x.log.2"] + text["x.log.1"] + text["x.log"]
+    numbers = [int(line.rsplit(" ", 1)[1]) for line in ordered.splitlines()]
+    assert numbers == sorted(numbers)
+    assert numbers[-1] == 11
+
+
+def test_logger_without_backups_truncates(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path, "x.log", name="t", max_bytes=60, backups=0)
+    for index in range(5):
+        logger.info("record %d", index)
+    close_logger(logger)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.log"]
+    assert "record 4" in (tmp_path / "x.log").read_text()
+
+
 def test_logger_without_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     logger = make_logger(tmp_path / "file" / "sub", "x.log", name="t")
