@@ -135,6 +135,7 @@ class Engine:
     _restored: InstanceView | None = None
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
+    _markers: dict[Path, str | None] = attrs.field(factory=dict)
 
     async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run file work that may take long (extraction, tree removal, scans) in a worker
@@ -208,7 +209,9 @@ class Engine:
     async def _publish_view(self, *, durable: bool) -> None:
         self._view_dirty = False
         view = self.instance_view()
-        data = json.dumps(view.to_json(), indent=1).encode()
+        # One line: json's C encoder only serves documents without indentation, and a view
+        # of thousands of extensions is written several times a second.
+        data = json.dumps(view.to_json()).encode()
         self._write_view(data, durable)
         self.plugins.hook.exthandler_instance_view_changed(view=view)
 
@@ -609,13 +612,21 @@ class Engine:
 
     def _manifest(self, handler: HandlerName, version: Version) -> HandlerManifest | None:
         key = (handler, version)
-        if key not in self._manifests:
+        manifest = self._manifests.get(key)
+        if manifest is None:
             path = self.store.handler_dir(handler, version) / MANIFEST_NAME
             try:
-                self._manifests[key] = parse_manifest(path.read_bytes(), where=str(path))
+                manifest = parse_manifest(path.read_bytes(), where=str(path))
             except (OSError, PackageError):
                 return None
-        return self._manifests[key]
+            self._manifests[key] = manifest
+        return manifest
+
+    def _marker(self, directory: Path) -> str | None:
+        """The in-process class a handler dir was laid out for (read once per runtime)."""
+        if directory not in self._markers:
+            self._markers[directory] = marker(directory)
+        return self._markers[directory]
 
     def _is_multi(self, handler: HandlerName, version: Version) -> bool:
         manifest = self._manifest(handler, version)
@@ -646,6 +657,7 @@ class Engine:
         if kind is StepKind.FETCH:
             return await self._fetch(step, target)
         if kind is StepKind.REMOVE_DIR:
+            self._markers.pop(self.store.handler_dir(step.handler, step.version), None)
             await self._io(self.store.remove_handler_dir, step.handler, step.version)
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
         if kind is StepKind.COPY_STATE:
@@ -678,6 +690,7 @@ class Engine:
                 await self._io(shutil.rmtree, directory)
             source = self._catalog.source_of(ref) or self.repositories
             handler_class = self.inprocess.handler_class(handler, version)
+            self._markers.pop(directory, None)
             if source is self.inprocess and handler_class is not None:
                 manifest = materialize(handler_class, directory)
             else:
@@ -757,7 +770,7 @@ class Engine:
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
-        spec = marker(directory)
+        spec = self._marker(directory)
         if spec is not None:
             handler_class = self.inprocess.handler_class(handler, step.version)
             if handler_class is None:

@@ -84,8 +84,10 @@ class Store:
     _journal_fd: int | None = None
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
     _flushing: bool = False
-    _written_states: dict[Path, HandlerState] = attrs.field(factory=dict)
+    # The HandlerState files written, per handler dir: they are rewritten only on change.
+    _written_states: dict[Path, dict[str | None, HandlerState]] = attrs.field(factory=dict)
     _handler_dirs: dict[tuple[HandlerName, Version], Path] = attrs.field(factory=dict)
+    _log_dirs: dict[HandlerName, tuple[Path, Path, Path]] = attrs.field(factory=dict)
 
     @property
     def meta(self) -> Path:
@@ -273,18 +275,27 @@ class Store:
     def handler_dir_exists(self, handler: HandlerName, version: Version) -> bool:
         return self.handler_dir(handler, version).is_dir()
 
+    def _log_paths(self, handler: HandlerName) -> tuple[Path, Path, Path]:
+        paths = self._log_dirs.get(handler)
+        if paths is None:
+            directory = self.log_root / str(handler)
+            paths = (directory, directory / "CommandExecution.log", directory / "events")
+            self._log_dirs[handler] = paths
+        return paths
+
     def log_dir(self, handler: HandlerName) -> Path:
-        return self.log_root / str(handler)
+        return self._log_paths(handler)[0]
 
     def command_log(self, handler: HandlerName) -> Path:
-        return self.log_dir(handler) / "CommandExecution.log"
+        return self._log_paths(handler)[1]
 
     def events_dir(self, handler: HandlerName) -> Path:
-        return self.log_dir(handler) / "events"
+        return self._log_paths(handler)[2]
 
     def prepare_handler_dir(self, handler: HandlerName, version: Version) -> None:
         """Create config/, status/, the log dirs and HandlerEnvironment.json (idempotent)."""
         directory = self.handler_dir(handler, version)
+        self._forget_states(directory)  # a new dir (or a repaired one) has none of them
         for sub in ("config", "status"):
             make_dir(directory / sub)
         make_dir(self.events_dir(handler))
@@ -302,7 +313,7 @@ class Store:
                 },
             }
         ]
-        data = json.dumps(environment, indent=2).encode()
+        data = json.dumps(environment).encode()
         # Not flushed: the engine checks it before driving a handler and writes it again
         # if a power loss took it (see Engine._reconcile).
         write_atomic(directory / "HandlerEnvironment.json", data, durable=False)
@@ -319,19 +330,23 @@ class Store:
         self, directory: Path, state: HandlerState, extension: str | None = None
     ) -> None:
         """Write `config/HandlerState` (or `config/<ext>.HandlerState`) as the reference does."""
-        name = "HandlerState" if extension is None else f"{extension}.HandlerState"
-        path = directory / "config" / name
-        if self._written_states.get(path) == state:
+        written = self._written_states.setdefault(directory, {})
+        if written.get(extension) == state:
             return  # rewritten after every step, but it seldom changes
+        name = "HandlerState" if extension is None else f"{extension}.HandlerState"
         try:
-            write_atomic(path, state.value.encode(), durable=False)
+            write_atomic(directory / "config" / name, state.value.encode(), durable=False)
         except FileNotFoundError:
             return  # no config dir (the handler dir is being removed): nothing to say
-        self._written_states[path] = state
+        written[extension] = state
+
+    def _forget_states(self, directory: Path) -> None:
+        self._written_states.pop(directory, None)
 
     def remove_handler_dir(self, handler: HandlerName, version: Version) -> None:
         """Delete a handler dir (the log dir stays)."""
         directory = self.handler_dir(handler, version)
+        self._forget_states(directory)
         if directory.exists():
             # Rename first so that a crash mid-delete never leaves a half dir under the name.
             doomed = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}.removing")

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import attrs
 from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
-from exthandler_sdk._package import manifest as package_manifest
+from exthandler_sdk._handler import manifest as package_manifest
 
 from .._errors import PackageError
 from .._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
@@ -77,7 +77,7 @@ class InProcessHandlers:
 def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
     """Lay out a handler dir for `handler_class`: its manifest and the marker (blocking I/O)."""
     directory.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(package_manifest(handler_class), indent=2).encode()
+    data = json.dumps(package_manifest(handler_class)).encode()
     (directory / MANIFEST_NAME).write_bytes(data)
     (directory / MARKER).write_text(spec_of(handler_class) + "\n")
     return parse_manifest(data, where=str(directory / MANIFEST_NAME))

@@ -553,14 +553,17 @@ def write_log_entry(
 
 def _append_log(log_file: Path, data: bytes, limit: int) -> None:
     """Append `data`, first rotating the log to `<name>.1` if it would grow past `limit`."""
-    log_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     try:
-        size = log_file.stat().st_size
+        fd = os.open(log_file, flags, 0o600)
     except FileNotFoundError:
-        size = 0
+        log_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(log_file, flags, 0o600)
+    size = os.fstat(fd).st_size
     if size and size + len(data) > limit:
+        os.close(fd)
         os.replace(log_file, log_file.with_name(log_file.name + ".1"))
-    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(log_file, flags, 0o600)
     try:
         view = memoryview(data)
         while view:

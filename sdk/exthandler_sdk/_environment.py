@@ -65,9 +65,29 @@ def load_handler_environment(handler_dir: Path) -> HandlerEnvironment:
     """
     path = handler_dir / "HandlerEnvironment.json"
     try:
-        document: Any = json.loads(path.read_bytes().decode("utf-8-sig"))
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            key = (str(path), info.st_ino, info.st_mtime_ns, info.st_size)
+            cached = _environments.get(key)
+            if cached is not None:  # a runtime running many operations in process
+                return cached
+            data = file.read()
     except OSError as exc:
         raise HandlerEnvironmentError(f"cannot read {path}: {exc.strerror}") from exc
+    environment = _parse_environment(handler_dir, path, data)
+    if len(_environments) >= _CACHED_ENVIRONMENTS:
+        _environments.clear()
+    _environments[key] = environment
+    return environment
+
+
+_CACHED_ENVIRONMENTS = 256
+_environments: dict[tuple[str, int, int, int], HandlerEnvironment] = {}
+
+
+def _parse_environment(handler_dir: Path, path: Path, data: bytes) -> HandlerEnvironment:
+    try:
+        document: Any = json.loads(data.decode("utf-8-sig"))
     except ValueError as exc:
         raise HandlerEnvironmentError(f"{path}: not UTF-8 JSON ({exc})") from exc
     if isinstance(document, list) and document:

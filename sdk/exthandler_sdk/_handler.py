@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import ExtHandlerError
+from ._protocol import Operation
 
 if TYPE_CHECKING:
     from ._context import Context
 
-__all__ = ["Handler", "HandlerDefinitionError", "S", "P"]
+__all__ = ["Handler", "HandlerDefinitionError", "P", "S", "manifest"]
 
 S = TypeVar("S")
 P = TypeVar("P")
@@ -94,6 +95,26 @@ class Handler(Generic[S, P]):
             raise HandlerDefinitionError(
                 f"{cls.__qualname__}.version must be 2 to 4 dotted integers, got {version!r}"
             )
+
+
+def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:
+    """The HandlerManifest.json document (PROTOCOL.md section 2) for `handler_class`: the
+    same in a package and in a handler dir laid out for an in-process run."""
+    commands = {op.manifest_key: f"bin/{op.value}" for op in Operation}
+    return [
+        {
+            "name": handler_class.name.rpartition(".")[2],
+            "version": 1.0,
+            "handlerManifest": {
+                **commands,
+                "rebootAfterInstall": False,
+                "reportHeartbeat": bool(handler_class.report_heartbeat),
+                "supportsMultipleExtensions": bool(handler_class.supports_multiple_extensions),
+                "updateMode": str(handler_class.update_mode),
+                "continueOnUpdateFailure": bool(handler_class.continue_on_update_failure),
+            },
+        }
+    ]
 
 
 def _none_or_type(value: Any) -> type[Any] | None:

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._errors import ExtHandlerError
-from ._handler import Handler, HandlerDefinitionError
+from ._handler import Handler, HandlerDefinitionError, manifest
 from ._protocol import Operation
 
 __all__ = [
@@ -90,25 +90,6 @@ def load_handler_class(spec: str) -> type[Handler[Any, Any]]:
         return load_handler(spec)
     except HandlerLoadError as exc:
         raise PackageError(str(exc)) from exc
-
-
-def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:
-    """The HandlerManifest.json document (PROTOCOL.md section 2) for `handler_class`."""
-    commands = {op.manifest_key: f"bin/{op.value}" for op in Operation}
-    return [
-        {
-            "name": handler_class.name.rpartition(".")[2],
-            "version": 1.0,
-            "handlerManifest": {
-                **commands,
-                "rebootAfterInstall": False,
-                "reportHeartbeat": bool(handler_class.report_heartbeat),
-                "supportsMultipleExtensions": bool(handler_class.supports_multiple_extensions),
-                "updateMode": str(handler_class.update_mode),
-                "continueOnUpdateFailure": bool(handler_class.continue_on_update_failure),
-            },
-        }
-    ]
 
 
 def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Path) -> Path:

@@ -311,7 +311,7 @@ class _Run:
             self.status.write(StatusLevel.TRANSITIONING, 0, "waiting for an earlier enable to stop")
             await runonce.acquire(sequence)
         try:
-            newer = runonce.superseded_by()
+            newer = runonce.requested_on_acquire
             if newer is not None and newer > sequence:
                 return self._superseded(newer)
             skip = self.precheck()

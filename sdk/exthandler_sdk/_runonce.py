@@ -50,6 +50,8 @@ class RunOnce:
     config_dir: Path
     extension: str | None
     _fd: int | None = attrs.field(init=False, default=None)
+    # What the supersede file asked for when the lock was taken (read once, then).
+    requested_on_acquire: int | None = attrs.field(init=False, default=None)
 
     def _name(self, stem: str) -> str:
         return stem if self.extension is None else f"{stem}.{self.extension}"
@@ -97,8 +99,12 @@ class RunOnce:
     def try_acquire(self, sequence: int) -> bool:
         """Take the lock without waiting; on success it names `sequence`."""
         assert self._fd is None
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.lock_path, flags, 0o600)
+        except FileNotFoundError:
+            self.config_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -108,7 +114,7 @@ class RunOnce:
         os.pwrite(fd, f"{sequence} {os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
         # A request for this or an older sequence is answered by taking the lock.
-        requested = self.superseded_by()
+        requested = self.requested_on_acquire = self.superseded_by()
         if requested is not None and requested <= sequence:
             with contextlib.suppress(FileNotFoundError):
                 self.supersede_path.unlink()
@@ -129,9 +135,12 @@ class RunOnce:
             os.close(fd)
 
     async def watch(self, sequence: int, interval: float = POLL_INTERVAL) -> int:
-        """Return the newer sequence number as soon as one asks to supersede `sequence`."""
+        """Return the newer sequence number as soon as one asks to supersede `sequence`.
+
+        The first look comes after `interval`: the caller has just looked itself.
+        """
         while True:
+            await asyncio.sleep(interval)
             newer = self.superseded_by()
             if newer is not None and newer > sequence:
                 return newer
-            await asyncio.sleep(interval)

@@ -59,3 +59,31 @@ def test_append_durable_appends(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"one\ntwo\n"
+
+
+def test_a_temp_file_left_by_an_earlier_process_with_our_pid_is_stepped_around(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fs, "_counter", iter([7, 8]))
+    stale = tmp_path / f".file.{_fs._PID}-7{TEMP_SUFFIX}"
+    stale.write_text("left by a killed runtime")
+    write_atomic(tmp_path / "file", b"new")
+    assert (tmp_path / "file").read_bytes() == b"new"
+    assert stale.read_text() == "left by a killed runtime"  # the sweep's job, not ours
+
+
+def test_make_dir_creates_parents_and_sets_the_mode(
+    tmp_path: Path, restrictive_umask: None
+) -> None:
+    target = tmp_path / "a" / "b"
+    _fs.make_dir(target, 0o750)
+    assert target.stat().st_mode & 0o777 == 0o750
+    target.chmod(0o755)  # an existing dir of someone else's gets the mode too
+    _fs.make_dir(target, 0o700)
+    assert target.stat().st_mode & 0o777 == 0o700
+
+
+def test_make_dir_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(FileExistsError):
+        _fs.make_dir(tmp_path / "taken")

@@ -14,6 +14,7 @@ from typing import Any
 import exthandler_sdk
 import pytest
 from exthandler_sdk import Handler
+from exthandler_sdk._handler import manifest
 from exthandler_sdk._package import (
     PackageError,
     _add_handler_source,
@@ -24,7 +25,6 @@ from exthandler_sdk._package import (
     build_package,
     load_handler_class,
     main_package,
-    manifest,
     package_file_name,
 )
 

@@ -1,0 +1,63 @@
+"""The store's handler-dir files: HandlerEnvironment.json and HandlerState."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exthandler._model import HandlerName, Version
+from exthandler._plan import HandlerState
+from exthandler._store import Store
+
+HANDLER = HandlerName.parse("Contoso.Demo")
+VERSION = Version.parse("1.0.0")
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store(root=tmp_path / "state", log_root=tmp_path / "log")
+    store.root.mkdir()
+    return store
+
+
+def test_prepare_lays_out_the_protocol_files(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    directory = store.handler_dir(HANDLER, VERSION)
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    for sub in ("config", "status"):
+        assert (directory / sub).stat().st_mode & 0o777 == 0o700
+    assert store.events_dir(HANDLER).stat().st_mode & 0o777 == 0o700
+    document = json.loads((directory / "HandlerEnvironment.json").read_text())
+    folders = document[0]["handlerEnvironment"]
+    assert folders["configFolder"] == str(directory / "config")
+    assert folders["logFolder"] == str(tmp_path / "log" / "Contoso.Demo")
+    assert store.command_log(HANDLER) == tmp_path / "log" / "Contoso.Demo" / "CommandExecution.log"
+
+
+def test_handler_state_is_written_again_into_a_new_dir_of_the_same_version(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    directory = store.handler_dir(HANDLER, VERSION)
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    store.write_handler_state(directory, HandlerState.NOT_INSTALLED)
+    store.write_handler_state(directory, HandlerState.NOT_INSTALLED, "second")
+    store.remove_handler_dir(HANDLER, VERSION)
+    assert not directory.exists()
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    store.write_handler_state(directory, HandlerState.NOT_INSTALLED)
+    store.write_handler_state(directory, HandlerState.NOT_INSTALLED, "second")
+    assert (directory / "config" / "HandlerState").read_text() == "NotInstalled"
+    assert (directory / "config" / "second.HandlerState").read_text() == "NotInstalled"
+
+
+def test_handler_state_without_a_config_dir_is_skipped(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    directory = store.handler_dir(HANDLER, VERSION)
+    store.write_handler_state(directory, HandlerState.ENABLED)  # no dir: nothing, no error
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    store.write_handler_state(directory, HandlerState.ENABLED)
+    assert (directory / "config" / "HandlerState").read_text() == "Enabled"
