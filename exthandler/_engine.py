@@ -238,7 +238,9 @@ class Engine:
         store = self.store
         self._limiter = anyio.CapacityLimiter(max(1, self.options.concurrency))
         self._records = await self._io(store.load_records)
-        await self._io(store.sweep)
+        if store.needs_sweep:  # the last runtime was killed: its temp files may remain
+            await self._io(store.sweep)
+            store.needs_sweep = False
         # Commands a killed runtime left running end before their steps run again.
         for line in await self._io(end_orphans, store.running_dir, self.options.kill_grace):
             store.log(line)

@@ -18,6 +18,7 @@ rewritten when needed. Records are written durably (see _fs); derived files atom
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -80,6 +81,7 @@ class Store:
     root: Path
     log_root: Path
     _lock_fd: int | None = None
+    needs_sweep: bool = attrs.field(default=True, init=False)
     _converter: cattrs.Converter = attrs.field(factory=_record_converter)
     _journal_fd: int | None = None
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
@@ -128,13 +130,18 @@ class Store:
             raise StateDirLockedError(
                 f"{self.root}: another exthandler runtime (pid {holder}) holds this state dir"
             ) from exc
+        # The lock file names its holder while held and is emptied by a clean release: a
+        # name left in it means the last runtime was killed, and its leftovers need a sweep.
+        self.needs_sweep = bool(os.pread(fd, 64, 0).strip())
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
     def release(self) -> None:
         self._close_journal()
         if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)  # a clean end: nothing to sweep next time
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 

@@ -643,6 +643,8 @@ def test_temporary_files_of_an_interrupted_write_are_swept(
     theirs = config / ".extension-own.tmp"  # an extension's own: never ours to remove
     theirs.write_text("x")
     (agent.state / ".exthandler" / ".records.json.12345678.exthandler-tmp").write_text("{")
+    # A runtime killed -9 leaves its pid in the lock file; a clean one empties it.
+    (agent.state / ".exthandler" / "lock").write_text("12345\n")
     agent.apply(goal(extension("ext")))
     assert not ours.exists()
     assert theirs.exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from exthandler._fs import TEMP_SUFFIX
 from exthandler._model import HandlerName, Version
 from exthandler._plan import HandlerState
 from exthandler._store import Store
@@ -15,7 +17,7 @@ VERSION = Version.parse("1.0.0")
 
 def _store(tmp_path: Path) -> Store:
     store = Store(root=tmp_path / "state", log_root=tmp_path / "log")
-    store.root.mkdir()
+    store.root.mkdir(exist_ok=True)
     return store
 
 
@@ -61,3 +63,30 @@ def test_handler_state_without_a_config_dir_is_skipped(tmp_path: Path) -> None:
     store.prepare_handler_dir(HANDLER, VERSION)
     store.write_handler_state(directory, HandlerState.ENABLED)
     assert (directory / "config" / "HandlerState").read_text() == "Enabled"
+
+
+def test_leftovers_are_swept_only_after_a_runtime_that_did_not_end_cleanly(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    store.acquire()
+    assert store.needs_sweep is False  # a new state dir has nothing to sweep
+    store.release()
+    again = _store_at(store.root, tmp_path)
+    again.acquire()
+    assert again.needs_sweep is False
+    leftover = store.root / f".HandlerEnvironment.json.1-1{TEMP_SUFFIX}"
+    leftover.write_text("")
+    # A holder killed -9 leaves its pid in the lock file; emulate that end of it.
+    assert again._lock_fd is not None
+    os.close(again._lock_fd)
+    killed = _store_at(store.root, tmp_path)
+    killed.acquire()
+    assert killed.needs_sweep is True
+    killed.sweep()
+    assert not leftover.exists()
+    killed.release()
+
+
+def _store_at(root: Path, tmp_path: Path) -> Store:
+    return Store(root=root, log_root=tmp_path / "log")
