@@ -24,7 +24,7 @@ from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
 
 from ._errors import NoEligibleVersionError, PackageError
 from ._executors.inprocess import InProcessHandlers, marker, materialize, run_inprocess
-from ._executors.process import CommandResult, end_orphans, run_command
+from ._executors.process import CommandResult, base_environment, end_orphans, run_command
 from ._extract import extract_package
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import (
@@ -136,6 +136,7 @@ class Engine:
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
     _markers: dict[Path, str | None] = attrs.field(factory=dict)
+    _base_env: Mapping[str, str] | None = None
 
     async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run file work that may take long (extraction, tree removal, scans) in a worker
@@ -222,14 +223,14 @@ class Engine:
 
     async def _view_writer(self) -> None:
         """Write the view while a pass runs: at most five times a second, and never more
-        than a tenth of the time (a view of thousands of extensions takes a while)."""
+        than a twentieth of the time (a view of thousands of extensions takes a while)."""
         pause = 0.2
         while True:
             await anyio.sleep(pause)
             if self._view_dirty:
                 started = time.monotonic()
                 await self._publish_view(durable=False)
-                pause = max(0.2, 10 * (time.monotonic() - started))
+                pause = max(0.2, 20 * (time.monotonic() - started))
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class Engine:
             store.log(line)
         self._goal_id = goal.id
         self._written = set()
+        self._base_env = base_environment()  # what every command of this apply starts from
         boot_id = read_boot_id(self.options.boot_id_path)
         key = await self._io(store.digest_key)
         self._extensions = {e.name: _ExtensionState(goal=e) for e in goal.extensions}
@@ -802,6 +804,7 @@ class Engine:
             grace=self.options.kill_grace,
             log_file=self.store.command_log(handler),
             marker=self.store.running_dir / f"{handler.key}.json",
+            base_env=self._base_env,
         )
         self._report(step, record, affected, result, multi, target)
         if result.ok:

@@ -138,13 +138,19 @@ def _last(text: str, count: int) -> str:
     return text[len(text) - count :]
 
 
-def _child_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The runtime's environment without any protocol variable, then `env` on top.
+def base_environment() -> dict[str, str]:
+    """The runtime's environment without any protocol variable: what every command gets
+    before its own variables.
 
-    Removing first means an update-only variable never leaks into another command from
+    Removing them means an update-only variable never leaks into another command from
     the runtime's own environment.
     """
-    child = {name: value for name, value in os.environ.items() if not is_protocol_variable(name)}
+    return {name: value for name, value in os.environ.items() if not is_protocol_variable(name)}
+
+
+def _child_environment(env: Mapping[str, str], base: Mapping[str, str] | None) -> dict[str, str]:
+    """`base` (by default the runtime's environment, see `base_environment`), then `env`."""
+    child = dict(base) if base is not None else base_environment()
     child.update(env)
     return child
 
@@ -160,11 +166,14 @@ async def run_command(
     log_file: Path | None = None,
     log_limit: int = 10 * 1024 * 1024,
     marker: Path | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> CommandResult:
     """Run a manifest command in `handler_dir` and report how it ended.
 
     `marker`, when given, names the command's process group for as long as it runs, so
     that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`).
+    `base_env` is the environment the command starts from (see `base_environment`; a
+    caller running many commands computes it once).
 
     `env` holds the protocol variables for this command (PROTOCOL.md section 4). Failures
     of the command are results, not exceptions; a cancellation of the caller's scope kills
@@ -175,7 +184,7 @@ async def run_command(
         return CommandResult(operation=operation, command=command, exit_code=None)
     # Quoting changes nothing for an ordinary path and keeps one with spaces in one word.
     command_line = f"{shlex.quote(str(handler_dir))}/{relative}"
-    child_env = _child_environment(env)
+    child_env = _child_environment(env, base_env)
     started = dt.datetime.now(dt.UTC)
     start = time.monotonic()
     argv = ["/bin/sh", "-c", command_line]
@@ -276,9 +285,12 @@ def _boot_id() -> str:
 
 
 def _write_marker(marker: Path, pid: int) -> None:
-    marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    document = {"pid": pid, "start": _start_time(pid), "boot": _boot_id()}
-    marker.write_text(json.dumps(document))
+    document = json.dumps({"pid": pid, "start": _start_time(pid), "boot": _boot_id()})
+    try:
+        marker.write_text(document)
+    except FileNotFoundError:
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker.write_text(document)
 
 
 def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
