@@ -10,7 +10,10 @@ start-up, handler registration and the apply; the apply alone is shown beside it
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -39,6 +42,36 @@ def _install(bench: Bench, count: int, figure: Figure) -> None:
     figure.note = f"the apply alone: best {min(applies) * 1000:.0f} ms"
 
 
+def file_floor(bench: Bench, count: int) -> float:
+    """Seconds for the least file work `count` in-process extensions need, in this process.
+
+    Per extension: the handler dir with config/ and status/, a log dir with events/ (five
+    mkdirs), and twelve small files each written to a temp name and renamed into place
+    (manifest, marker, HandlerEnvironment.json, two HandlerState, settings, two status
+    files, mrseq, the lock, two logs): what the runtime and the SDK write for one install
+    and enable, with no Python around it but the loop. It shows what this disk charges.
+    """
+    base = bench.fresh("file-floor")
+    start = time.perf_counter()
+    for i in range(count):
+        directory = base / f"Bench.Noop{i}-1.0.0"
+        logs = base / "log" / f"Bench.Noop{i}"
+        places = [directory, directory / "config", directory / "status", logs, logs / "events"]
+        for place in places:
+            place.mkdir(parents=True)
+        targets = [directory] * 3 + [directory / "config"] * 5 + [directory / "status"] * 2
+        targets += [logs] * 2
+        for index, place in enumerate(targets):
+            temp = os.path.join(place, f".f{index}.tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"{}")
+            os.close(fd)
+            os.replace(temp, os.path.join(place, f"f{index}"))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(base, ignore_errors=True)
+    return seconds
+
+
 def measure(bench: Bench) -> list[Figure]:
     count = 100 if bench.settings.quick else TARGET_N
     figure = Figure(
@@ -49,7 +82,25 @@ def measure(bench: Bench) -> list[Figure]:
         target=TARGET_SECONDS,
         quick=bench.settings.quick,
     )
-    return [attempt(figure, lambda: _install(bench, count, figure))]
+    attempt(figure, lambda: _install(bench, count, figure))
+    floor = Figure(
+        key="inprocess_file_floor",
+        label=f"file floor: {count} x (5 mkdir + 12 atomic writes)",
+        n=count,
+        unit="s",
+    )
+
+    def run_floor() -> None:
+        for _ in range(bench.settings.repeat):
+            floor.samples.append(file_floor(bench, count))
+
+    attempt(floor, run_floor)
+    if figure.median is not None and floor.median is not None:
+        figure.note += (
+            f"; file floor {floor.median * 1000:.0f} ms (what this disk charges for the"
+            " files alone)"
+        )
+    return [figure, floor]
 
 
 def main() -> int:

@@ -341,8 +341,19 @@ class Store:
         if written.get(extension) == state:
             return  # rewritten after every step, but it seldom changes
         name = "HandlerState" if extension is None else f"{extension}.HandlerState"
+        path = directory / "config" / name
+        if state is HandlerState.NOT_INSTALLED and extension not in written:
+            try:
+                path.stat()
+            except FileNotFoundError:
+                # No file reads as NotInstalled (as the reference agent reads it): a handler
+                # dir just laid out needs no write.
+                written[extension] = state
+                return
+            except OSError:
+                pass
         try:
-            write_atomic(directory / "config" / name, state.value.encode(), durable=False)
+            write_atomic(path, state.value.encode(), durable=False)
         except FileNotFoundError:
             return  # no config dir (the handler dir is being removed): nothing to say
         written[extension] = state

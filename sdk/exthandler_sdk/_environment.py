@@ -195,13 +195,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     temp = _temp_name(path)
     try:
-        fd = os.open(temp, flags, 0o600)
+        fd = os.open(temp, flags, mode)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp, flags, 0o600)
+        fd = os.open(temp, flags, mode)
     except FileExistsError:  # pragma: no cover - left by a killed process with our pid
         temp = _temp_name(path, os.urandom(4).hex())
-        fd = os.open(temp, flags, 0o600)
+        fd = os.open(temp, flags, mode)
     renamed = False
     try:
         try:
@@ -210,7 +210,8 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
                 view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
-            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+            if mode & _UMASK:  # the umask narrowed the mode given to open(): widen it again
+                os.fchmod(fd, mode)
         finally:
             os.close(fd)
         os.replace(temp, path)
@@ -224,6 +225,16 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
 
 
 _temp_counter = itertools.count()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it, which races with threads.
+_UMASK = _current_umask()
 
 
 def _temp_name(path: Path, unique: str | None = None) -> str:

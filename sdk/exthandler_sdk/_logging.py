@@ -34,7 +34,11 @@ class _RotatingAppend(logging.Handler):
         try:
             data = (self.format(record) + "\n").encode("utf-8", "replace")
             if self._stream is None:
-                self._stream = self.path.open("ab")
+                try:
+                    self._stream = self.path.open("ab")
+                except FileNotFoundError:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._stream = self.path.open("ab")
                 self._size = self._stream.tell()
             if self._size and self._size + len(data) > self.max_bytes:
                 self._rotate()
@@ -70,6 +74,21 @@ class _RotatingAppend(logging.Handler):
         super().close()
 
 
+class _Logger(logging.Logger):
+    """A logger that does not look up its caller: the format never shows where a record
+    came from, and walking the stack is the dearest part of logging a line."""
+
+    def findCaller(
+        self, stack_info: bool = False, stacklevel: int = 1
+    ) -> tuple[str, int, str, str | None]:
+        if stack_info:
+            return super().findCaller(stack_info, stacklevel + 1)
+        return "(unknown file)", 0, "(unknown function)", None
+
+
+_FORMATTER = logging.Formatter(_FORMAT)
+
+
 def make_logger(
     log_folder: Path,
     file_name: str,
@@ -83,16 +102,17 @@ def make_logger(
     The file is opened on the first record, rotates at 5 MiB and keeps 3 old files.
     Call `close_logger` when the operation ends.
     """
-    logger = logging.Logger(name, logging.DEBUG)
+    logger = _Logger(name, logging.DEBUG)
     logger.propagate = False
-    try:
-        log_folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        # No log folder: the handler still runs, its records go nowhere.
-        logger.addHandler(logging.NullHandler())
-        return logger
+    if not log_folder.is_dir():
+        try:
+            log_folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            # No log folder: the handler still runs, its records go nowhere.
+            logger.addHandler(logging.NullHandler())
+            return logger
     handler = _RotatingAppend(log_folder / file_name, max_bytes=max_bytes, backups=backups)
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setFormatter(_FORMATTER)
     logger.addHandler(handler)
     return logger
 

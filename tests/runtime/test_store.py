@@ -43,16 +43,34 @@ def test_handler_state_is_written_again_into_a_new_dir_of_the_same_version(
     directory = store.handler_dir(HANDLER, VERSION)
     directory.mkdir()
     store.prepare_handler_dir(HANDLER, VERSION)
-    store.write_handler_state(directory, HandlerState.NOT_INSTALLED)
-    store.write_handler_state(directory, HandlerState.NOT_INSTALLED, "second")
+    store.write_handler_state(directory, HandlerState.INSTALLED)
+    store.write_handler_state(directory, HandlerState.INSTALLED, "second")
     store.remove_handler_dir(HANDLER, VERSION)
     assert not directory.exists()
     directory.mkdir()
     store.prepare_handler_dir(HANDLER, VERSION)
+    store.write_handler_state(directory, HandlerState.INSTALLED)
+    store.write_handler_state(directory, HandlerState.INSTALLED, "second")
+    assert (directory / "config" / "HandlerState").read_text() == "Installed"
+    assert (directory / "config" / "second.HandlerState").read_text() == "Installed"
+
+
+def test_not_installed_is_written_only_over_another_state(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    directory = store.handler_dir(HANDLER, VERSION)
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    state_file = directory / "config" / "HandlerState"
     store.write_handler_state(directory, HandlerState.NOT_INSTALLED)
-    store.write_handler_state(directory, HandlerState.NOT_INSTALLED, "second")
-    assert (directory / "config" / "HandlerState").read_text() == "NotInstalled"
-    assert (directory / "config" / "second.HandlerState").read_text() == "NotInstalled"
+    assert not state_file.exists()  # no file reads as NotInstalled, as in the reference agent
+    store.write_handler_state(directory, HandlerState.INSTALLED)
+    store.write_handler_state(directory, HandlerState.NOT_INSTALLED)
+    assert state_file.read_text() == "NotInstalled"
+    # A dir left by an earlier runtime still says Enabled: it is overwritten.
+    state_file.write_text("Enabled")
+    fresh = _store_at(store.root, tmp_path)
+    fresh.write_handler_state(directory, HandlerState.NOT_INSTALLED)
+    assert state_file.read_text() == "NotInstalled"
 
 
 def test_handler_state_without_a_config_dir_is_skipped(tmp_path: Path) -> None:
