@@ -23,7 +23,13 @@ import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
 
 from ._errors import NoEligibleVersionError, PackageError
-from ._executors.inprocess import InProcessHandlers, marker, materialize, run_inprocess
+from ._executors.inprocess import (
+    InProcessHandlers,
+    marker,
+    materialize,
+    run_inprocess,
+    spec_of,
+)
 from ._executors.process import CommandResult, base_environment, end_orphans, run_command
 from ._extract import extract_package
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
@@ -128,7 +134,7 @@ class Engine:
     _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
     _goal_id: str | None = None
     _certificate: Certificate | None = None
-    _limiter: anyio.CapacityLimiter | None = None
+    _limiter: anyio.Semaphore | None = None
     _events: EventRateLimiter = attrs.field(factory=EventRateLimiter)
     _view_dirty: bool = False
     _written: set[tuple[str, int]] = attrs.field(factory=set)
@@ -203,6 +209,8 @@ class Engine:
 
     def _changed(self, state: _ExtensionState) -> None:
         self._view_dirty = True
+        if not self.plugins.hook.exthandler_extension_changed.get_hookimpls():
+            return  # nobody listens: the view of the extension is not worth building
         view = self._extension_view(state)
         if view is not None:
             self.plugins.hook.exthandler_extension_changed(view=view)
@@ -237,7 +245,7 @@ class Engine:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge the state dir to `goal`; returns the final instance view."""
         store = self.store
-        self._limiter = anyio.CapacityLimiter(max(1, self.options.concurrency))
+        self._limiter = anyio.Semaphore(max(1, self.options.concurrency), fast_acquire=True)
         self._records = await self._io(store.load_records)
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
@@ -605,7 +613,11 @@ class Engine:
         if target.version is None:
             return target
         manifest = self._manifest(record.handler, target.version)
-        if manifest is None:
+        if manifest is None or (
+            target.update_with_install == manifest.update_with_install
+            and target.continue_on_update_failure == manifest.continue_on_update_failure
+            and target.multi_config == manifest.supports_multiple_extensions
+        ):
             return target
         return attrs.evolve(
             target,
@@ -697,6 +709,7 @@ class Engine:
             self._markers.pop(directory, None)
             if source is self.inprocess and handler_class is not None:
                 manifest = materialize(handler_class, directory)
+                self._markers[directory] = spec_of(handler_class)
             else:
                 downloads = self.store.meta / "downloads"
                 downloads.mkdir(exist_ok=True)

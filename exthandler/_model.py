@@ -47,11 +47,16 @@ class Version:
 
     parts: tuple[int, ...]
     key: tuple[int, int, int, int] = attrs.field(init=False, repr=False)  # padded with zeros
+    text: str = attrs.field(init=False, repr=False, eq=False)  # str(): paths are built from it
 
     @key.default
     def _key(self) -> tuple[int, int, int, int]:
         padded = (*self.parts, 0, 0, 0)
         return (padded[0], padded[1], padded[2], padded[3])
+
+    @text.default
+    def _text(self) -> str:
+        return ".".join(str(part) for part in self.parts)
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -70,7 +75,7 @@ class Version:
         return self.parts[1]
 
     def __str__(self) -> str:
-        return ".".join(str(part) for part in self.parts)
+        return self.text
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Version):
@@ -97,10 +102,15 @@ class HandlerName:
     publisher: str
     type: str
     key: str = attrs.field(init=False, repr=False)  # lower-case full name, for comparing
+    text: str = attrs.field(init=False, repr=False)  # the full name as given: str()
 
     @key.default
     def _key(self) -> str:
         return f"{self.publisher}.{self.type}".lower()
+
+    @text.default
+    def _text(self) -> str:
+        return f"{self.publisher}.{self.type}"
 
     @classmethod
     def parse(cls, text: str) -> HandlerName:
@@ -113,7 +123,7 @@ class HandlerName:
         return cls(publisher, type_)
 
     def __str__(self) -> str:
-        return f"{self.publisher}.{self.type}"
+        return self.text
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HandlerName):

@@ -12,6 +12,7 @@ No I/O and no anyio here, so every rule is tested exhaustively.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping
 
@@ -190,8 +191,9 @@ class HandlerTarget:
             f"|{ext.force_update_tag or ''}|{boot}"
         )
 
-    @property
+    @functools.cached_property
     def handler_fingerprint(self) -> str:
+        """Every extension's fingerprint, in one string (computed once: targets are frozen)."""
         return f"{self.version}/" + ";".join(
             sorted(f"{e.name}={self.fingerprint(e)}" for e in self.extensions)
         )

@@ -81,7 +81,7 @@ def load_handler_environment(handler_dir: Path) -> HandlerEnvironment:
     return environment
 
 
-_CACHED_ENVIRONMENTS = 256
+_CACHED_ENVIRONMENTS = 4096  # a runtime applies a step to every handler before the next
 _environments: dict[tuple[str, int, int, int], HandlerEnvironment] = {}
 
 
