@@ -105,7 +105,10 @@ def _failed(view: InstanceView) -> bool:
 
 def _print_view(view: InstanceView, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(view.to_json(), indent=2))
+        # Indented for a person at a terminal; one line for a program (json's C encoder
+        # serves only unindented output, and a view may hold thousands of extensions).
+        indent = 2 if sys.stdout.isatty() else None
+        print(json.dumps(view.to_json(), indent=indent))
     else:
         print(render_table(view))
 

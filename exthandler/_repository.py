@@ -123,8 +123,11 @@ class DirectoryRepository:
         return await anyio.to_thread.run_sync(self._fetch_sync, ref, Path(dest))
 
     def _list_sync(self) -> list[PackageRef]:
+        base = self.path.absolute()
         try:
-            names = sorted(os.listdir(self.path))
+            # scandir knows each entry's type without a stat (on most file systems).
+            with os.scandir(base) as entries:
+                files = sorted(entry.name for entry in entries if entry.is_file())
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -132,13 +135,12 @@ class DirectoryRepository:
                 f"package repository {self.path} cannot be listed: {exc.strerror or exc}"
             ) from exc
         refs: list[PackageRef] = []
-        base = self.path.absolute()
-        for name in names:
+        for name in files:
             parsed = parse_package_file_name(name)
-            if parsed is None or not (base / name).is_file():
+            if parsed is None:
                 continue
             handler, version = parsed
-            refs.append(PackageRef(handler=handler, version=version, location=str(base / name)))
+            refs.append(PackageRef(handler=handler, version=version, location=f"{base}/{name}"))
         return refs
 
     def _fetch_sync(self, ref: PackageRef, dest: Path) -> Path:

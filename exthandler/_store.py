@@ -167,13 +167,15 @@ class Store:
         snapshot = self._read_json(self.snapshot_path) or {}
         generation = snapshot.get("generation", 0)
         raw: dict[str, Any] = dict(snapshot.get("records") or {})
-        lines = self._journal_lines()
+        journal = self._journal_bytes()
+        lines = self._journal_lines(journal)
         if lines and lines[0].get("generation") == generation:
             for entry in lines[1:]:
                 key = entry.get("key")
                 if isinstance(key, str):
                     raw[key] = entry.get("record")
         records: dict[HandlerName, HandlerRecord] = {}
+        dropped = False
         for key, value in raw.items():
             if value is None:
                 continue
@@ -181,8 +183,15 @@ class Store:
                 record = self._converter.structure(value, HandlerRecord)
             except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
                 self.log(f"record {key!r} is unreadable and was dropped: {exc}")
+                dropped = True
                 continue
             records[record.handler] = record
+        if snapshot and not dropped and journal == self._journal_header(generation):
+            # Nothing happened since the last compaction (a re-apply that ran no step):
+            # the snapshot is current and the empty journal goes on as it is.
+            if self._journal_fd is None:
+                self._journal_fd = self._open_journal()
+            return records
         self._compact(records, generation + 1)
         return records
 
@@ -196,11 +205,21 @@ class Store:
             return None
         return data if isinstance(data, dict) else None
 
-    def _journal_lines(self) -> list[dict[str, Any]]:
+    def _journal_bytes(self) -> bytes:
         try:
-            text = self.journal_path.read_bytes()
+            return self.journal_path.read_bytes()
         except FileNotFoundError:
-            return []
+            return b""
+
+    @staticmethod
+    def _journal_header(generation: int) -> bytes:
+        return json.dumps({"generation": generation}).encode() + b"\n"
+
+    def _open_journal(self) -> int:
+        return os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    @staticmethod
+    def _journal_lines(text: bytes) -> list[dict[str, Any]]:
         lines: list[dict[str, Any]] = []
         for line in text.splitlines():
             try:
@@ -218,10 +237,9 @@ class Store:
             "records": {h.key: self._converter.unstructure(r) for h, r in records.items()},
         }
         write_atomic(self.snapshot_path, json.dumps(document, sort_keys=True).encode(), mode=0o600)
-        header = json.dumps({"generation": generation}).encode() + b"\n"
-        write_atomic(self.journal_path, header, mode=0o600)
+        write_atomic(self.journal_path, self._journal_header(generation), mode=0o600)
         self._close_journal()
-        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._journal_fd = self._open_journal()
 
     def _close_journal(self) -> None:
         if self._journal_fd is not None:

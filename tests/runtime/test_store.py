@@ -6,9 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import anyio
+import attrs
+
 from exthandler._fs import TEMP_SUFFIX
 from exthandler._model import HandlerName, Version
-from exthandler._plan import HandlerState
+from exthandler._plan import HandlerRecord, HandlerState
 from exthandler._store import Store
 
 HANDLER = HandlerName.parse("Contoso.Demo")
@@ -108,3 +111,56 @@ def test_leftovers_are_swept_only_after_a_runtime_that_did_not_end_cleanly(
 
 def _store_at(root: Path, tmp_path: Path) -> Store:
     return Store(root=root, log_root=tmp_path / "log")
+
+
+def _records_store(tmp_path: Path) -> Store:
+    store = _store(tmp_path)
+    store.acquire()
+    return store
+
+
+def _generation(store: Store) -> int:
+    document = json.loads(store.snapshot_path.read_text())
+    return int(document["generation"])
+
+
+def test_a_load_after_no_change_keeps_the_snapshot_and_journal(tmp_path: Path) -> None:
+    store = _records_store(tmp_path)
+    record = HandlerRecord(handler=HANDLER, version=VERSION, state=HandlerState.ENABLED)
+    assert store.load_records() == {}
+    anyio.run(store.save_record, record)
+    assert store.load_records() == {HANDLER: record}  # a change: compacted
+    generation = _generation(store)
+    before = store.snapshot_path.stat().st_ino
+    assert store.load_records() == {HANDLER: record}  # nothing new: left as it is
+    assert _generation(store) == generation
+    assert store.snapshot_path.stat().st_ino == before
+    later = attrs.evolve(record, state=HandlerState.INSTALLED)
+    anyio.run(store.save_record, later)  # appended to the journal that went on
+    store.release()
+    again = _store_at(store.root, tmp_path)
+    again.acquire()
+    assert again.load_records() == {HANDLER: later}
+    assert _generation(again) == generation + 1
+    again.release()
+
+
+def test_a_torn_journal_is_compacted_rather_than_appended_to(tmp_path: Path) -> None:
+    store = _records_store(tmp_path)
+    record = HandlerRecord(handler=HANDLER, version=VERSION, state=HandlerState.ENABLED)
+    store.load_records()
+    anyio.run(store.save_record, record)
+    store.load_records()
+    store.release()
+    with store.journal_path.open("ab") as journal:
+        journal.write(b'{"key": "contoso.demo", "rec')  # a power loss mid-append
+    again = _store_at(store.root, tmp_path)
+    again.acquire()
+    assert again.load_records() == {HANDLER: record}
+    later = attrs.evolve(record, state=HandlerState.INSTALLED)
+    anyio.run(again.save_record, later)
+    again.release()
+    third = _store_at(store.root, tmp_path)
+    third.acquire()
+    assert third.load_records() == {HANDLER: later}
+    third.release()
