@@ -548,6 +548,7 @@ class Engine:
         handler = target.handler
         record = self._records.get(handler) or HandlerRecord(handler=handler)
         record = self._reconcile(record)  # a stat or two: not worth a thread
+        limiter: anyio.Semaphore | None = None
         try:
             while True:
                 target = self._with_manifest_facts(record, target)
@@ -565,22 +566,28 @@ class Engine:
                         self._refresh_statuses(force=True, handler=handler)
                     break
                 self.plugins.hook.exthandler_step_started(step=step)
-                # A step holds its slot until its outcome is recorded, so that at most
-                # `concurrency` steps are ever in flight (and may re-run after a crash).
-                assert self._limiter is not None
-                async with self._limiter:
-                    outcome, message = await self._execute(step, record, target)
-                    record, go_on = advance(record, target, step, outcome)
-                    record = self._remember_error(record, step, outcome, message)
-                    self._records[handler] = record
-                    await self.store.save_record(record)
-                    self._write_protocol_state(record)
+                # A handler takes a slot for its first step and keeps it until the outcome
+                # of its last is recorded: at most `concurrency` steps are ever in flight
+                # (and may re-run after a crash), and a handler's steps run back to back,
+                # so that extensions finish one after another instead of all at the end.
+                if limiter is None:
+                    assert self._limiter is not None
+                    await self._limiter.acquire()
+                    limiter = self._limiter
+                outcome, message = await self._execute(step, record, target)
+                record, go_on = advance(record, target, step, outcome)
+                record = self._remember_error(record, step, outcome, message)
+                self._records[handler] = record
+                await self.store.save_record(record)
+                self._write_protocol_state(record)
                 self.plugins.hook.exthandler_step_finished(
                     step=step, ok=outcome.ok, message=message
                 )
                 if not go_on:
                     break
         finally:
+            if limiter is not None:
+                limiter.release()
             done.set()
 
     def _not_installed(self, target: HandlerTarget) -> None:
