@@ -19,7 +19,7 @@ __all__ = ["TEMP_SUFFIX", "append_durable", "fsync_dir", "make_dir", "write_atom
 TEMP_SUFFIX = ".exthandler-tmp"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Flush a directory's entries (a rename is durable only after this)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -42,8 +42,9 @@ _PID = os.getpid()
 _counter = itertools.count()
 
 
-def _temp_name(path: Path, unique: str) -> str:
-    return os.path.join(path.parent, f".{path.name}.{unique}{TEMP_SUFFIX}")
+def _temp_name(path: str, unique: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.{unique}{TEMP_SUFFIX}")
 
 
 def make_dir(path: Path, mode: int = 0o700) -> None:
@@ -62,12 +63,14 @@ def make_dir(path: Path, mode: int = 0o700) -> None:
         os.chmod(path, mode)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace `path` with `data` atomically, with permission bits `mode` from the start.
 
     `durable=False` skips the fsyncs for files that may be lost in a crash (they are still
-    replaced atomically).
+    replaced atomically). `path` may be a plain string: callers writing many small files
+    save building a Path for each.
     """
+    path = os.fspath(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     tmp = _temp_name(path, f"{_PID}-{next(_counter)}")
     try:
@@ -93,7 +96,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
             os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path) or ".")
 
 
 def append_durable(fd: int, data: bytes) -> None:

@@ -359,10 +359,10 @@ class Store:
         if written.get(extension) == state:
             return  # rewritten after every step, but it seldom changes
         name = "HandlerState" if extension is None else f"{extension}.HandlerState"
-        path = directory / "config" / name
+        path = f"{directory}/config/{name}"
         if state is HandlerState.NOT_INSTALLED and extension not in written:
             try:
-                path.stat()
+                os.stat(path)
             except FileNotFoundError:
                 # No file reads as NotInstalled (as the reference agent reads it): a handler
                 # dir just laid out needs no write.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class RunOnce:
     def _name(self, stem: str) -> str:
         return stem if self.extension is None else f"{stem}.{self.extension}"
 
-    @property
+    @functools.cached_property
     def mrseq_path(self) -> Path:
         """`mrseq`, or `<ext>.mrseq`, in the handler dir."""
         name = "mrseq" if self.extension is None else f"{self.extension}.mrseq"
