@@ -634,6 +634,19 @@ def attempt(figure: Figure, measure: Callable[[], None]) -> Figure:
     return figure
 
 
+def floor_figure(
+    bench: Bench, *, key: str, label: str, n: int, measure_once: Callable[[], float]
+) -> Figure:
+    """An informational figure: `measure_once` (seconds) taken `repeat` times."""
+    floor = Figure(key=key, label=label, n=n, unit="s")
+
+    def run() -> None:
+        for _ in range(bench.settings.repeat):
+            floor.samples.append(measure_once())
+
+    return attempt(floor, run)
+
+
 def main_for(title: str, description: str, measure: Callable[[Bench], list[Figure]]) -> int:
     """The `main()` of a benchmark script: parse options, measure, report; always 0."""
     parser = argparse.ArgumentParser(description=description)

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Bench, BenchError, Figure, attempt, main_for
+from benchmarks._common import Bench, BenchError, Figure, attempt, floor_figure, main_for
 
 TITLE = "exthandler in-process handlers"
 TARGET_N = 1000
@@ -83,18 +83,13 @@ def measure(bench: Bench) -> list[Figure]:
         quick=bench.settings.quick,
     )
     attempt(figure, lambda: _install(bench, count, figure))
-    floor = Figure(
+    floor = floor_figure(
+        bench,
         key="inprocess_file_floor",
         label=f"file floor: {count} x (5 mkdir + 12 atomic writes)",
         n=count,
-        unit="s",
+        measure_once=lambda: file_floor(bench, count),
     )
-
-    def run_floor() -> None:
-        for _ in range(bench.settings.repeat):
-            floor.samples.append(file_floor(bench, count))
-
-    attempt(floor, run_floor)
     if figure.median is not None and floor.median is not None:
         figure.note += (
             f"; file floor {floor.median * 1000:.0f} ms (what this disk charges for the"

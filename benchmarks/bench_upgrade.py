@@ -22,6 +22,7 @@ from benchmarks._common import (
     attempt,
     check_commands,
     check_view,
+    floor_figure,
     main_for,
     spawn_floor,
 )
@@ -75,18 +76,13 @@ def measure(bench: Bench) -> list[Figure]:
             )
 
     attempt(wall, run)
-    floor = Figure(
+    floor = floor_figure(
+        bench,
         key="upgrade_spawn_floor",
         label=f"spawn floor: {5 * count} x /bin/sh -c, {bench.settings.concurrency} at a time",
         n=count,
-        unit="s",
+        measure_once=lambda: spawn_floor(bench, count, OPS, bench.settings.concurrency),
     )
-
-    def run_floor() -> None:
-        for _ in range(bench.settings.repeat):
-            floor.samples.append(spawn_floor(bench, count, OPS, bench.settings.concurrency))
-
-    attempt(floor, run_floor)
     if wall.median is not None and floor.median is not None:
         overhead = wall.median - floor.median
         wall.extra["overhead_over_floor_s"] = overhead
