@@ -9,13 +9,14 @@ Fetching copies a package to a destination the caller owns and verifies its opti
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import anyio.to_thread
 import attrs
@@ -23,6 +24,9 @@ from exthandler_sdk import ErrorCode
 
 from ._errors import NoEligibleVersionError, PackageError, VersionError
 from ._model import HandlerName, Version
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 __all__ = [
     "DirectoryRepository",
@@ -156,14 +160,16 @@ class DirectoryRepository:
             raise _download_error(f"package {ref.file_name} is not in repository {self.path}")
         expected = _read_sidecar(source.with_name(source.name + SIDECAR_SUFFIX))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, part_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        part = Path(part_name)
+        part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
         try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                digest = hashlib.sha256()
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
+            if _link(source, part):
+                # The same file under a second name: nothing to copy. The digest is taken
+                # of the very file that will be extracted.
+                with part.open("rb") as src:
+                    digest = _digest_of(src)
+            else:
+                with part.open("xb") as out, source.open("rb") as src:
+                    digest = _digest_of(src, out)
                 # No fsync: the copy only lives until it is extracted, which a crash redoes.
             actual = digest.hexdigest()
             if expected is not None and actual != expected:
@@ -178,6 +184,27 @@ class DirectoryRepository:
             # After a successful replace the part file is gone and this does nothing.
             part.unlink(missing_ok=True)
         return dest
+
+
+def _link(source: Path, part: Path) -> bool:
+    """Hard-link `source` to `part`; False when this file system or its policy refuses."""
+    try:
+        os.link(source, part)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES, errno.ENOTSUP):
+            return False
+        raise
+    return True
+
+
+def _digest_of(src: BinaryIO, out: BinaryIO | None = None) -> _Hash:
+    """The sha256 of what `src` holds, copying it to `out` on the way if given."""
+    digest = hashlib.sha256()
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        if out is not None:
+            out.write(chunk)
+    return digest
 
 
 def _read_sidecar(sidecar: Path) -> str | None:

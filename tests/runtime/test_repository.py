@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import subprocess
 import zipfile
@@ -347,3 +349,50 @@ def test_empty_catalog() -> None:
     assert catalog.available(HELLO) == []
     with pytest.raises(NoEligibleVersionError):
         catalog.find(HELLO, v("1.0"))
+
+
+@pytest.fixture
+def links_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A downloads dir on another file system: hard links fail with EXDEV."""
+
+    def refuse(source: object, destination: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+
+
+@pytest.mark.anyio
+async def test_fetch_links_the_package_when_it_can(tmp_path: Path) -> None:
+    source = add_package(tmp_path / "repo", "Contoso.Hello__1.0.zip")
+    repo = DirectoryRepository(tmp_path / "repo")
+    (ref,) = await repo.list_packages()
+    dest = await repo.fetch(ref, tmp_path / "downloads" / "pkg.zip")
+    assert dest.stat().st_ino == source.stat().st_ino  # nothing was copied
+    dest.unlink()  # what the runtime does after extracting: the repository keeps its file
+    assert source.is_file()
+
+
+@pytest.mark.anyio
+async def test_fetch_copies_across_file_systems(tmp_path: Path, links_refused: None) -> None:
+    source = add_package(tmp_path / "repo", "Contoso.Hello__1.0.zip", b"payload" * 1000)
+    (source.parent / (source.name + ".sha256")).write_text(digest(source))
+    repo = DirectoryRepository(tmp_path / "repo")
+    (ref,) = await repo.list_packages()
+    dest = await repo.fetch(ref, tmp_path / "downloads" / "pkg.zip")
+    assert dest.stat().st_ino != source.stat().st_ino
+    assert dest.read_bytes() == source.read_bytes()
+    assert [p.name for p in dest.parent.iterdir()] == ["pkg.zip"]
+
+
+@pytest.mark.anyio
+async def test_a_copied_package_that_mismatches_leaves_nothing(
+    tmp_path: Path, links_refused: None
+) -> None:
+    source = add_package(tmp_path / "repo", "Contoso.Hello__1.0.zip")
+    (source.parent / (source.name + ".sha256")).write_text("0" * 64)
+    repo = DirectoryRepository(tmp_path / "repo")
+    (ref,) = await repo.list_packages()
+    downloads = tmp_path / "downloads"
+    with pytest.raises(PackageError, match="does not match its sidecar"):
+        await repo.fetch(ref, downloads / "pkg.zip")
+    assert list(downloads.iterdir()) == []
