@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import random
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +94,8 @@ def _signs_for(account: StorageAccount, host: str) -> bool:
         return True
     if host == "localhost":
         return True
+    import ipaddress  # here, like the other modules only downloads need: start-up stays short
+
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -108,6 +107,8 @@ def _headers(url: str, storage: StorageAccount | None) -> dict[str, str]:
     headers = {"User-Agent": "exthandler-customscript"}
     host = urllib.parse.urlsplit(url).hostname or ""
     if storage is not None and _signs_for(storage, host):
+        import email.utils
+
         headers["x-ms-date"] = email.utils.formatdate(usegmt=True)
         headers["x-ms-version"] = STORAGE_API_VERSION
         headers["Authorization"] = shared_key(storage, url, headers)
@@ -193,6 +194,8 @@ async def _fetch_http(
 
 
 def _copy_local(source: FileSource, target: Path) -> None:
+    import urllib.request
+
     path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source.url).path))
     digest = hashlib.sha256()
     partial = target.with_name(target.name + ".part")
