@@ -187,7 +187,15 @@ class DirectoryRepository:
 
 
 def _link(source: Path, part: Path) -> bool:
-    """Hard-link `source` to `part`; False when this file system or its policy refuses."""
+    """Hard-link `source` to `part`; False when this file system or its policy refuses, or
+    when someone else could change the file after its digest is checked (a link shares
+    the file; only a copy of somebody else's file is safe to verify, then extract)."""
+    try:
+        info = source.stat()
+    except OSError:
+        return False
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        return False
     try:
         os.link(source, part)
     except OSError as exc:

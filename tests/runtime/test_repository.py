@@ -396,3 +396,14 @@ async def test_a_copied_package_that_mismatches_leaves_nothing(
     with pytest.raises(PackageError, match="does not match its sidecar"):
         await repo.fetch(ref, downloads / "pkg.zip")
     assert list(downloads.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_a_package_others_may_write_is_copied_not_linked(tmp_path: Path) -> None:
+    source = add_package(tmp_path / "repo", "Contoso.Hello__1.0.zip")
+    source.chmod(0o666)  # writable by anyone: it could change after its digest is checked
+    repo = DirectoryRepository(tmp_path / "repo")
+    (ref,) = await repo.list_packages()
+    dest = await repo.fetch(ref, tmp_path / "downloads" / "pkg.zip")
+    assert dest.stat().st_ino != source.stat().st_ino
+    assert dest.read_bytes() == source.read_bytes()
