@@ -30,7 +30,13 @@ from ._executors.inprocess import (
     run_inprocess,
     spec_of,
 )
-from ._executors.process import CommandResult, base_environment, end_orphans, run_command
+from ._executors.process import (
+    CommandResult,
+    base_environment,
+    clear_marker,
+    end_orphans,
+    run_command,
+)
 from ._extract import extract_package
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import (
@@ -587,6 +593,7 @@ class Engine:
                     break
         finally:
             if limiter is not None:
+                clear_marker(self._marker_path(handler))  # its commands left it empty
                 limiter.release()
             done.set()
 
@@ -644,6 +651,10 @@ class Engine:
                 return None
             self._manifests[key] = manifest
         return manifest
+
+    def _marker_path(self, handler: HandlerName) -> Path:
+        """Where a running command of `handler` is named (see `run_command`)."""
+        return self.store.running_dir / f"{handler.key}.json"
 
     def _marker(self, directory: Path) -> str | None:
         """The in-process class a handler dir was laid out for (read once per runtime)."""
@@ -823,7 +834,7 @@ class Engine:
             timeout=self._timeout(handler, operation),
             grace=self.options.kill_grace,
             log_file=self.store.command_log(handler),
-            marker=self.store.running_dir / f"{handler.key}.json",
+            marker=self._marker_path(handler),
             base_env=self._base_env,
         )
         self._report(step, record, affected, result, multi, target)

@@ -33,6 +33,8 @@ __all__ = [
     "EXCERPT_LIMIT",
     "PROTOCOL_VARIABLES",
     "CommandResult",
+    "base_environment",
+    "clear_marker",
     "format_excerpt",
     "is_protocol_variable",
     "end_orphans",
@@ -172,7 +174,8 @@ async def run_command(
     """Run a manifest command in `handler_dir` and report how it ended.
 
     `marker`, when given, names the command's process group for as long as it runs, so
-    that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`).
+    that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`);
+    afterwards it is left empty for the caller's next command (see `clear_marker`).
     `base_env` is the environment the command starts from (see `base_environment`; a
     caller running many commands computes it once).
 
@@ -203,9 +206,12 @@ async def run_command(
             try:
                 returncode = await _wait(child, limit=timeout, grace=grace)
             finally:
-                if marker is not None:  # one unlink: not worth a thread, even when cancelled
+                if marker is not None:  # one syscall: not worth a thread, even when cancelled
+                    # Emptied, not removed: the handler's next command reuses the file
+                    # (creating files is the dear part on some disks); an empty marker
+                    # names nothing, and its owner removes it when done (`clear_marker`).
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(marker)
+                        os.truncate(marker, 0)
             timed_out = returncode is None
             hint = _hint(returncode, handler_dir, relative)
         duration = time.monotonic() - start
@@ -296,12 +302,19 @@ def _write_marker(marker: Path, pid: int) -> None:
         marker.write_text(document)
 
 
+def clear_marker(marker: Path) -> None:
+    """Remove a marker that `run_command` left empty (when its owner runs no more)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker)
+
+
 def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
     """End the process groups of commands a killed runtime left running (blocking).
 
-    Each marker in `directory` names a group; it is signalled only if its leader is the
-    very process that was started (same boot, same start time): SIGTERM, then SIGKILL
-    after `grace`. Returns a line per group ended, for the runtime's log.
+    Each marker in `directory` names a group (an empty one names none); it is signalled
+    only if its leader is the very process that was started (same boot, same start
+    time): SIGTERM, then SIGKILL after `grace`. Every marker is then removed. Returns a
+    line per group ended, for the runtime's log.
     """
     ended: list[str] = []
     for marker in sorted(directory.glob("*.json")) if directory.is_dir() else ():

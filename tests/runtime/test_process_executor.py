@@ -18,6 +18,7 @@ from exthandler_sdk import Operation
 from exthandler._executors.process import (
     EXCERPT_LIMIT,
     CommandResult,
+    end_orphans,
     exec_hint,
     format_excerpt,
     is_protocol_variable,
@@ -564,7 +565,9 @@ async def test_marker_names_the_group_only_while_the_command_runs(
 
     seen = json.loads((tmp_path / "seen").read_text())
     assert set(seen) == {"pid", "start", "boot"}
-    assert not marker.exists()
+    assert marker.read_bytes() == b""  # names nothing now; kept for the next command
+    assert end_orphans(marker.parent) == []  # an empty marker ends nothing...
+    assert not marker.exists()  # ...and is removed with the others
 
 
 def test_end_orphans_ends_the_recorded_group_and_nothing_else(
@@ -573,7 +576,7 @@ def test_end_orphans_ends_the_recorded_group_and_nothing_else(
     import json
     import subprocess
 
-    from exthandler._executors.process import _write_marker, end_orphans
+    from exthandler._executors.process import _write_marker
 
     running = tmp_path / "running"
     orphan = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"], start_new_session=True)
