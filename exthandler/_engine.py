@@ -269,7 +269,10 @@ class Engine:
         for ext in goal.extensions:
             by_handler.setdefault(ext.handler, []).append(ext)
 
-        self._catalog = await RepositorySet([self.inprocess, *self.repositories.sources]).catalog()
+        sources = RepositorySet([self.inprocess, *self.repositories.sources])
+        self._catalog = await sources.catalog(skip_unlistable=True)
+        for problem in self._catalog.problems:
+            store.log(problem)
         targets: dict[HandlerName, HandlerTarget] = {}
         for handler, exts in by_handler.items():
             target = await self._target(handler, exts, boot_id, key)
@@ -332,6 +335,7 @@ class Engine:
             self._fail(ext.name, ErrorCode.CONFIGURATION, f"invalid settings: {ext.settings_error}")
         if broken and len(broken) == len(exts):
             return None
+        record = self._records.get(handler)
         try:
             available = self._catalog.available(handler)
             version = select_version(
@@ -342,10 +346,24 @@ class Engine:
                 handler=handler,
             )
         except NoEligibleVersionError as exc:
-            for ext in exts:
-                self._fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
-            return None
-        record = self._records.get(handler)
+            problems = self._catalog.problems
+            if not problems:
+                for ext in exts:
+                    self._fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
+                return None
+            if record is None or record.version is None:
+                # The versions on offer are unknown (the reference agent's 1001: the list
+                # of versions could not be downloaded), not known to be missing.
+                message = f"{exc}; {'; '.join(problems)}"
+                for ext in exts:
+                    self._fail(ext.name, ErrorCode.MANIFEST_DOWNLOAD, message)
+                return None
+            # Installed already: it stays at its version until the repository answers.
+            version = record.version
+            self.store.log(
+                f"{handler}: staying at {version}: the package repositories could not all"
+                f" be listed ({'; '.join(problems)})"
+            )
         ext_targets = []
         for ext in exts:
             if ext.settings_error:

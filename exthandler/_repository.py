@@ -243,6 +243,8 @@ class PackageCatalog:
     """
 
     refs: tuple[PackageRef, ...] = ()
+    # Sources that could not be listed, each as "what: why" (see RepositorySet.catalog).
+    problems: tuple[str, ...] = ()
     _by_handler: dict[str, list[PackageRef]] = attrs.field(factory=dict, repr=False, eq=False)
     _sources: dict[tuple[str, Version], PackageSource] = attrs.field(
         factory=dict, repr=False, eq=False
@@ -255,7 +257,9 @@ class PackageCatalog:
 
     @classmethod
     def from_sources(
-        cls, listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]]
+        cls,
+        listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]],
+        problems: Sequence[str] = (),
     ) -> PackageCatalog:
         """Like `from_listings`, remembering the source of each listing."""
         chosen: dict[tuple[str, Version], PackageRef] = {}
@@ -271,7 +275,9 @@ class PackageCatalog:
         by_handler: dict[str, list[PackageRef]] = {}
         for ref in ordered:
             by_handler.setdefault(ref.handler.key, []).append(ref)
-        return cls(refs=tuple(ordered), by_handler=by_handler, sources=sources)
+        return cls(
+            refs=tuple(ordered), problems=tuple(problems), by_handler=by_handler, sources=sources
+        )
 
     def available(self, handler: HandlerName) -> list[Version]:
         """The versions offered for `handler`, lowest first."""
@@ -306,9 +312,23 @@ class RepositorySet:
 
     sources: tuple[PackageSource, ...] = attrs.field(converter=_as_sources)
 
-    async def catalog(self) -> PackageCatalog:
-        """A snapshot of every package the sources offer."""
-        return PackageCatalog.from_sources([(s, await s.list_packages()) for s in self.sources])
+    async def catalog(self, *, skip_unlistable: bool = False) -> PackageCatalog:
+        """A snapshot of every package the sources offer.
+
+        A source that cannot be listed raises its PackageError, unless `skip_unlistable`:
+        then the snapshot holds what the other sources offer, and the failure is kept in
+        `problems` (one source that is down must not stop the handlers of the others).
+        """
+        listings: list[tuple[PackageSource | None, Sequence[PackageRef]]] = []
+        problems: list[str] = []
+        for source in self.sources:
+            try:
+                listings.append((source, await source.list_packages()))
+            except PackageError as exc:
+                if not skip_unlistable:
+                    raise
+                problems.append(exc.message)
+        return PackageCatalog.from_sources(listings, problems)
 
     async def list_packages(self) -> Sequence[PackageRef]:
         return await self.list_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,50 @@ def test_missing_version_is_reported_not_fatal(agent: Agent, packages: Packages)
     assert "available: 1.0.0" in status["message"]
     assert view_of(view, "ext")["handlerState"] == "NotInstalled"
     assert status_of(view, "ok")["code"] == "ProvisioningState/succeeded"
+
+
+def test_an_unlistable_repository_does_not_stop_the_others(
+    agent: Agent, packages: Packages, tmp_path: Path
+) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    broken = tmp_path / "second-repo"
+    broken.write_text("a file where a directory should be")
+    code, view = agent.apply(goal(extension("ext")), "--repo", str(broken))
+    assert code == 0, view
+    assert status_of(view, "ext")["code"] == "ProvisioningState/succeeded"
+    assert "second-repo cannot be listed" in (agent.state / "exthandler.log").read_text()
+
+
+def test_an_unlistable_repository_is_1001_for_what_is_not_installed(
+    agent: Agent, packages: Packages
+) -> None:
+    shutil.rmtree(packages.repo)
+    packages.repo.write_text("a file where a directory should be")
+    code, view = agent.apply(goal(extension("ext")))
+    assert code == 1
+    status = status_of(view, "ext")  # the versions on offer are unknown, not missing
+    assert status["code"] == "ProvisioningState/failed/1001"
+    assert "cannot be listed" in status["message"]
+    assert agent.take_ops() == []
+
+
+def test_an_installed_handler_stays_while_its_repository_cannot_be_listed(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    code, _ = agent.apply(goal(extension("ext")))
+    assert code == 0
+    agent.take_ops()
+    shutil.rmtree(packages.repo)
+    packages.repo.write_text("a file where a directory should be")
+    code, view = agent.apply(goal(extension("ext")))
+    assert code == 0, view
+    assert view_of(view, "ext")["handlerState"] == "Enabled"
+    assert status_of(view, "ext")["code"] == "ProvisioningState/succeeded"
+    assert agent.take_ops() == []  # nothing to run: the goal is what is installed
+    log = (agent.state / "exthandler.log").read_text()
+    assert "cannot be listed" in log
+    assert "staying at 1.0.0" in log
 
 
 def test_broken_package_is_1005_and_leaves_nothing(agent: Agent, packages: Packages) -> None:

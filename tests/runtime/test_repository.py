@@ -407,3 +407,18 @@ async def test_a_package_others_may_write_is_copied_not_linked(tmp_path: Path) -
     dest = await repo.fetch(ref, tmp_path / "downloads" / "pkg.zip")
     assert dest.stat().st_ino != source.stat().st_ino
     assert dest.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.anyio
+async def test_a_catalog_can_skip_a_source_that_cannot_be_listed(tmp_path: Path) -> None:
+    add_package(tmp_path / "good", "Contoso.Hello__1.0.zip")
+    (tmp_path / "bad").write_text("not a directory")
+    sources = RepositorySet(
+        [DirectoryRepository(tmp_path / "bad"), DirectoryRepository(tmp_path / "good")]
+    )
+    with pytest.raises(PackageError, match="cannot be listed"):
+        await sources.catalog()
+    catalog = await sources.catalog(skip_unlistable=True)
+    assert catalog.available(HandlerName.parse("Contoso.Hello")) == [Version.parse("1.0")]
+    (problem,) = catalog.problems
+    assert str(tmp_path / "bad") in problem
