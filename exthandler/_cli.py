@@ -15,7 +15,7 @@ import anyio
 
 from . import __version__
 from ._edit import delete_extension, set_extension
-from ._errors import GoalStateError
+from ._errors import GoalStateError, PackageError
 from ._goalstate import load_goal_state
 from ._model import GoalState
 from ._progress import Progress
@@ -214,7 +214,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_image_list(args: argparse.Namespace) -> int:
     sources = RepositorySet([DirectoryRepository(path) for path in repositories(args)])
-    refs = anyio.run(sources.list_all)
+    try:
+        refs = anyio.run(sources.list_all)
+    except PackageError as exc:
+        print(f"exthandler: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
     if args.json:
         print(
             json.dumps(

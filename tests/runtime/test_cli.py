@@ -115,6 +115,19 @@ def test_image_list_empty(
     assert json.loads(out) == []
 
 
+def test_image_list_of_an_unlistable_repository_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EXTHANDLER_REPO", raising=False)
+    (tmp_path / "repo").write_text("a file, not a directory")
+    code, out, err = run(capsys, "extension", "image", "list", "--repo", str(tmp_path / "repo"))
+    assert (code, out) == (2, "")
+    assert (
+        err.strip()
+        == f"exthandler: package repository {tmp_path / 'repo'} cannot be listed: Not a directory"
+    )
+
+
 def test_extension_set_creates_and_updates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
