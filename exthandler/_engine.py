@@ -12,6 +12,7 @@ import hmac
 import json
 import shutil
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,7 +290,7 @@ class Engine:
             async with anyio.create_task_group() as removals:
                 for handler, target in targets.items():
                     if target.removes_handler:
-                        removals.start_soon(self._drive, target, done[handler])
+                        removals.start_soon(self._drive_contained, target, done[handler])
             owners = self._owners(by_handler)
             async with anyio.create_task_group() as installs:
                 for handler, target in targets.items():
@@ -504,7 +505,21 @@ class Engine:
                     )
                 done[target.handler].set()
                 return
-        await self._drive(target, done[target.handler])
+        await self._drive_contained(target, done[target.handler])
+
+    async def _drive_contained(self, target: HandlerTarget, done: anyio.Event) -> None:
+        """`_drive`, with an unexpected error stopping this handler only."""
+        try:
+            await self._drive(target, done)
+        except Exception as exc:  # one handler's fault must not end the pass
+            # Something no step expected (a file system refusing a write, say): this
+            # handler stops where it is, as after a crash, and the others go on.
+            self.store.log(
+                f"{target.handler}: stopped by an unexpected error: {exc!r}\n"
+                + "".join(traceback.format_exception(exc))
+            )
+            for ext in target.extensions:
+                self._fail(ext.name, ErrorCode.UNKNOWN, f"internal error: {exc}")
 
     async def _dependency_failure(self, name: str) -> str | None:
         """Wait (within budget) for a dependency's terminal status; its failure, if any."""
@@ -752,6 +767,13 @@ class Engine:
                 zip_path = await source.fetch(ref, downloads / ref.file_name)
                 manifest = await self._io(extract_package, zip_path, directory)
                 await self._io(zip_path.unlink)
+            try:
+                self.store.prepare_handler_dir(handler, version)
+            except OSError as exc:  # e.g. a package holding a file named config or status
+                raise PackageError(
+                    ErrorCode.PACKAGE_EXTRACTION,
+                    f"the handler dir cannot be laid out over the package: {exc}",
+                ) from exc
         except (PackageError, NoEligibleVersionError) as exc:
             code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
             message = f"{handler} {version}: {exc}"
@@ -759,7 +781,6 @@ class Engine:
                 self._fail(ext.name, code, message)
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
         self._manifests[(handler, version)] = manifest
-        self.store.prepare_handler_dir(handler, version)
         return Outcome(ok=True, exit_code="NOT_RUN"), ""
 
     def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:

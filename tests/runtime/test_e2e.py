@@ -544,6 +544,48 @@ def test_an_installed_handler_stays_while_its_repository_cannot_be_listed(
     assert "staying at 1.0.0" in log
 
 
+def test_a_package_holding_a_file_named_config_is_1005_and_the_others_go_on(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build("Test.Ext", "1.0.0", files={"config": "where the runtime wants a dir"})
+    packages.build("Test.Other", "1.0.0")
+    code, view = agent.apply(goal(extension("ext"), extension("ok", "Test.Other")))
+    assert code == 1
+    status = status_of(view, "ext")
+    assert status["code"] == "ProvisioningState/failed/1005"
+    assert "cannot be laid out" in status["message"]
+    assert status_of(view, "ok")["code"] == "ProvisioningState/succeeded"
+    assert [op.short for op in agent.take_ops()] == [
+        "install Test.Other-1.0.0",
+        "enable Test.Other-1.0.0",
+    ]
+
+
+def test_an_unexpected_error_stops_one_handler_and_not_the_pass(
+    agent: Agent, packages: Packages
+) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    packages.build("Test.Other", "1.0.0")
+    code, _ = agent.apply(goal(extension("ext"), extension("ok", "Test.Other")))
+    assert code == 0
+    agent.take_ops()
+    # Someone replaced a handler's config dir by a file: its new settings cannot be written.
+    config = agent.state / "Test.Ext-1.0.0" / "config"
+    shutil.rmtree(config)
+    config.write_text("not a directory")
+    changed = goal(
+        extension("ext", settings={"n": 2}), extension("ok", "Test.Other", settings={"n": 2})
+    )
+    code, view = agent.apply(changed)
+    assert code == 1
+    status = status_of(view, "ext")
+    assert status["code"] == "ProvisioningState/failed/-1"
+    assert status["message"].startswith("internal error:")
+    assert status_of(view, "ok")["code"] == "ProvisioningState/succeeded"
+    assert [op.short for op in agent.take_ops()] == ["enable Test.Other-1.0.0"]
+    assert "stopped by an unexpected error" in (agent.state / "exthandler.log").read_text()
+
+
 def test_broken_package_is_1005_and_leaves_nothing(agent: Agent, packages: Packages) -> None:
     (packages.repo / "Test.Ext__1.0.0.zip").write_bytes(b"not a zip at all")
     code, view = agent.apply(goal(extension("ext")))
