@@ -21,7 +21,7 @@ from ._model import GoalState
 from ._progress import Progress
 from ._repository import DirectoryRepository, RepositorySet
 from ._runtime import RuntimeConfig, open_runtime, read_instance_view
-from ._store import StateDirLockedError
+from ._store import BOOT_ID_PATH, StateDirLockedError
 from ._view import InstanceView, render_table
 
 __all__ = ["main"]
@@ -93,9 +93,7 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
         command_timeout=getattr(args, "command_timeout", None),
         plugins=plugins,
         # Where the boot id comes from; containers and tests may point it elsewhere.
-        boot_id_path=Path(
-            os.environ.get("EXTHANDLER_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")
-        ),
+        boot_id_path=Path(os.environ.get("EXTHANDLER_BOOT_ID_FILE", str(BOOT_ID_PATH))),
     )
 
 

@@ -107,12 +107,14 @@ def _now() -> str:
 
 @attrs.frozen(kw_only=True)
 class EngineOptions:
-    concurrency: int = 8
-    command_timeout: float | None = None
-    handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
-    kill_grace: float = 5.0
-    dependency_wait: float = 20 * 60.0
-    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    """The engine's share of `RuntimeConfig` (whose defaults these take)."""
+
+    concurrency: int
+    command_timeout: float | None
+    handler_timeouts: Mapping[str, float]
+    kill_grace: float
+    dependency_wait: float
+    boot_id_path: Path
 
 
 @attrs.define(eq=False)
@@ -256,7 +258,6 @@ class Engine:
         self._records = await self._io(store.load_records)
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
-            store.needs_sweep = False
         # Commands a killed runtime left running end before their steps run again.
         for line in await self._io(end_orphans, store.running_dir, self.options.kill_grace):
             store.log(line)

@@ -17,7 +17,7 @@ from ._engine import Engine, EngineOptions
 from ._model import GoalState
 from ._plugins import make_plugin_manager
 from ._repository import DirectoryRepository, RepositorySet
-from ._store import Store
+from ._store import BOOT_ID_PATH, Store
 from ._view import InstanceView
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
@@ -55,7 +55,7 @@ class RuntimeConfig:
     handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
     kill_grace: float = 5.0
     dependency_wait: float = 20 * 60.0
-    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    boot_id_path: Path = BOOT_ID_PATH
     plugins: Sequence[Any] = ()
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()

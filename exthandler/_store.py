@@ -39,9 +39,9 @@ from ._fs import TEMP_SUFFIX, append_durable, make_dir, write_atomic
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
 
-__all__ = ["StateDirLockedError", "Store", "read_boot_id"]
+__all__ = ["BOOT_ID_PATH", "StateDirLockedError", "Store", "read_boot_id"]
 
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")  # the kernel's, per boot
 SUPPORTED_FEATURES = '[{"Key":"ExtensionTelemetryPipeline","Value":"1.0"}]'
 
 
@@ -49,7 +49,7 @@ class StateDirLockedError(ExtHandlerError, RuntimeError):
     """Another runtime holds the state dir (the CLI exits 3)."""
 
 
-def read_boot_id(path: Path = _BOOT_ID) -> str:
+def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
     """The kernel's boot id; a new one means the machine rebooted."""
     try:
         return path.read_text().strip()
@@ -391,6 +391,7 @@ class Store:
 
     def sweep(self) -> None:
         """Remove leftovers of an interrupted extraction, deletion or write of ours."""
+        self.needs_sweep = False
         for leftover in self.root.glob(".*.removing"):
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in self.root.glob(".*.extracting*"):

@@ -29,6 +29,8 @@ import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
 
+from .._store import read_boot_id
+
 __all__ = [
     "EXCERPT_LIMIT",
     "PROTOCOL_VARIABLES",
@@ -287,10 +289,7 @@ def _start_time(pid: int) -> str | None:
 @functools.cache
 def _boot_id() -> str:
     """The kernel's boot id (it cannot change while this process lives)."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+    return read_boot_id()
 
 
 def _write_marker(marker: Path, pid: int) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .._crypto import MARKER_NAME, Certificate, _self_signed, _thumbprint
+from .._crypto import MARKER_NAME, Certificate, _paths, _self_signed, _thumbprint
 
 __all__ = ["KEY_BITS", "seed_certificate", "session_certificate"]
 
@@ -25,19 +25,11 @@ KEY_BITS = 1024
 _CACHE: dict[Path, Certificate] = {}
 
 
-def _pair(directory: Path, thumbprint: str) -> Certificate:
-    return Certificate(
-        thumbprint=thumbprint,
-        certificate_path=directory / f"{thumbprint}.crt",
-        key_path=directory / f"{thumbprint}.prv",
-    )
-
-
 def _generate(directory: Path) -> Certificate:
     directory.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
     cert = _self_signed(key)
-    certificate = _pair(directory, _thumbprint(cert))
+    certificate = _paths(directory, _thumbprint(cert))
     certificate.key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -59,7 +51,7 @@ def session_certificate(cache_dir: Path) -> Certificate:
     if found is None or not found.certificate_path.exists() or not found.key_path.exists():
         try:
             thumbprint = (key / MARKER_NAME).read_text().strip()
-            found = _pair(key, thumbprint)
+            found = _paths(key, thumbprint)
             if not found.certificate_path.exists() or not found.key_path.exists():
                 found = _generate(key)
         except (OSError, ValueError):
@@ -71,7 +63,7 @@ def session_certificate(cache_dir: Path) -> Certificate:
 def seed_certificate(cache_dir: Path, lib_dir: Path) -> Certificate:
     """Copy the session pair (and the runtime's marker naming it) into `lib_dir`."""
     source = session_certificate(cache_dir)
-    target = _pair(lib_dir, source.thumbprint)
+    target = _paths(lib_dir, source.thumbprint)
     lib_dir.mkdir(parents=True, exist_ok=True)
     for origin, copy in (
         (source.certificate_path, target.certificate_path),
