@@ -39,6 +39,7 @@ from ._executors.process import (
     run_command,
 )
 from ._extract import extract_package
+from ._fs import write_unless_same
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import (
     EncryptedProtectedSettings,
@@ -285,6 +286,19 @@ class Engine:
                 targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
         self._refresh_statuses()
 
+        try:
+            await self._converge(targets, by_handler)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._io(store.empty_trash)
+        return self.instance_view()
+
+    async def _converge(
+        self,
+        targets: Mapping[HandlerName, HandlerTarget],
+        by_handler: Mapping[HandlerName, list[ExtensionGoal]],
+    ) -> None:
+        """Drive every handler to its target (removals first), then publish the view."""
         done = {handler: anyio.Event() for handler in targets}
         async with anyio.create_task_group() as group:
             group.start_soon(self._view_writer)
@@ -301,7 +315,6 @@ class Engine:
             group.cancel_scope.cancel()
         await self._io(self._collect_all_events, list(targets))
         await self._publish_view(durable=True)
-        return self.instance_view()
 
     @staticmethod
     def _owners(by_handler: Mapping[HandlerName, list[ExtensionGoal]]) -> dict[str, HandlerName]:
@@ -899,12 +912,10 @@ class Engine:
             self._written.add(key)
 
     def _write_settings_file(self, path: Path, goal: ExtensionGoal) -> None:
-        from ._fs import write_atomic
-
         # Settings are derived from the goal and rewritten before any command that reads
         # them whenever they are missing, so they need no fsync of their own.
         if not goal.has_settings:
-            write_atomic(path, b"", mode=0o600, durable=False)
+            write_unless_same(path, b"", mode=0o600)
             return
         protected: str | None = None
         thumbprint: str | None = None
@@ -932,7 +943,7 @@ class Engine:
                 }
             ]
         }
-        write_atomic(path, json.dumps(document).encode(), mode=0o600, durable=False)
+        write_unless_same(path, json.dumps(document).encode(), mode=0o600)
 
     def _report(
         self,

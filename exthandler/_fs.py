@@ -12,7 +12,14 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "append_durable", "fsync_dir", "make_dir", "write_atomic"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "append_durable",
+    "fsync_dir",
+    "make_dir",
+    "write_atomic",
+    "write_unless_same",
+]
 
 # The runtime's temporary files end so, and only they are swept after a crash: an
 # extension may be writing temporary files of its own at that moment.
@@ -97,6 +104,23 @@ def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644, durable: b
         raise
     if durable:
         fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_unless_same(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
+    """`write_atomic(durable=False)`, skipped when `path` already holds `data` with `mode`.
+
+    For files derived again on every pass (settings): replacing a file frees an inode,
+    and on ext4 without a journal each inode freed slows every file created in the next
+    minutes, because the allocator steps over recently freed inodes one at a time.
+    """
+    try:
+        with open(path, "rb") as existing:
+            same_mode = os.fstat(existing.fileno()).st_mode & 0o777 == mode
+            if same_mode and existing.read(len(data) + 1) == data:
+                return
+    except OSError:
+        pass
+    write_atomic(path, data, mode=mode, durable=False)
 
 
 def append_durable(fd: int, data: bytes) -> None:

@@ -205,6 +205,7 @@ def test_upgrade_runs_the_exact_sequence(agent: Agent, packages: Packages) -> No
     new_dir = agent.state / "Test.Ext-1.1.0"
     assert (new_dir / "mrseq").read_text() == "0"  # carried over before update
     assert not old_dir.exists()
+    assert not [p.name for p in agent.state.iterdir() if p.name.endswith(".removing")]
     ext = view_of(view, "ext")
     assert (ext["typeHandlerVersion"], ext["handlerState"]) == ("1.1.0", "Enabled")
 

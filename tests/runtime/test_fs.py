@@ -87,3 +87,34 @@ def test_make_dir_refuses_a_file_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("")
     with pytest.raises(FileExistsError):
         _fs.make_dir(tmp_path / "taken")
+
+
+def test_write_unless_same_keeps_a_file_that_already_holds_the_data(tmp_path: Path) -> None:
+    target = tmp_path / "0.settings"
+    _fs.write_unless_same(target, b"{}", mode=0o600)
+    inode = target.stat().st_ino
+    _fs.write_unless_same(target, b"{}", mode=0o600)
+    assert target.stat().st_ino == inode  # not replaced: no inode freed
+
+
+@pytest.mark.parametrize(
+    ("old", "old_mode"),
+    [(b"{", 0o600), (b"{}{}", 0o600), (b"", 0o600), (b"{}", 0o644)],
+    ids=["shorter", "longer", "empty", "wrong-mode"],
+)
+def test_write_unless_same_replaces_a_file_that_differs(
+    tmp_path: Path, old: bytes, old_mode: int
+) -> None:
+    target = tmp_path / "0.settings"
+    target.write_bytes(old)
+    target.chmod(old_mode)
+    _fs.write_unless_same(target, b"{}", mode=0o600)
+    assert target.read_bytes() == b"{}"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_write_unless_same_creates_a_missing_file(tmp_path: Path) -> None:
+    target = tmp_path / "0.settings"
+    _fs.write_unless_same(target, b"", mode=0o600)
+    assert target.read_bytes() == b""
+    assert target.stat().st_mode & 0o777 == 0o600

@@ -58,6 +58,27 @@ def test_handler_state_is_written_again_into_a_new_dir_of_the_same_version(
     assert (directory / "config" / "second.HandlerState").read_text() == "Installed"
 
 
+def test_a_removed_dir_leaves_its_name_at_once_and_its_files_at_the_end(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    store.acquire()
+    directory = store.handler_dir(HANDLER, VERSION)
+    directory.mkdir()
+    store.prepare_handler_dir(HANDLER, VERSION)
+    store.remove_handler_dir(HANDLER, VERSION)
+    assert not directory.exists()
+    (doomed,) = (p for p in store.root.iterdir() if p.name.endswith(".removing"))
+    assert doomed.name.startswith(f".{directory.name}.")
+    assert (doomed / "HandlerEnvironment.json").exists()  # deleted at the end of the pass
+    store.empty_trash()
+    assert not doomed.exists()
+    directory.mkdir()
+    store.remove_handler_dir(HANDLER, VERSION)
+    store.release()  # a runtime that ends leaves no trash, even without a pass
+    assert not [p for p in store.root.iterdir() if p.name.endswith(".removing")]
+
+
 def test_not_installed_is_written_only_over_another_state(tmp_path: Path) -> None:
     store = _store(tmp_path)
     directory = store.handler_dir(HANDLER, VERSION)
