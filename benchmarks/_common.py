@@ -533,8 +533,54 @@ def spawn_floor(
         seconds = time.perf_counter() - start
     expected = collections.Counter(ops)
     check_commands(log, {k: v * count for k, v in expected.items()}, "spawn floor")
-    shutil.rmtree(base, ignore_errors=True)
+    # Left for the workspace's removal at the very end: see `create_cost`.
     return seconds
+
+
+# -- the disk ------------------------------------------------------------------------------
+
+CREATE_PROBE = 1000
+HEALTHY_CREATE_US = 25.0  # what a creation costs on this machine's disk at rest
+
+
+def create_cost(bench: Bench) -> float:
+    """Seconds per empty file created in a new directory (the files are kept).
+
+    On ext4 without a journal, the inode allocator steps over every inode freed in the
+    last 60 s (300 s while its inode-table block is unwritten), one buffer lookup each,
+    before it hands out a new one: after a mass deletion nearby, a file creation that
+    costs ~20 us can cost 100-800 us for minutes. Every figure here creates thousands of
+    files, so this probe says whether the disk was in that state. The benchmarks delete
+    nothing until the end for the same reason.
+    """
+    base = bench.fresh("create-probe")
+    start = time.perf_counter()
+    for i in range(CREATE_PROBE):
+        os.close(os.open(base / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.perf_counter() - start) / CREATE_PROBE
+
+
+def disk_figure(bench: Bench, when: str) -> Figure:
+    """An informational figure: `create_cost` now (microseconds)."""
+    figure = Figure(
+        key=f"disk_create_cost_{when}",
+        label=f"disk check: one file creation, {when}",
+        n=CREATE_PROBE,
+        unit="us",
+    )
+
+    def run() -> None:
+        figure.samples.append(create_cost(bench) * 1e6)
+
+    attempt(figure, run)
+    if figure.median is not None and figure.median > 3 * HEALTHY_CREATE_US:
+        figure.note = (
+            f"{figure.median:.0f} us per file: the disk is slow to create files now (on"
+            " ext4 without a journal, after a mass deletion in the last minutes); every"
+            " figure that creates files is inflated"
+        )
+    return figure
+
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -545,6 +591,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return "-"
     if unit == "s":
         return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+    if unit == "us":
+        return f"{value:.0f} us"
     return f"{value:.1f} {unit}"
 
 
@@ -653,6 +701,6 @@ def main_for(title: str, description: str, measure: Callable[[Bench], list[Figur
     add_arguments(parser)
     settings = settings_from(parser.parse_args())
     with workspace(settings) as bench:
-        figures = measure(bench)
+        figures = [disk_figure(bench, "at start"), *measure(bench), disk_figure(bench, "at end")]
     print_report(figures, settings, title)
     return 0

@@ -100,22 +100,35 @@ async def run_inprocess(
     timeout: float,  # noqa: ASYNC109 - the handler's limit: its work is cancelled, not ours
     log_file: Path | None = None,
 ) -> CommandResult:
-    """Run one operation of an SDK handler class in this process, within `timeout` seconds."""
+    """Run one operation of an SDK handler class in this process, within `timeout` seconds.
+
+    `install`, `update` and `uninstall` are not called when the class keeps `Handler`'s,
+    which does nothing and reports nothing: the step succeeds at once (exit code 0), and
+    the CommandExecution.log entry says so. `enable` and `disable` always run: they report.
+    """
     spec = spec_of(handler_class)
     started = dt.datetime.now(dt.UTC)
     start = time.monotonic()
     exit_code: int | None = None
     hint: str | None = None
     timed_out = False
-    with anyio.move_on_after(timeout) as scope:
-        try:
-            exit_code = await run_operation(
-                handler_class, operation, handler_dir=handler_dir, env=env, time_budget=timeout
-            )
-        except ExtHandlerError as exc:  # the handler dir or the class is unusable
-            hint = str(exc)
-    if scope.cancelled_caught:
-        timed_out = True
+    outcome: str | None = None
+    if operation in _SILENT and not handler_class.implements(operation):
+        exit_code = 0
+        outcome = f"not run: {handler_class.__name__} does not implement {operation.value}"
+    else:
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                exit_code = await run_operation(
+                    handler_class,
+                    operation,
+                    handler_dir=handler_dir,
+                    env=env,
+                    time_budget=timeout,
+                )
+            except ExtHandlerError as exc:  # the handler dir or the class is unusable
+                hint = str(exc)
+        timed_out = scope.cancelled_caught
     duration = time.monotonic() - start
     result = CommandResult(
         operation=operation,
@@ -133,7 +146,11 @@ async def run_inprocess(
             operation=operation,
             command_line=f"in-process {spec} {operation.value}",
             env=env,
-            outcome=result.describe(),
+            outcome=outcome or result.describe(),
             duration=duration,
         )
     return result
+
+
+# The operations whose base-class version neither acts nor reports (see run_inprocess).
+_SILENT = frozenset({Operation.INSTALL, Operation.UPDATE, Operation.UNINSTALL})

@@ -83,6 +83,13 @@ class Handler(Generic[S, P]):
         return None, None
 
     @classmethod
+    def implements(cls, operation: Operation | str) -> bool:
+        """Whether the class (or a base of its own) defines `operation` rather than keeping
+        `Handler`'s, which does nothing."""
+        name = Operation(operation).value
+        return getattr(cls, name) is not getattr(Handler, name)
+
+    @classmethod
     def check(cls) -> None:
         """Raise HandlerDefinitionError unless the class can be run and packaged."""
         name = getattr(cls, "name", None)

@@ -227,3 +227,39 @@ def test_the_runtime_setting_overrides_the_handlers_own(tmp_path: Path) -> None:
     goal = sleeper_goal()
     view = apply(tmp_path / "override", goal, handlers=[slow], command_timeout=0.5)
     assert view.extensions[0].statuses[0].code == "ProvisioningState/failed/1011"
+
+
+def test_operations_a_class_does_not_implement_are_not_called(tmp_path: Path) -> None:
+    """Counter without install/update/uninstall of its own: those steps succeed at once,
+    say so in CommandExecution.log, and the lifecycle around them is unchanged."""
+
+    class Plain(Counter):
+        install = Handler.install
+        update = Handler.update
+        uninstall = Handler.uninstall
+
+    class PlainNext(Plain):
+        version = "1.0.1"
+
+    state = tmp_path / "state"
+    apply(state, counter_goal("1.0.0", useExactVersion=True), handlers=[Plain, PlainNext])
+    view = apply(state, counter_goal("1.0", settings={"word": "tock"}), handlers=[Plain, PlainNext])
+    assert (view.extensions[0].type_handler_version, view.extensions[0].handler_state) == (
+        "1.0.1",
+        "Enabled",
+    )
+    # Only the operations the class implements ran.
+    assert operations(state / "log") == [
+        "enable 1.0.0 seq=0",
+        "disable 1.0.0",
+        "enable 1.0.1 seq=1",
+    ]
+    log = (state / "log" / "Contoso.Testing.Counter" / "CommandExecution.log").read_text()
+    for cls, operation in [
+        (Plain, "install"),
+        (PlainNext, "update"),
+        (Plain, "uninstall"),
+        (PlainNext, "install"),
+    ]:
+        assert f"result: not run: {cls.__name__} does not implement {operation}" in log
+    assert (state / "Contoso.Testing.Counter-1.0.1/config/HandlerState").read_text() == "Enabled"

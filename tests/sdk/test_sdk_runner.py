@@ -396,3 +396,25 @@ def test_settings_error_is_a_handler_error() -> None:
     error = SettingsError(["a: b", "c: d"])
     assert isinstance(error, HandlerError)
     assert (error.code, error.errors) == (53, ("a: b", "c: d"))
+
+
+def test_implements_tells_own_operations_from_the_base_classes() -> None:
+    class Base(Handler[None, None]):
+        name = "Contoso.Base"
+        version = "1.0"
+
+        async def install(self, ctx: Any) -> None:
+            pass
+
+    class Child(Base):
+        async def uninstall(self, ctx: Any) -> None:
+            pass
+
+    assert not Handler.implements("install")
+    assert Base.implements(Operation.INSTALL)
+    assert not Base.implements("uninstall")
+    assert Child.implements("install")  # inherited from a class of its own
+    assert Child.implements("uninstall")
+    assert not Child.implements("update")
+    with pytest.raises(ValueError, match="'upgrade'"):
+        Child.implements("upgrade")
