@@ -209,7 +209,7 @@ async def run_operation(
         if operation is Operation.ENABLE:
             return await run.enable(ctx)
         if operation in _REPORTING:
-            status.write(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
+            status.stage(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
         return await run.execute(ctx, None)
     finally:
         close_logger(log)
@@ -317,7 +317,7 @@ class _Run:
             skip = self.precheck()
             if skip is not None:
                 return skip
-            self.status.write(StatusLevel.TRANSITIONING, 0, "Enable in progress")
+            self.status.stage(StatusLevel.TRANSITIONING, 0, "Enable in progress")
             code = await self.execute(ctx, runonce.watch(sequence))
             if self.status.last_level in (StatusLevel.SUCCESS, StatusLevel.WARNING) and (
                 not self.status.frozen
@@ -385,13 +385,21 @@ class _Run:
 
 
 async def _refresh_forever(status: StatusWriter, interval: float, ctx: Context[Any, Any]) -> None:
-    """Rewrite a `transitioning` status every `interval` seconds (new timestamp)."""
+    """Write a `transitioning` status after FIRST_REPORT seconds, then rewrite it every
+    `interval` seconds (new timestamp); nothing when the status is terminal."""
+    delay = min(FIRST_REPORT, interval)
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)
+        delay = interval
         try:
             status.refresh()
         except StatusWriteError as exc:
             ctx.log.warning("%s", exc)
+
+
+# Seconds before the `transitioning` an enable or disable starts with is written: a
+# missing status file reads as transitioning, and most operations are over sooner.
+FIRST_REPORT = 1.0
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

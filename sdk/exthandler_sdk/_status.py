@@ -198,6 +198,14 @@ class StatusWriter:
         self._last = (level, int(code), message)
         self._flush()
 
+    def stage(self, level: StatusLevel, code: int, message: str) -> None:
+        """Make a status the current one without writing it: the next `refresh` (or a later
+        write) puts it on disk. For the `transitioning` an operation starts with: a
+        missing status file already reads as transitioning, so an operation that ends
+        within the first refresh never needs it on disk."""
+        if not self._frozen:
+            self._last = (level, int(code), message)
+
     def refresh(self) -> bool:
         """Rewrite the last status with a new timestamp if it is `transitioning`."""
         if self._frozen or self._last is None or self._last[0].terminal:

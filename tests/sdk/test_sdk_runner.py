@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from exthandler_sdk import Handler, HandlerError, Operation, SettingsError, run_operation
+from exthandler_sdk import Handler, HandlerError, Operation, SettingsError, _runner, run_operation
 from exthandler_sdk._environment import HandlerEnvironmentError
 from exthandler_sdk._handler import HandlerDefinitionError
 from exthandler_sdk._runner import exit_code_for
@@ -418,3 +419,40 @@ def test_implements_tells_own_operations_from_the_base_classes() -> None:
     assert not Child.implements("update")
     with pytest.raises(ValueError, match="'upgrade'"):
         Child.implements("upgrade")
+
+
+class Quiet(Handler[None, None]):
+    """An enable that takes `pause` seconds and reports nothing itself."""
+
+    name = "Contoso.Quiet"
+    version = "1.0"
+    pause: ClassVar[float] = 0.0
+    seen_on_disk: ClassVar[list[bool]] = []
+
+    async def enable(self, ctx: Any) -> None:
+        type(self).seen_on_disk.append(ctx.status.path.exists())
+        await asyncio.sleep(self.pause)
+
+
+async def test_a_quick_enable_writes_only_its_outcome(layout: Layout) -> None:
+    Quiet.seen_on_disk = []
+    assert await run(layout, Quiet) == 0
+    assert Quiet.seen_on_disk == [False]  # no transitioning that success replaces at once
+    assert layout.status(0)["status"]["status"] == "success"
+
+
+async def test_a_long_enable_reports_transitioning_after_the_first_delay(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_runner, "FIRST_REPORT", 0.05)
+    monkeypatch.setattr(Quiet, "pause", 0.6)
+    task = asyncio.ensure_future(run(layout, Quiet))
+    seen: list[tuple[str, str]] = []
+    while not task.done():
+        await asyncio.sleep(0.02)
+        with contextlib.suppress(FileNotFoundError):
+            top = layout.status(0)["status"]
+            seen.append((top["status"], top["formattedMessage"]["message"]))
+    assert await task == 0
+    assert ("transitioning", "Enable in progress") in seen
+    assert seen[-1] == ("success", "Enable succeeded")
