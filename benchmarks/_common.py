@@ -582,7 +582,6 @@ def disk_figure(bench: Bench, when: str) -> Figure:
     return figure
 
 
-
 # -- reporting ------------------------------------------------------------------------------
 
 
