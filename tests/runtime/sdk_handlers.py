@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -87,3 +89,21 @@ class QuickSleeper(Sleeper):
     """Declares its own enable limit: half a second."""
 
     command_timeouts: ClassVar[Mapping[str, float]] = {"enable": 0.5}
+
+
+class Crasher(Handler[None, None]):
+    """Kills its own process (the runtime, in process) in install while a flag file exists
+    in its log folder: a runtime killed in the middle of a step."""
+
+    name = "Contoso.Testing.Crasher"
+    version = "1.0.0"
+
+    async def install(self, ctx: Context[None, None]) -> None:
+        record(ctx)
+        flag = ctx.environment.log_folder / "crash"
+        if flag.exists():
+            flag.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def enable(self, ctx: Context[None, None]) -> None:
+        record(ctx)

@@ -4,6 +4,9 @@ versions, plugins, timeouts, and versions that disappear."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from exthandler_sdk import Handler, Operation
 from exthandler_sdk._package import build_package
 
 from exthandler import GoalState, InstanceView, RuntimeConfig, open_runtime, parse_goal_state
-from tests.runtime.sdk_handlers import Counter, CounterNext, CounterPlugin, Sleeper
+from tests.runtime.sdk_handlers import Counter, CounterNext, CounterPlugin, Crasher, Sleeper
 from tests.sdk.standin_agent import StandinAgent, read_status
 
 SETTINGS = {"word": "tick", "times": 3}
@@ -263,3 +266,58 @@ def test_operations_a_class_does_not_implement_are_not_called(tmp_path: Path) ->
     ]:
         assert f"result: not run: {cls.__name__} does not implement {operation}" in log
     assert (state / "Contoso.Testing.Counter-1.0.1/config/HandlerState").read_text() == "Enabled"
+
+
+CRASHER_GOAL = {
+    "extensions": [
+        {
+            "name": "crasher",
+            "publisher": "Contoso.Testing",
+            "type": "Crasher",
+            "typeHandlerVersion": "1.0",
+        }
+    ]
+}
+
+KILLED_RUN = """
+import json, sys, anyio
+from pathlib import Path
+from exthandler import RuntimeConfig, open_runtime, parse_goal_state
+from tests.runtime.sdk_handlers import Crasher
+
+async def main():
+    config = RuntimeConfig(
+        state_dir=Path(sys.argv[1]), handlers=[Crasher], load_entry_points=False
+    )
+    async with open_runtime(config) as runtime:
+        await runtime.apply(parse_goal_state(sys.argv[2]))
+
+anyio.run(main)
+"""
+
+
+def test_a_runtime_killed_in_an_in_process_install_resumes(tmp_path: Path) -> None:
+    """The dir laid out for an in-process handler is not recorded on its own (its record
+    rides with the install's): after a kill in install, the next apply lays it out again,
+    runs the interrupted install again, and enables."""
+    state = tmp_path / "state"
+    log_folder = state / "log" / "Contoso.Testing.Crasher"
+    log_folder.mkdir(parents=True)
+    (log_folder / "crash").touch()
+    goal = json.dumps(CRASHER_GOAL)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(state), goal],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert (state / "Contoso.Testing.Crasher-1.0.0" / "HandlerManifest.json").exists()
+
+    view = apply(state, parse_goal_state(goal), handlers=[Crasher])
+    assert (view.extensions[0].handler_state, view.extensions[0].statuses[0].code) == (
+        "Enabled",
+        "ProvisioningState/succeeded",
+    )
+    lines = (log_folder / "operations.log").read_text().splitlines()
+    assert lines == ["install 1.0.0", "install 1.0.0", "enable 1.0.0"]
