@@ -656,8 +656,7 @@ class Engine:
         return (
             outcome.ok
             and step.kind is StepKind.FETCH
-            and self._markers.get(self.store.handler_dir(step.handler, step.version))
-            is not None
+            and self._markers.get(self.store.handler_dir(step.handler, step.version)) is not None
         )
 
     def _not_installed(self, target: HandlerTarget) -> None:
