@@ -26,10 +26,8 @@ from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
 from ._errors import NoEligibleVersionError, PackageError
 from ._executors.inprocess import (
     InProcessHandlers,
-    marker,
     materialize,
     run_inprocess,
-    spec_of,
 )
 from ._executors.process import (
     CommandResult,
@@ -151,7 +149,6 @@ class Engine:
     _restored: InstanceView | None = None
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
-    _markers: dict[Path, str | None] = attrs.field(factory=dict)
     _base_env: Mapping[str, str] | None = None
 
     async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
@@ -656,7 +653,7 @@ class Engine:
         return (
             outcome.ok
             and step.kind is StepKind.FETCH
-            and self._markers.get(self.store.handler_dir(step.handler, step.version)) is not None
+            and self._in_process(step.handler, step.version) is not None
         )
 
     def _not_installed(self, target: HandlerTarget) -> None:
@@ -718,11 +715,10 @@ class Engine:
         """Where a running command of `handler` is named (see `run_command`)."""
         return self.store.running_dir / f"{handler.key}.json"
 
-    def _marker(self, directory: Path) -> str | None:
-        """The in-process class a handler dir was laid out for (read once per runtime)."""
-        if directory not in self._markers:
-            self._markers[directory] = marker(directory)
-        return self._markers[directory]
+    def _in_process(self, handler: HandlerName, version: Version) -> str | None:
+        """The class a handler dir was laid out for (`module:Class`), None for a package."""
+        manifest = self._manifest(handler, version)
+        return None if manifest is None else manifest.in_process
 
     def _is_multi(self, handler: HandlerName, version: Version) -> bool:
         manifest = self._manifest(handler, version)
@@ -753,7 +749,7 @@ class Engine:
         if kind is StepKind.FETCH:
             return await self._fetch(step, target)
         if kind is StepKind.REMOVE_DIR:
-            self._markers.pop(self.store.handler_dir(step.handler, step.version), None)
+            self._manifests.pop((step.handler, step.version), None)
             await self._io(self.store.remove_handler_dir, step.handler, step.version)
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
         if kind is StepKind.COPY_STATE:
@@ -786,10 +782,9 @@ class Engine:
                 await self._io(shutil.rmtree, directory)
             source = self._catalog.source_of(ref) or self.repositories
             handler_class = self.inprocess.handler_class(handler, version)
-            self._markers.pop(directory, None)
+            self._manifests.pop((handler, version), None)
             if source is self.inprocess and handler_class is not None:
                 manifest = materialize(handler_class, directory)
-                self._markers[directory] = spec_of(handler_class)
             else:
                 downloads = self.store.meta / "downloads"
                 downloads.mkdir(exist_ok=True)
@@ -873,7 +868,7 @@ class Engine:
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
             return Outcome(ok=True, exit_code="NOT_RUN"), ""
-        spec = self._marker(directory)
+        spec = manifest.in_process
         if spec is not None:
             handler_class = self.inprocess.handler_class(handler, step.version)
             if handler_class is None:

@@ -10,9 +10,12 @@ from exthandler_sdk import ErrorCode, Operation
 
 from ._errors import PackageError
 
-__all__ = ["HandlerManifest", "ResourceLimits", "parse_manifest"]
+__all__ = ["IN_PROCESS_KEY", "HandlerManifest", "ResourceLimits", "parse_manifest"]
 
 MANIFEST_NAME = "HandlerManifest.json"
+# In a manifest the runtime wrote for an in-process handler: `module:Class`, the class that
+# runs its operations (the reference agent ignores keys it does not know).
+IN_PROCESS_KEY = "exthandlerInProcess"
 _REQUIRED_COMMANDS = (Operation.INSTALL, Operation.ENABLE, Operation.DISABLE, Operation.UNINSTALL)
 
 
@@ -30,6 +33,7 @@ class HandlerManifest:
 
     `commands` maps each operation to its command line, relative to the handler dir.
     A package without an `updateCommand` has nothing to run during an upgrade's update step.
+    `in_process` names the class of a handler dir laid out for an in-process handler.
     """
 
     name: str | None = None
@@ -41,6 +45,7 @@ class HandlerManifest:
     continue_on_update_failure: bool = False
     supports_multiple_extensions: bool = False
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
+    in_process: str | None = None
 
     @property
     def update_with_install(self) -> bool:
@@ -100,6 +105,7 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
     mode = body.get("updateMode")
     name = entry.get("name")
     version = entry.get("version")
+    spec = entry.get(IN_PROCESS_KEY)
     return HandlerManifest(
         name=name if isinstance(name, str) else None,
         version=None if version is None else str(version),
@@ -113,4 +119,5 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
             cpu_quota_percentage=_limit(limits.get("cpuQuotaPercentage")),
             memory_quota_mb=_limit(limits.get("memoryQuotaInMB")),
         ),
+        in_process=spec if isinstance(spec, str) and spec else None,
     )

@@ -21,14 +21,12 @@ from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_o
 from exthandler_sdk._handler import manifest as package_manifest
 
 from .._errors import PackageError
-from .._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from .._manifest import IN_PROCESS_KEY, MANIFEST_NAME, HandlerManifest, parse_manifest
 from .._model import HandlerName, Version
 from .._repository import PackageRef
 from .process import CommandResult, write_log_entry
 
-__all__ = ["MARKER", "InProcessHandlers", "materialize", "run_inprocess", "spec_of"]
-
-MARKER = ".exthandler-inprocess"  # in a handler dir: the class that runs its commands
+__all__ = ["InProcessHandlers", "materialize", "run_inprocess", "spec_of"]
 
 
 def spec_of(handler_class: type[Handler[Any, Any]]) -> str:
@@ -75,20 +73,14 @@ class InProcessHandlers:
 
 
 def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
-    """Lay out a handler dir for `handler_class`: its manifest and the marker (blocking I/O)."""
+    """Lay out a handler dir for `handler_class`: the manifest its package would carry,
+    naming the class under IN_PROCESS_KEY (blocking I/O)."""
     directory.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(package_manifest(handler_class)).encode()
+    document = package_manifest(handler_class)
+    document[0][IN_PROCESS_KEY] = spec_of(handler_class)
+    data = json.dumps(document).encode()
     (directory / MANIFEST_NAME).write_bytes(data)
-    (directory / MARKER).write_text(spec_of(handler_class) + "\n")
     return parse_manifest(data, where=str(directory / MANIFEST_NAME))
-
-
-def marker(directory: Path) -> str | None:
-    """The class a handler dir was laid out for, or None for a classic package."""
-    try:
-        return (directory / MARKER).read_text().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 async def run_inprocess(

@@ -122,6 +122,13 @@ def test_the_same_status_in_process_packaged_and_under_a_standin_agent(tmp_path:
     for name in ("HandlerManifest.json", "config/0.settings", "HandlerEnvironment.json"):
         assert (inproc / "Contoso.Testing.Counter-1.0.0" / name).exists()
         assert (packaged_state / "Contoso.Testing.Counter-1.0.0" / name).exists()
+    # The manifests differ only in the key that names the in-process class.
+    manifests = [
+        json.loads((state / "Contoso.Testing.Counter-1.0.0/HandlerManifest.json").read_text())
+        for state in (inproc, packaged_state)
+    ]
+    assert manifests[0][0].pop("exthandlerInProcess") == "tests.runtime.sdk_handlers:Counter"
+    assert manifests[0] == manifests[1]
 
 
 def test_upgrade_between_registered_versions(tmp_path: Path) -> None:

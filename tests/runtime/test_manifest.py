@@ -150,3 +150,23 @@ def test_negative_or_bogus_limits_are_ignored() -> None:
     )
     limits = parse_manifest(data.encode()).resource_limits
     assert (limits.cpu_quota_percentage, limits.memory_quota_mb) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("pkg.mod:Class", "pkg.mod:Class"), ("", None), (7, None), (None, None)],
+)
+def test_the_in_process_key_names_a_class_only_as_a_string(
+    value: object, expected: str | None
+) -> None:
+    entry: dict[str, object] = {
+        "handlerManifest": {
+            "installCommand": "i",
+            "enableCommand": "e",
+            "disableCommand": "d",
+            "uninstallCommand": "u",
+        }
+    }
+    if value is not None:
+        entry["exthandlerInProcess"] = value
+    assert parse_manifest(json.dumps([entry]).encode()).in_process == expected
