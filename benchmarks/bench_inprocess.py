@@ -42,13 +42,13 @@ def _install(bench: Bench, count: int, figure: Figure) -> None:
 
 
 def file_floor(bench: Bench, count: int) -> float:
-    """Seconds for the least file work `count` in-process extensions need, in this process.
+    """Seconds for about the file work of `count` in-process extensions, in this process.
 
     Per extension: the handler dir with config/ and status/, a log dir with events/ (five
-    mkdirs), and twelve small files each written to a temp name and renamed into place
-    (manifest, marker, HandlerEnvironment.json, two HandlerState, settings, two status
-    files, mrseq, the lock, two logs): what the runtime and the SDK write for one install
-    and enable, with no Python around it but the loop. It shows what this disk charges.
+    mkdirs), and ten small files each written to a temp name and renamed into place
+    (manifest, HandlerEnvironment.json, settings, two HandlerState, the status, mrseq, the
+    run-once lock, two logs): what the runtime and the SDK write for one install and
+    enable, with no Python around it but the loop. It shows what this disk charges.
     """
     base = bench.fresh("file-floor")
     start = time.perf_counter()
@@ -58,7 +58,7 @@ def file_floor(bench: Bench, count: int) -> float:
         places = [directory, directory / "config", directory / "status", logs, logs / "events"]
         for place in places:
             place.mkdir(parents=True)
-        targets = [directory] * 3 + [directory / "config"] * 5 + [directory / "status"] * 2
+        targets = [directory] * 3 + [directory / "config"] * 4 + [directory / "status"]
         targets += [logs] * 2
         for index, place in enumerate(targets):
             temp = os.path.join(place, f".f{index}.tmp")
@@ -83,7 +83,7 @@ def measure(bench: Bench) -> list[Figure]:
     floor = floor_figure(
         bench,
         key="inprocess_file_floor",
-        label=f"file floor: {count} x (5 mkdir + 12 atomic writes)",
+        label=f"file floor: {count} x (5 mkdir + 10 atomic writes)",
         n=count,
         measure_once=lambda: file_floor(bench, count),
     )
