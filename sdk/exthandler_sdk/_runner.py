@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -30,7 +31,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from ._handler import Handler
 from ._heartbeat import Heartbeat
 from ._logging import close_logger, make_logger
 from ._protocol import ErrorCode, Operation, StatusLevel
-from ._runonce import RunOnce
+from ._runonce import POLL_INTERVAL, RunOnce
 from ._settings import SettingsError, load_settings, read_settings_file, settings_file_name
 from ._status import StatusWriteError, StatusWriter, status_file_name, utc_timestamp
 
@@ -318,7 +319,7 @@ class _Run:
             if skip is not None:
                 return skip
             self.status.stage(StatusLevel.TRANSITIONING, 0, "Enable in progress")
-            code = await self.execute(ctx, runonce.watch(sequence))
+            code = await self.execute(ctx, functools.partial(runonce.watch, sequence))
             if self.status.last_level in (StatusLevel.SUCCESS, StatusLevel.WARNING) and (
                 not self.status.frozen
             ):
@@ -332,22 +333,39 @@ class _Run:
         self.status.write(StatusLevel.WARNING, 0, message)
         return 0
 
-    async def execute(self, ctx: Context[Any, Any], watch: Coroutine[Any, Any, int] | None) -> int:
-        """Run the operation's method, refreshing the status, and map its outcome."""
+    async def execute(
+        self, ctx: Context[Any, Any], watch: Callable[[float], Awaitable[int]] | None
+    ) -> int:
+        """Run the operation's method, refreshing the status, and map its outcome.
+
+        `watch(first)` returns a newer sequence number that supersedes this one, looking
+        first after `first` seconds. The status refresher and the watcher start only once
+        the work has lasted `quiet` seconds, before which neither would act: most
+        operations are over by then and never pay for them.
+        """
         handler = self.handler_class()
         method = getattr(handler, self.operation.value)
         work: asyncio.Task[None] = asyncio.ensure_future(method(ctx))
-        refresher = asyncio.ensure_future(_refresh_forever(self.status, self.refresh, ctx))
-        watcher = asyncio.ensure_future(watch) if watch is not None else None
+        refresher: asyncio.Future[None] | None = None
+        watcher: asyncio.Future[int] | None = None
         finished = False
         try:
-            waiting: set[asyncio.Future[Any]] = {work}
-            if watcher is not None:
-                waiting.add(watcher)
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            first = min(FIRST_REPORT, self.refresh)
+            quiet = min(first, POLL_INTERVAL)
+            done, _ = await asyncio.wait({work}, timeout=quiet)
+            if not done:
+                refresher = asyncio.ensure_future(
+                    _refresh_forever(self.status, self.refresh, ctx, first - quiet)
+                )
+                waiting: set[asyncio.Future[Any]] = {work}
+                if watch is not None:
+                    watcher = asyncio.ensure_future(watch(POLL_INTERVAL - quiet))
+                    waiting.add(watcher)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finished = work.done()
         finally:
-            await _cancel(refresher)
+            if refresher is not None:
+                await _cancel(refresher)
             if watcher is not None:
                 await _cancel(watcher)
             await _cancel(work)
@@ -384,10 +402,12 @@ class _Run:
         return 0
 
 
-async def _refresh_forever(status: StatusWriter, interval: float, ctx: Context[Any, Any]) -> None:
-    """Write a `transitioning` status after FIRST_REPORT seconds, then rewrite it every
-    `interval` seconds (new timestamp); nothing when the status is terminal."""
-    delay = min(FIRST_REPORT, interval)
+async def _refresh_forever(
+    status: StatusWriter, interval: float, ctx: Context[Any, Any], first: float
+) -> None:
+    """Write the `transitioning` status after `first` seconds, then rewrite it every
+    `interval` seconds (new timestamp); nothing while the status is terminal."""
+    delay = first
     while True:
         await asyncio.sleep(delay)
         delay = interval

@@ -143,13 +143,18 @@ class RunOnce:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    async def watch(self, sequence: int, interval: float = POLL_INTERVAL) -> int:
+    async def watch(
+        self, sequence: int, first: float = POLL_INTERVAL, interval: float = POLL_INTERVAL
+    ) -> int:
         """Return the newer sequence number as soon as one asks to supersede `sequence`.
 
-        The first look comes after `interval`: the caller has just looked itself.
+        The first look comes after `first` seconds (the caller has just looked itself),
+        the next ones every `interval`.
         """
+        delay = first
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
+            delay = interval
             newer = self.superseded_by()
             if newer is not None and newer > sequence:
                 return newer
