@@ -599,10 +599,15 @@ class Engine:
         record = self._records.get(handler) or HandlerRecord(handler=handler)
         record = self._reconcile(record)  # a stat or two: not worth a thread
         limiter: anyio.Semaphore | None = None
+        # The record whose HandlerState files wait for the next step (see _defers_state).
+        unwritten: HandlerRecord | None = None
         try:
             while True:
                 target = self._with_manifest_facts(record, target)
                 step = next_step(record, target)
+                if unwritten is not None and (step is None or step.kind is not StepKind.ENABLE):
+                    self._write_protocol_state(unwritten)
+                    unwritten = None
                 if step is None:
                     if record.version is None and not target.removes_handler:
                         self._not_installed(target)
@@ -630,17 +635,40 @@ class Engine:
                 self._records[handler] = record
                 if not self._repeatable(step, outcome):
                     await self.store.save_record(record)
-                self._write_protocol_state(record)
+                if self._defers_state(step, outcome):
+                    unwritten = record
+                else:
+                    self._write_protocol_state(record)
+                    unwritten = None
                 self.plugins.hook.exthandler_step_finished(
                     step=step, ok=outcome.ok, message=message
                 )
                 if not go_on:
                     break
         finally:
-            if limiter is not None:
-                clear_marker(self._marker_path(handler))  # its commands left it empty
-                limiter.release()
-            done.set()
+            try:
+                if unwritten is not None:  # the enable that was to follow did not finish
+                    self._write_protocol_state(unwritten)
+            finally:
+                if limiter is not None:
+                    clear_marker(self._marker_path(handler))  # its commands left it empty
+                    limiter.release()
+                done.set()
+
+    def _defers_state(self, step: Step, outcome: Outcome) -> bool:
+        """Whether the HandlerState after `step` may wait for the handler's next step.
+
+        An in-process handler's `Installed` is written only if no enable follows at once:
+        the enable's `Enabled` would replace it within milliseconds, and on ext4 without
+        a journal every replaced file frees an inode that slows the creations after it.
+        No command of the handler's package reads it in between (there is none), and if
+        the enable does not finish, `Installed` is written when the handler's turn ends.
+        """
+        return (
+            outcome.ok
+            and step.kind is StepKind.INSTALL
+            and self._in_process(step.handler, step.version) is not None
+        )
 
     def _repeatable(self, step: Step, outcome: Outcome) -> bool:
         """Whether a step's completion may go unrecorded until the handler's next step.

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -171,6 +171,9 @@ def test_a_failing_in_process_enable_reports_its_code(tmp_path: Path) -> None:
     status = view.extensions[0].statuses[0]
     assert status.code == "ProvisioningState/failed/53"
     assert "the token is wrong" in status.message
+    # The install succeeded: its HandlerState is written although the enable failed.
+    handler_state = tmp_path / "state/Contoso.Testing.Counter-1.0.0/config/HandlerState"
+    assert handler_state.read_text() == "Installed"
 
 
 def test_settings_that_do_not_structure_are_error_53(tmp_path: Path) -> None:
@@ -328,3 +331,28 @@ def test_a_runtime_killed_in_an_in_process_install_resumes(tmp_path: Path) -> No
     )
     lines = (log_folder / "operations.log").read_text().splitlines()
     assert lines == ["install 1.0.0", "install 1.0.0", "enable 1.0.0"]
+
+
+class StateReader(Counter):
+    """Records what config/HandlerState says while its enable runs."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    async def enable(self, ctx: Any) -> None:
+        path = ctx.handler_dir / "config" / "HandlerState"
+        type(self).seen.append(path.read_text() if path.exists() else None)
+        await super().enable(ctx)
+
+
+def test_an_enable_right_after_an_in_process_install_replaces_no_installed_state(
+    tmp_path: Path,
+) -> None:
+    StateReader.seen = []
+    state = tmp_path / "state"
+    apply(state, counter_goal(), handlers=[StateReader])
+    assert StateReader.seen == [None]  # Installed was never written: Enabled came at once
+    handler_state = state / "Contoso.Testing.Counter-1.0.0/config/HandlerState"
+    assert handler_state.read_text() == "Enabled"
+    # A later enable (new settings) sees the state the last pass left.
+    apply(state, counter_goal(settings={"word": "tock"}), handlers=[StateReader])
+    assert StateReader.seen == [None, "Enabled"]
