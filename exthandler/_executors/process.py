@@ -251,13 +251,23 @@ async def run_command(
     )
 
 
+def _capture_file(directory: Path) -> IO[bytes]:
+    """An anonymous file for a command's output: in the handler dir, as the reference
+    agent keeps them (so that output lands on the disk the extension lives on, whatever
+    the system's temporary directory is), else in the temporary directory."""
+    try:
+        return tempfile.TemporaryFile(dir=directory)
+    except OSError:
+        return tempfile.TemporaryFile()
+
+
 def _spawn(
     argv: list[str], cwd: Path, env: Mapping[str, str], marker: Path | None = None
 ) -> tuple[IO[bytes], IO[bytes], subprocess.Popen[bytes] | OSError]:
     """Open the capture files, start the command in a new session and, if asked, write
     the marker naming its process group (blocking I/O)."""
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
-    err = tempfile.TemporaryFile()  # noqa: SIM115 - likewise
+    out = _capture_file(cwd)
+    err = _capture_file(cwd)
     try:
         process = subprocess.Popen(
             argv,

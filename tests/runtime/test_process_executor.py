@@ -229,6 +229,21 @@ async def test_output_is_decoded_leniently(handler_dir: Path) -> None:
     assert result.excerpt.startswith("[stdout]\ncafé \ufffd\n")
 
 
+@pytest.mark.anyio
+async def test_output_is_captured_in_the_handler_dir_not_the_temp_dir(
+    handler_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the reference agent does: a missing or full temporary directory does not matter."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    script(handler_dir, "talk.sh", "echo out; echo err >&2")
+    result = await run(handler_dir, "bin/talk.sh")
+    assert result.ok
+    assert result.excerpt.startswith("[stdout]\nout\n")
+    assert result.excerpt.endswith("[stderr]\nerr\n")
+
+
 # --- failures and their hints -----------------------------------------------------------
 
 
