@@ -196,10 +196,10 @@ async def run_command(
     argv = ["/bin/sh", "-c", command_line]
     out = err = None
     try:
-        # Capture files and the fork itself stay off the event loop: both block.
-        out, err, child = await anyio.to_thread.run_sync(
-            _spawn, argv, handler_dir, child_env, marker
-        )
+        # On the event loop, although it blocks until the child has exec'd: CPython holds
+        # the GIL through fork and exec, so a worker thread would block the loop as much
+        # and add a hand-off to each command.
+        out, err, child = _spawn(argv, handler_dir, child_env, marker)
         if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False
