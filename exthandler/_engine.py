@@ -37,7 +37,7 @@ from ._executors.process import (
     run_command,
 )
 from ._extract import extract_package
-from ._fs import write_unless_same
+from ._fs import INLINE_LIMIT, write_unless_same
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import (
     EncryptedProtectedSettings,
@@ -818,7 +818,10 @@ class Engine:
                 downloads = self.store.meta / "downloads"
                 downloads.mkdir(exist_ok=True)
                 zip_path = await source.fetch(ref, downloads / ref.file_name)
-                manifest = await self._io(extract_package, zip_path, directory)
+                if zip_path.stat().st_size <= INLINE_LIMIT:
+                    manifest = extract_package(zip_path, directory)
+                else:
+                    manifest = await self._io(extract_package, zip_path, directory)
                 zip_path.unlink()  # usually a hard link into the repository: one syscall
             try:
                 self.store.prepare_handler_dir(handler, version)

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 __all__ = [
+    "INLINE_LIMIT",
     "TEMP_SUFFIX",
     "append_durable",
     "fsync_dir",
@@ -20,6 +21,11 @@ __all__ = [
     "write_atomic",
     "write_unless_same",
 ]
+
+# Files up to this size are read, copied or extracted on the event loop: a worker thread
+# costs a hand-off and holds the interpreter lock for most of such work anyway. Larger
+# ones go to a thread, where hashing, copying and inflating let the loop run.
+INLINE_LIMIT = 256 * 1024
 
 # The runtime's temporary files end so, and only they are swept after a crash: an
 # extension may be writing temporary files of its own at that moment.

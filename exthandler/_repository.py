@@ -23,6 +23,7 @@ import attrs
 from exthandler_sdk import ErrorCode
 
 from ._errors import NoEligibleVersionError, PackageError, VersionError
+from ._fs import INLINE_LIMIT
 from ._model import HandlerName, Version
 
 if TYPE_CHECKING:
@@ -124,6 +125,12 @@ class DirectoryRepository:
         return await anyio.to_thread.run_sync(self._list_sync)
 
     async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        try:
+            small = (self.path / ref.file_name).stat().st_size <= INLINE_LIMIT
+        except OSError:
+            small = False  # _fetch_sync says what is wrong
+        if small:
+            return self._fetch_sync(ref, Path(dest))
         return await anyio.to_thread.run_sync(self._fetch_sync, ref, Path(dest))
 
     def _list_sync(self) -> list[PackageRef]:

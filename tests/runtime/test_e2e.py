@@ -41,6 +41,21 @@ def test_fresh_install_then_unchanged_runs_nothing(agent: Agent, packages: Packa
     assert status_of(view, "ext")["code"] == "ProvisioningState/succeeded"
 
 
+def test_a_large_package_is_fetched_and_extracted_like_a_small_one(
+    agent: Agent, packages: Packages
+) -> None:
+    """Past INLINE_LIMIT the copy, digest check and extraction run in a worker thread."""
+    from exthandler._fs import INLINE_LIMIT
+
+    blob = "".join(f"{i:08x}" for i in range(INLINE_LIMIT // 4))  # stored, not deflated
+    package = packages.build("Test.Ext", "1.0.0", files={"data/blob": blob})
+    assert package.stat().st_size > INLINE_LIMIT
+    code, view = agent.apply(goal(extension("ext")))
+    assert code == 0, view
+    assert (agent.state / "Test.Ext-1.0.0" / "data" / "blob").read_text() == blob
+    assert status_of(view, "ext")["code"] == "ProvisioningState/succeeded"
+
+
 def test_protocol_files_and_environment(agent: Agent, packages: Packages) -> None:
     packages.build("Test.Ext", "1.0.0")
     agent.apply(goal(extension("ext", settings={"commandToExecute": None, "n": 1})))
