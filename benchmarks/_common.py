@@ -563,7 +563,7 @@ def create_cost(bench: Bench) -> float:
 def disk_figure(bench: Bench, when: str) -> Figure:
     """An informational figure: `create_cost` now (microseconds)."""
     figure = Figure(
-        key=f"disk_create_cost_{when}",
+        key=f"disk_create_cost_{when.replace(' ', '_')}",
         label=f"disk check: one file creation, {when}",
         n=CREATE_PROBE,
         unit="us",
