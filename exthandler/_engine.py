@@ -599,7 +599,7 @@ class Engine:
         record = self._records.get(handler) or HandlerRecord(handler=handler)
         record = self._reconcile(record)  # a stat or two: not worth a thread
         limiter: anyio.Semaphore | None = None
-        # The record whose HandlerState files wait for the next step (see _defers_state).
+        # The record whose HandlerState files wait for the next step (see below).
         unwritten: HandlerRecord | None = None
         try:
             while True:
@@ -633,9 +633,18 @@ class Engine:
                 record, go_on = advance(record, target, step, outcome)
                 record = self._remember_error(record, step, outcome, message)
                 self._records[handler] = record
-                if not self._repeatable(step, outcome):
+                quick = outcome.ok and self._in_process(handler, step.version) is not None
+                # Laying out an in-process handler's dir writes only files derived from its
+                # class, and doing it again after a crash changes nothing anyone sees: its
+                # record rides with the next step's (records are whole), sparing a flush.
+                if not (quick and step.kind is StepKind.FETCH):
                     await self.store.save_record(record)
-                if self._defers_state(step, outcome):
+                # An in-process handler's Installed waits for the next step: the enable
+                # that follows at once replaces it within milliseconds (and a replaced file
+                # frees an inode, which on ext4 without a journal slows the creations after
+                # it). No package command reads it in between; if the enable does not
+                # finish, Installed is written when the handler's turn ends.
+                if quick and step.kind is StepKind.INSTALL:
                     unwritten = record
                 else:
                     self._write_protocol_state(record)
@@ -654,35 +663,6 @@ class Engine:
                     clear_marker(self._marker_path(handler))  # its commands left it empty
                     limiter.release()
                 done.set()
-
-    def _defers_state(self, step: Step, outcome: Outcome) -> bool:
-        """Whether the HandlerState after `step` may wait for the handler's next step.
-
-        An in-process handler's `Installed` is written only if no enable follows at once:
-        the enable's `Enabled` would replace it within milliseconds, and on ext4 without
-        a journal every replaced file frees an inode that slows the creations after it.
-        No command of the handler's package reads it in between (there is none), and if
-        the enable does not finish, `Installed` is written when the handler's turn ends.
-        """
-        return (
-            outcome.ok
-            and step.kind is StepKind.INSTALL
-            and self._in_process(step.handler, step.version) is not None
-        )
-
-    def _repeatable(self, step: Step, outcome: Outcome) -> bool:
-        """Whether a step's completion may go unrecorded until the handler's next step.
-
-        Laying out an in-process handler's dir writes a few files the runtime derives from
-        the class, and repeating it after a crash changes nothing that anyone sees: its
-        record rides along with the next step's (records are whole), which spares every
-        in-process handler one flush of the journal.
-        """
-        return (
-            outcome.ok
-            and step.kind is StepKind.FETCH
-            and self._in_process(step.handler, step.version) is not None
-        )
 
     def _not_installed(self, target: HandlerTarget) -> None:
         """Disabled extensions of a handler that was never installed: nothing to do."""

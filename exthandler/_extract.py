@@ -27,6 +27,7 @@ from typing import IO
 
 import attrs
 from exthandler_sdk import ErrorCode
+from exthandler_sdk._environment import fsync_dir
 
 from ._errors import PackageError
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
@@ -140,7 +141,8 @@ def extract_package(
         finally:
             if not done:
                 _remove(staging, created)
-    _fsync_dir(target.parent)
+    with contextlib.suppress(OSError):  # best effort: a crash redoes the extraction
+        fsync_dir(target.parent)
     return manifest
 
 
@@ -410,13 +412,3 @@ def _install_manifest(root: Path, member: _Member) -> HandlerManifest:
         shutil.copyfile(source, destination)
         destination.chmod(stat.S_IMODE(source.stat().st_mode))
     return manifest
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

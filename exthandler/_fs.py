@@ -6,17 +6,16 @@ its new content. Everything in the runtime that must survive kill -9 goes throug
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
-import secrets
 from pathlib import Path
+
+from exthandler_sdk._environment import UMASK
+from exthandler_sdk._environment import write_atomic as _write_atomic
 
 __all__ = [
     "INLINE_LIMIT",
     "TEMP_SUFFIX",
     "append_durable",
-    "fsync_dir",
     "make_dir",
     "write_atomic",
     "write_unless_same",
@@ -32,34 +31,6 @@ INLINE_LIMIT = 256 * 1024
 TEMP_SUFFIX = ".exthandler-tmp"
 
 
-def fsync_dir(path: str | Path) -> None:
-    """Flush a directory's entries (a rename is durable only after this)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Read once, at import (before any thread exists): os.umask can only be read by setting it.
-_UMASK = _current_umask()
-
-
-_PID = os.getpid()
-_counter = itertools.count()
-
-
-def _temp_name(path: str, unique: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.{unique}{TEMP_SUFFIX}")
-
-
 def make_dir(path: Path, mode: int = 0o700) -> None:
     """Create `path` (and its parents) with exactly `mode`; an existing dir gets `mode` too."""
     try:
@@ -72,44 +43,18 @@ def make_dir(path: Path, mode: int = 0o700) -> None:
             raise
         os.chmod(path, mode)  # made by someone else: its mode is unknown
         return
-    if mode & _UMASK:  # the umask narrowed the mode given to mkdir(): widen it again
+    if mode & UMASK:  # the umask narrowed the mode given to mkdir(): widen it again
         os.chmod(path, mode)
 
 
 def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace `path` with `data` atomically, with permission bits `mode` from the start.
 
-    `durable=False` skips the fsyncs for files that may be lost in a crash (they are still
-    replaced atomically). `path` may be a plain string: callers writing many small files
-    save building a Path for each.
+    The SDK's write, with the runtime's temp suffix (the sweep after a crash looks for it)
+    and no directory created on the way: a missing one raises FileNotFoundError.
+    `durable=False` skips the fsyncs for files that may be lost in a crash.
     """
-    path = os.fspath(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    tmp = _temp_name(path, f"{_PID}-{next(_counter)}")
-    try:
-        fd = os.open(tmp, flags, mode)
-    except FileExistsError:  # left by a killed runtime that had our pid
-        tmp = _temp_name(path, secrets.token_hex(8))
-        fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if mode & _UMASK:  # the umask narrowed the mode given to open(): widen it again
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(os.path.dirname(path) or ".")
+    _write_atomic(path, data, mode=mode, durable=durable, suffix=TEMP_SUFFIX, parents=False)
 
 
 def write_unless_same(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -185,22 +185,37 @@ def read_protocol_variables(env: Mapping[str, str]) -> ProtocolVariables:
     )
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+def write_atomic(
+    path: str | Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    durable: bool = True,
+    suffix: str = ".tmp",
+    parents: bool = True,
+) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never a part.
 
     Temp file in the same directory, fsync, rename, fsync of the directory. Files that are
     rewritten often and only matter while the machine runs (status, heartbeat) pass
-    `durable=False`: still atomic, without the fsyncs. The directory is created if needed.
+    `durable=False`: still atomic, without the fsyncs. The permission bits are `mode`
+    whatever the umask. The temp file's name ends in `suffix` (the runtime sweeps its own
+    by theirs). A missing directory is created, or with `parents=False` raises
+    FileNotFoundError. `path` may be a plain string: callers writing many small files
+    save building a Path for each.
     """
+    path = os.fspath(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    temp = _temp_name(path)
+    temp = _temp_name(path, suffix)
     try:
         fd = os.open(temp, flags, mode)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not parents:
+            raise
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fd = os.open(temp, flags, mode)
-    except FileExistsError:  # pragma: no cover - left by a killed process with our pid
-        temp = _temp_name(path, os.urandom(4).hex())
+    except FileExistsError:  # left by a killed process that had our pid
+        temp = _temp_name(path, suffix, os.urandom(8).hex())
         fd = os.open(temp, flags, mode)
     renamed = False
     try:
@@ -210,7 +225,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
                 view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
-            if mode & _UMASK:  # the umask narrowed the mode given to open(): widen it again
+            if mode & UMASK:  # the umask narrowed the mode given to open(): widen it again
                 os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -221,7 +236,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path) or ".")
 
 
 _temp_counter = itertools.count()
@@ -234,20 +249,23 @@ def _current_umask() -> int:
 
 
 # Read once, at import: os.umask can only be read by setting it, which races with threads.
-_UMASK = _current_umask()
+UMASK = _current_umask()
 
 
-def _temp_name(path: Path, unique: str | None = None) -> str:
+def _temp_name(path: str, suffix: str, unique: str | None = None) -> str:
     """A temp name beside `path`, unique within this process and among processes."""
     if unique is None:
         unique = f"{os.getpid()}-{next(_temp_counter)}"
-    return os.path.join(path.parent, f".{path.name}.{unique}.tmp")
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.{unique}{suffix}")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a directory's entries: a rename in it is durable only after this. A directory
+    that cannot be opened is skipped."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # pragma: no cover - a directory we just wrote into
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
         return
     try:
         os.fsync(fd)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from exthandler_sdk import _environment
 
 from exthandler import _fs
 from exthandler._fs import TEMP_SUFFIX, append_durable, write_atomic
@@ -15,7 +16,8 @@ from exthandler._fs import TEMP_SUFFIX, append_durable, write_atomic
 @pytest.fixture
 def restrictive_umask(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     previous = os.umask(0o077)
-    monkeypatch.setattr(_fs, "_UMASK", 0o077)
+    monkeypatch.setattr(_fs, "UMASK", 0o077)
+    monkeypatch.setattr(_environment, "UMASK", 0o077)
     yield
     os.umask(previous)
 
@@ -64,8 +66,8 @@ def test_append_durable_appends(tmp_path: Path) -> None:
 def test_a_temp_file_left_by_an_earlier_process_with_our_pid_is_stepped_around(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_fs, "_counter", iter([7, 8]))
-    stale = tmp_path / f".file.{_fs._PID}-7{TEMP_SUFFIX}"
+    monkeypatch.setattr(_environment, "_temp_counter", iter([7, 8]))
+    stale = tmp_path / f".file.{os.getpid()}-7{TEMP_SUFFIX}"
     stale.write_text("left by a killed runtime")
     write_atomic(tmp_path / "file", b"new")
     assert (tmp_path / "file").read_bytes() == b"new"
@@ -118,3 +120,11 @@ def test_write_unless_same_creates_a_missing_file(tmp_path: Path) -> None:
     _fs.write_unless_same(target, b"", mode=0o600)
     assert target.read_bytes() == b""
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_missing_directory_is_an_error_not_created(tmp_path: Path) -> None:
+    """A handler dir being removed must not come back because a late write made its
+    config/ again."""
+    with pytest.raises(FileNotFoundError):
+        write_atomic(tmp_path / "gone" / "config" / "HandlerState", b"Enabled")
+    assert not (tmp_path / "gone").exists()
