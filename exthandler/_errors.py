@@ -11,6 +11,7 @@ __all__ = [
     "GoalStateError",
     "NoEligibleVersionError",
     "PackageError",
+    "StateDirError",
     "VersionError",
 ]
 
@@ -45,3 +46,12 @@ class PackageError(ExtHandlerError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class StateDirError(ExtHandlerError, OSError):
+    """The state dir, the log root or a file of the runtime's own cannot be used.
+
+    The message is one line, `path: reason` (the CLI prints it and exits 2): a missing or
+    unwritable directory, one that another user owns or others can write to, a full or
+    read-only file system under the runtime's own files.
+    """
