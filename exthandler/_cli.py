@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 
 from . import __version__
 from ._edit import delete_extension, set_extension
-from ._errors import GoalStateError, PackageError
+from ._errors import GoalStateError, PackageError, StateDirError
 from ._goalstate import load_goal_state
 from ._model import GoalState
 from ._progress import Progress
@@ -30,6 +32,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_LOCKED = 3
+
+_T = TypeVar("_T")
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:
@@ -66,6 +70,7 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         goal = load_goal_state(args.goal)
+        anyio.run(_check_handlers, goal, repositories(args))
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
     broken = [e for e in goal.extensions if e.settings_error]
@@ -81,6 +86,33 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"{ext.settings_error}"
         )
     return EXIT_OK
+
+
+async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
+    """What `apply` checks before changing anything, with the handlers the repositories
+    and the registered plugins offer (without repositories, only the plugins')."""
+    from ._checks import single_config_problems
+    from ._executors.inprocess import InProcessHandlers
+    from ._plugins import make_plugin_manager
+
+    inprocess = InProcessHandlers()
+    for registered in make_plugin_manager().hook.exthandler_register_handlers():
+        inprocess.register_all(registered)
+    sources = RepositorySet([inprocess, *(DirectoryRepository(p) for p in repos)])
+    catalog = await sources.catalog(skip_unlistable=True)
+
+    def manifest_of(handler: Any, version: Any) -> Any:
+        from ._checks import package_manifest
+        from ._executors.inprocess import class_manifest
+
+        handler_class = inprocess.handler_class(handler, version)
+        if handler_class is not None:
+            return class_manifest(handler_class)
+        return package_manifest(catalog, handler, version)
+
+    problems = single_config_problems(goal, catalog, manifest_of)
+    if problems:
+        raise GoalStateError(problems)
 
 
 def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> RuntimeConfig:
@@ -137,50 +169,175 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             return view
 
     try:
-        view = anyio.run(main)
+        view, signum = _run_until_signal(main)
+    except GoalStateError as exc:  # what the handlers say makes the goal impossible
+        return _problems(exc, sys.stderr)
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except (StateDirError, OSError) as exc:
+        return _unusable(exc)
+    if signum is not None:
+        print(
+            f"exthandler: stopped by {signal.Signals(signum).name}: what finished is recorded;"
+            " the interrupted steps run again at the next apply",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    assert view is not None
     _print_view(view, args.json)
     return EXIT_FAILED if _failed(view) else EXIT_OK
 
 
+def _unusable(exc: OSError) -> int:
+    """One line for a state dir, log root or file of the runtime's that cannot be used."""
+    if isinstance(exc, StateDirError) or not exc.filename:
+        text = str(exc)
+    else:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    print(f"exthandler: {text}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+class _Terminated(Exception):
+    """SIGTERM before the event loop listens for it (see `_run_until_signal`)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int | None]:
+    """Run `work` until it returns, or until SIGINT or SIGTERM: then it is cancelled (its
+    commands' process groups are ended) and the signal's number is returned instead.
+
+    A signal that comes before the event loop listens (while Python starts the loop)
+    stops the call the same way, without a traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return anyio.run(work), None  # only the main thread can take signals
+    received: list[int] = []
+    finished: list[_T] = []
+
+    async def supervised() -> None:
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(watch)
+            finished.append(await work())
+            group.cancel_scope.cancel()
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        anyio.run(supervised)
+    except KeyboardInterrupt:
+        return None, signal.SIGINT
+    except _Terminated:
+        return None, signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if finished:
+        return finished[0], None
+    return None, received[0] if received else signal.SIGINT
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    try:
+        # A state dir must be there and readable; one where nothing was applied yet (no
+        # view file) shows an empty view.
+        os.listdir(state_dir)
+        view_path = state_dir / ".exthandler" / "instance-view.json"
+        if os.path.lexists(view_path):
+            with open(view_path, "rb"):
+                pass  # readable: read_instance_view says whether it parses
+    except OSError as exc:
+        reason = "no such state dir" if isinstance(exc, FileNotFoundError) else exc.strerror
+        print(f"exthandler: {exc.filename or state_dir}: {reason}", file=sys.stderr)
+        return EXIT_INVALID
     view = read_instance_view(state_dir) or InstanceView(goal_state_id=None, extensions=())
     _print_view(view, args.json)
     return EXIT_OK
 
 
-def _source_file(source: Path) -> Path | None:
-    """SOURCE itself, or the newest regular file directly inside it."""
-    if source.is_dir():
-        files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
-        return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
-    return source if source.exists() else None
+_SOURCE_LIMIT = 64 * 1024 * 1024
+"""The largest goal-state file `run` reads."""
+
+
+class SourceWatcher:
+    """Which goal state `run` should apply: SOURCE itself, or in a directory, the file
+    whose content changed last.
+
+    Changes are told by content (a digest of each file), never by modification times
+    alone: a file copied with its old time (`cp -p`, `rsync -t`) or written while the
+    clock stepped back is still new. At the first look, the newest file by time is the
+    goal; afterwards, a file that appears or whose content changes becomes the goal (by
+    time, then name, when several change at once).
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self._digests: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        self._current: tuple[Path, bytes] | None = None
+
+    def poll(self) -> tuple[Path, bytes] | None:
+        """The goal state file to apply now and its bytes (None if there is none)."""
+        if not self.source.is_dir():
+            data = _read_source(self.source)
+            self._current = None if data is None else (self.source, data)
+            return self._current
+        changed: list[tuple[int, str, Path, bytes]] = []
+        seen: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        with os.scandir(self.source) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                info = entry.stat()
+                key = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+                known = self._digests.get(entry.name)
+                if known is not None and known[0] == key:
+                    seen[entry.name] = known  # unchanged: no need to read it again
+                    continue
+                data = _read_source(Path(entry.path))
+                if data is None:
+                    continue
+                digest = hashlib.sha256(data).hexdigest()
+                seen[entry.name] = (key, digest)
+                if known is None or known[1] != digest:
+                    changed.append((info.st_mtime_ns, entry.name, Path(entry.path), data))
+        self._digests = seen
+        if changed:
+            _, _, path, data = max(changed, key=lambda item: (item[0], item[1]))
+            self._current = (path, data)
+        elif self._current is not None and self._current[0].name not in seen:
+            self._current = None  # the goal's file is gone: keep the last applied
+        return self._current
+
+
+def _read_source(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(_SOURCE_LIMIT)
+    except OSError:
+        return None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    source = Path(args.source)
+    watcher = SourceWatcher(Path(args.source))
     config = _config(args)
 
     async def main() -> None:
-        async with open_runtime(config) as runtime, anyio.create_task_group() as group:
-
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        print(
-                            f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr
-                        )
-                        group.cancel_scope.cancel()
-                        return
-
-            group.start_soon(stop_on_signal)
+        async with open_runtime(config) as runtime:
             seen: bytes | None = None
             while True:
-                path = _source_file(source)
-                data = path.read_bytes() if path is not None else None
+                found = watcher.poll()
+                path, data = found if found is not None else (None, None)
                 if data is not None and data != seen:
                     seen = data
                     try:
@@ -203,10 +360,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 await anyio.sleep(args.interval)
 
     try:
-        anyio.run(main)
+        _, signum = _run_until_signal(main)
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except (StateDirError, OSError) as exc:
+        return _unusable(exc)
+    if signum is not None:
+        print(f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr)
     return EXIT_OK
 
 
@@ -327,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a goal state without touching state")
     validate.add_argument("goal", metavar="GOAL")
+    validate.add_argument("--repo", action="append", metavar="DIR")
     validate.set_defaults(func=_cmd_validate)
 
     extension = commands.add_parser("extension", help="handler images and goal-state editing")

@@ -7,13 +7,14 @@ removals come first, and a handler waits for the handlers its extensions depend 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
@@ -23,9 +24,15 @@ import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
 
-from ._errors import NoEligibleVersionError, PackageError
+from ._errors import (
+    GoalStateError,
+    NoEligibleVersionError,
+    PackageError,
+    StateDirError,
+)
 from ._executors.inprocess import (
     InProcessHandlers,
+    class_manifest,
     materialize,
     run_inprocess,
 )
@@ -35,6 +42,7 @@ from ._executors.process import (
     clear_marker,
     end_orphans,
     run_command,
+    write_log_entry,
 )
 from ._extract import extract_package
 from ._fs import INLINE_LIMIT, write_unless_same
@@ -49,6 +57,7 @@ from ._model import (
     Version,
 )
 from ._plan import (
+    ExtensionRecord,
     ExtensionTarget,
     HandlerRecord,
     HandlerState,
@@ -60,7 +69,7 @@ from ._plan import (
     advance,
     next_step,
 )
-from ._repository import PackageCatalog, RepositorySet
+from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
 from ._telemetry import EventRateLimiter, collect_events
@@ -150,6 +159,7 @@ class Engine:
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
     _base_env: Mapping[str, str] | None = None
+    _targets: dict[HandlerName, HandlerTarget] = attrs.field(factory=dict)
 
     async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run file work that may take long (extraction, tree removal, scans) in a worker
@@ -234,7 +244,12 @@ class Engine:
     def _write_view(self, data: bytes, durable: bool) -> None:
         from ._fs import write_atomic
 
-        write_atomic(self.store.view_path, data, mode=0o600, durable=durable)
+        try:
+            write_atomic(self.store.view_path, data, mode=0o600, durable=durable)
+        except OSError as exc:
+            raise StateDirError(
+                f"{self.store.view_path}: cannot write the instance view: {exc.strerror or exc}"
+            ) from exc
 
     async def _view_writer(self) -> None:
         """Write the view while a pass runs: at most five times a second, and never more
@@ -252,8 +267,13 @@ class Engine:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge the state dir to `goal`; returns the final instance view."""
         store = self.store
-        self._limiter = anyio.Semaphore(max(1, self.options.concurrency), fast_acquire=True)
         self._records = await self._io(store.load_records)
+        sources = RepositorySet([self.inprocess, *self.repositories.sources])
+        self._catalog = await sources.catalog(skip_unlistable=True)
+        self.check_goal(goal)  # a goal that cannot be carried out changes nothing
+        for problem in self._catalog.problems:
+            store.log(problem)
+        self._limiter = anyio.Semaphore(max(1, self.options.concurrency), fast_acquire=True)
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
         # Commands a killed runtime left running end before their steps run again.
@@ -269,10 +289,6 @@ class Engine:
         for ext in goal.extensions:
             by_handler.setdefault(ext.handler, []).append(ext)
 
-        sources = RepositorySet([self.inprocess, *self.repositories.sources])
-        self._catalog = await sources.catalog(skip_unlistable=True)
-        for problem in self._catalog.problems:
-            store.log(problem)
         targets: dict[HandlerName, HandlerTarget] = {}
         for handler, exts in by_handler.items():
             target = await self._target(handler, exts, boot_id, key)
@@ -281,14 +297,49 @@ class Engine:
         for handler in self._records:
             if handler not in by_handler:
                 targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
+        self._targets = targets
         self._refresh_statuses()
 
         try:
-            await self._converge(targets, by_handler)
+            await _unwrap_state_dir_error(self._converge(targets, by_handler))
+        except anyio.get_cancelled_exc_class():
+            # Stopped from outside (a signal, the host's cancel scope): what finished is in
+            # the journal; the view says so, and shows interrupted steps transitioning.
+            with anyio.CancelScope(shield=True):
+                store.log("apply interrupted: the steps that did not finish run at the next apply")
+                with _suppress_os_errors():
+                    await self._publish_view(durable=True)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._io(store.empty_trash)
         return self.instance_view()
+
+    def check_goal(self, goal: GoalState) -> None:
+        """Refuse a goal state that cannot be carried out as written (GoalStateError),
+        before anything is changed: two extensions on a handler that takes one."""
+        from ._checks import single_config_problems
+
+        def installed(handler: HandlerName) -> list[Version]:
+            return self._installed_versions(self._records.get(handler))
+
+        problems = single_config_problems(goal, self._catalog, self._goal_manifest, installed)
+        if problems:
+            raise GoalStateError(problems)
+
+    def _goal_manifest(self, handler: HandlerName, version: Version) -> HandlerManifest | None:
+        """What `handler` at `version` says of itself before it is fetched, if that is known:
+        its installed dir's manifest, its in-process class, or its local package file."""
+        from ._checks import package_manifest
+
+        if version in self._installed_versions(self._records.get(handler)):
+            manifest = self._manifest(handler, version)
+            if manifest is not None:
+                return manifest
+        handler_class = self.inprocess.handler_class(handler, version)
+        if handler_class is not None:
+            return class_manifest(handler_class)
+        return package_manifest(self._catalog, handler, version)
 
     async def _converge(
         self,
@@ -350,6 +401,11 @@ class Engine:
         record = self._records.get(handler)
         try:
             available = self._catalog.available(handler)
+            # What is installed is available too: re-applying an unchanged goal state
+            # needs no repository, and never takes down what runs for want of one.
+            installed = self._installed_versions(record)
+            if installed:
+                available = sorted({*available, *installed})
             version = select_version(
                 first.version,
                 available,
@@ -357,6 +413,11 @@ class Engine:
                 use_exact_version=first.use_exact_version,
                 handler=handler,
             )
+            if self._catalog.problems and version in installed:
+                self.store.log(
+                    f"{handler}: staying at {version}: the package repositories could not all"
+                    f" be listed ({'; '.join(self._catalog.problems)})"
+                )
         except NoEligibleVersionError as exc:
             problems = self._catalog.problems
             if not problems:
@@ -400,9 +461,28 @@ class Engine:
                     force_update_tag=ext.force_update_tag,
                 )
             )
+        package = ""
+        if record is not None and record.failed_package is not None:
+            # A refused package is remembered with what identified its bytes: a new
+            # package of the same version is tried, an unchanged one is not.
+            with contextlib.suppress(NoEligibleVersionError):
+                package = package_token(self._catalog.find(handler, version))
         return HandlerTarget(
-            handler=handler, version=version, extensions=tuple(ext_targets), boot_id=boot_id
+            handler=handler,
+            version=version,
+            extensions=tuple(ext_targets),
+            boot_id=boot_id,
+            package=package,
         )
+
+    @staticmethod
+    def _installed_versions(record: HandlerRecord | None) -> list[Version]:
+        if record is None:
+            return []
+        versions = [record.version] if record.version is not None else []
+        if record.upgrade is not None:  # fetched already: its dir is there
+            versions.append(record.upgrade.target)
+        return versions
 
     async def refresh(self) -> InstanceView:
         """Re-read every extension's status file and heartbeat, and collect telemetry.
@@ -436,9 +516,19 @@ class Engine:
             )
             if report is None and failure is None:
                 ext = record.extension(state.goal.name)
-                if ext is None or not ext.converged or state.statuses:
+                if ext is None or not self._at_target(record.handler, ext) or state.statuses:
+                    # Converged for an earlier target (new settings, say): its command has
+                    # yet to run, and nothing has succeeded for this one.
                     continue
             self._set_status(state, report, failure, ran_ok=True, operation=None)
+
+    def _at_target(self, handler: HandlerName, ext: ExtensionRecord) -> bool:
+        """Whether the extension's last carried-through target is the one of this pass."""
+        target = self._targets.get(handler)
+        if target is None or ext.converged is None:
+            return False
+        wanted = next((e for e in target.extensions if e.name == ext.name), None)
+        return wanted is not None and ext.converged == target.fingerprint(wanted)
 
     def _read_report(
         self, record: HandlerRecord, state: _ExtensionState, multi: bool
@@ -522,9 +612,19 @@ class Engine:
         """`_drive`, with an unexpected error stopping this handler only."""
         try:
             await self._drive(target, done)
+        except StateDirError:
+            raise  # the runtime's own files: the pass cannot go on (see apply)
+        except OSError as exc:
+            # The machine refused a write or a read of this handler's files (a full or
+            # read-only disk, say): it stops where it is, as after a crash, and the step
+            # runs again at the next pass; the others go on.
+            what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            self.store.log(f"{target.handler}: stopped: {what}")
+            for ext in target.extensions:
+                self._fail(ext.name, ErrorCode.UNKNOWN, f"stopped: {what}; it runs again next time")
         except Exception as exc:  # one handler's fault must not end the pass
-            # Something no step expected (a file system refusing a write, say): this
-            # handler stops where it is, as after a crash, and the others go on.
+            # Something no step expected: this handler stops where it is, as after a
+            # crash, and the others go on.
             self.store.log(
                 f"{target.handler}: stopped by an unexpected error: {exc!r}\n"
                 + "".join(traceback.format_exception(exc))
@@ -610,12 +710,17 @@ class Engine:
                     unwritten = None
                 if step is None:
                     if record.version is None and not target.removes_handler:
-                        self._not_installed(target)
+                        if record.failed == target.handler_fingerprint:
+                            self._still_refused(record, target)
+                        else:
+                            self._not_installed(target)
                     if record.failed not in (None, target.handler_fingerprint):
                         # The goal moved past an old failure without needing a step: forget
                         # it, so that the failed goal is tried again if it ever comes back.
                         errors = {k: v for k, v in record.last_errors.items() if k}
-                        record = attrs.evolve(record, failed=None, last_errors=errors)
+                        record = attrs.evolve(
+                            record, failed=None, failed_package=None, last_errors=errors
+                        )
                         self._records[handler] = record
                         await self.store.save_record(record)
                         self._refresh_statuses(force=True, handler=handler)
@@ -663,6 +768,15 @@ class Engine:
                     clear_marker(self._marker_path(handler))  # its commands left it empty
                     limiter.release()
                 done.set()
+
+    def _still_refused(self, record: HandlerRecord, target: HandlerTarget) -> None:
+        """A package refused before, unchanged since, for an unchanged goal: its error stands."""
+        code, message = record.last_errors.get("") or (
+            int(ErrorCode.PACKAGE_DOWNLOAD),
+            f"{target.handler} {target.version}: the package was refused before",
+        )
+        for ext in target.extensions:
+            self._fail(ext.name, code, message)
 
     def _not_installed(self, target: HandlerTarget) -> None:
         """Disabled extensions of a handler that was never installed: nothing to do."""
@@ -810,14 +924,51 @@ class Engine:
                     ErrorCode.PACKAGE_EXTRACTION,
                     f"the handler dir cannot be laid out over the package: {exc}",
                 ) from exc
-        except (PackageError, NoEligibleVersionError) as exc:
-            code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
-            message = f"{handler} {version}: {exc}"
-            for ext in target.extensions:
-                self._fail(ext.name, code, message)
-            return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
+        except (PackageError, NoEligibleVersionError, OSError) as exc:
+            return self._fetch_failed(step, target, exc)
         self._manifests[(handler, version)] = manifest
         return Outcome(ok=True, exit_code="NOT_RUN"), ""
+
+    def _fetch_failed(
+        self,
+        step: Step,
+        target: HandlerTarget,
+        exc: PackageError | NoEligibleVersionError | OSError,
+    ) -> tuple[Outcome, str]:
+        """Report a fetch that failed, and take away whatever it left of the handler dir.
+
+        A refusal of the package itself (no manifest, an unsafe archive, a digest that does
+        not match) is remembered with the package's identity; a failure of the machine or
+        of the download (a full disk, an I/O error, a missing file) is tried again at the
+        next pass.
+        """
+        handler, version = step.handler, step.version
+        self._manifests.pop((handler, version), None)
+        with contextlib.suppress(OSError):  # the rename is all: its files go with the trash
+            self.store.remove_handler_dir(handler, version)
+        if isinstance(exc, OSError):
+            code, transient = ErrorCode.PACKAGE_DOWNLOAD, True
+            what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            message = f"{handler} {version}: cannot fetch the package: {what}"
+        else:
+            code = getattr(exc, "code", ErrorCode.PACKAGE_DOWNLOAD)
+            # A version no repository offers any longer did not go through either.
+            transient = not isinstance(exc, PackageError) or exc.transient
+            message = f"{handler} {version}: {exc}"
+        package = ""
+        if not transient:
+            with contextlib.suppress(NoEligibleVersionError):
+                package = package_token(self._catalog.find(handler, version))
+        for ext in target.extensions:
+            self._fail(ext.name, code, message)
+        outcome = Outcome(
+            ok=False,
+            exit_code=str(int(code)),
+            code=int(code),
+            transient=transient,
+            package=package,
+        )
+        return outcome, message
 
     def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
         """Carry the old version's mrseq and status files into the new handler dir."""
@@ -891,31 +1042,75 @@ class Engine:
                 )
                 self.store.log(warning)
                 return Outcome(ok=True, exit_code="NOT_RUN"), warning
-            result = await run_inprocess(
-                handler_class,
-                handler_dir=directory,
-                operation=operation,
-                env=env,
-                timeout=self._timeout(handler, operation, handler_class),
-                log_file=self.store.command_log(handler),
-            )
+            with self._on_interrupt(step, affected, f"{spec} {operation}", env):
+                result = await run_inprocess(
+                    handler_class,
+                    handler_dir=directory,
+                    operation=operation,
+                    env=env,
+                    timeout=self._timeout(handler, operation, handler_class),
+                    log_file=self.store.command_log(handler),
+                )
             self._report(step, record, affected, result, multi, target)
             return _outcome(result), "" if result.ok else result.describe()
-        result = await run_command(
-            handler_dir=directory,
-            command=command,
-            operation=operation,
-            env=env,
-            timeout=self._timeout(handler, operation),
-            grace=self.options.kill_grace,
-            log_file=self.store.command_log(handler),
-            marker=self._marker_path(handler),
-            base_env=self._base_env,
-        )
+        command_line = f"/bin/sh -c {directory}/{command.strip().lstrip('/')}"
+        with self._on_interrupt(step, affected, command_line, env):
+            result = await run_command(
+                handler_dir=directory,
+                command=command,
+                operation=operation,
+                env=env,
+                timeout=self._timeout(handler, operation),
+                grace=self.options.kill_grace,
+                log_file=self.store.command_log(handler),
+                marker=self._marker_path(handler),
+                base_env=self._base_env,
+            )
         self._report(step, record, affected, result, multi, target)
         if result.ok:
             return _outcome(result), ""
         return _outcome(result), f"{result.describe()} {result.excerpt}".strip()
+
+    @contextlib.contextmanager
+    def _on_interrupt(
+        self,
+        step: Step,
+        affected: Sequence[_ExtensionState],
+        command_line: str,
+        env: Mapping[str, str],
+    ) -> Iterator[None]:
+        """If the command is cancelled (a signal, the host's cancel scope), say so in both
+        logs and show its extensions transitioning: its outcome was never recorded, so it
+        runs again at the next apply. The executor has ended its process group already."""
+        started = datetime.now(UTC)
+        try:
+            yield
+        except anyio.get_cancelled_exc_class():
+            operation = _OPERATIONS[step.kind]
+            note = f"{operation.value} was interrupted: the runtime was stopped while it ran"
+            self.store.log(f"{step.describe()}: {note}; it runs again at the next apply")
+            write_log_entry(
+                self.store.command_log(step.handler),
+                started=started,
+                operation=operation,
+                command_line=command_line,
+                env=env,
+                outcome="interrupted (the runtime was stopped); the process group was ended",
+                duration=(datetime.now(UTC) - started).total_seconds(),
+            )
+            for state in affected:
+                state.statuses = (
+                    status_view(
+                        StatusLevel.TRANSITIONING,
+                        0,
+                        f"{note}; it runs again at the next apply",
+                        _now(),
+                    ),
+                )
+                state.substatuses = ()
+                state.level = StatusLevel.TRANSITIONING
+                self._changed(state)
+            raise
 
     def _write_settings(
         self, directory: Path, target: HandlerTarget, names: Iterable[str], multi: bool
@@ -1012,6 +1207,34 @@ class Engine:
                 self.store.log(f"{handler}: telemetry: {problem}")
             if events:
                 self.plugins.hook.exthandler_telemetry_events(handler=str(handler), events=events)
+
+
+async def _unwrap_state_dir_error(work: Awaitable[None]) -> None:
+    """Await `work`; a StateDirError from one of its tasks comes out alone, not wrapped in
+    an exception group, so that callers (the CLI) can name the path and exit 2."""
+    try:
+        await work
+    except BaseExceptionGroup as group:
+        found = _first_state_dir_error(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDirError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StateDirError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_state_dir_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def _suppress_os_errors() -> contextlib.suppress:
+    """For the last words of an interrupted pass: a full disk must not hide the interrupt."""
+    return contextlib.suppress(OSError)
 
 
 def _outcome(result: CommandResult) -> Outcome:

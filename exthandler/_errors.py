@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 from exthandler_sdk import ErrorCode, ExtHandlerError
@@ -39,13 +40,20 @@ class PackageError(ExtHandlerError):
     """A handler package could not be fetched, verified, extracted or understood.
 
     `code` is the protocol error code (1002 manifest not found, 1003 manifest unparsable,
-    1004 download, 1005 extraction).
+    1004 download, 1005 extraction). `transient` is true when the package itself was not
+    found wanting (the download did not go through, the disk was full): the runtime tries
+    again at its next pass, where a refusal stands until the goal or the package changes.
     """
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._transient = transient
+
+    @property
+    def transient(self) -> bool:
+        return self._transient or environment_errno(self.__cause__) is not None
 
 
 class StateDirError(ExtHandlerError, OSError):
@@ -55,3 +63,36 @@ class StateDirError(ExtHandlerError, OSError):
     unwritable directory, one that another user owns or others can write to, a full or
     read-only file system under the runtime's own files.
     """
+
+
+# Errors of the machine, not of a package: whatever failed with one of these may work later.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+    }
+)
+
+
+def environment_errno(exc: BaseException | None) -> int | None:
+    """The errno of the first OSError in `exc`'s chain of causes that says the machine
+    (disk, memory, network), not the input, was at fault; None if there is none."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

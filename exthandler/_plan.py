@@ -112,7 +112,8 @@ class HandlerRecord:
 
     `version` is the version whose directory exists and is current; `failed` is the
     fingerprint of a handler-level target (fetch, install, upgrade) that failed, so that an
-    unchanged goal state does not retry it.
+    unchanged goal state does not retry it. A transient failure (a full disk, an I/O error,
+    a download that did not go through) is not remembered: it is retried at every pass.
     """
 
     handler: HandlerName
@@ -121,6 +122,9 @@ class HandlerRecord:
     extensions: tuple[ExtensionRecord, ...] = ()
     upgrade: UpgradeRecord | None = None
     failed: str | None = None
+    # The package a failed fetch refused (see `HandlerTarget.package`): the refusal stands
+    # until the goal or the package changes.
+    failed_package: str | None = None
     uninstall_exit_code: str = NOT_RUN  # the old uninstall's exit code, for the next enables
     # The last failure per extension ("" for the handler), kept for the instance view.
     last_errors: Mapping[str, tuple[int, str]] = attrs.field(factory=dict)
@@ -176,6 +180,9 @@ class HandlerTarget:
     update_with_install: bool = True
     continue_on_update_failure: bool = False
     multi_config: bool = False
+    # What identifies the bytes of the package of `version` (size, times), filled in only
+    # when a refused fetch is remembered: a new package of the same version is tried.
+    package: str = ""
 
     @property
     def removes_handler(self) -> bool:
@@ -230,6 +237,10 @@ class Outcome:
     ok: bool
     exit_code: str = "0"
     code: int = 0  # the protocol error code of a failure (1009 for enable...)
+    # A failure that may go away by itself (a full disk, an I/O error, a download that did
+    # not go through): tried again at the next pass instead of being remembered.
+    transient: bool = False
+    package: str = ""  # for a fetch: which package bytes it saw (see HandlerTarget.package)
 
 
 def _removal_step(record: HandlerRecord) -> Step | None:
@@ -334,7 +345,10 @@ def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
     if target.removes_handler:
         return _removal_step(record)
     assert target.version is not None
-    if record.failed == target.handler_fingerprint:
+    if record.failed == target.handler_fingerprint and record.failed_package in (
+        None,
+        target.package,
+    ):
         return None
     upgrade = record.upgrade
     if upgrade is not None:
@@ -427,17 +441,23 @@ def advance(
 
     if kind is StepKind.FETCH:
         if not outcome.ok:
-            return attrs.evolve(record, failed=fingerprint), False
+            if outcome.transient:
+                return attrs.evolve(record, failed=None, failed_package=None), False
+            return attrs.evolve(record, failed=fingerprint, failed_package=outcome.package), False
         if step.source is None:
             return attrs.evolve(
                 record,
                 version=step.version,
                 state=HandlerState.NOT_INSTALLED,
                 failed=None,
+                failed_package=None,
                 uninstall_exit_code=NOT_RUN,
             ), True
         return attrs.evolve(
-            record, upgrade=UpgradeRecord(source=step.source, target=step.version), failed=None
+            record,
+            upgrade=UpgradeRecord(source=step.source, target=step.version),
+            failed=None,
+            failed_package=None,
         ), True
 
     if kind is StepKind.REMOVE_DIR:

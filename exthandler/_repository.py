@@ -102,8 +102,27 @@ def parse_package_file_name(name: str) -> tuple[HandlerName, Version] | None:
         return None
 
 
-def _download_error(message: str) -> PackageError:
-    return PackageError(ErrorCode.PACKAGE_DOWNLOAD, message)
+def _download_error(message: str, *, refused: bool = False) -> PackageError:
+    """1004. A download that did not go through is tried again at the next pass; one whose
+    bytes were `refused` (a digest that does not match) is not, until the package changes."""
+    return PackageError(ErrorCode.PACKAGE_DOWNLOAD, message, transient=not refused)
+
+
+def package_token(ref: PackageRef) -> str:
+    """What tells one package file at `ref` from another of the same name: the size, the
+    change time and the inode of the package and its sidecar, for a local file; "" when
+    the location is not a local file (the refusal then stands until the goal changes)."""
+    if not ref.location.startswith("/"):
+        return ""
+    parts = []
+    for path in (ref.location, ref.location + SIDECAR_SUFFIX):
+        try:
+            info = os.stat(path)
+        except OSError:
+            parts.append("-")
+            continue
+        parts.append(f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}")
+    return "/".join(parts)
 
 
 @attrs.frozen
@@ -182,7 +201,8 @@ class DirectoryRepository:
             if expected is not None and actual != expected:
                 raise _download_error(
                     f"package {source} does not match its sidecar {source.name}{SIDECAR_SUFFIX}:"
-                    f" expected sha256 {expected}, got {actual}"
+                    f" expected sha256 {expected}, got {actual}",
+                    refused=True,
                 )
             os.replace(part, dest)
         except OSError as exc:
@@ -236,7 +256,8 @@ def _read_sidecar(sidecar: Path) -> str | None:
     if len(raw) > _SIDECAR_MAX_BYTES or not _DIGEST_RE.match(token):
         raise _download_error(
             f"sidecar {sidecar} does not start with a sha256 hex digest"
-            " (expected `sha256sum` output)"
+            " (expected `sha256sum` output)",
+            refused=True,
         )
     return token.lower()
 

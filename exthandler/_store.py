@@ -35,6 +35,7 @@ import attrs
 import cattrs
 from exthandler_sdk import ExtHandlerError
 
+from ._errors import StateDirError
 from ._fs import TEMP_SUFFIX, append_durable, make_dir, write_atomic
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
@@ -279,7 +280,13 @@ class Store:
     async def _append(self, data: bytes) -> None:
         if self._journal_fd is None:
             raise RuntimeError("records were not loaded: the journal is not open")
-        await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
+        try:
+            await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
+        except OSError as exc:
+            # Progress that cannot be recorded must not go on: a crash would repeat it.
+            raise StateDirError(
+                f"{self.journal_path}: cannot record progress: {exc.strerror or exc}"
+            ) from exc
 
     def digest_key(self) -> bytes:
         """A per-state-dir key so that settings digests reveal nothing about secrets."""
@@ -423,5 +430,6 @@ class Store:
         from datetime import UTC, datetime
 
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with self.log_path.open("a", encoding="utf-8") as log:
+        # The log must never be what fails a pass (a full disk is reported elsewhere).
+        with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"{stamp} {message}\n")

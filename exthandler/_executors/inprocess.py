@@ -72,6 +72,11 @@ class InProcessHandlers:
         )
 
 
+def class_manifest(handler_class: type[Handler[Any, Any]]) -> HandlerManifest:
+    """The manifest a handler dir laid out for `handler_class` would hold (no I/O)."""
+    return parse_manifest(json.dumps(package_manifest(handler_class)).encode())
+
+
 def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
     """Lay out a handler dir for `handler_class`: the manifest its package would carry,
     naming the class under IN_PROCESS_KEY (blocking I/O)."""

@@ -596,10 +596,11 @@ def test_an_unexpected_error_stops_one_handler_and_not_the_pass(
     assert code == 1
     status = status_of(view, "ext")
     assert status["code"] == "ProvisioningState/failed/-1"
-    assert status["message"].startswith("internal error:")
+    assert status["message"].startswith("stopped:")
+    assert "config" in status["message"]
     assert status_of(view, "ok")["code"] == "ProvisioningState/succeeded"
     assert [op.short for op in agent.take_ops()] == ["enable Test.Other-1.0.0"]
-    assert "stopped by an unexpected error" in (agent.state / "exthandler.log").read_text()
+    assert "Test.Ext: stopped:" in (agent.state / "exthandler.log").read_text()
 
 
 def test_broken_package_is_1005_and_leaves_nothing(agent: Agent, packages: Packages) -> None:

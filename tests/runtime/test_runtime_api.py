@@ -348,8 +348,9 @@ def test_per_handler_timeout(agent: Agent, packages: Packages) -> None:
     assert ext.statuses[0].code == "ProvisioningState/failed/1011"
 
 
-def test_status_without_state_is_empty(agent: Agent) -> None:
-    code, out = agent.cli("status", "--state-dir", str(agent.root / "nothing"), "--json")
+def test_status_of_a_state_dir_where_nothing_was_applied_is_empty(agent: Agent) -> None:
+    (agent.root / "fresh").mkdir()
+    code, out = agent.cli("status", "--state-dir", str(agent.root / "fresh"), "--json")
     assert code == 0
     assert json.loads(out) == {"goalStateId": None, "extensions": []}
 

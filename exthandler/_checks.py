@@ -1,0 +1,117 @@
+"""Checks of a goal state against what its handlers say of themselves (before any change).
+
+A goal state may be well formed and still impossible: two extensions on a handler that
+takes one would both read `0.settings`, and only one of them would ever get its settings.
+Such a goal state is refused as a whole, by `apply` before anything is changed and by
+`validate`, with `path: reason` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ._errors import NoEligibleVersionError, PackageError
+from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from ._model import GoalState, HandlerName, RequestedState, Version
+from ._repository import PackageCatalog
+from ._versions import select_version
+
+__all__ = ["MANIFEST_PEEK_LIMIT", "peek_manifest", "single_config_problems"]
+
+MANIFEST_PEEK_LIMIT = 64 * 1024
+"""The most of a package's HandlerManifest.json read to learn what the handler supports."""
+
+ManifestLookup = Callable[[HandlerName, Version], HandlerManifest | None]
+
+
+def single_config_problems(
+    goal: GoalState,
+    catalog: PackageCatalog,
+    manifest_of: ManifestLookup,
+    installed: Callable[[HandlerName], Sequence[Version]] = lambda _: (),
+) -> list[str]:
+    """`extensions[i]: ...` for every extension that shares a handler which supports one.
+
+    The version is chosen as `apply` would choose it; its manifest comes from
+    `manifest_of` (installed handler dirs, in-process classes, package files). When no
+    manifest can be had (no repository offers the handler), nothing is said: the fetch
+    reports what is missing.
+    """
+    positions: dict[HandlerName, list[int]] = {}
+    for index, ext in enumerate(goal.extensions):
+        if ext.state is not RequestedState.UNINSTALL:
+            positions.setdefault(ext.handler, []).append(index)
+    problems: list[str] = []
+    for handler, indexes in positions.items():
+        if len(indexes) < 2:
+            continue
+        first = goal.extensions[indexes[0]]
+        available = sorted({*catalog.available(handler), *installed(handler)})
+        try:
+            version = select_version(
+                first.version,
+                available,
+                auto_upgrade_minor=first.auto_upgrade_minor,
+                use_exact_version=first.use_exact_version,
+                handler=handler,
+            )
+        except NoEligibleVersionError:
+            continue
+        manifest = manifest_of(handler, version)
+        if manifest is None or manifest.supports_multiple_extensions:
+            continue
+        names = ", ".join(repr(goal.extensions[i].name) for i in indexes)
+        for index in indexes[1:]:
+            problems.append(
+                f"extensions[{index}]: {goal.extensions[index].name!r} cannot share handler"
+                f" {handler} {version} with {goal.extensions[indexes[0]].name!r}: its"
+                f" {MANIFEST_NAME} does not set supportsMultipleExtensions, so the handler"
+                f" takes one extension (the goal state gives it {names})"
+            )
+    return problems
+
+
+def peek_manifest(catalog: PackageCatalog, handler: HandlerName, version: Version) -> bytes | None:
+    """The HandlerManifest.json a local package file holds (capped), without extracting it.
+
+    The manifest is the one the extractor would install: at the root, else the shallowest.
+    None when the package is not a local file or holds no readable manifest: the fetch
+    then reports the problem with its own error code.
+    """
+    try:
+        ref = catalog.find(handler, version)
+    except NoEligibleVersionError:
+        return None
+    if not ref.location.startswith("/"):
+        return None
+    unreadable = (OSError, zipfile.BadZipFile, EOFError, ValueError)
+    with contextlib.suppress(*unreadable), zipfile.ZipFile(Path(ref.location)) as archive:
+        names = [
+            info
+            for info in archive.infolist()
+            if not info.is_dir() and info.filename.rsplit("/", 1)[-1] == MANIFEST_NAME
+        ]
+        if not names:
+            return None
+        chosen = min(names, key=lambda info: (info.filename.count("/"), info.filename))
+        if chosen.file_size > MANIFEST_PEEK_LIMIT:
+            return None
+        with archive.open(chosen) as stream:
+            return stream.read(MANIFEST_PEEK_LIMIT + 1)[:MANIFEST_PEEK_LIMIT]
+    return None
+
+
+def package_manifest(
+    catalog: PackageCatalog, handler: HandlerName, version: Version
+) -> HandlerManifest | None:
+    """`peek_manifest`, parsed; None when it cannot be had or does not parse."""
+    data = peek_manifest(catalog, handler, version)
+    if data is None:
+        return None
+    try:
+        return parse_manifest(data)
+    except PackageError:
+        return None
