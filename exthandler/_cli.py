@@ -176,7 +176,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except (StateDirError, OSError) as exc:
-        return _unusable(exc)
+        return _unusable(exc, config.state_dir)
     if signum is not None:
         print(
             f"exthandler: stopped by {signal.Signals(signum).name}: what finished is recorded;"
@@ -189,12 +189,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_FAILED if _failed(view) else EXIT_OK
 
 
-def _unusable(exc: OSError) -> int:
+def _unusable(exc: OSError, state_dir: Path) -> int:
     """One line for a state dir, log root or file of the runtime's that cannot be used."""
-    if isinstance(exc, StateDirError) or not exc.filename:
+    if isinstance(exc, StateDirError):
         text = str(exc)
     else:
-        text = f"{exc.filename}: {exc.strerror or exc}"
+        text = f"{exc.filename or state_dir}: {exc.strerror or exc}"
     print(f"exthandler: {text}", file=sys.stderr)
     return EXIT_INVALID
 
@@ -218,6 +218,7 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
         return anyio.run(work), None  # only the main thread can take signals
     received: list[int] = []
     finished: list[_T] = []
+    failed: list[Exception] = []
 
     async def supervised() -> None:
         async with anyio.create_task_group() as group:
@@ -230,7 +231,10 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
                         return
 
             group.start_soon(watch)
-            finished.append(await work())
+            try:
+                finished.append(await work())
+            except Exception as exc:  # raised again below, outside the task group's wrapping
+                failed.append(exc)
             group.cancel_scope.cancel()
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -242,6 +246,8 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
         return None, signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if failed:
+        raise failed[0]
     if finished:
         return finished[0], None
     return None, received[0] if received else signal.SIGINT
@@ -365,7 +371,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except (StateDirError, OSError) as exc:
-        return _unusable(exc)
+        return _unusable(exc, config.state_dir)
     if signum is not None:
         print(f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr)
     return EXIT_OK

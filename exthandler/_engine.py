@@ -69,6 +69,7 @@ from ._plan import (
     advance,
     next_step,
 )
+from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
@@ -447,7 +448,9 @@ class Engine:
                 sequence = ext.sequence_number
             elif previous is None:
                 sequence = 0
-            elif previous.settings_digest == digest:
+            elif previous.settings_digest in (digest, RECOVERED):
+                # RECOVERED: a record rebuilt from the handler dir, whose settings are
+                # taken as the goal's (see _recover).
                 sequence = previous.sequence_number
             else:
                 sequence = previous.sequence_number + 1

@@ -135,9 +135,13 @@ class Store:
             ) from exc
         # The lock file names its holder while held and is emptied by a clean release: a
         # name left in it means the last runtime was killed, and its leftovers need a sweep.
-        self.needs_sweep = bool(os.pread(fd, 64, 0).strip())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            self.needs_sweep = bool(os.pread(fd, 64, 0).strip())
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)  # the lock goes with it
+            raise StateDirError(f"{lock_path}: {exc.strerror or exc}") from exc
         self._lock_fd = fd
 
     def release(self) -> None:
@@ -167,13 +171,20 @@ class Store:
         return self.meta / "journal"
 
     def load_records(self) -> dict[HandlerName, HandlerRecord]:
-        """Every handler record; unreadable ones are reported in the log and skipped."""
-        snapshot = self._read_json(self.snapshot_path) or {}
+        """Every handler record.
+
+        Records that cannot be read (a damaged records.json, a record that no longer
+        structures) are rebuilt from the handler dirs (see `_recover`), never forgotten:
+        a forgotten handler would be fetched and installed again over itself.
+        """
+        snapshot, damaged = self._read_snapshot()
         generation = snapshot.get("generation", 0)
         raw: dict[str, Any] = dict(snapshot.get("records") or {})
         journal = self._journal_bytes()
         lines = self._journal_lines(journal)
-        if lines and lines[0].get("generation") == generation:
+        # A damaged snapshot has no generation to match: the journal's whole records are
+        # still the newest word on their handlers.
+        if lines and (damaged or lines[0].get("generation") == generation):
             for entry in lines[1:]:
                 key = entry.get("key")
                 if isinstance(key, str):
@@ -186,10 +197,12 @@ class Store:
             try:
                 record = self._converter.structure(value, HandlerRecord)
             except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
-                self.log(f"record {key!r} is unreadable and was dropped: {exc}")
+                self.log(f"record {key!r} is unreadable: {exc}")
                 dropped = True
                 continue
             records[record.handler] = record
+        if damaged or dropped:
+            self._recover(records)
         if snapshot and not dropped and journal == self._journal_header(generation):
             # Nothing happened since the last compaction (a re-apply that ran no step):
             # the snapshot is current and the empty journal goes on as it is.
@@ -199,15 +212,45 @@ class Store:
         self._compact(records, generation + 1)
         return records
 
-    def _read_json(self, path: Path) -> dict[str, Any] | None:
+    def _read_snapshot(self) -> tuple[dict[str, Any], bool]:
+        """records.json's content, and whether it is damaged (there, but not a snapshot)."""
+        path = self.snapshot_path
         try:
             data: Any = json.loads(path.read_bytes())
         except FileNotFoundError:
-            return None
-        except ValueError as exc:
-            self.log(f"{path} is unreadable and was ignored: {exc}")
-            return None
-        return data if isinstance(data, dict) else None
+            return {}, False
+        except (ValueError, RecursionError) as exc:
+            problem = f"not valid JSON ({exc})"
+        except OSError as exc:
+            raise StateDirError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+        else:
+            if isinstance(data, dict) and isinstance(data.get("records", {}), dict):
+                return data, False
+            problem = "not a snapshot of handler records"
+        # Kept for whoever wants to know what happened; the records are rebuilt.
+        kept = path.with_name(f"{path.name}.damaged")
+        with contextlib.suppress(OSError):
+            os.replace(path, kept)
+        self.log(f"{path} is damaged ({problem}); kept as {kept.name}")
+        return {}, True
+
+    def _recover(self, records: dict[HandlerName, HandlerRecord]) -> None:
+        """Add a record rebuilt from its handler dir for every handler that has none."""
+        from ._recover import rebuild_records
+        from ._view import InstanceView
+
+        view = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+            view = InstanceView.from_json(json.loads(self.view_path.read_bytes()))
+        rebuilt = rebuild_records(self.root, skip=set(records), view=view)
+        for handler, record in sorted(rebuilt.items(), key=lambda item: item[0].key):
+            names = ", ".join(e.name for e in record.extensions) or "no extension"
+            self.log(
+                f"{handler}: record rebuilt from {handler}-{record.version}: {record.state}"
+                f" ({names}); install does not run again, enable runs once more with the"
+                " same sequence number"
+            )
+        records.update(rebuilt)
 
     def _journal_bytes(self) -> bytes:
         try:
@@ -240,10 +283,17 @@ class Store:
             "generation": generation,
             "records": {h.key: self._converter.unstructure(r) for h, r in records.items()},
         }
-        write_atomic(self.snapshot_path, json.dumps(document, sort_keys=True).encode(), mode=0o600)
-        write_atomic(self.journal_path, self._journal_header(generation), mode=0o600)
-        self._close_journal()
-        self._journal_fd = self._open_journal()
+        path = self.snapshot_path
+        try:
+            write_atomic(path, json.dumps(document, sort_keys=True).encode(), mode=0o600)
+            path = self.journal_path
+            write_atomic(path, self._journal_header(generation), mode=0o600)
+            self._close_journal()
+            self._journal_fd = self._open_journal()
+        except OSError as exc:
+            raise StateDirError(
+                f"{path}: cannot save the handler records: {exc.strerror or exc}"
+            ) from exc
 
     def _close_journal(self) -> None:
         if self._journal_fd is not None:

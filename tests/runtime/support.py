@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +197,20 @@ def view_of(view: Mapping[str, Any], name: str) -> dict[str, Any]:
         if ext["name"] == name:
             return dict(ext)
     raise AssertionError(f"{name} not in the instance view: {view}")
+
+
+def status_of(view: Mapping[str, Any], name: str) -> dict[str, str]:
+    """The first status of extension `name` in an instance view."""
+    statuses: list[dict[str, str]] = view_of(view, name)["statuses"]
+    return statuses[0]
+
+
+def wait_until(condition: Callable[[], bool], *, limit: float = 60.0, what: str = "") -> None:
+    """Poll `condition` until it holds; a safety net of `limit` seconds turns a hang into a
+    failure (it bounds a wait for an event, it does not time the code under test)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what or condition}"
+        time.sleep(0.02)

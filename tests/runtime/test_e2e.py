@@ -6,15 +6,8 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.runtime.support import Agent, Packages, extension, goal, view_of
-
-
-def status_of(view: dict[str, Any], name: str) -> dict[str, str]:
-    ext = view_of(view, name)
-    statuses: list[dict[str, str]] = ext["statuses"]
-    return statuses[0]
+from tests.runtime.support import Agent, Packages, extension, goal, status_of, view_of
 
 
 def test_fresh_install_then_unchanged_runs_nothing(agent: Agent, packages: Packages) -> None:
