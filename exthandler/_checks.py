@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ._errors import NoEligibleVersionError, PackageError
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
-from ._model import GoalState, HandlerName, RequestedState, Version
+from ._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Version
 from ._repository import PackageCatalog
 from ._versions import select_version
 
@@ -33,7 +33,7 @@ def single_config_problems(
     manifest_of: ManifestLookup,
     installed: Callable[[HandlerName], Sequence[Version]] = lambda _: (),
 ) -> list[str]:
-    """`extensions[i]: ...` for every extension that shares a handler which supports one.
+    """`$.extensions[i]: ...` for every extension that shares a handler which takes one.
 
     The version is chosen as `apply` would choose it; its manifest comes from
     `manifest_of` (installed handler dirs, in-process classes, package files). When no
@@ -65,8 +65,13 @@ def single_config_problems(
             continue
         names = ", ".join(repr(goal.extensions[i].name) for i in indexes)
         for index in indexes[1:]:
+            where = (
+                f"$.extensions[{index}]"
+                if goal.format is GoalStateFormat.NATIVE
+                else f"extension {goal.extensions[index].name!r}"
+            )
             problems.append(
-                f"extensions[{index}]: {goal.extensions[index].name!r} cannot share handler"
+                f"{where}: {goal.extensions[index].name!r} cannot share handler"
                 f" {handler} {version} with {goal.extensions[indexes[0]].name!r}: its"
                 f" {MANIFEST_NAME} does not set supportsMultipleExtensions, so the handler"
                 f" takes one extension (the goal state gives it {names})"

@@ -308,7 +308,7 @@ class Engine:
             # the journal; the view says so, and shows interrupted steps transitioning.
             with anyio.CancelScope(shield=True):
                 store.log("apply interrupted: the steps that did not finish run at the next apply")
-                with _suppress_os_errors():
+                with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
                     await self._publish_view(durable=True)
             raise
         finally:
@@ -1233,11 +1233,6 @@ def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDir
             if found is not None:
                 return found
     return None
-
-
-def _suppress_os_errors() -> contextlib.suppress:
-    """For the last words of an interrupted pass: a full disk must not hide the interrupt."""
-    return contextlib.suppress(OSError)
 
 
 def _outcome(result: CommandResult) -> Outcome:

@@ -181,7 +181,7 @@ def test_two_extensions_on_a_single_config_handler_leave_an_installed_one_alone(
     code, _ = agent.apply(goal(extension("a"), extension("b")))
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("extensions[1]: 'b' cannot share handler Test.Ext 1.0.0 with 'a'")
+    assert err.startswith("$.extensions[1]: 'b' cannot share handler Test.Ext 1.0.0 with 'a'")
     assert "supportsMultipleExtensions" in err
     assert agent.take_ops() == []
     code, out = agent.cli("status", "--state-dir", str(agent.state), "--json")
