@@ -340,9 +340,7 @@ def test_per_handler_timeout(agent: Agent, packages: Packages) -> None:
         async with open_runtime(config) as runtime:
             return await runtime.apply(load_goal_state(agent.goal_path))
 
-    started = time.monotonic()
-    view = anyio.run(main)
-    assert time.monotonic() - started < 10
+    view = anyio.run(main)  # a timeout not enforced would wait for `sleep 30`
     ext = view.extension("ext")
     assert ext is not None
     assert ext.statuses[0].code == "ProvisioningState/failed/1011"

@@ -222,11 +222,9 @@ def test_supersession_between_processes(layout: Layout) -> None:
 
 def test_detached_enable_reports_after_the_command_returned(layout: Layout) -> None:
     layout.write_settings(0, {"action": "detach", "seconds": 1.5})
-    began = time.monotonic()
     command = start(layout, 0)
     _out, err = command.communicate(timeout=60)
     assert command.returncode == 0, err
-    assert time.monotonic() - began < 30
     assert status_is(layout, 0, "transitioning") or status_is(layout, 0, "success")
     wait_for(lambda: status_is(layout, 0, "success", "finished in the background"), 10)
     wait_for(lambda: layout.mrseq() == "0", 5)
