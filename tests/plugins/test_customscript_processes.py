@@ -96,6 +96,7 @@ def test_a_protected_command_is_in_no_process_arguments_or_environment(tmp_path:
                 for pid in process_ids():  # any process of the machine, its group included
                     assert SECRET.encode() not in proc_file(pid, "cmdline"), pid
                 download = state / DIR / "download"
+                wait_for(download / "0" / "pid")  # written once the command has started
                 for path, mode in (
                     (download, 0o700),
                     (download / "0", 0o700),
