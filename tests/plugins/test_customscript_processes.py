@@ -197,3 +197,22 @@ def test_the_recorded_script_itself_is_still_stopped(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def test_a_script_that_cannot_be_recorded_is_not_left_running(tmp_path: Path) -> None:
+    directory = tmp_path / "download" / "0"
+    (directory / _process.PID_FILE).mkdir(parents=True)  # the record cannot be written
+    with pytest.raises(IsADirectoryError):
+        _process.start(directory, "sleep 120", dict(os.environ))
+
+    def cwd(pid: int) -> str:
+        with contextlib.suppress(OSError):  # gone, or a zombie: it runs no more
+            return os.readlink(f"/proc/{pid}/cwd")
+        return ""
+
+    # SIGKILL went to the whole group; its members other than the awaited leader die a
+    # moment later (the deadline is only a safety net: the script would run 120 s).
+    deadline = time.monotonic() + 60
+    while left := [pid for pid in process_ids() if cwd(pid) == str(directory)]:
+        assert time.monotonic() < deadline, f"still running: {left}"
+        time.sleep(0.01)

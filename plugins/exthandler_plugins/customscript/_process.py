@@ -56,8 +56,14 @@ def start(directory: Path, command: str, env: Mapping[str, str]) -> subprocess.P
             close_fds=True,
         )
     identity = identify(process.pid)
-    if identity is not None:  # without procfs nothing could tell it from a later process
-        write_atomic(directory / PID_FILE, identity.to_json().encode(), mode=0o600, durable=False)
+    try:
+        if identity is not None:  # without procfs nothing could tell it from a later one
+            data = identity.to_json().encode()
+            write_atomic(directory / PID_FILE, data, mode=0o600, durable=False)
+    except OSError:  # nobody could stop a script left running unrecorded and unawaited
+        kill_group(process.pid)
+        process.wait()
+        raise
     return process
 
 
