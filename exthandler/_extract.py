@@ -4,8 +4,9 @@ A package is untrusted input. Every member is checked against the archive's cent
 directory before a single byte is written: no absolute or drive-letter paths, no
 backslashes, no `..`, no links that leave the package (following links through other
 links, as the kernel would), no devices, fifos or sockets, no duplicates, no writing
-through a link, and no zip bombs (entry count, declared total size, compression ratio).
-Sizes are then enforced again on the bytes actually decompressed.
+through a link, and no zip bombs (entry count, declared total size, compression ratio of
+each member and of the whole archive). Sizes are then enforced again on the bytes actually
+decompressed. Every directory and file made gets an explicit mode, whatever the umask.
 
 Extraction happens in a hidden sibling of the target and is renamed into place only when
 everything, manifest included, is in order: a refused package leaves nothing behind.
@@ -64,9 +65,12 @@ class ExtractionLimits:
     """Bounds that make a zip bomb a refused package instead of a full disk.
 
     `max_files` counts entries of every kind (files, directories, links). `max_ratio`
-    applies to members larger than `ratio_min_size` (uncompressed): small members of
-    zeros legitimately compress very well. Sizes are checked on the central directory
-    first, then on the bytes actually decompressed.
+    applies to each member larger than `ratio_min_size` (uncompressed), and to the whole
+    archive (its total uncompressed size over the zip file's size) when that total is
+    larger than `ratio_min_size`: a small package of zeros legitimately compresses very
+    well, but many small members must not add up to what one large member may not be.
+    Sizes are checked on the central directory first, then on the bytes actually
+    decompressed.
     """
 
     max_total_size: int = 1 << 30
@@ -121,7 +125,8 @@ def extract_package(
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise _refuse(f"{zip_path} is not a readable zip archive: {exc}") from exc
     with archive:
-        members = _plan(archive, limits)
+        assert archive.fp is not None  # open for reading until the with-block ends
+        members = _plan(archive, limits, zip_path, os.fstat(archive.fp.fileno()).st_size)
         manifest_member = _choose_manifest(members, zip_path)
         created: list[Path] = []
         staging: Path | None = None
@@ -167,8 +172,9 @@ def _make_dirs(path: Path, created: list[Path]) -> None:
         missing.append(path)
         path = path.parent
     for directory in reversed(missing):
-        directory.mkdir()
+        directory.mkdir(mode=_OWNER_RWX)
         created.append(directory)
+        directory.chmod(_DIR_MODE)
 
 
 def _safe_parts(name: str) -> tuple[str, ...]:
@@ -209,8 +215,14 @@ def _classify(info: zipfile.ZipInfo) -> tuple[_Kind, int]:
     return kind, perms or _DEFAULT_FILE_PERMS
 
 
-def _plan(archive: zipfile.ZipFile, limits: ExtractionLimits) -> list[_Member]:
-    """Check every entry from the central directory; nothing is written here."""
+def _plan(
+    archive: zipfile.ZipFile, limits: ExtractionLimits, zip_path: Path, size: int
+) -> list[_Member]:
+    """Check every entry from the central directory; nothing is written here.
+
+    `size` is the zip file's size in bytes: what the whole archive's ratio is taken over
+    (a sum of the members' compressed sizes could count shared bytes more than once).
+    """
     infos = archive.infolist()
     if len(infos) > limits.max_files:
         raise _refuse(
@@ -250,6 +262,12 @@ def _plan(archive: zipfile.ZipFile, limits: ExtractionLimits) -> list[_Member]:
         link_target = _read_link(archive, info) if kind is _Kind.LINK else ""
         members[parts] = _Member(
             info=info, parts=parts, kind=kind, perms=perms, link_target=link_target
+        )
+    # Checked after each member's own limits, so that a single culprit is named.
+    if total > limits.ratio_min_size and total > limits.max_ratio * max(size, 1):
+        raise _refuse(
+            f"{zip_path}: its {len(infos)} members expand {size} bytes to {total}"
+            f" (more than {limits.max_ratio:g}:1 for the whole archive): a zip bomb"
         )
     for member in members.values():
         for depth in range(1, len(member.parts)):
@@ -353,7 +371,8 @@ def _write(
             ancestors.append(member.parts)
         for parts in ancestors:
             if parts not in directories:
-                root.joinpath(*parts).mkdir(exist_ok=True)
+                # Private while the tree is built; opened up to _DIR_MODE at the end.
+                root.joinpath(*parts).mkdir(mode=_OWNER_RWX, exist_ok=True)
                 directories.add(parts)
         if member.kind is _Kind.FILE:
             budget -= _write_file(archive, member, root, min(member.info.file_size, budget))
@@ -408,7 +427,9 @@ def _install_manifest(root: Path, member: _Member) -> HandlerManifest:
     data = source.read_bytes()
     manifest = parse_manifest(data, where=member.name)
     if len(member.parts) > 1:
-        destination = root / MANIFEST_NAME
-        shutil.copyfile(source, destination)
-        destination.chmod(stat.S_IMODE(source.stat().st_mode))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(os.open(root / MANIFEST_NAME, flags, 0o600), "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(source.stat().st_mode))
     return manifest

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
-import json
 import logging
 import os
 import shlex
@@ -28,8 +26,7 @@ import anyio
 import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
-
-from .._store import read_boot_id
+from exthandler_sdk._procs import BOOT_ID_PATH, identify, read_identity, still_running
 
 __all__ = [
     "EXCERPT_LIMIT",
@@ -172,12 +169,14 @@ async def run_command(
     log_limit: int = 10 * 1024 * 1024,
     marker: Path | None = None,
     base_env: Mapping[str, str] | None = None,
+    boot_id_path: Path = BOOT_ID_PATH,
 ) -> CommandResult:
     """Run a manifest command in `handler_dir` and report how it ended.
 
     `marker`, when given, names the command's process group for as long as it runs, so
-    that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`);
-    afterwards it is left empty for the caller's next command (see `clear_marker`).
+    that a runtime killed meanwhile can end the orphan on its next start (`end_orphans`,
+    given the same `boot_id_path`); afterwards it is left empty for the caller's next
+    command (see `clear_marker`).
     `base_env` is the environment the command starts from (see `base_environment`; a
     caller running many commands computes it once).
 
@@ -199,7 +198,7 @@ async def run_command(
         # On the event loop, although it blocks until the child has exec'd: CPython holds
         # the GIL through fork and exec, so a worker thread would block the loop as much
         # and add a hand-off to each command.
-        out, err, child = _spawn(argv, handler_dir, child_env, marker)
+        out, err, child = _spawn(argv, handler_dir, child_env, marker, boot_id_path)
         if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False
@@ -262,7 +261,11 @@ def _capture_file(directory: Path) -> IO[bytes]:
 
 
 def _spawn(
-    argv: list[str], cwd: Path, env: Mapping[str, str], marker: Path | None = None
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    marker: Path | None = None,
+    boot_id_path: Path = BOOT_ID_PATH,
 ) -> tuple[IO[bytes], IO[bytes], subprocess.Popen[bytes] | OSError]:
     """Open the capture files, start the command in a new session and, if asked, write
     the marker naming its process group (blocking I/O)."""
@@ -281,29 +284,15 @@ def _spawn(
     except OSError as exc:
         return out, err, exc
     if marker is not None:
-        _write_marker(marker, process.pid)
+        _write_marker(marker, process.pid, boot_id_path)
     return out, err, process
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot: with the boot id, it tells a
-    process from a later one that reused its pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-@functools.cache
-def _boot_id() -> str:
-    """The kernel's boot id (it cannot change while this process lives)."""
-    return read_boot_id()
-
-
-def _write_marker(marker: Path, pid: int) -> None:
-    document = json.dumps({"pid": pid, "start": _start_time(pid), "boot": _boot_id()})
+def _write_marker(marker: Path, pid: int, boot_id_path: Path = BOOT_ID_PATH) -> None:
+    """Record who the group leader `pid` is; a process that cannot be identified (no
+    procfs) is recorded as nothing, since it could not be told from a later one."""
+    identity = identify(pid, boot_id_path=boot_id_path)
+    document = identity.to_json() if identity is not None else ""
     try:
         marker.write_text(document)
     except FileNotFoundError:
@@ -317,7 +306,9 @@ def clear_marker(marker: Path) -> None:
         os.unlink(marker)
 
 
-def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
+def end_orphans(
+    directory: Path, grace: float = 5.0, *, boot_id_path: Path = BOOT_ID_PATH
+) -> list[str]:
     """End the process groups of commands a killed runtime left running (blocking).
 
     Each marker in `directory` names a group (an empty one names none); it is signalled
@@ -327,10 +318,10 @@ def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
     """
     ended: list[str] = []
     for marker in sorted(directory.glob("*.json")) if directory.is_dir() else ():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            document = json.loads(marker.read_text())
-            pid = int(document["pid"])
-            if document.get("boot") == _boot_id() and document.get("start") == _start_time(pid):
+        identity = read_identity(marker)
+        if identity is not None and still_running(identity, boot_id_path=boot_id_path):
+            pid = identity.pid
+            with contextlib.suppress(OSError):  # e.g. EPERM: not ours to end after all
                 _signal_group(pid, signal.SIGTERM)
                 deadline = time.monotonic() + grace
                 while _group_alive(pid) and time.monotonic() < deadline:
@@ -338,7 +329,8 @@ def end_orphans(directory: Path, grace: float = 5.0) -> list[str]:
                 if _group_alive(pid):
                     _signal_group(pid, signal.SIGKILL)
                 ended.append(f"ended process group {pid} left running by a stopped runtime")
-        marker.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            marker.unlink()
     return ended
 
 

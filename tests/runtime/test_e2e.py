@@ -493,16 +493,32 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_ten_independent_enables_run_concurrently(agent: Agent, packages: Packages) -> None:
+def test_ten_independent_enables_run_concurrently(
+    agent: Agent, packages: Packages, tmp_path: Path
+) -> None:
+    """Each enable checks in, then waits until 8 (the default concurrency) have: that can
+    only happen when 8 of them run at once. One that gives up (after a safety-net count
+    of tries) fails, and so does the apply."""
+    arrived = tmp_path / "arrived"
+    arrived.mkdir()
+    barrier = (
+        f'touch "{arrived}/$$"\n'
+        "i=0\n"
+        f'while [ "$(ls "{arrived}" | wc -l)" -lt 8 ]; do\n'
+        '  i=$((i+1)); [ "$i" -lt 6000 ] || exit 1\n'
+        "  sleep 0.01\n"
+        "done\n"
+        f'ls "{arrived}" | wc -l > "{arrived}.$$"\n'
+        "write_status success 0 ok"
+    )
     for i in range(10):
-        packages.build(
-            f"Test.Sleep{i}", "1.0.0", actions={"enable": "sleep 1; write_status success 0 ok"}
-        )
-    started = time.monotonic()
-    code, _ = agent.apply(goal(*(extension(f"s{i}", f"Test.Sleep{i}") for i in range(10))))
-    elapsed = time.monotonic() - started
-    assert code == 0
-    assert elapsed < 3.0, f"ten 1-second enables took {elapsed:.2f} s"
+        packages.build(f"Test.Meet{i}", "1.0.0", actions={"enable": barrier})
+    code, view = agent.apply(goal(*(extension(f"m{i}", f"Test.Meet{i}") for i in range(10))))
+    assert code == 0, view
+    assert len(list(arrived.iterdir())) == 10
+    seen = [int(path.read_text()) for path in tmp_path.glob("arrived.*")]
+    assert len(seen) == 10
+    assert min(seen) >= 8  # every one of them saw at least 8 running at once
 
 
 def test_missing_version_is_reported_not_fatal(agent: Agent, packages: Packages) -> None:

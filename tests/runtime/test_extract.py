@@ -173,6 +173,68 @@ def test_small_compressible_members_are_fine(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "zeros").stat().st_size == 512 * 1024
 
 
+def test_zip_bomb_of_many_small_members(tmp_path: Path) -> None:
+    member = bytes(DEFAULT_LIMITS.ratio_min_size // 2)  # each under the per-member check
+    entries = [f(f"part/{i:03}", member) for i in range(256)]
+    zip_path = make_zip(tmp_path / "pkg.zip", entries)
+    total = 256 * len(member)
+    assert total < DEFAULT_LIMITS.max_total_size
+    assert total > 500 * zip_path.stat().st_size  # far beyond 200:1 overall
+    error = assert_refused(tmp_path, zip_path, ErrorCode.PACKAGE_EXTRACTION, "whole archive")
+    assert error.message.startswith(f"{zip_path}: its 257 members expand")
+    assert error.message.endswith("(more than 200:1 for the whole archive): a zip bomb")
+
+
+def test_whole_archive_ratio_limit_is_the_member_one(tmp_path: Path) -> None:
+    # Below `ratio_min_size` in total, any ratio is fine; above it, `max_ratio` applies.
+    entries = [f(f"z{i}", bytes(100_000)) for i in range(4)]
+    zip_path = make_zip(tmp_path / "pkg.zip", entries)
+    size = zip_path.stat().st_size
+    total = 4 * 100_000 + len(MANIFEST)
+    # Each member is under `ratio_min_size`; together they are over it.
+    lenient = ExtractionLimits(max_ratio=total / size, ratio_min_size=150_000)
+    extract_package(zip_path, tmp_path / "ok", limits=lenient)
+    assert_refused(
+        tmp_path,
+        zip_path,
+        ErrorCode.PACKAGE_EXTRACTION,
+        "for the whole archive",
+        limits=ExtractionLimits(max_ratio=total / size * 0.99, ratio_min_size=150_000),
+    )
+    small = ExtractionLimits(max_ratio=1.0, ratio_min_size=total)
+    extract_package(zip_path, tmp_path / "small", limits=small)
+
+
+def test_nothing_made_is_writable_by_others_even_under_umask_0(tmp_path: Path) -> None:
+    entries = [
+        f("deep/er/x.sh", SCRIPT, 0o777),
+        d("open/"),
+        f("open/y", b"y", 0o666),
+        f("sub/" + MANIFEST_NAME, MANIFEST, 0o666),
+        link("deep/alias", "er/x.sh"),
+    ]
+    zip_path = make_zip(tmp_path / "pkg.zip", entries, manifest=False)
+    target = tmp_path / "new" / "parents" / "Pub.Type-1.0"
+    previous = os.umask(0)
+    try:
+        extract_package(zip_path, target)
+    finally:
+        os.umask(previous)
+    made = [tmp_path / "new", tmp_path / "new" / "parents", target]
+    made += [Path(d) / n for d, ds, fs in os.walk(target) for n in ds + fs]
+    assert len(made) == 12  # the manifest copied to the root included
+    for path in made:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        assert not mode & 0o022, f"{path}: {mode:o}"
+        if stat.S_ISDIR(info.st_mode):
+            assert mode in (0o700, 0o755), f"{path}: {mode:o}"
+        else:
+            assert mode & 0o700 == 0o700, f"{path}: {mode:o}"
+
+
 def test_total_size_limit(tmp_path: Path) -> None:
     entries = [f("a", os.urandom(600)), f("b", os.urandom(600))]
     zip_path = make_zip(tmp_path / "pkg.zip", entries, method=zipfile.ZIP_STORED)

@@ -566,23 +566,54 @@ async def test_marker_names_the_group_only_while_the_command_runs(
     handler_dir: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "running" / "p.t.json"
-    script(handler_dir, "look", f'cat "{marker}" > "{tmp_path}/seen"')
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-A\n")
+    # The marker is written once the command has started: wait for it (the count of
+    # tries is only a safety net), then show what it says.
+    script(
+        handler_dir,
+        "look",
+        f'i=0; while [ ! -s "{marker}" ] && [ "$i" -lt 6000 ]; do sleep 0.01; i=$((i+1)); done\n'
+        f'cat "{marker}" > "{tmp_path}/seen"\ncut -d" " -f5 /proc/$$/stat > "{tmp_path}/group"',
+    )
     result = await run_command(
         handler_dir=handler_dir,
         command="bin/look",
         operation=Operation.ENABLE,
         env=PROTOCOL_ENV,
-        timeout=10,
+        timeout=120,
         marker=marker,
+        boot_id_path=boot,
     )
     assert result.ok
     import json
 
     seen = json.loads((tmp_path / "seen").read_text())
     assert set(seen) == {"pid", "start", "boot"}
+    assert seen["boot"] == "boot-A"
+    assert seen["pid"] == int((tmp_path / "group").read_text())  # it names the group
     assert marker.read_bytes() == b""  # names nothing now; kept for the next command
     assert end_orphans(marker.parent) == []  # an empty marker ends nothing...
     assert not marker.exists()  # ...and is removed with the others
+
+
+def test_orphans_are_told_by_the_given_boot_id(tmp_path: Path, reaper: list[int]) -> None:
+    import subprocess
+
+    from exthandler._executors.process import _write_marker
+
+    running = tmp_path / "running"
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-A\n")
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    reaper.append(process.pid)
+    _write_marker(running / "before-reboot.json", process.pid, boot)
+    boot.write_text("boot-B\n")  # the runtime's boot id file says: rebooted since
+    assert end_orphans(running, grace=1.0, boot_id_path=boot) == []
+    assert process.poll() is None  # whoever holds that pid now is left alone
+    assert list(running.iterdir()) == []
+    process.kill()
+    process.wait()
 
 
 def test_end_orphans_ends_the_recorded_group_and_nothing_else(

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from exthandler._testing import Agent, Fault, TestingUsageError, check_lifecycle
@@ -125,12 +126,43 @@ def test_faults_of_handler_classes(
 )
 def test_faults_of_packages(exthandler_agent: Agent, fault: Fault, code: str, words: str) -> None:
     exthandler_agent.add_built_package(Greeter, fault=fault)
+    if fault.kind == "hang":
+        _install_then_stop_at_enable(exthandler_agent)
     exthandler_agent.apply(greeter())
     status = exthandler_agent.status("greeter")
     assert status.code == code, status
     assert words in status.message
-    enable = [c for c in exthandler_agent.commands if c.operation == "enable"]
-    assert [c.ok for c in enable] == [fault.kind == "bad-status"], exthandler_agent.commands
+    commands = exthandler_agent.take_commands()
+    enable = [c for c in commands if c.operation == "enable"]
+    assert [c.ok for c in enable] == [fault.kind == "bad-status"], commands
+    if fault.kind == "hang":  # installed before: only the enable ran, under the hang's limit
+        assert [c.operation for c in commands] == ["enable"]
+
+
+def _install_then_stop_at_enable(agent: Agent) -> None:
+    """Apply until the (hanging) enable starts, then cancel that apply.
+
+    A hang's short limit applies to every command of its handler, and a packaged install
+    takes a while on a busy machine; so the install runs here under a limit that is only
+    a safety net, and the next apply runs nothing but the interrupted enable again.
+    """
+    agent.command_timeout = 3600.0
+
+    async def until_enable_starts() -> None:
+        with anyio.fail_after(600):  # a safety net: the enable starts within seconds
+            async with anyio.create_task_group() as group:
+                group.start_soon(agent.aapply, greeter())
+                # The kit records a command as it starts, and notifies nobody: look.
+                while not any(c.operation == "enable" for c in agent.commands):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                group.cancel_scope.cancel()
+
+    anyio.run(until_enable_starts)
+    agent.command_timeout = None
+    assert [c.short for c in agent.take_commands()] == [
+        "install Contoso.Testing.Greeter-1.0.0",
+        "enable Contoso.Testing.Greeter-1.0.0",
+    ]
 
 
 def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -> None:

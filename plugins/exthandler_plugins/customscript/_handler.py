@@ -2,7 +2,9 @@
 
 Enable resolves the settings (`_settings`), downloads `fileUris` into
 `<handler_dir>/download/<seq>/` (`_download`), writes an inline `script` there as
-`script.sh`, and runs the command in that directory (`_process`), reporting
+`script.sh` and a protected `commandToExecute` as `command.sh` (both 0700, so that no
+secret shows in any process's arguments), and runs the command in that directory
+(`_process`), reporting
 `transitioning` with the output's tails while it runs. The same code runs in process and
 packaged, in the foreground of the enable command: the whole enable is bounded by
 `SCRIPT_BUDGET` and by the command's own deadline, whichever comes first.
@@ -39,6 +41,7 @@ TIMEOUT_CODE = 1011
 """The status code when the script outlives its budget (the protocol's "timed out")."""
 _POLL = 0.05
 _SCRIPT_NAME = "script.sh"
+_COMMAND_NAME = "command.sh"
 
 Ctx = Context[CustomScriptSettings, CustomScriptProtectedSettings]
 
@@ -96,17 +99,24 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
             _process.stop_recorded(directory)
             shutil.rmtree(directory)
         directory.mkdir(mode=0o700)
+        os.chmod(directory, 0o700)
         return directory
 
     def _command(self, plan: Plan, directory: Path) -> str:
-        if plan.script is None:
-            assert plan.command is not None
+        """What `/bin/sh -c` runs: a public command as given; a script, or a command from
+        the protected settings, from a 0700 file in the 0700 download dir (the arguments
+        of a process are readable by every user of the machine)."""
+        if plan.script is not None:
+            data = _process.dos2unix(plan.script) if plan.dos2unix else plan.script
+            _process.write_private(directory / _SCRIPT_NAME, data)
+            return f"./{_SCRIPT_NAME}"
+        assert plan.command is not None
+        if not plan.command_protected:
             return plan.command
-        data = _process.dos2unix(plan.script) if plan.dos2unix else plan.script
-        path = directory / _SCRIPT_NAME
-        path.write_bytes(data)
-        os.chmod(path, 0o700)
-        return f"./{_SCRIPT_NAME}"
+        _process.write_private(directory / _COMMAND_NAME, os.fsencode(plan.command))
+        # Sourced by the shell that `-c` starts, so that it runs as `/bin/sh -c <command>`
+        # would: same $0, no arguments, same exit status, `exit` ends it.
+        return f". ./{_COMMAND_NAME}"
 
     async def _run(self, ctx: Ctx, directory: Path, command: str, started: float) -> None:
         budget = max(0.0, min(SCRIPT_BUDGET - (time.monotonic() - started), ctx.remaining()))

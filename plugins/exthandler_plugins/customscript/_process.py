@@ -2,8 +2,10 @@
 
 The command runs as `/bin/sh -c COMMAND` in the download dir, in a new session (so its
 whole group can be signalled), stdin on /dev/null and stdout/stderr appended to the
-`stdout` and `stderr` files beside it. Its process-group id goes to the `pid` file so
-that disable and uninstall can stop a script that another process is still running.
+`stdout` and `stderr` files beside it. The identity of its group leader (pid, start time,
+boot id) goes to the `pid` file so that disable and uninstall can stop a script that
+another process is still running, and never a process that merely got the same pid later
+(after a reboot, or once the script is gone).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from exthandler_sdk._environment import write_atomic
+from exthandler_sdk._procs import identify, read_identity, still_running
+
 __all__ = [
     "PID_FILE",
     "STDERR_FILE",
@@ -24,6 +29,7 @@ __all__ = [
     "start",
     "stop_recorded",
     "tail",
+    "write_private",
 ]
 
 STDOUT_FILE = "stdout"
@@ -49,13 +55,38 @@ def start(directory: Path, command: str, env: Mapping[str, str]) -> subprocess.P
             start_new_session=True,
             close_fds=True,
         )
-    (directory / PID_FILE).write_text(f"{process.pid}\n")
+    identity = identify(process.pid)
+    try:
+        if identity is not None:  # without procfs nothing could tell it from a later one
+            data = identity.to_json().encode()
+            write_atomic(directory / PID_FILE, data, mode=0o600, durable=False)
+    except OSError:  # nobody could stop a script left running unrecorded and unawaited
+        kill_group(process.pid)
+        process.wait()
+        raise
     return process
 
 
 def _private(path: Path) -> int:
     """A descriptor for appending to `path`, created 0600 (the output may hold secrets)."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` holding `data`, mode 0700 whatever the umask: a script to run, which
+    may hold secrets, readable and runnable by its owner only."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o700)
+    try:
+        os.fchmod(fd, 0o700)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -75,16 +106,17 @@ def exit_status(returncode: int) -> int:
 
 
 def stop_recorded(directory: Path) -> bool:
-    """Kill the group recorded in `directory/pid` if it still runs (for disable/uninstall)."""
-    try:
-        pgid = int((directory / PID_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    if pgid <= 1:
-        return False
-    stopped = kill_group(pgid)
+    """Kill the group recorded in `directory/pid` if its leader is still the very process
+    that was started (for disable, uninstall and a new run); the record is then removed.
+
+    A record that names no process identity (garbage, or a bare pid as older versions
+    wrote) is only removed: the pid may belong to anybody by now.
+    """
+    path = directory / PID_FILE
+    identity = read_identity(path)
+    stopped = identity is not None and still_running(identity) and kill_group(identity.pid)
     with contextlib.suppress(OSError):
-        (directory / PID_FILE).unlink()
+        path.unlink()
     return stopped
 
 

@@ -77,9 +77,14 @@ class StorageAccount:
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    """What enable does, once the settings are merged and checked."""
+    """What enable does, once the settings are merged and checked.
+
+    `command_protected` says the command came from the protected settings: it must then
+    never appear in a process's arguments (see `_handler.CustomScript._command`).
+    """
 
     command: str | None = attrs.field(default=None, repr=False)
+    command_protected: bool = False
     script: bytes | None = attrs.field(default=None, repr=False)
     files: tuple[FileSource, ...] = ()
     dos2unix: bool = True
@@ -223,6 +228,7 @@ def resolve(public: CustomScriptSettings | None, protected: CustomScriptSettings
     script = _decode_script(script_text) if script_text is not None else None
     return Plan(
         command=command,
+        command_protected=protected is not None and protected.commandToExecute is not None,
         script=script,
         files=tuple(files),
         dos2unix=not merged["skipDos2Unix"],
