@@ -8,6 +8,7 @@ removals come first, and a handler waits for the handlers its extensions depend 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -278,7 +279,8 @@ class Engine:
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
         # Commands a killed runtime left running end before their steps run again.
-        for line in await self._io(end_orphans, store.running_dir, self.options.kill_grace):
+        orphans = functools.partial(end_orphans, boot_id_path=self.options.boot_id_path)
+        for line in await self._io(orphans, store.running_dir, self.options.kill_grace):
             store.log(line)
         self._goal_id = goal.id
         self._written = set()
@@ -1068,6 +1070,7 @@ class Engine:
                 log_file=self.store.command_log(handler),
                 marker=self._marker_path(handler),
                 base_env=self._base_env,
+                boot_id_path=self.options.boot_id_path,
             )
         self._report(step, record, affected, result, multi, target)
         if result.ok:
