@@ -38,7 +38,7 @@ from ._executors.process import (
 )
 from ._extract import extract_package
 from ._fs import INLINE_LIMIT, write_unless_same
-from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from ._manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from ._model import (
     EncryptedProtectedSettings,
     ExtensionGoal,
@@ -713,8 +713,8 @@ class Engine:
         if manifest is None:
             path = self.store.handler_dir(handler, version) / MANIFEST_NAME
             try:
-                manifest = parse_manifest(path.read_bytes(), where=str(path))
-            except (OSError, PackageError):
+                manifest = read_manifest(path)  # no link, FIFO or huge file: see _fs
+            except PackageError:
                 return None
             self._manifests[key] = manifest
         return manifest
