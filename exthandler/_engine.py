@@ -37,7 +37,7 @@ from ._executors.process import (
     run_command,
 )
 from ._extract import extract_package
-from ._fs import INLINE_LIMIT, write_unless_same
+from ._fs import INLINE_LIMIT, make_dir, write_unless_same
 from ._manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from ._model import (
     EncryptedProtectedSettings,
@@ -796,7 +796,7 @@ class Engine:
                 manifest = materialize(handler_class, directory)
             else:
                 downloads = self.store.meta / "downloads"
-                downloads.mkdir(exist_ok=True)
+                make_dir(downloads, 0o700)
                 zip_path = await source.fetch(ref, downloads / ref.file_name)
                 if zip_path.stat().st_size <= INLINE_LIMIT:
                     manifest = extract_package(zip_path, directory)
@@ -821,16 +821,7 @@ class Engine:
 
     def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
         """Carry the old version's mrseq and status files into the new handler dir."""
-        source = self.store.handler_dir(handler, old)
-        destination = self.store.handler_dir(handler, new)
-        if (source / "mrseq").is_file():
-            shutil.copy2(source / "mrseq", destination / "mrseq")
-        status = source / "status"
-        if status.is_dir():
-            (destination / "status").mkdir(mode=0o700, exist_ok=True)
-            for item in status.iterdir():
-                if item.is_file():
-                    shutil.copy2(item, destination / "status" / item.name)
+        self.store.copy_state(handler, old, new)
 
     def _timeout(
         self,
@@ -929,7 +920,7 @@ class Engine:
             key = (str(path), state.sequence_number)
             if key in self._written and path.exists():
                 continue
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_dir(path.parent, 0o700)  # a link the handler put there is replaced
             self._write_settings_file(path, state.goal)
             self._written.add(key)
 
