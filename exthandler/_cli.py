@@ -18,6 +18,7 @@ import anyio
 from . import __version__
 from ._edit import delete_extension, set_extension
 from ._errors import GoalStateError, PackageError, StateDirError
+from ._fs import open_regular
 from ._goalstate import load_goal_state
 from ._model import GoalState
 from ._progress import Progress
@@ -261,10 +262,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         os.listdir(state_dir)
         view_path = state_dir / ".exthandler" / "instance-view.json"
         if os.path.lexists(view_path):
-            with open(view_path, "rb"):
+            with open_regular(view_path):
                 pass  # readable: read_instance_view says whether it parses
     except OSError as exc:
-        reason = "no such state dir" if isinstance(exc, FileNotFoundError) else exc.strerror
+        if isinstance(exc, FileNotFoundError):
+            reason = "no such state dir"
+        else:
+            reason = exc.strerror or str(exc)
         print(f"exthandler: {exc.filename or state_dir}: {reason}", file=sys.stderr)
         return EXIT_INVALID
     view = read_instance_view(state_dir) or InstanceView(goal_state_id=None, extensions=())

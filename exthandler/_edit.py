@@ -32,13 +32,25 @@ def _load(path: Path) -> dict[str, Any]:
     return document
 
 
+def _holds_plain_secrets(document: dict[str, Any]) -> bool:
+    """Whether an extension has protected settings in clear (an object, not encrypted text)."""
+    return any(
+        isinstance(entry, dict) and isinstance(entry.get("protectedSettings"), dict)
+        for entry in document["extensions"]
+    )
+
+
 def _save(path: Path, document: dict[str, Any]) -> None:
+    """Replace the file; it is 0600 when new or when it holds protected settings in clear
+    (an existing file keeps its mode otherwise)."""
     data = (json.dumps(document, indent=2) + "\n").encode()
     parse_goal_state(data, source=str(path))  # never write a file `apply` would refuse
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         mode = 0o600  # it may hold protected settings in clear
+    if _holds_plain_secrets(document):
+        mode = 0o600  # whatever it was: the secrets are readable by its owner only
     write_atomic(path, data, mode=mode)
 
 

@@ -46,8 +46,8 @@ from ._executors.process import (
     write_log_entry,
 )
 from ._extract import extract_package
-from ._fs import INLINE_LIMIT, write_unless_same
-from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from ._fs import INLINE_LIMIT, make_dir, write_unless_same
+from ._manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from ._model import (
     EncryptedProtectedSettings,
     ExtensionGoal,
@@ -832,8 +832,8 @@ class Engine:
         if manifest is None:
             path = self.store.handler_dir(handler, version) / MANIFEST_NAME
             try:
-                manifest = parse_manifest(path.read_bytes(), where=str(path))
-            except (OSError, PackageError):
+                manifest = read_manifest(path)  # no link, FIFO or huge file: see _fs
+            except PackageError:
                 return None
             self._manifests[key] = manifest
         return manifest
@@ -915,7 +915,7 @@ class Engine:
                 manifest = materialize(handler_class, directory)
             else:
                 downloads = self.store.meta / "downloads"
-                downloads.mkdir(exist_ok=True)
+                make_dir(downloads, 0o700)
                 zip_path = await source.fetch(ref, downloads / ref.file_name)
                 if zip_path.stat().st_size <= INLINE_LIMIT:
                     manifest = extract_package(zip_path, directory)
@@ -977,16 +977,7 @@ class Engine:
 
     def _copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
         """Carry the old version's mrseq and status files into the new handler dir."""
-        source = self.store.handler_dir(handler, old)
-        destination = self.store.handler_dir(handler, new)
-        if (source / "mrseq").is_file():
-            shutil.copy2(source / "mrseq", destination / "mrseq")
-        status = source / "status"
-        if status.is_dir():
-            (destination / "status").mkdir(mode=0o700, exist_ok=True)
-            for item in status.iterdir():
-                if item.is_file():
-                    shutil.copy2(item, destination / "status" / item.name)
+        self.store.copy_state(handler, old, new)
 
     def _timeout(
         self,
@@ -1130,7 +1121,7 @@ class Engine:
             key = (str(path), state.sequence_number)
             if key in self._written and path.exists():
                 continue
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_dir(path.parent, 0o700)  # a link the handler put there is replaced
             self._write_settings_file(path, state.goal)
             self._written.add(key)
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
 from exthandler_sdk import ErrorCode, Operation
 
 from ._errors import PackageError
+from ._fs import READ_LIMIT, UnsafeFileError, read_regular
 
-__all__ = ["IN_PROCESS_KEY", "HandlerManifest", "ResourceLimits", "parse_manifest"]
+__all__ = ["IN_PROCESS_KEY", "HandlerManifest", "ResourceLimits", "parse_manifest", "read_manifest"]
 
 MANIFEST_NAME = "HandlerManifest.json"
 # In a manifest the runtime wrote for an in-process handler: `module:Class`, the class that
@@ -121,3 +124,22 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
         ),
         in_process=spec if isinstance(spec, str) and spec else None,
     )
+
+
+def read_manifest(path: Path) -> HandlerManifest:
+    """Read and parse the HandlerManifest.json of a handler dir (the handler may have
+    changed it since it was extracted).
+
+    Missing, a link, a FIFO or anything but a regular file: PackageError(1002). Larger
+    than `READ_LIMIT` (left unread) or unparsable: PackageError(1003). Never blocks.
+    """
+    try:
+        data = read_regular(path, READ_LIMIT)
+    except UnsafeFileError as exc:
+        too_large = exc.errno == errno.EFBIG
+        code = ErrorCode.MANIFEST_UNPARSABLE if too_large else ErrorCode.MANIFEST_NOT_FOUND
+        raise PackageError(code, f"{path}: {exc.reason}") from exc
+    except OSError as exc:
+        reason = "missing" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise PackageError(ErrorCode.MANIFEST_NOT_FOUND, f"{path}: {reason}") from exc
+    return parse_manifest(data, where=str(path))

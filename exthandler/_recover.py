@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 from pathlib import Path
 
 from ._errors import PackageError, VersionError
+from ._fs import read_regular
 from ._manifest import MANIFEST_NAME, parse_manifest
 from ._model import HandlerName, Version
 from ._plan import ExtensionRecord, HandlerRecord, HandlerState
@@ -155,13 +155,9 @@ def _listing(directory: Path) -> list[str]:
 def _read_small(path: Path) -> bytes | None:
     """A handler-dir file's bytes: no link followed, no FIFO waited on, at most 64 KiB."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path, _SMALL_FILE)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return stream.read(_SMALL_FILE)
 
 
 def _state(path: Path) -> HandlerState:

@@ -14,10 +14,11 @@ import pluggy
 from exthandler_sdk import Handler
 
 from ._engine import Engine, EngineOptions
+from ._fs import read_regular
 from ._model import GoalState
 from ._plugins import make_plugin_manager
 from ._repository import DirectoryRepository, RepositorySet
-from ._store import BOOT_ID_PATH, Store
+from ._store import BOOT_ID_PATH, OWN_FILE_LIMIT, Store
 from ._view import InstanceView
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
@@ -127,6 +128,6 @@ def read_instance_view(state_dir: Path) -> InstanceView | None:
     """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
     path = Path(state_dir) / ".exthandler" / "instance-view.json"
     try:
-        return InstanceView.from_json(json.loads(path.read_bytes()))
+        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -9,9 +9,9 @@ so a status file means the same thing here as under that agent.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 from exthandler_sdk import ErrorCode, StatusLevel
+
+from ._fs import open_regular, read_regular
 
 __all__ = [
     "HEARTBEAT_MAX_AGE",
@@ -257,13 +259,17 @@ def read_status_file(path: Path) -> StatusReport | None:
 
     A missing file means `transitioning`, but whether that applies is the caller's call
     (it knows whether a command ran). A file that exists but cannot be read is reported
-    as invalid (1012) rather than raised, like a file that cannot be parsed.
+    as invalid (1012) rather than raised, like a file that cannot be parsed: so is a
+    link, a FIFO or anything else that is not a regular file, and a file of more than
+    `READ_LIMIT` bytes (left unread). Opening never blocks (see `_fs.open_regular`).
     """
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.EFBIG:  # left unread
+            return invalid_report(f"{_STATUS_WHERE}: {exc.strerror}")
         return invalid_report(f"{_STATUS_WHERE}: cannot be read ({exc.strerror or exc})")
     return parse_status(data)
 
@@ -316,14 +322,18 @@ def read_heartbeat(path: Path, *, now: float | None = None) -> Heartbeat | None:
     """Read `heartbeat.log`; None when it does not exist.
 
     `now` (seconds since the epoch, default the current time) is compared with the file's
-    modification time to decide whether the heartbeat is stale.
+    modification time to decide whether the heartbeat is stale. A link, a FIFO or a file
+    over `READ_LIMIT` bytes gives Unknown, unread (see `read_status_file`).
     """
     try:
-        mtime = os.stat(path).st_mtime
-        data = path.read_bytes()
+        with open_regular(path) as file:
+            mtime = file.info.st_mtime
+            data = file.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.EFBIG:  # left unread
+            return _unknown(f"{_HEARTBEAT_WHERE}: {exc.strerror}")
         return _unknown(f"{_HEARTBEAT_WHERE}: cannot be read ({exc.strerror or exc})")
     current = time.time() if now is None else now
     return parse_heartbeat(data, age_seconds=current - mtime)

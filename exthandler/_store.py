@@ -14,6 +14,13 @@ Layout (PROTOCOL.md section 3, with `<lib>` = the state dir):
 
 Handler records are the source of truth; every other file is derived from them and
 rewritten when needed. Records are written durably (see _fs); derived files atomically.
+
+Modes are set explicitly, whatever the umask: the state dir, the log root and each
+handler's log dir 0755 (extensions' logs are read by administrators, as under
+/var/log/azure), `.exthandler`, config/, status/ and events/ 0700, the runtime's own files
+and every file holding settings 0600. A state dir or log root that another user owns or
+that group or others can write to is refused: whoever can change it can change what runs
+as root. Inside handler dirs and log dirs no link is followed (see _fs).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,14 +44,34 @@ import cattrs
 from exthandler_sdk import ExtHandlerError
 
 from ._errors import StateDirError
-from ._fs import TEMP_SUFFIX, append_durable, make_dir, write_atomic
+from ._fs import (
+    TEMP_SUFFIX,
+    UnsafeFileError,
+    append_durable,
+    copy_regular,
+    ensure_dir,
+    make_dir,
+    make_dirs,
+    open_append,
+    open_dir,
+    read_regular,
+    write_atomic,
+    write_into,
+)
 from ._model import HandlerName, Version
 from ._plan import HandlerRecord, HandlerState
 
 __all__ = ["BOOT_ID_PATH", "StateDirLockedError", "Store", "read_boot_id"]
 
+OWN_FILE_LIMIT = 1 << 30
+"""The most read of one of the runtime's own files (records, journal, view): they hold a
+line per handler, and nothing but the runtime writes them; the cap only keeps a planted
+device or a runaway file from exhausting memory."""
+
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")  # the kernel's, per boot
 SUPPORTED_FEATURES = '[{"Key":"ExtensionTelemetryPipeline","Value":"1.0"}]'
+_PUBLIC_DIR_MODE = 0o755  # the state dir, the log root, each handler's log dir
+_PRIVATE_DIR_MODE = 0o700  # .exthandler, config/, status/, events/
 
 
 class StateDirLockedError(ExtHandlerError, RuntimeError):
@@ -56,6 +84,41 @@ def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
         return path.read_text().strip()
     except OSError:
         return "unknown"
+
+
+_NO_LINKS = "a symbolic link; the runtime follows no link in its state dir (remove it)"
+
+
+def _make_public_dir(path: Path) -> os.stat_result:
+    """Create `path` (and parents) 0755 unless it exists; its stat, following a link (the
+    state dir or log root given may be one)."""
+    make_dirs(path, _PUBLIC_DIR_MODE)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"{path}: not a directory")
+    return info
+
+
+def _check_owner(path: Path, info: os.stat_result) -> None:
+    """StateDirError unless the runtime's user owns `path`."""
+    user = os.geteuid()
+    if info.st_uid != user:
+        raise StateDirError(
+            f"{path}: owned by uid {info.st_uid}, not by uid {user} that runs the runtime"
+        )
+
+
+def _check_owned(path: Path, info: os.stat_result) -> None:
+    """StateDirError unless only the runtime's user can change the dir `path`."""
+    _check_owner(path, info)
+    user = os.geteuid()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        who = "group and others" if mode & 0o022 == 0o022 else "group" if mode & 0o020 else "others"
+        raise StateDirError(
+            f"{path}: writable by {who} (mode {mode:04o}); whoever can change it can change"
+            f" what runs as uid {user} (chmod go-w)"
+        )
 
 
 def _record_converter() -> cattrs.Converter:
@@ -114,22 +177,54 @@ class Store:
     # -- the lock -------------------------------------------------------------------------
 
     def acquire(self) -> None:
-        """Create the layout and take the lock; StateDirLockedError if another runtime has it."""
-        for directory in (self.root, self.meta, self.log_root):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.meta.chmod(0o700)
-        lock_path = self.meta / "lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Create the layout and take the lock; StateDirLockedError if another runtime has it.
+
+        StateDirError (one line, `path: reason`) when the state dir or the log root cannot
+        be used: not a dir, not creatable, read-only, owned by another user, or writable by
+        group or others. Missing dirs are created with their modes (see the module doc).
+        The lock file is never a link or anything but a regular file: such a thing there is
+        refused rather than removed, since a second runtime removing it meanwhile would
+        remove the first one's lock.
+        """
+        try:
+            self._acquire()
+        except (StateDirError, StateDirLockedError):
+            raise
+        except OSError as exc:
+            path = exc.filename or self.root
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StateDirError(f"{path}: {reason}") from exc
+
+    def _acquire(self) -> None:
+        for directory in (self.root, self.log_root):
+            _check_owned(directory, _make_public_dir(directory))
+        try:
+            meta_fd = open_dir(self.meta)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):  # another runtime may be starting too
+                os.mkdir(self.meta, _PRIVATE_DIR_MODE)  # the umask may only narrow 0700
+            meta_fd = open_dir(self.meta)
+        except UnsafeFileError as exc:
+            raise StateDirError(f"{self.meta}: {_NO_LINKS}") from exc
+        try:
+            info = os.fstat(meta_fd)
+            _check_owner(self.meta, info)
+            if stat.S_IMODE(info.st_mode) != _PRIVATE_DIR_MODE:
+                os.fchmod(meta_fd, _PRIVATE_DIR_MODE)
+            fd = self._open_lock(meta_fd)
+        finally:
+            os.close(meta_fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
             try:
-                holder = lock_path.read_text().strip() or "unknown"
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             except OSError:  # pragma: no cover - the file was just opened
                 holder = "unknown"
+            finally:
+                os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
             raise StateDirLockedError(
                 f"{self.root}: another exthandler runtime (pid {holder}) holds this state dir"
             ) from exc
@@ -141,8 +236,24 @@ class Store:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:
             os.close(fd)  # the lock goes with it
-            raise StateDirError(f"{lock_path}: {exc.strerror or exc}") from exc
+            raise StateDirError(f"{self.meta / 'lock'}: {exc.strerror or exc}") from exc
         self._lock_fd = fd
+
+    def _open_lock(self, meta_fd: int) -> int:
+        """The lock file, opened in `.exthandler`: a regular file, or StateDirError."""
+        path = self.meta / "lock"
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open("lock", flags, 0o600, dir_fd=meta_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateDirError(f"{path}: {_NO_LINKS}") from exc
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StateDirError(f"{path}: not a regular file; remove it")
+        return fd
 
     def release(self) -> None:
         self.empty_trash()
@@ -216,7 +327,7 @@ class Store:
         """records.json's content, and whether it is damaged (there, but not a snapshot)."""
         path = self.snapshot_path
         try:
-            data: Any = json.loads(path.read_bytes())
+            data: Any = json.loads(read_regular(path, OWN_FILE_LIMIT))
         except FileNotFoundError:
             return {}, False
         except (ValueError, RecursionError) as exc:
@@ -241,7 +352,7 @@ class Store:
 
         view = None
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
-            view = InstanceView.from_json(json.loads(self.view_path.read_bytes()))
+            view = InstanceView.from_json(json.loads(read_regular(self.view_path, OWN_FILE_LIMIT)))
         rebuilt = rebuild_records(self.root, skip=set(records), view=view)
         for handler, record in sorted(rebuilt.items(), key=lambda item: item[0].key):
             names = ", ".join(e.name for e in record.extensions) or "no extension"
@@ -254,7 +365,7 @@ class Store:
 
     def _journal_bytes(self) -> bytes:
         try:
-            return self.journal_path.read_bytes()
+            return read_regular(self.journal_path, OWN_FILE_LIMIT)
         except FileNotFoundError:
             return b""
 
@@ -342,8 +453,8 @@ class Store:
         """A per-state-dir key so that settings digests reveal nothing about secrets."""
         path = self.meta / "digest.key"
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
+            return read_regular(path, 4096)
+        except (FileNotFoundError, UnsafeFileError):  # a link or FIFO there is replaced
             key = secrets.token_bytes(32)
             write_atomic(path, key, mode=0o600)
             return key
@@ -378,12 +489,13 @@ class Store:
         return self._log_paths(handler)[2]
 
     def prepare_handler_dir(self, handler: HandlerName, version: Version) -> None:
-        """Create config/, status/, the log dirs and HandlerEnvironment.json (idempotent)."""
+        """Create config/, status/, the log dirs and HandlerEnvironment.json (idempotent).
+
+        A link the handler put in place of one of these dirs is replaced by a real dir;
+        a link in place of the handler dir itself raises UnsafeFileError.
+        """
         directory = self.handler_dir(handler, version)
         self._forget_states(directory)  # a new dir (or a repaired one) has none of them
-        for sub in ("config", "status"):
-            make_dir(directory / sub)
-        make_dir(self.events_dir(handler))
         environment = [
             {
                 "name": str(handler),
@@ -399,9 +511,22 @@ class Store:
             }
         ]
         data = json.dumps(environment).encode()
-        # Not flushed: the engine checks it before driving a handler and writes it again
-        # if a power loss took it (see Engine._reconcile).
-        write_atomic(directory / "HandlerEnvironment.json", data, durable=False)
+        fd = open_dir(directory)
+        try:
+            for sub in ("config", "status"):
+                make_dir(sub, _PRIVATE_DIR_MODE, dir_fd=fd)
+            # Not flushed: the engine checks it before driving a handler and writes it again
+            # if a power loss took it (see Engine._reconcile).
+            write_atomic("HandlerEnvironment.json", data, durable=False, dir_fd=fd)
+        finally:
+            os.close(fd)
+        log_fd, created = ensure_dir(self.log_dir(handler), _PUBLIC_DIR_MODE)
+        try:
+            if not created:
+                os.fchmod(log_fd, _PUBLIC_DIR_MODE)
+            make_dir("events", _PRIVATE_DIR_MODE, dir_fd=log_fd)
+        finally:
+            os.close(log_fd)
 
     @staticmethod
     def settings_name(extension: str | None, sequence: int) -> str:
@@ -422,7 +547,7 @@ class Store:
         path = f"{directory}/config/{name}"
         if state is HandlerState.NOT_INSTALLED and extension not in written:
             try:
-                os.stat(path)
+                os.lstat(path)
             except FileNotFoundError:
                 # No file reads as NotInstalled (as the reference agent reads it): a handler
                 # dir just laid out needs no write.
@@ -431,10 +556,20 @@ class Store:
             except OSError:
                 pass
         try:
-            write_atomic(path, state.value.encode(), durable=False)
+            self._write_config_file(path, state.value.encode(), mode=0o644)
         except FileNotFoundError:
             return  # no config dir (the handler dir is being removed): nothing to say
         written[extension] = state
+
+    @staticmethod
+    def _write_config_file(path: str | Path, data: bytes, *, mode: int) -> None:
+        """Write a file of a handler's config/ (not durably): when the handler made config/
+        a link, a real dir replaces the link first, so nothing is written where it points."""
+        try:
+            write_into(path, data, mode=mode, durable=False)
+        except UnsafeFileError:
+            make_dir(os.path.dirname(path), _PRIVATE_DIR_MODE)
+            write_into(path, data, mode=mode, durable=False)
 
     def _forget_states(self, directory: Path) -> None:
         self._written_states.pop(directory, None)
@@ -455,31 +590,121 @@ class Store:
             directory.rename(doomed)
             self._trash.append(doomed)
 
+    def copy_state(self, handler: HandlerName, old: Version, new: Version) -> None:
+        """Carry the old version's mrseq and status files into the new handler dir.
+
+        Only regular files of at most READ_LIMIT bytes are copied, never through a link
+        (nor out of a status/ that is one); whatever is left behind is named in the log.
+        Blocking: run it in a worker thread.
+        """
+        source = self.handler_dir(handler, old)
+        with contextlib.ExitStack() as stack:
+            try:
+                source_fd = open_dir(source)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                self.log(f"{source}: nothing carried over to {new}: {exc.strerror or exc}")
+                return
+            stack.callback(os.close, source_fd)
+            destination_fd = open_dir(self.handler_dir(handler, new))
+            stack.callback(os.close, destination_fd)
+            self._carry("mrseq", source_fd, destination_fd, source)
+            try:
+                status_fd = open_dir("status", dir_fd=source_fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                self.log(f"{source / 'status'}: not carried over to {new}: {exc.strerror}")
+                return
+            stack.callback(os.close, status_fd)
+            new_status_fd, _ = ensure_dir("status", _PRIVATE_DIR_MODE, dir_fd=destination_fd)
+            stack.callback(os.close, new_status_fd)
+            with os.scandir(status_fd) as scan:
+                names = [entry.name for entry in scan if not entry.is_dir(follow_symlinks=False)]
+            for name in names:
+                self._carry(name, status_fd, new_status_fd, source / "status")
+
+    def _carry(self, name: str, source_fd: int, destination_fd: int, where: Path) -> None:
+        try:
+            copy_regular(name, source_fd, destination_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.log(f"{where / name}: not carried over: {exc.strerror or exc}")
+
     def empty_trash(self) -> None:
         """Delete the handler dirs removed since the last call (see `remove_handler_dir`)."""
         while self._trash:
-            shutil.rmtree(self._trash.pop(), ignore_errors=True)
+            _remove_tree(self._trash.pop())
 
     def sweep(self) -> None:
-        """Remove leftovers of an interrupted extraction, deletion or write of ours."""
+        """Remove leftovers of an interrupted extraction, deletion or write of ours.
+
+        Never descends into a link: a handler dir or config/ that is one is skipped.
+        """
         self.needs_sweep = False
-        for leftover in self.root.glob(".*.removing"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        for leftover in self.root.glob(".*.extracting*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        pattern = f".*{TEMP_SUFFIX}"
-        places = [self.root, self.meta, *self.root.glob("*-*/config"), *self.root.glob("*-*")]
-        for place in places:
-            for leftover in place.glob(pattern):
-                leftover.unlink(missing_ok=True)
+        # Opened following a link: the state dir itself may be one its administrator made.
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with os.scandir(root_fd) as scan:
+                entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in scan]
+            _remove_temp_files(root_fd)
+            for name, is_dir in entries:
+                if name.startswith(".") and (name.endswith(".removing") or ".extracting" in name):
+                    _remove_tree(self.root / name)
+                elif is_dir and name == self.meta.name:
+                    _sweep_dir(root_fd, name)
+                elif is_dir and "-" in name:
+                    _sweep_dir(root_fd, name, "config")
+        finally:
+            os.close(root_fd)
 
     # -- the runtime's own log --------------------------------------------------------------
 
     def log(self, message: str) -> None:
-        """Append a line to exthandler.log (never holds settings: callers pass no secrets)."""
+        """Append a line to exthandler.log, 0600 (never holds settings: callers pass no
+        secrets). A link or FIFO in its place is replaced, not written through."""
         from datetime import UTC, datetime
 
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         # The log must never be what fails a pass (a full disk is reported elsewhere).
-        with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"{stamp} {message}\n")
+        with contextlib.suppress(OSError):
+            fd, _ = open_append(self.log_path, 0o600)
+            try:
+                view = memoryview(f"{stamp} {message}\n".encode("utf-8", "replace"))
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a dir of ours (a link in its place is removed, never followed)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sweep_dir(parent_fd: int, name: str, nested: str | None = None) -> None:
+    """Delete our temp files in the dir `name` (and its dir `nested`), unless it is a link."""
+    try:
+        fd = open_dir(name, dir_fd=parent_fd)
+    except OSError:  # gone, a link, not a dir: nothing of ours in it
+        return
+    try:
+        _remove_temp_files(fd)
+        if nested is not None:
+            _sweep_dir(fd, nested)
+    finally:
+        os.close(fd)
+
+
+def _remove_temp_files(dir_fd: int) -> None:
+    """Delete the runtime's temp files (`.*<TEMP_SUFFIX>`) in an open dir."""
+    with os.scandir(dir_fd) as scan:
+        names = [e.name for e in scan if e.name.startswith(".") and e.name.endswith(TEMP_SUFFIX)]
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)

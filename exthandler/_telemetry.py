@@ -14,13 +14,14 @@ import errno
 import json
 import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from ._fs import UnsafeFileError, open_dir, read_regular
 
 __all__ = [
     "EVENTS_PER_WINDOW",
@@ -159,26 +160,23 @@ def _event(raw: object, *, handler: str) -> TelemetryEvent | str:
     return event
 
 
-def _read(path: Path) -> bytes | str:
-    """The file's bytes, or why it is not read (it is deleted either way).
+def _read(name: str, dir_fd: int) -> bytes | str:
+    """The bytes of the event file `name` in the open events dir, or why it is not read
+    (it is deleted either way).
 
     Symbolic links are not followed: an extension must not make the runtime read (and
-    report) a file it could not read itself.
+    report) a file it could not read itself. FIFOs and devices are not opened for reading.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
+        return read_regular(name, FILE_MAX_SIZE, dir_fd=dir_fd)
+    except UnsafeFileError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link, not read"
+        if exc.errno == errno.EFBIG:
+            return f"larger than the limit of {FILE_MAX_SIZE} bytes"
+        return "not a regular file"
+    except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return "not a regular file"
-        data = file.read(FILE_MAX_SIZE + 1)  # never more, whatever the file claims
-    if len(data) > FILE_MAX_SIZE:
-        return f"larger than the limit of {FILE_MAX_SIZE} bytes"
-    return data
 
 
 def _parse(data: bytes) -> list[Any] | str:
@@ -194,19 +192,17 @@ def _parse(data: bytes) -> list[Any] | str:
     return "neither an event object nor an array of them"
 
 
-def _event_files(events_dir: Path) -> list[Path]:
-    """`<digits>.json` entries (not directories) in numeric order, then by name."""
-    try:
-        with os.scandir(events_dir) as entries:
-            names = [
-                entry.name
-                for entry in entries
-                if _EVENT_FILE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
-            ]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+def _event_files(dir_fd: int) -> list[str]:
+    """`<digits>.json` entries (not directories) of the open events dir, in numeric order,
+    then by name."""
+    with os.scandir(dir_fd) as entries:
+        names = [
+            entry.name
+            for entry in entries
+            if _EVENT_FILE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
+        ]
     names.sort(key=lambda name: (int(name.removesuffix(".json")), name))
-    return [events_dir / name for name in names]
+    return names
 
 
 def collect_events(
@@ -216,22 +212,35 @@ def collect_events(
 
     Only `<digits>.json` files are touched, in numeric order. Every such file is deleted
     once processed, whether it was usable or not. Dropped events and unusable files are
-    reported as `path: reason` problems. A missing folder holds no events.
+    reported as `path: reason` problems. A missing folder holds no events; a folder that
+    is a link is left alone (its files are not the extension's to hand over).
     """
+    try:
+        dir_fd = open_dir(events_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    except UnsafeFileError as exc:
+        return [], [f"{events_dir}: {exc.reason}; no events collected"]
+    except OSError as exc:
+        return [], [f"{events_dir}: cannot be opened ({exc.strerror or exc})"]
     events: list[TelemetryEvent] = []
     problems: list[str] = []
-    for path in _event_files(events_dir):
-        data = _read(path)
-        if isinstance(data, str):
-            problems.append(f"{path}: {data}; deleted")
-        else:
-            events.extend(_collect_file(path, data, handler, limiter, problems))
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            problems.append(f"{path}: cannot be deleted ({exc.strerror or exc})")
+    try:
+        for name in _event_files(dir_fd):
+            path = events_dir / name
+            data = _read(name, dir_fd)
+            if isinstance(data, str):
+                problems.append(f"{path}: {data}; deleted")
+            else:
+                events.extend(_collect_file(path, data, handler, limiter, problems))
+            try:
+                os.unlink(name, dir_fd=dir_fd)  # removes a link itself, never its target
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"{path}: cannot be deleted ({exc.strerror or exc})")
+    finally:
+        os.close(dir_fd)
     return events, problems
 
 

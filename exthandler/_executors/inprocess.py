@@ -80,11 +80,13 @@ def class_manifest(handler_class: type[Handler[Any, Any]]) -> HandlerManifest:
 def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
     """Lay out a handler dir for `handler_class`: the manifest its package would carry,
     naming the class under IN_PROCESS_KEY (blocking I/O)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    from .._fs import make_dir, write_atomic  # modes set whatever the umask
+
+    make_dir(directory, 0o755)
     document = package_manifest(handler_class)
     document[0][IN_PROCESS_KEY] = spec_of(handler_class)
     data = json.dumps(document).encode()
-    (directory / MANIFEST_NAME).write_bytes(data)
+    write_atomic(directory / MANIFEST_NAME, data, mode=0o644, durable=False)
     return parse_manifest(data, where=str(directory / MANIFEST_NAME))
 
 

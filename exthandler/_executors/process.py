@@ -581,21 +581,26 @@ def write_log_entry(
 
 
 def _append_log(log_file: Path, data: bytes, limit: int) -> None:
-    """Append `data`, first rotating the log to `<name>.1` if it would grow past `limit`."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    """Append `data`, first rotating the log to `<name>.1` if it would grow past `limit`.
+
+    The handler can write in its log dir: a link or FIFO it put in place of the dir or
+    of the log is replaced, never written through (the dir is made 0755, the log 0600).
+    """
+    from .._fs import ensure_dir, open_append
+
+    name, rotated = log_file.name, log_file.name + ".1"
+    dir_fd, _ = ensure_dir(log_file.parent, 0o755)
     try:
-        fd = os.open(log_file, flags, 0o600)
-    except FileNotFoundError:
-        log_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = os.open(log_file, flags, 0o600)
-    size = os.fstat(fd).st_size
-    if size and size + len(data) > limit:
-        os.close(fd)
-        os.replace(log_file, log_file.with_name(log_file.name + ".1"))
-        fd = os.open(log_file, flags, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        fd, size = open_append(name, 0o600, dir_fd=dir_fd)
+        if size and size + len(data) > limit:
+            os.close(fd)
+            os.replace(name, rotated, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            fd, _ = open_append(name, 0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        os.close(dir_fd)

@@ -193,6 +193,7 @@ def write_atomic(
     durable: bool = True,
     suffix: str = ".tmp",
     parents: bool = True,
+    dir_fd: int | None = None,
 ) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never a part.
 
@@ -202,21 +203,24 @@ def write_atomic(
     whatever the umask. The temp file's name ends in `suffix` (the runtime sweeps its own
     by theirs). A missing directory is created, or with `parents=False` raises
     FileNotFoundError. `path` may be a plain string: callers writing many small files
-    save building a Path for each.
+    save building a Path for each. With `dir_fd`, `path` is a name in that open directory
+    and nothing is created on the way: whatever replaces the directory's path meanwhile
+    (a link planted there, say), the file lands in the directory that was opened.
     """
     path = os.fspath(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    # O_EXCL never follows a link; O_NOFOLLOW says so again for the reader.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     temp = _temp_name(path, suffix)
     try:
-        fd = os.open(temp, flags, mode)
+        fd = os.open(temp, flags, mode, dir_fd=dir_fd)
     except FileNotFoundError:
-        if not parents:
+        if not parents or dir_fd is not None:
             raise
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fd = os.open(temp, flags, mode)
     except FileExistsError:  # left by a killed process that had our pid
         temp = _temp_name(path, suffix, os.urandom(8).hex())
-        fd = os.open(temp, flags, mode)
+        fd = os.open(temp, flags, mode, dir_fd=dir_fd)
     renamed = False
     try:
         try:
@@ -229,14 +233,17 @@ def write_atomic(
                 os.fchmod(fd, mode)
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        os.replace(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         renamed = True
     finally:
         if not renamed:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+                os.unlink(temp, dir_fd=dir_fd)
     if durable:
-        fsync_dir(os.path.dirname(path) or ".")
+        if dir_fd is None:
+            fsync_dir(os.path.dirname(path) or ".")
+        else:
+            os.fsync(dir_fd)
 
 
 _temp_counter = itertools.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_a_restrictive_umask_does_not_narrow_the_mode(
 def test_a_failed_write_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(source: object, destination: object) -> None:
+    def refuse(source: object, destination: object, **where: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
@@ -128,3 +129,176 @@ def test_a_missing_directory_is_an_error_not_created(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "gone" / "config" / "HandlerState", b"Enabled")
     assert not (tmp_path / "gone").exists()
+
+
+# -- files a handler may have planted: links, FIFOs, huge files -----------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file no handler-dir operation may touch."""
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"precious\n")
+    return target
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The umask of a badly configured service manager; restored afterwards."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.timeout(60)
+def test_read_regular_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "0.status"
+    os.mkfifo(fifo)
+    with pytest.raises(_fs.UnsafeFileError, match="a FIFO, not a regular file"):
+        _fs.read_regular(fifo)
+
+
+def test_read_regular_does_not_follow_a_link(tmp_path: Path, outside: Path) -> None:
+    link = tmp_path / "heartbeat.log"
+    link.symlink_to(outside)
+    with pytest.raises(_fs.UnsafeFileError, match="a symbolic link") as caught:
+        _fs.read_regular(link)
+    assert caught.value.errno == errno.ELOOP
+    assert caught.value.filename == str(link)
+
+
+def test_read_regular_refuses_a_huge_file_unread(tmp_path: Path) -> None:
+    huge = tmp_path / "0.status"
+    with huge.open("wb") as file:
+        file.truncate(1 << 30)  # sparse: costs no disk
+    with pytest.raises(_fs.UnsafeFileError, match=f"larger than {_fs.READ_LIMIT} bytes") as caught:
+        _fs.read_regular(huge)
+    assert caught.value.errno == errno.EFBIG
+
+
+@pytest.mark.parametrize(("size", "ok"), [(100, True), (101, False)])
+def test_read_regular_cap_is_inclusive(tmp_path: Path, size: int, ok: bool) -> None:
+    path = tmp_path / "mrseq"
+    path.write_bytes(b"7" * size)
+    if ok:
+        assert _fs.read_regular(path, 100) == b"7" * size
+    else:
+        with pytest.raises(_fs.UnsafeFileError):
+            _fs.read_regular(path, 100)
+
+
+def test_open_regular_gives_the_size_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "0.status"
+    path.write_bytes(b"x" * (_fs.INLINE_LIMIT + 1))
+    with _fs.open_regular(path) as file:
+        assert file.size > _fs.INLINE_LIMIT  # the caller would hand it to a thread
+        assert os.lseek(file.fd, 0, os.SEEK_CUR) == 0  # nothing read yet
+        assert file.read() == path.read_bytes()
+
+
+def test_make_dir_replaces_a_link_instead_of_chmodding_its_target(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    config = tmp_path / "handler" / "config"
+    config.parent.mkdir()
+    config.symlink_to(shared)
+    _fs.make_dir(config, 0o700)
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert not config.is_symlink()
+    assert config.stat().st_mode & 0o777 == 0o700
+
+
+def test_make_dir_gives_parents_an_explicit_mode_whatever_the_umask(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    events = tmp_path / "log" / "Contoso.Demo" / "events"
+    _fs.make_dir(events, 0o700)
+    assert events.stat().st_mode & 0o777 == 0o700
+    assert events.parent.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o755
+
+
+def test_write_unless_same_refuses_a_linked_dir(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = tmp_path / "config"
+    config.symlink_to(elsewhere)
+    with pytest.raises(_fs.UnsafeFileError, match="a symbolic link"):
+        _fs.write_unless_same(config / "0.settings", b"{}", mode=0o600)
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_write_unless_same_replaces_a_fifo_without_blocking(tmp_path: Path) -> None:
+    settings = tmp_path / "0.settings"
+    os.mkfifo(settings)
+    _fs.write_unless_same(settings, b"{}", mode=0o600)
+    assert settings.read_bytes() == b"{}"
+
+
+def test_write_unless_same_replaces_a_link_at_the_name(tmp_path: Path, outside: Path) -> None:
+    settings = tmp_path / "0.settings"
+    settings.symlink_to(outside)
+    _fs.write_unless_same(settings, b"{}", mode=0o600)
+    assert not settings.is_symlink()
+    assert settings.read_bytes() == b"{}"
+    assert outside.read_bytes() == b"precious\n"
+
+
+def test_copy_regular_copies_regular_files_only(tmp_path: Path, outside: Path) -> None:
+    source, destination = tmp_path / "old", tmp_path / "new"
+    source.mkdir()
+    destination.mkdir()
+    (source / "0.status").write_bytes(b"[]")
+    (source / "0.status").chmod(0o640)
+    (source / "1.status").symlink_to(outside)
+    os.mkfifo(source / "2.status")
+    source_fd, destination_fd = _fs.open_dir(source), _fs.open_dir(destination)
+    try:
+        _fs.copy_regular("0.status", source_fd, destination_fd)
+        for name in ("1.status", "2.status"):
+            with pytest.raises(_fs.UnsafeFileError):
+                _fs.copy_regular(name, source_fd, destination_fd)
+        (source / "3.status").write_bytes(b"x" * 11)
+        with pytest.raises(_fs.UnsafeFileError, match="larger than 10 bytes"):
+            _fs.copy_regular("3.status", source_fd, destination_fd, cap=10)
+    finally:
+        os.close(source_fd)
+        os.close(destination_fd)
+    assert sorted(p.name for p in destination.iterdir()) == ["0.status"]
+    assert (destination / "0.status").read_bytes() == b"[]"
+    assert (destination / "0.status").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_open_append_replaces_what_is_planted_at_the_log(
+    tmp_path: Path, outside: Path, planted: str
+) -> None:
+    log = tmp_path / "CommandExecution.log"
+    if planted == "link":
+        log.symlink_to(outside)
+    else:
+        os.mkfifo(log)
+    fd, size = _fs.open_append(log, 0o600)
+    try:
+        os.write(fd, b"entry\n")
+    finally:
+        os.close(fd)
+    assert size == 0
+    assert log.read_bytes() == b"entry\n"
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert outside.read_bytes() == b"precious\n"
+
+
+def test_open_append_narrows_a_loose_mode(tmp_path: Path) -> None:
+    log = tmp_path / "exthandler.log"
+    log.write_bytes(b"old\n")
+    log.chmod(0o666)
+    fd, size = _fs.open_append(log, 0o600)
+    os.close(fd)
+    assert size == 4
+    assert log.stat().st_mode & 0o777 == 0o600

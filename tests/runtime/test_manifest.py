@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from exthandler_sdk import ErrorCode, Operation
 
 from exthandler import PackageError, parse_manifest
+from exthandler._fs import READ_LIMIT
+from exthandler._manifest import read_manifest
 
 COMMANDS = {
     "installCommand": "bin/install.sh",
@@ -170,3 +174,45 @@ def test_the_in_process_key_names_a_class_only_as_a_string(
     if value is not None:
         entry["exthandlerInProcess"] = value
     assert parse_manifest(json.dumps([entry]).encode()).in_process == expected
+
+
+# -- HandlerManifest.json read back from a handler dir the handler can write to -------------
+
+
+def test_read_manifest_reads_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "HandlerManifest.json"
+    path.write_bytes(manifest(reportHeartbeat=True))
+    assert read_manifest(path).report_heartbeat
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("kind", "code", "reason"),
+    [
+        ("missing", ErrorCode.MANIFEST_NOT_FOUND, "missing"),
+        ("fifo", ErrorCode.MANIFEST_NOT_FOUND, "a FIFO, not a regular file"),
+        ("link", ErrorCode.MANIFEST_NOT_FOUND, "a symbolic link, not followed"),
+        ("huge", ErrorCode.MANIFEST_UNPARSABLE, f"larger than {READ_LIMIT} bytes"),
+        ("garbage", ErrorCode.MANIFEST_UNPARSABLE, "not valid JSON"),
+    ],
+)
+def test_read_manifest_refuses_what_a_handler_planted(
+    tmp_path: Path, kind: str, code: ErrorCode, reason: str
+) -> None:
+    path = tmp_path / "HandlerManifest.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link":
+        outside = tmp_path / "outside.json"
+        outside.write_bytes(manifest())
+        path.symlink_to(outside)
+    elif kind == "huge":
+        with path.open("wb") as file:
+            file.truncate(1 << 30)  # sparse: costs no disk
+    elif kind == "garbage":
+        path.write_bytes(b"{")
+    with pytest.raises(PackageError) as info:
+        read_manifest(path)
+    assert info.value.code == code
+    assert str(info.value).startswith(f"{path}: ")
+    assert reason in str(info.value)

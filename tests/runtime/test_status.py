@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from exthandler_sdk import StatusLevel
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exthandler._fs import READ_LIMIT
 from exthandler._status import (
     HEARTBEAT_MAX_AGE,
     MESSAGE_LIMIT,
@@ -418,3 +420,65 @@ def test_parse_heartbeat_never_raises_on_json(body: object) -> None:
     for document in (body, [{"heartbeat": body}]):
         heartbeat = parse_heartbeat(json.dumps(document).encode(), age_seconds=0)
         assert isinstance(heartbeat, Heartbeat)
+
+
+# -- what a handler may plant instead of its status file or heartbeat ------------------------
+
+
+def _plant(path: Path, kind: str, tmp_path: Path) -> None:
+    """Put a FIFO, a link to a valid file outside, or a sparse huge file at `path`."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link":
+        outside = tmp_path / "outside.json"
+        outside.write_bytes(
+            heartbeat_file("Ready") if path.name == "heartbeat.log" else status_file()
+        )
+        path.symlink_to(outside)
+    else:
+        with path.open("wb") as file:
+            file.truncate(1 << 30)  # 1 GiB, sparse: costs no disk
+
+
+PLANTED_REASONS = {
+    "fifo": "cannot be read (a FIFO, not a regular file)",
+    "link": "cannot be read (a symbolic link, not followed)",
+    "huge": f"larger than {READ_LIMIT} bytes",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", sorted(PLANTED_REASONS))
+def test_a_planted_status_file_is_error_1012_unread(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "0.status"
+    _plant(path, kind, tmp_path)
+    report = read_status_file(path)
+    assert report is not None
+    assert (report.status, report.code) == (StatusLevel.ERROR, 1012)
+    assert report.invalid == f"status file: {PLANTED_REASONS[kind]}"
+
+
+def test_a_status_file_over_the_read_limit_is_1012_and_one_under_it_is_cut(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "0.status"
+    path.write_bytes(padded({"formattedMessage": message("m" * 2048)}, READ_LIMIT))
+    report = read_status_file(path)
+    assert report is not None
+    assert report.status is StatusLevel.SUCCESS
+    assert report.message.endswith(TRUNCATED_SUFFIX)  # over 128 KiB: cut as section 7 says
+    path.write_bytes(padded({"formattedMessage": message("m" * 2048)}, READ_LIMIT + 1))
+    report = read_status_file(path)
+    assert report is not None
+    assert report.invalid == f"status file: larger than {READ_LIMIT} bytes"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", sorted(PLANTED_REASONS))
+def test_a_planted_heartbeat_is_unknown_unread(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "heartbeat.log"
+    _plant(path, kind, tmp_path)
+    heartbeat = read_heartbeat(path, now=time.time())
+    assert heartbeat is not None
+    assert heartbeat.state is HeartbeatState.UNKNOWN
+    assert heartbeat.message == f"heartbeat file: {PLANTED_REASONS[kind]}"

@@ -286,16 +286,17 @@ def test_unreadable_and_undeletable_files(
     vanishing = write(events_dir, "2.json", raw_event(Message="read"))
     real_open, real_unlink = os.open, os.unlink
 
-    def fake_open(path: Any, flags: int, *args: Any) -> int:
-        if Path(path) == unreadable:
+    # Event files are opened and deleted by name in the open events dir.
+    def fake_open(path: Any, flags: int, *args: Any, **where: Any) -> int:
+        if path == unreadable.name:
             raise PermissionError(errno.EACCES, "Permission denied")
-        return real_open(path, flags, *args)
+        return real_open(path, flags, *args, **where)
 
-    def fake_unlink(path: Any) -> None:
-        if Path(path) == unreadable:
+    def fake_unlink(path: Any, **where: Any) -> None:
+        if path == unreadable.name:
             raise PermissionError(errno.EACCES, "Permission denied")
-        real_unlink(path)
-        if Path(path) == vanishing:  # someone else deleted it first
+        real_unlink(path, **where)
+        if path == vanishing.name:  # someone else deleted it first
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
 
     monkeypatch.setattr(os, "open", fake_open)
@@ -317,3 +318,28 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
         events, _ = collect_events(folder, handler=HANDLER, limiter=EventRateLimiter())
         assert all(isinstance(event, TelemetryEvent) for event in events)
         assert list(folder.iterdir()) == []
+
+
+def test_a_linked_events_dir_is_left_alone(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    kept = write(elsewhere, "1.json", raw_event(Message="not the extension's"))
+    events_dir = tmp_path / "events"
+    events_dir.symlink_to(elsewhere)
+    events, problems = collect(events_dir)
+    assert events == []
+    assert problems == [f"{events_dir}: a symbolic link, not followed; no events collected"]
+    assert kept.exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_huge_sparse_event_file_is_deleted_unread(events_dir: Path) -> None:
+    path = events_dir / "1.json"
+    with path.open("wb") as file:
+        file.truncate(1 << 30)  # sparse: costs no disk
+    later = write(events_dir, "2.json", raw_event(Message="later"))
+    events, problems = collect(events_dir)
+    assert [event.message for event in events] == ["later"]
+    assert problems == [f"{path}: larger than the limit of 4194304 bytes; deleted"]
+    assert not path.exists()
+    assert not later.exists()
