@@ -150,6 +150,10 @@ class Engine:
     inprocess: InProcessHandlers = attrs.field(factory=InProcessHandlers)
     _records: dict[HandlerName, HandlerRecord] = attrs.field(factory=dict)
     _manifests: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
+    # Why a handler dir's manifest could not be read (1002 missing, 1003 unparsable).
+    _manifest_errors: dict[tuple[HandlerName, Version], PackageError] = attrs.field(
+        factory=dict
+    )
     _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
     _goal_id: str | None = None
     _certificate: Certificate | None = None
@@ -833,9 +837,11 @@ class Engine:
             path = self.store.handler_dir(handler, version) / MANIFEST_NAME
             try:
                 manifest = read_manifest(path)  # no link, FIFO or huge file: see _fs
-            except PackageError:
+            except PackageError as exc:
+                self._manifest_errors[key] = exc
                 return None
             self._manifests[key] = manifest
+            self._manifest_errors.pop(key, None)
         return manifest
 
     def _marker_path(self, handler: HandlerName) -> Path:
@@ -1019,8 +1025,10 @@ class Engine:
         if multi and step.extension:
             env["ConfigExtensionName"] = step.extension
         if manifest is None:
-            code = ErrorCode.MANIFEST_NOT_FOUND
-            message = f"{handler} {step.version}: {MANIFEST_NAME} is missing or unreadable"
+            error = self._manifest_errors.get((handler, step.version))
+            code = ErrorCode.MANIFEST_NOT_FOUND if error is None else error.code
+            reason = f"{MANIFEST_NAME} is missing" if error is None else error.message
+            message = f"{handler} {step.version}: {reason}"
             for state in affected:
                 self._fail(state.goal.name, code, message)
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message

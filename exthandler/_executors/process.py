@@ -280,6 +280,7 @@ def _spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            umask=child_umask(),
         )
     except OSError as exc:
         return out, err, exc
@@ -288,16 +289,39 @@ def _spawn(
     return out, err, process
 
 
+def child_umask() -> int:
+    """The umask commands run under: the runtime's, but never looser than 022.
+
+    A runtime started with umask 000 (a bad unit file or shell) must not hand it on:
+    the files an extension creates in its handler dir, where root runs scripts from,
+    would be writable by everyone. 022 is what a service manager gives by default.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8) | 0o022
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def _write_marker(marker: Path, pid: int, boot_id_path: Path = BOOT_ID_PATH) -> None:
     """Record who the group leader `pid` is; a process that cannot be identified (no
     procfs) is recorded as nothing, since it could not be told from a later one."""
     identity = identify(pid, boot_id_path=boot_id_path)
-    document = identity.to_json() if identity is not None else ""
+    document = (identity.to_json() if identity is not None else "").encode()
+    # 0600 whatever the umask (it can only take bits away), and never through a link.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        marker.write_text(document)
+        fd = os.open(marker, flags, 0o600)
     except FileNotFoundError:
         marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        marker.write_text(document)
+        fd = os.open(marker, flags, 0o600)
+    try:
+        os.write(fd, document)
+    finally:
+        os.close(fd)
 
 
 def clear_marker(marker: Path) -> None:

@@ -229,15 +229,18 @@ def test_a_planted_heartbeat_is_unknown(scene: Scene, plant: str, reason: str) -
 
 
 @pytest.mark.parametrize(
-    "plant",
+    ("plant", "code", "reason"),
     [
-        'rm "$dir/HandlerManifest.json"; mkfifo "$dir/HandlerManifest.json"',
-        'truncate -s 1G "$dir/HandlerManifest.json"',
-        'ln -sf /dev/zero "$dir/HandlerManifest.json"',
+        ('rm "$dir/HandlerManifest.json"; mkfifo "$dir/HandlerManifest.json"', 1002, "FIFO"),
+        ('truncate -s 1G "$dir/HandlerManifest.json"', 1003, "larger than"),
+        ('ln -sf /dev/zero "$dir/HandlerManifest.json"', 1002, "link"),
+        ('echo "[{broken" > "$dir/HandlerManifest.json"', 1003, "not valid JSON"),
     ],
-    ids=["fifo", "huge", "dev-zero"],
+    ids=["fifo", "huge", "dev-zero", "garbage"],
 )
-def test_a_planted_manifest_fails_only_its_handler(scene: Scene, plant: str) -> None:
+def test_a_planted_manifest_fails_only_its_handler(
+    scene: Scene, plant: str, code: int, reason: str
+) -> None:
     scene.packages.build(
         HOSTILE, "1.0.0", actions={"enable": f"write_status success 0 ok; {plant}"}
     )
@@ -248,8 +251,9 @@ def test_a_planted_manifest_fails_only_its_handler(scene: Scene, plant: str) -> 
     result = scene.apply(both(settings={"changed": True}))
     assert_contained(scene, result, before)
     status = _status(result["view"], "hostile")
-    assert status["code"] == "ProvisioningState/failed/1002"
-    assert "HandlerManifest.json is missing or unreadable" in status["message"]
+    assert status["code"] == f"ProvisioningState/failed/{code}"
+    assert "HandlerManifest.json" in status["message"]
+    assert reason in status["message"]
 
 
 # -- config/ and the files the runtime writes there ----------------------------------------
@@ -370,15 +374,20 @@ def test_an_upgrade_carries_over_regular_files_only(scene: Scene) -> None:
 def test_under_umask_0_nothing_the_runtime_makes_is_writable_by_others(scene: Scene) -> None:
     """A service manager or shell with umask 000 must not make the state dir, the log dirs
     or the handler dirs writable by others: they could then change what runs as root."""
-    scene.packages.build(HOSTILE, "1.0.0")  # well-behaved here
+    # Well-behaved here; what its commands create gets the umask they inherit, which is
+    # never looser than 022.
+    scene.packages.build(
+        HOSTILE,
+        "1.0.0",
+        actions={"enable": 'mkdir "$dir/made"; touch "$dir/made/file"; write_status success 0 ok'},
+    )
     result = scene.apply(both(settings={"a": 1}), umask=0)
     assert _status(result["view"], "hostile")["code"] == "ProvisioningState/succeeded"
+    assert (scene.state / f"{HOSTILE}-1.0.0" / "made" / "file").exists()
     loose = []
     for directory, dirs, files in os.walk(scene.state):
         for name in dirs + files:
             path = Path(directory, name)
-            if path.parent.name == "status" and name.endswith(".status"):
-                continue  # written by the extension itself, under the umask it inherits
             mode = stat.S_IMODE(path.lstat().st_mode)
             if mode & 0o022 and not path.is_symlink():
                 loose.append(f"{path.relative_to(scene.state)} {mode:04o}")
