@@ -151,9 +151,7 @@ class Engine:
     _records: dict[HandlerName, HandlerRecord] = attrs.field(factory=dict)
     _manifests: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
     # Why a handler dir's manifest could not be read (1002 missing, 1003 unparsable).
-    _manifest_errors: dict[tuple[HandlerName, Version], PackageError] = attrs.field(
-        factory=dict
-    )
+    _manifest_errors: dict[tuple[HandlerName, Version], PackageError] = attrs.field(factory=dict)
     _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
     _goal_id: str | None = None
     _certificate: Certificate | None = None
