@@ -58,6 +58,7 @@ from ._model import (
     Version,
 )
 from ._plan import (
+    NOT_RUN,
     ExtensionRecord,
     ExtensionTarget,
     HandlerRecord,
@@ -555,12 +556,10 @@ class Engine:
         ran_ok: bool,
         operation: Operation | None,
     ) -> None:
-        status, substatuses = compose_status(
-            report, failure, ran_ok=ran_ok, operation=operation, now=_now()
-        )
-        state.statuses = (status,)
-        state.substatuses = substatuses
-        state.level = _level(status)
+        shown = compose_status(report, failure, ran_ok=ran_ok, operation=operation, now=_now())
+        state.statuses = (shown.status,)
+        state.substatuses = shown.substatuses
+        state.level = shown.level
         state.heartbeat = self._heartbeat(state.goal.handler)
         self._changed(state)
 
@@ -800,9 +799,9 @@ class Engine:
     ) -> HandlerRecord:
         """Keep the last failure of each extension so that later views still show it."""
         errors = dict(record.last_errors)
+        if step.kind in (StepKind.UPGRADE_DISABLED, StepKind.UPGRADE_INSTALL_SKIPPED):
+            return record  # runs nothing, fails never
         key = step.extension or ""
-        if key.startswith("@"):
-            return record
         if outcome.ok:
             errors.pop(key, None)
             if step.kind in (StepKind.ENABLE, StepKind.FETCH, StepKind.INSTALL):
@@ -883,19 +882,21 @@ class Engine:
             self._manifests.pop((step.handler, step.version), None)
             # A rename (the files go at the end of the pass): not worth a thread.
             self.store.remove_handler_dir(step.handler, step.version)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         if kind is StepKind.COPY_STATE:
             assert step.source is not None
             await self._io(self._copy_state, step.handler, step.source, step.version)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         if kind is StepKind.CONVERGE:
             self._converged(step, target)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
+        if not kind.runs_command:  # an upgrade phase that needs no command
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         return await self._command(step, record, target)
 
     def _converged(self, step: Step, target: HandlerTarget) -> None:
         name = step.extension
-        if name is None or name.startswith("@") or name not in self._extensions:
+        if name is None or name not in self._extensions:
             return
         state = self._extensions[name]
         if not state.statuses or state.goal.state is RequestedState.DISABLED:
@@ -936,7 +937,7 @@ class Engine:
         except (PackageError, NoEligibleVersionError, OSError) as exc:
             return self._fetch_failed(step, target, exc)
         self._manifests[(handler, version)] = manifest
-        return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        return Outcome(ok=True, exit_code=NOT_RUN), ""
 
     def _fetch_failed(
         self,
@@ -1032,7 +1033,7 @@ class Engine:
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         spec = manifest.in_process
         if spec is not None:
             handler_class = self.inprocess.handler_class(handler, step.version)
@@ -1043,7 +1044,7 @@ class Engine:
                     f"{handler} {step.version}: {spec} is no longer registered; skipped {operation}"
                 )
                 self.store.log(warning)
-                return Outcome(ok=True, exit_code="NOT_RUN"), warning
+                return Outcome(ok=True, exit_code=NOT_RUN), warning
             with self._on_interrupt(step, affected, f"{spec} {operation}", env):
                 result = await run_inprocess(
                     handler_class,
@@ -1238,7 +1239,7 @@ def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDir
 def _outcome(result: CommandResult) -> Outcome:
     if result.timed_out:
         return Outcome(ok=False, exit_code=str(int(ErrorCode.COMMAND_TIMEOUT)), code=1011)
-    code = "NOT_RUN" if result.exit_code is None else str(result.exit_code)
+    code = NOT_RUN if result.exit_code is None else str(result.exit_code)
     return Outcome(
         ok=result.ok,
         exit_code=code,
@@ -1255,14 +1256,6 @@ def _sequence_for(step: Step, record: HandlerRecord, target: HandlerTarget) -> i
         if ext_record.name in names or not names:
             return ext_record.sequence_number
     return 0
-
-
-def _level(status: StatusView) -> StatusLevel:
-    if status.level == "Error":
-        return StatusLevel.ERROR
-    if status.code.startswith("ProvisioningState/succeeded"):
-        return StatusLevel.WARNING if status.level == "Warning" else StatusLevel.SUCCESS
-    return StatusLevel.TRANSITIONING
 
 
 def _settings_digest(key: bytes, ext: ExtensionGoal) -> str:

@@ -21,6 +21,7 @@ import attrs
 from ._model import HandlerName, RequestedState, Version
 
 __all__ = [
+    "NOT_RUN",
     "ExtensionRecord",
     "ExtensionTarget",
     "HandlerRecord",
@@ -58,6 +59,10 @@ class StepKind(enum.StrEnum):
     COPY_STATE = "copy-state"  # old mrseq and status/* into the new handler dir
     REMOVE_DIR = "remove-dir"
     CONVERGE = "converge"  # record that an extension reached its target; runs nothing
+    # Upgrade phases that need no command: the old version had no enabled extension to
+    # disable; the new version's manifest says UpdateWithoutInstall.
+    UPGRADE_DISABLED = "upgrade-disabled"
+    UPGRADE_INSTALL_SKIPPED = "upgrade-install-skipped"
 
     @property
     def runs_command(self) -> bool:
@@ -277,7 +282,7 @@ def _upgrade_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
         for ext in record.extensions:
             if ext.enabled:
                 return Step(kind=StepKind.DISABLE, handler=handler, version=old, extension=ext.name)
-        return _marker(handler, old, "disabled")
+        return Step(kind=StepKind.UPGRADE_DISABLED, handler=handler, version=old)
     if phase is UpgradePhase.OLD_DISABLED:
         return Step(kind=StepKind.COPY_STATE, handler=handler, version=new, source=old, target=new)
     if phase is UpgradePhase.STATE_COPIED:
@@ -315,7 +320,7 @@ def _upgrade_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
             version=new,
             env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", record.uninstall_exit_code),),
         )
-    return _marker(handler, new, "installed")
+    return Step(kind=StepKind.UPGRADE_INSTALL_SKIPPED, handler=handler, version=new)
 
 
 def _single_exit_code(codes: Mapping[str, str]) -> str:
@@ -332,11 +337,6 @@ def _multi_codes(codes: Mapping[str, str]) -> str:
     return json.dumps(
         [{"extensionName": name, "exitCode": code} for name, code in sorted(codes.items())]
     )
-
-
-def _marker(handler: HandlerName, version: Version, what: str) -> Step:
-    """A step that runs nothing and only moves an upgrade to its next phase."""
-    return Step(kind=StepKind.CONVERGE, handler=handler, version=version, extension=f"@{what}")
 
 
 def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
@@ -491,7 +491,7 @@ def advance(
 
     if kind is StepKind.UNINSTALL:
         # Removal goes on whatever the uninstall said: the directory is deleted next.
-        return attrs.evolve(record, state=HandlerState.NOT_INSTALLED), outcome.ok or True
+        return attrs.evolve(record, state=HandlerState.NOT_INSTALLED), True
 
     assert step.extension is not None
     current, ext_target = _ext_record(record, target, step.extension)
@@ -543,7 +543,7 @@ def _advance_upgrade(
         # No longer at its old target: should the upgrade be abandoned, it is enabled again.
         record = record.with_extension(attrs.evolve(current, enabled=False, converged=None))
         return _with_state(record), True
-    if kind is StepKind.CONVERGE and step.extension == "@disabled":
+    if kind is StepKind.UPGRADE_DISABLED:
         return attrs.evolve(
             record, upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_DISABLED)
         ), True

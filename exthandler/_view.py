@@ -22,6 +22,7 @@ __all__ = [
     "InstanceViewError",
     "StatusView",
     "SubstatusView",
+    "ShownStatus",
     "compose_status",
     "error_view",
     "render_table",
@@ -130,6 +131,27 @@ def _join(first: str, second: str) -> str:
     return f"{first}\n{second}" if first and second else first or second
 
 
+@attrs.frozen(kw_only=True)
+class ShownStatus:
+    """What an extension shows: its level (typed), its status and its substatuses."""
+
+    level: StatusLevel
+    status: StatusView
+    substatuses: tuple[SubstatusView, ...]
+
+
+def _shown(
+    level: StatusLevel,
+    code: int,
+    message: str,
+    time: str | None,
+    substatuses: tuple[SubstatusView, ...],
+) -> ShownStatus:
+    return ShownStatus(
+        level=level, status=status_view(level, code, message, time), substatuses=substatuses
+    )
+
+
 def compose_status(
     report: StatusReport | None,
     failure: CommandFailure | None,
@@ -137,7 +159,7 @@ def compose_status(
     ran_ok: bool,
     operation: Operation | None,
     now: str,
-) -> tuple[StatusView, tuple[SubstatusView, ...]]:
+) -> ShownStatus:
     """Decide the status an extension shows (INTERFACE.md, "Which status...").
 
     - A terminal report (success/warning/error, including an invalid file as error 1012)
@@ -158,18 +180,18 @@ def compose_status(
     if report is not None and report.status.terminal:
         time = report.timestamp or now
         if failure is None:
-            return status_view(report.status, report.code, report.message, time), substatuses
+            return _shown(report.status, report.code, report.message, time, substatuses)
         code = report.code or failure.code
         message = _join(report.message, failure.text)
-        return status_view(StatusLevel.ERROR, code, message, time), substatuses
+        return _shown(StatusLevel.ERROR, code, message, time, substatuses)
     if failure is not None:
-        return status_view(StatusLevel.ERROR, failure.code, failure.text, now), substatuses
+        return _shown(StatusLevel.ERROR, failure.code, failure.text, now, substatuses)
     if report is None and ran_ok:
         title = operation.display_name if operation is not None else "The command"
         message = f"{title} succeeded; the extension wrote no status file"
-        return status_view(StatusLevel.SUCCESS, 0, message, now), ()
+        return _shown(StatusLevel.SUCCESS, 0, message, now, ())
     message = report.message if report is not None else ""
-    return status_view(StatusLevel.TRANSITIONING, 0, message, now), substatuses
+    return _shown(StatusLevel.TRANSITIONING, 0, message, now, substatuses)
 
 
 @attrs.frozen(kw_only=True)

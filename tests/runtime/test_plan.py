@@ -99,6 +99,14 @@ def converge(name: str, version: str) -> Sig:
     return ("converge", version, name)
 
 
+def upgrade_disabled(version: str) -> Sig:
+    return ("upgrade-disabled", version, None)
+
+
+def install_skipped(version: str) -> Sig:
+    return ("upgrade-install-skipped", version, None)
+
+
 def update(version: str) -> Sig:
     return ("update", version, None)
 
@@ -137,7 +145,8 @@ def sigs(steps: list[Step]) -> list[Sig]:
 
 
 def commands(steps: list[Step]) -> list[Sig]:
-    return [sig(s) for s in steps if s.kind is not StepKind.CONVERGE]
+    quiet = (StepKind.CONVERGE, StepKind.UPGRADE_DISABLED, StepKind.UPGRADE_INSTALL_SKIPPED)
+    return [sig(s) for s in steps if s.kind not in quiet]
 
 
 def installed(target: HandlerTarget) -> HandlerRecord:
@@ -518,7 +527,7 @@ def test_one_extension_uninstalled_of_several_is_disabled_but_the_handler_stays(
 # -- upgrade ----------------------------------------------------------------------------------
 
 
-MARK_DISABLED_1 = converge("@disabled", "1.0")
+MARK_DISABLED_1 = upgrade_disabled("1.0")
 UPGRADE_FROM_ENABLED = [
     FETCH_2,
     disable("a", "1.0"),
@@ -609,7 +618,7 @@ def test_upgrade_from_a_disabled_handler_runs_no_disable() -> None:
         REMOVE_1,
         INSTALL_2,
     ]
-    assert sigs(steps)[1] == converge("@disabled", "1.0")
+    assert sigs(steps)[1] == upgrade_disabled("1.0")
     upd = find(steps, StepKind.UPDATE)
     assert env(upd)["AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE"] == NOT_RUN
     record, _ = drive(record, target)
@@ -630,7 +639,7 @@ def test_upgrade_without_install() -> None:
         REMOVE_1,
         enable("a", "1.1"),
     ]
-    assert converge("@installed", "1.1") in sigs(steps)
+    assert install_skipped("1.1") in sigs(steps)
     assert env(find(steps, StepKind.ENABLE)) == {"AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE": "0"}
     record, _ = drive(record, target)
     assert record.version == V2
@@ -643,7 +652,7 @@ def test_downgrade_runs_the_higher_versions_update() -> None:
     assert sigs(steps) == [
         FETCH_1,
         disable("a", "1.1"),
-        converge("@disabled", "1.1"),
+        upgrade_disabled("1.1"),
         copy_state("1.0"),
         update("1.1"),
         UNINSTALL_2,
@@ -922,7 +931,7 @@ def test_describe() -> None:
     assert [s.describe() for s in steps] == [
         "fetch Contoso.Agent-1.1",
         "disable a Contoso.Agent-1.0",
-        "converge @disabled Contoso.Agent-1.0",
+        "upgrade-disabled Contoso.Agent-1.0",
         "copy-state Contoso.Agent-1.1",
         "update Contoso.Agent 1.0 -> 1.1",
         "uninstall Contoso.Agent-1.0",

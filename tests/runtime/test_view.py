@@ -118,30 +118,34 @@ def test_error_view() -> None:
 
 @pytest.mark.parametrize("level", [StatusLevel.SUCCESS, StatusLevel.WARNING, StatusLevel.ERROR])
 def test_terminal_report_is_authoritative(level: StatusLevel) -> None:
-    status, subs = compose_status(
+    shown = compose_status(
         report(level, code=7, message="mine", substatus=(STDOUT,)),
         None,
         ran_ok=True,
         operation=Operation.ENABLE,
         now=NOW,
     )
+    status, subs = shown.status, shown.substatuses
     assert status == status_view(level, 7, "mine", WRITTEN)
     assert subs == (substatus_view(STDOUT),)
+    assert shown.level is level
 
 
 def test_report_without_timestamp_uses_now() -> None:
-    status, _ = compose_status(
+    shown = compose_status(
         report(StatusLevel.SUCCESS, timestamp=None),
         None,
         ran_ok=True,
         operation=Operation.ENABLE,
         now=NOW,
     )
+    status, _subs = shown.status, shown.substatuses
     assert status.time == NOW
 
 
 def test_failure_without_report() -> None:
-    status, subs = compose_status(None, FAILURE, ran_ok=False, operation=Operation.ENABLE, now=NOW)
+    shown = compose_status(None, FAILURE, ran_ok=False, operation=Operation.ENABLE, now=NOW)
+    status, subs = shown.status, shown.substatuses
     assert status == StatusView(
         code="ProvisioningState/failed/1009",
         level="Error",
@@ -159,13 +163,14 @@ def test_failure_with_transitioning_report() -> None:
         description="Install timed out after 900 s",
         excerpt="",
     )
-    status, subs = compose_status(
+    shown = compose_status(
         report(StatusLevel.TRANSITIONING, message="working", substatus=(STDOUT,)),
         timeout,
         ran_ok=False,
         operation=Operation.INSTALL,
         now=NOW,
     )
+    status, subs = shown.status, shown.substatuses
     assert status == status_view(StatusLevel.ERROR, 1011, "Install timed out after 900 s", NOW)
     assert subs == (substatus_view(STDOUT),)
 
@@ -178,26 +183,28 @@ def test_failure_with_transitioning_report() -> None:
     ],
 )
 def test_both_report_and_failure(own_message: str, expected: str) -> None:
-    status, _ = compose_status(
+    shown = compose_status(
         report(StatusLevel.ERROR, code=53, message=own_message),
         FAILURE,
         ran_ok=False,
         operation=Operation.ENABLE,
         now=NOW,
     )
+    status, _subs = shown.status, shown.substatuses
     assert status.code == "ProvisioningState/failed/53"  # the extension's code wins
     assert status.message == expected
 
 
 def test_a_failing_command_is_an_error_even_after_a_success_report() -> None:
     """The extension said success but its command failed: the failure's code shows."""
-    status, _ = compose_status(
+    shown = compose_status(
         report(StatusLevel.SUCCESS, message="ok"),
         FAILURE,
         ran_ok=False,
         operation=Operation.ENABLE,
         now=NOW,
     )
+    status, _subs = shown.status, shown.substatuses
     assert (status.code, status.level) == ("ProvisioningState/failed/1009", "Error")
     assert status.message.startswith("ok\nEnable failed: exit code 3")
 
@@ -211,40 +218,44 @@ def test_a_failing_command_is_an_error_even_after_a_success_report() -> None:
     ],
 )
 def test_success_without_report(operation: Operation | None, message: str) -> None:
-    status, subs = compose_status(None, None, ran_ok=True, operation=operation, now=NOW)
+    shown = compose_status(None, None, ran_ok=True, operation=operation, now=NOW)
+    status, subs = shown.status, shown.substatuses
     assert status == status_view(StatusLevel.SUCCESS, 0, message, NOW)
     assert subs == ()
 
 
 @pytest.mark.parametrize("ran_ok", [True, False])
 def test_transitioning_report_without_failure(ran_ok: bool) -> None:
-    status, subs = compose_status(
+    shown = compose_status(
         report(StatusLevel.TRANSITIONING, message="half way", substatus=(STDOUT,)),
         None,
         ran_ok=ran_ok,
         operation=Operation.ENABLE,
         now=NOW,
     )
+    status, subs = shown.status, shown.substatuses
     assert status == status_view(StatusLevel.TRANSITIONING, 0, "half way", NOW)
     assert subs == (substatus_view(STDOUT),)
 
 
 def test_nothing_known_is_transitioning() -> None:
-    status, subs = compose_status(None, None, ran_ok=False, operation=None, now=NOW)
+    shown = compose_status(None, None, ran_ok=False, operation=None, now=NOW)
+    status, subs = shown.status, shown.substatuses
     assert status == status_view(StatusLevel.TRANSITIONING, 0, "", NOW)
     assert subs == ()
 
 
 def test_invalid_status_file_is_error_1012() -> None:
     invalid = parse_status(b"not json")
-    status, _ = compose_status(invalid, None, ran_ok=True, operation=Operation.ENABLE, now=NOW)
+    shown = compose_status(invalid, None, ran_ok=True, operation=Operation.ENABLE, now=NOW)
+    status, _subs = shown.status, shown.substatuses
     assert status.code == "ProvisioningState/failed/1012"
     assert status.level == "Error"
     assert status.message.startswith("status file: not valid JSON")
     assert status.time == NOW
-    with_failure, _ = compose_status(
+    with_failure = compose_status(
         invalid, FAILURE, ran_ok=False, operation=Operation.ENABLE, now=NOW
-    )
+    ).status
     assert with_failure.code == "ProvisioningState/failed/1012"
     assert with_failure.message.endswith(EXCERPT)
 
