@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,52 @@ class Runtime:
     def instance_view(self) -> InstanceView:
         """The live instance view: current even while an apply is running."""
         return self._engine.instance_view()
+
+    async def run(
+        self,
+        source: str | Path,
+        *,
+        interval: float = 5.0,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        """Converge to the goal state at `source` whenever it changes, until cancelled.
+
+        `source` is a goal-state file, or a directory of them (see `SourceWatcher`: the
+        file whose content changed last). Every `interval` seconds it is looked at; a new
+        goal state is applied, an invalid one reported (the last good one stays), and in
+        between the view is refreshed, since extensions keep reporting after their
+        commands returned. `notify` gets one line per goal state applied or refused (the
+        runtime's log gets them too).
+        """
+        from ._errors import GoalStateError
+        from ._goalstate import load_goal_state
+        from ._source import SourceWatcher
+
+        def say(line: str) -> None:
+            self._engine.store.log(f"run: {line}")
+            if notify is not None:
+                notify(line)
+
+        watcher = SourceWatcher(Path(source))
+        seen: bytes | None = None
+        while True:
+            found = await anyio.to_thread.run_sync(watcher.poll)
+            if found is not None and found[1] != seen:
+                path, seen = found
+                try:
+                    view = await self.apply(load_goal_state(seen))
+                except GoalStateError as exc:
+                    for problem in exc.problems:
+                        say(f"{path}: {problem}")
+                else:
+                    failed = any(s.level == "Error" for e in view.extensions for s in e.statuses)
+                    say(
+                        f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
+                        f" {'with errors' if failed else 'ok'}"
+                    )
+            elif seen is not None:
+                await self.refresh()
+            await anyio.sleep(interval)
 
     async def refresh(self) -> InstanceView:
         """Re-read status files and heartbeats, collect telemetry; the updated view."""

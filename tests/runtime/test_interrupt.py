@@ -175,3 +175,37 @@ def test_run_notices_a_new_goal_file_with_an_older_time(agent: Agent, packages: 
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err.decode()
     assert [op.env["ConfigSequenceNumber"] for op in agent.ops()] == ["0", "0", "1"]
+
+
+def test_run_reports_an_impossible_goal_and_goes_on(agent: Agent, packages: Packages) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    source = agent.root / "goal.json"
+    source.write_text(json.dumps(goal(extension("a"), extension("b"))))  # single-config
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exthandler",
+            "run",
+            str(source),
+            "--state-dir",
+            str(agent.state),
+            "--repo",
+            str(agent.repo),
+            "--interval",
+            "0.1",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        log = agent.state / "exthandler.log"
+        wait_until(lambda: log.exists() and "cannot share handler" in log.read_text())
+        source.write_text(json.dumps(goal(extension("a"))))
+        wait_until(lambda: "run: applied" in log.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert b"cannot share handler" in err
+    assert b"applied" in err
+    assert [op.op for op in agent.ops()] == ["install", "enable"]
