@@ -60,7 +60,7 @@ def run_cli(agent: Agent, document: dict[str, Any], state: Path) -> subprocess.P
 def apply_fully(agent: Agent, document: dict[str, Any], state: Path) -> dict[str, Any]:
     process = run_cli(agent, document, state)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err.decode()
+    assert process.returncode == 0, (err + out).decode()
     view: dict[str, Any] = json.loads(out)
     return view
 
