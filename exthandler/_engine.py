@@ -75,7 +75,7 @@ from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
-from ._telemetry import EventRateLimiter, collect_events
+from ._telemetry import EventRateLimiter, TelemetryEvent, collect_events
 from ._versions import select_version
 from ._view import (
     CommandFailure,
@@ -367,7 +367,7 @@ class Engine:
                         deps = self._dependencies(handler, by_handler, owners)
                         installs.start_soon(self._drive_after, target, deps, done)
             group.cancel_scope.cancel()
-        await self._io(self._collect_all_events, list(targets))
+        self._deliver_events(await self._io(self._collect_all_events, list(targets)))
         await self._publish_view(durable=True)
 
     @staticmethod
@@ -498,14 +498,31 @@ class Engine:
         For a long-running agent between goal states: extensions keep reporting after
         their command returned.
         """
-        await self._io(self._refresh_statuses, True)
-        await self._io(self._collect_all_events, list(self._records))
+        # Threads compute, the loop decides: the files are read in a worker thread, and the
+        # view changes and hook calls happen here.
+        found = await self._io(self._read_statuses, True, None)
+        self._show_statuses(found)
+        self._deliver_events(await self._io(self._collect_all_events, list(self._records)))
         if self._view_dirty:
             await self._publish_view(durable=False)
         return self.instance_view()
 
     def _refresh_statuses(self, force: bool = False, handler: HandlerName | None = None) -> None:
         """Seed each extension's status from what is on disk and what the record remembers."""
+        self._show_statuses(self._read_statuses(force, handler))
+
+    def _show_statuses(
+        self, found: list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]]
+    ) -> None:
+        for state, report, failure in found:
+            self._set_status(state, report, failure, ran_ok=True, operation=None)
+
+    def _read_statuses(
+        self, force: bool, handler: HandlerName | None
+    ) -> list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]]:
+        """What each extension's status file and record say now (reads only: it may run in
+        a worker thread; `_show_statuses` applies the result on the event loop)."""
+        found: list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]] = []
         for state in self._extensions.values():
             if (state.statuses and not force) or handler not in (None, state.goal.handler):
                 continue
@@ -528,7 +545,8 @@ class Engine:
                     # Converged for an earlier target (new settings, say): its command has
                     # yet to run, and nothing has succeeded for this one.
                     continue
-            self._set_status(state, report, failure, ran_ok=True, operation=None)
+            found.append((state, report, failure))
+        return found
 
     def _at_target(self, handler: HandlerName, ext: ExtensionRecord) -> bool:
         """Whether the extension's last carried-through target is the one of this pass."""
@@ -1199,7 +1217,11 @@ class Engine:
             report = read_status_file(directory / "status" / name)
             self._set_status(state, report, failure, ran_ok=result.ok, operation=operation)
 
-    def _collect_all_events(self, handlers: Sequence[HandlerName]) -> None:
+    def _collect_all_events(
+        self, handlers: Sequence[HandlerName]
+    ) -> list[tuple[HandlerName, list[TelemetryEvent]]]:
+        """Every handler's new telemetry events (file work: run it in a worker thread)."""
+        collected = []
         for handler in handlers:
             events_dir = self.store.events_dir(handler)
             if not events_dir.is_dir():
@@ -1210,7 +1232,13 @@ class Engine:
             for problem in problems:
                 self.store.log(f"{handler}: telemetry: {problem}")
             if events:
-                self.plugins.hook.exthandler_telemetry_events(handler=str(handler), events=events)
+                collected.append((handler, events))
+        return collected
+
+    def _deliver_events(self, collected: list[tuple[HandlerName, list[TelemetryEvent]]]) -> None:
+        """Hand collected events to the plugins (on the event loop)."""
+        for handler, events in collected:
+            self.plugins.hook.exthandler_telemetry_events(handler=str(handler), events=events)
 
 
 async def _unwrap_state_dir_error(work: Awaitable[None]) -> None:
