@@ -47,6 +47,7 @@ from ._executors.process import (
 )
 from ._extract import extract_package
 from ._fs import INLINE_LIMIT, make_dir, write_unless_same
+from ._liveview import ExtensionState, LiveView, now
 from ._manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from ._model import (
     EncryptedProtectedSettings,
@@ -79,13 +80,9 @@ from ._telemetry import EventRateLimiter, TelemetryEvent, collect_events
 from ._versions import select_version
 from ._view import (
     CommandFailure,
-    ExtensionView,
     InstanceView,
-    StatusView,
     SubstatusView,
     compose_status,
-    error_view,
-    status_view,
 )
 
 if TYPE_CHECKING:
@@ -112,10 +109,6 @@ _OPERATIONS = {
 }
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @attrs.frozen(kw_only=True)
 class EngineOptions:
     """The engine's share of `RuntimeConfig` (whose defaults these take)."""
@@ -129,18 +122,6 @@ class EngineOptions:
 
 
 @attrs.define(eq=False)
-class _ExtensionState:
-    """What the engine knows of one extension during an apply (feeds the view)."""
-
-    goal: ExtensionGoal
-    sequence_number: int | None = None
-    statuses: tuple[StatusView, ...] = ()
-    substatuses: tuple[SubstatusView, ...] = ()
-    level: StatusLevel = StatusLevel.TRANSITIONING
-    heartbeat: SubstatusView | None = None
-
-
-@attrs.define(eq=False)
 class Engine:
     """Owns one state dir (through `store`) and converges goal states into it."""
 
@@ -149,22 +130,27 @@ class Engine:
     options: EngineOptions
     plugins: pluggy.PluginManager
     inprocess: InProcessHandlers = attrs.field(factory=InProcessHandlers)
+    view: LiveView = attrs.field(init=False)
     _records: dict[HandlerName, HandlerRecord] = attrs.field(factory=dict)
     _manifests: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
     # Why a handler dir's manifest could not be read (1002 missing, 1003 unparsable).
     _manifest_errors: dict[tuple[HandlerName, Version], PackageError] = attrs.field(factory=dict)
-    _extensions: dict[str, _ExtensionState] = attrs.field(factory=dict)
-    _goal_id: str | None = None
     _certificate: Certificate | None = None
     _limiter: anyio.Semaphore | None = None
     _events: EventRateLimiter = attrs.field(factory=EventRateLimiter)
-    _view_dirty: bool = False
     _written: set[tuple[str, int]] = attrs.field(factory=set)
-    _restored: InstanceView | None = None
     _catalog: PackageCatalog = attrs.field(factory=PackageCatalog)
     _io_limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
     _base_env: Mapping[str, str] | None = None
     _targets: dict[HandlerName, HandlerTarget] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.view = LiveView(
+            view_path=self.store.view_path, plugins=self.plugins, records=lambda: self._records
+        )
+
+    def instance_view(self) -> InstanceView:
+        return self.view.instance_view()
 
     async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run file work that may take long (extraction, tree removal, scans) in a worker
@@ -176,96 +162,6 @@ class Engine:
         in-process extensions took twice as long that way).
         """
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io_limiter)
-
-    # -- the instance view ----------------------------------------------------------------
-
-    def restore_view(self, view: InstanceView) -> None:
-        """Show `view` (the last one written) until the first apply of this runtime."""
-        self._restored = view
-
-    def instance_view(self) -> InstanceView:
-        if self._goal_id is None and self._restored is not None:
-            return self._restored  # nothing applied by this runtime yet
-        views = []
-        for state in self._extensions.values():
-            view = self._extension_view(state)
-            if view is not None:
-                views.append(view)
-        return InstanceView(goal_state_id=self._goal_id, extensions=tuple(views))
-
-    def _extension_view(self, state: _ExtensionState) -> ExtensionView | None:
-        goal = state.goal
-        if goal.state is RequestedState.UNINSTALL:
-            return None
-        record = self._records.get(goal.handler)
-        version = goal.version
-        handler_state = HandlerState.NOT_INSTALLED
-        if record is not None:
-            if record.upgrade is not None and record.upgrade.failed:
-                version, handler_state = record.upgrade.target, HandlerState.FAILED_UPGRADE
-            elif record.version is not None:
-                version = record.version
-                handler_state = record.state
-                ext = record.extension(goal.name)
-                if handler_state is not HandlerState.NOT_INSTALLED:
-                    enabled = ext is not None and ext.enabled
-                    handler_state = HandlerState.ENABLED if enabled else HandlerState.INSTALLED
-        statuses = state.statuses or (
-            StatusView(
-                code="ProvisioningState/transitioning",
-                level="Info",
-                display_status="Transitioning",
-                message="",
-                time=_now(),
-            ),
-        )
-        return ExtensionView(
-            name=goal.name,
-            type=str(goal.handler),
-            type_handler_version=str(version),
-            handler_state=handler_state.value,
-            sequence_number=state.sequence_number,
-            statuses=statuses,
-            substatuses=state.substatuses + ((state.heartbeat,) if state.heartbeat else ()),
-        )
-
-    def _changed(self, state: _ExtensionState) -> None:
-        self._view_dirty = True
-        if not self.plugins.hook.exthandler_extension_changed.get_hookimpls():
-            return  # nobody listens: the view of the extension is not worth building
-        view = self._extension_view(state)
-        if view is not None:
-            self.plugins.hook.exthandler_extension_changed(view=view)
-
-    async def _publish_view(self, *, durable: bool) -> None:
-        self._view_dirty = False
-        view = self.instance_view()
-        # One line: json's C encoder only serves documents without indentation, and a view
-        # of thousands of extensions is written several times a second.
-        data = json.dumps(view.to_json()).encode()
-        self._write_view(data, durable)
-        self.plugins.hook.exthandler_instance_view_changed(view=view)
-
-    def _write_view(self, data: bytes, durable: bool) -> None:
-        from ._fs import write_atomic
-
-        try:
-            write_atomic(self.store.view_path, data, mode=0o600, durable=durable)
-        except OSError as exc:
-            raise StateDirError(
-                f"{self.store.view_path}: cannot write the instance view: {exc.strerror or exc}"
-            ) from exc
-
-    async def _view_writer(self) -> None:
-        """Write the view while a pass runs: at most five times a second, and never more
-        than a twentieth of the time (a view of thousands of extensions takes a while)."""
-        pause = 0.2
-        while True:
-            await anyio.sleep(pause)
-            if self._view_dirty:
-                started = time.monotonic()
-                await self._publish_view(durable=False)
-                pause = max(0.2, 20 * (time.monotonic() - started))
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -285,12 +181,12 @@ class Engine:
         orphans = functools.partial(end_orphans, boot_id_path=self.options.boot_id_path)
         for line in await self._io(orphans, store.running_dir, self.options.kill_grace):
             store.log(line)
-        self._goal_id = goal.id
+        self.view.goal_id = goal.id
         self._written = set()
         self._base_env = base_environment()  # what every command of this apply starts from
         boot_id = read_boot_id(self.options.boot_id_path)
         key = await self._io(store.digest_key)
-        self._extensions = {e.name: _ExtensionState(goal=e) for e in goal.extensions}
+        self.view.extensions = {e.name: ExtensionState(goal=e) for e in goal.extensions}
         by_handler: dict[HandlerName, list[ExtensionGoal]] = {}
         for ext in goal.extensions:
             by_handler.setdefault(ext.handler, []).append(ext)
@@ -314,7 +210,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 store.log("apply interrupted: the steps that did not finish run at the next apply")
                 with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
-                    await self._publish_view(durable=True)
+                    await self.view.publish(durable=True)
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -355,7 +251,7 @@ class Engine:
         """Drive every handler to its target (removals first), then publish the view."""
         done = {handler: anyio.Event() for handler in targets}
         async with anyio.create_task_group() as group:
-            group.start_soon(self._view_writer)
+            group.start_soon(self.view.writer)
             async with anyio.create_task_group() as removals:
                 for handler, target in targets.items():
                     if target.removes_handler:
@@ -368,7 +264,7 @@ class Engine:
                         installs.start_soon(self._drive_after, target, deps, done)
             group.cancel_scope.cancel()
         self._deliver_events(await self._io(self._collect_all_events, list(targets)))
-        await self._publish_view(durable=True)
+        await self.view.publish(durable=True)
 
     @staticmethod
     def _owners(by_handler: Mapping[HandlerName, list[ExtensionGoal]]) -> dict[str, HandlerName]:
@@ -401,7 +297,9 @@ class Engine:
         first = exts[0]
         broken = [e for e in exts if e.settings_error]
         for ext in broken:
-            self._fail(ext.name, ErrorCode.CONFIGURATION, f"invalid settings: {ext.settings_error}")
+            self.view.fail(
+                ext.name, ErrorCode.CONFIGURATION, f"invalid settings: {ext.settings_error}"
+            )
         if broken and len(broken) == len(exts):
             return None
         record = self._records.get(handler)
@@ -428,14 +326,14 @@ class Engine:
             problems = self._catalog.problems
             if not problems:
                 for ext in exts:
-                    self._fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
+                    self.view.fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
                 return None
             if record is None or record.version is None:
                 # The versions on offer are unknown (the reference agent's 1001: the list
                 # of versions could not be downloaded), not known to be missing.
                 message = f"{exc}; {'; '.join(problems)}"
                 for ext in exts:
-                    self._fail(ext.name, ErrorCode.MANIFEST_DOWNLOAD, message)
+                    self.view.fail(ext.name, ErrorCode.MANIFEST_DOWNLOAD, message)
                 return None
             # Installed already: it stays at its version until the repository answers.
             version = record.version
@@ -459,7 +357,7 @@ class Engine:
                 sequence = previous.sequence_number
             else:
                 sequence = previous.sequence_number + 1
-            self._extensions[ext.name].sequence_number = sequence
+            self.view.extensions[ext.name].sequence_number = sequence
             ext_targets.append(
                 ExtensionTarget(
                     name=ext.name,
@@ -503,8 +401,8 @@ class Engine:
         found = await self._io(self._read_statuses, True, None)
         self._show_statuses(found)
         self._deliver_events(await self._io(self._collect_all_events, list(self._records)))
-        if self._view_dirty:
-            await self._publish_view(durable=False)
+        if self.view.dirty:
+            await self.view.publish(durable=False)
         return self.instance_view()
 
     def _refresh_statuses(self, force: bool = False, handler: HandlerName | None = None) -> None:
@@ -512,18 +410,18 @@ class Engine:
         self._show_statuses(self._read_statuses(force, handler))
 
     def _show_statuses(
-        self, found: list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]]
+        self, found: list[tuple[ExtensionState, StatusReport | None, CommandFailure | None]]
     ) -> None:
         for state, report, failure in found:
             self._set_status(state, report, failure, ran_ok=True, operation=None)
 
     def _read_statuses(
         self, force: bool, handler: HandlerName | None
-    ) -> list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]]:
+    ) -> list[tuple[ExtensionState, StatusReport | None, CommandFailure | None]]:
         """What each extension's status file and record say now (reads only: it may run in
         a worker thread; `_show_statuses` applies the result on the event loop)."""
-        found: list[tuple[_ExtensionState, StatusReport | None, CommandFailure | None]] = []
-        for state in self._extensions.values():
+        found: list[tuple[ExtensionState, StatusReport | None, CommandFailure | None]] = []
+        for state in self.view.extensions.values():
             if (state.statuses and not force) or handler not in (None, state.goal.handler):
                 continue
             record = self._records.get(state.goal.handler)
@@ -557,7 +455,7 @@ class Engine:
         return wanted is not None and ext.converged == target.fingerprint(wanted)
 
     def _read_report(
-        self, record: HandlerRecord, state: _ExtensionState, multi: bool
+        self, record: HandlerRecord, state: ExtensionState, multi: bool
     ) -> StatusReport | None:
         assert record.version is not None
         assert state.sequence_number is not None
@@ -567,19 +465,15 @@ class Engine:
 
     def _set_status(
         self,
-        state: _ExtensionState,
+        state: ExtensionState,
         report: StatusReport | None,
         failure: CommandFailure | None,
         *,
         ran_ok: bool,
         operation: Operation | None,
     ) -> None:
-        shown = compose_status(report, failure, ran_ok=ran_ok, operation=operation, now=_now())
-        state.statuses = (shown.status,)
-        state.substatuses = shown.substatuses
-        state.level = shown.level
-        state.heartbeat = self._heartbeat(state.goal.handler)
-        self._changed(state)
+        shown = compose_status(report, failure, ran_ok=ran_ok, operation=operation, now=now())
+        self.view.show(state, shown, self._heartbeat(state.goal.handler))
 
     def _heartbeat(self, handler: HandlerName) -> SubstatusView | None:
         """The heartbeat as a `Heartbeat` substatus, for handlers whose manifest asks for one."""
@@ -601,13 +495,6 @@ class Engine:
             message=beat.message,
         )
 
-    def _fail(self, name: str, code: int, message: str) -> None:
-        state = self._extensions[name]
-        state.statuses = (error_view(code, message, _now()),)
-        state.substatuses = ()
-        state.level = StatusLevel.ERROR
-        self._changed(state)
-
     # -- driving one handler ------------------------------------------------------------------
 
     async def _drive_after(
@@ -623,7 +510,7 @@ class Engine:
             failure = await self._dependency_failure(name)
             if failure is not None:
                 for ext in target.extensions:
-                    self._fail(
+                    self.view.fail(
                         ext.name,
                         ErrorCode.UNKNOWN,
                         f"skipped: extension {name!r} it depends on did not succeed: {failure}",
@@ -645,7 +532,9 @@ class Engine:
             what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
             self.store.log(f"{target.handler}: stopped: {what}")
             for ext in target.extensions:
-                self._fail(ext.name, ErrorCode.UNKNOWN, f"stopped: {what}; it runs again next time")
+                self.view.fail(
+                    ext.name, ErrorCode.UNKNOWN, f"stopped: {what}; it runs again next time"
+                )
         except Exception as exc:  # one handler's fault must not end the pass
             # Something no step expected: this handler stops where it is, as after a
             # crash, and the others go on.
@@ -654,13 +543,13 @@ class Engine:
                 + "".join(traceback.format_exception(exc))
             )
             for ext in target.extensions:
-                self._fail(ext.name, ErrorCode.UNKNOWN, f"internal error: {exc}")
+                self.view.fail(ext.name, ErrorCode.UNKNOWN, f"internal error: {exc}")
 
     async def _dependency_failure(self, name: str) -> str | None:
         """Wait (within budget) for a dependency's terminal status; its failure, if any."""
         states = [
             s
-            for s in self._extensions.values()
+            for s in self.view.extensions.values()
             if s.goal.name.lower() == name.lower() or s.goal.handler.key == name.lower()
         ]
         deadline = time.monotonic() + self.options.dependency_wait
@@ -735,9 +624,9 @@ class Engine:
                 if step is None:
                     if record.version is None and not target.removes_handler:
                         if record.failed == target.handler_fingerprint:
-                            self._still_refused(record, target)
+                            self.view.still_refused(record, target)
                         else:
-                            self._not_installed(target)
+                            self.view.not_installed(target)
                     if record.failed not in (None, target.handler_fingerprint):
                         # The goal moved past an old failure without needing a step: forget
                         # it, so that the failed goal is tried again if it ever comes back.
@@ -792,25 +681,6 @@ class Engine:
                     clear_marker(self._marker_path(handler))  # its commands left it empty
                     limiter.release()
                 done.set()
-
-    def _still_refused(self, record: HandlerRecord, target: HandlerTarget) -> None:
-        """A package refused before, unchanged since, for an unchanged goal: its error stands."""
-        code, message = record.last_errors.get("") or (
-            int(ErrorCode.PACKAGE_DOWNLOAD),
-            f"{target.handler} {target.version}: the package was refused before",
-        )
-        for ext in target.extensions:
-            self._fail(ext.name, code, message)
-
-    def _not_installed(self, target: HandlerTarget) -> None:
-        """Disabled extensions of a handler that was never installed: nothing to do."""
-        for ext in target.extensions:
-            state = self._extensions.get(ext.name)
-            if state is not None and not state.statuses:
-                message = "disabled; the handler is not installed, so nothing ran"
-                state.statuses = (status_view(StatusLevel.SUCCESS, 0, message, _now()),)
-                state.level = StatusLevel.SUCCESS
-                self._changed(state)
 
     def _remember_error(
         self, record: HandlerRecord, step: Step, outcome: Outcome, message: str
@@ -914,9 +784,9 @@ class Engine:
 
     def _converged(self, step: Step, target: HandlerTarget) -> None:
         name = step.extension
-        if name is None or name not in self._extensions:
+        if name is None or name not in self.view.extensions:
             return
-        state = self._extensions[name]
+        state = self.view.extensions[name]
         if not state.statuses or state.goal.state is RequestedState.DISABLED:
             record = self._records.get(step.handler)
             report = None
@@ -988,7 +858,7 @@ class Engine:
             with contextlib.suppress(NoEligibleVersionError):
                 package = package_token(self._catalog.find(handler, version))
         for ext in target.extensions:
-            self._fail(ext.name, code, message)
+            self.view.fail(ext.name, code, message)
         outcome = Outcome(
             ok=False,
             exit_code=str(int(code)),
@@ -1029,7 +899,7 @@ class Engine:
         names = [step.extension] if step.extension else [e.name for e in target.extensions]
         if not names:
             names = [e.name for e in record.extensions]
-        affected = [self._extensions[n] for n in names if n in self._extensions]
+        affected = [self.view.extensions[n] for n in names if n in self.view.extensions]
         sequence = _sequence_for(step, record, target)
         self._write_settings(directory, target, names, multi)
         env = {
@@ -1047,7 +917,7 @@ class Engine:
             reason = f"{MANIFEST_NAME} is missing" if error is None else error.message
             message = f"{handler} {step.version}: {reason}"
             for state in affected:
-                self._fail(state.goal.name, code, message)
+                self.view.fail(state.goal.name, code, message)
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
@@ -1097,7 +967,7 @@ class Engine:
     def _on_interrupt(
         self,
         step: Step,
-        affected: Sequence[_ExtensionState],
+        affected: Sequence[ExtensionState],
         command_line: str,
         env: Mapping[str, str],
     ) -> Iterator[None]:
@@ -1120,25 +990,14 @@ class Engine:
                 outcome="interrupted (the runtime was stopped); the process group was ended",
                 duration=(datetime.now(UTC) - started).total_seconds(),
             )
-            for state in affected:
-                state.statuses = (
-                    status_view(
-                        StatusLevel.TRANSITIONING,
-                        0,
-                        f"{note}; it runs again at the next apply",
-                        _now(),
-                    ),
-                )
-                state.substatuses = ()
-                state.level = StatusLevel.TRANSITIONING
-                self._changed(state)
+            self.view.transitioning(affected, f"{note}; it runs again at the next apply")
             raise
 
     def _write_settings(
         self, directory: Path, target: HandlerTarget, names: Iterable[str], multi: bool
     ) -> None:
         for name in names:
-            state = self._extensions.get(name)
+            state = self.view.extensions.get(name)
             if state is None or state.sequence_number is None or state.goal.settings_error:
                 continue
             file_name = Store.settings_name(name if multi else None, state.sequence_number)
@@ -1188,7 +1047,7 @@ class Engine:
         self,
         step: Step,
         record: HandlerRecord,
-        affected: Sequence[_ExtensionState],
+        affected: Sequence[ExtensionState],
         result: CommandResult,
         multi: bool,
         target: HandlerTarget,

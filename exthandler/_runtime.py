@@ -164,7 +164,7 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
             engine.inprocess.register_all(registered)
         previous = read_instance_view(config.state_dir)
         if previous is not None:
-            engine.restore_view(previous)
+            engine.view.restore(previous)
         yield Runtime(config=config, plugin_manager=manager, engine=engine)
     finally:
         store.release()

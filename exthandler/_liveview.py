@@ -1,0 +1,198 @@
+"""The live instance view: what each extension shows while the runtime works.
+
+It owns the extensions' states of the current pass, builds the instance view from them
+and the handler records, writes the view file (throttled while a pass runs, durably at
+its end) and tells the plugins. Everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import attrs
+import pluggy
+from exthandler_sdk import ErrorCode, StatusLevel
+
+from ._errors import StateDirError
+from ._fs import write_atomic
+from ._model import ExtensionGoal, HandlerName, RequestedState
+from ._plan import HandlerRecord, HandlerState, HandlerTarget
+from ._view import (
+    ExtensionView,
+    InstanceView,
+    ShownStatus,
+    StatusView,
+    SubstatusView,
+    error_view,
+    status_view,
+)
+
+__all__ = ["ExtensionState", "LiveView", "now"]
+
+
+def now() -> str:
+    """The time as status files and the view spell it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.define(eq=False)
+class ExtensionState:
+    """What the runtime knows of one extension during a pass (feeds the view)."""
+
+    goal: ExtensionGoal
+    sequence_number: int | None = None
+    statuses: tuple[StatusView, ...] = ()
+    substatuses: tuple[SubstatusView, ...] = ()
+    level: StatusLevel = StatusLevel.TRANSITIONING
+    heartbeat: SubstatusView | None = None
+
+
+@attrs.define(eq=False)
+class LiveView:
+    """The extensions of the current pass, the view built from them, and its file."""
+
+    view_path: Path
+    plugins: pluggy.PluginManager
+    records: Callable[[], Mapping[HandlerName, HandlerRecord]]
+    extensions: dict[str, ExtensionState] = attrs.field(factory=dict)
+    goal_id: str | None = None
+    restored: InstanceView | None = None
+    dirty: bool = False
+
+    def restore(self, view: InstanceView) -> None:
+        """Show `view` (the last one written) until the first pass of this runtime."""
+        self.restored = view
+
+    def instance_view(self) -> InstanceView:
+        if self.goal_id is None and self.restored is not None:
+            return self.restored  # nothing applied by this runtime yet
+        views = []
+        for state in self.extensions.values():
+            view = self.extension_view(state)
+            if view is not None:
+                views.append(view)
+        return InstanceView(goal_state_id=self.goal_id, extensions=tuple(views))
+
+    def extension_view(self, state: ExtensionState) -> ExtensionView | None:
+        goal = state.goal
+        if goal.state is RequestedState.UNINSTALL:
+            return None
+        record = self.records().get(goal.handler)
+        version = goal.version
+        handler_state = HandlerState.NOT_INSTALLED
+        if record is not None:
+            if record.upgrade is not None and record.upgrade.failed:
+                version, handler_state = record.upgrade.target, HandlerState.FAILED_UPGRADE
+            elif record.version is not None:
+                version = record.version
+                handler_state = record.state
+                ext = record.extension(goal.name)
+                if handler_state is not HandlerState.NOT_INSTALLED:
+                    enabled = ext is not None and ext.enabled
+                    handler_state = HandlerState.ENABLED if enabled else HandlerState.INSTALLED
+        statuses = state.statuses or (
+            StatusView(
+                code="ProvisioningState/transitioning",
+                level="Info",
+                display_status="Transitioning",
+                message="",
+                time=now(),
+            ),
+        )
+        return ExtensionView(
+            name=goal.name,
+            type=str(goal.handler),
+            type_handler_version=str(version),
+            handler_state=handler_state.value,
+            sequence_number=state.sequence_number,
+            statuses=statuses,
+            substatuses=state.substatuses + ((state.heartbeat,) if state.heartbeat else ()),
+        )
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def changed(self, state: ExtensionState) -> None:
+        self.dirty = True
+        if not self.plugins.hook.exthandler_extension_changed.get_hookimpls():
+            return  # nobody listens: the view of the extension is not worth building
+        view = self.extension_view(state)
+        if view is not None:
+            self.plugins.hook.exthandler_extension_changed(view=view)
+
+    def show(
+        self, state: ExtensionState, shown: ShownStatus, heartbeat: SubstatusView | None
+    ) -> None:
+        state.statuses = (shown.status,)
+        state.substatuses = shown.substatuses
+        state.level = shown.level
+        state.heartbeat = heartbeat
+        self.changed(state)
+
+    def fail(self, name: str, code: int, message: str) -> None:
+        state = self.extensions[name]
+        state.statuses = (error_view(code, message, now()),)
+        state.substatuses = ()
+        state.level = StatusLevel.ERROR
+        self.changed(state)
+
+    def transitioning(self, states: Iterable[ExtensionState], message: str) -> None:
+        """Show `states` as work still to do (a step that was cut short, say)."""
+        for state in states:
+            state.statuses = (status_view(StatusLevel.TRANSITIONING, 0, message, now()),)
+            state.substatuses = ()
+            state.level = StatusLevel.TRANSITIONING
+            self.changed(state)
+
+    def still_refused(self, record: HandlerRecord, target: HandlerTarget) -> None:
+        """A package refused before, unchanged since, for an unchanged goal: its error stands."""
+        code, message = record.last_errors.get("") or (
+            int(ErrorCode.PACKAGE_DOWNLOAD),
+            f"{target.handler} {target.version}: the package was refused before",
+        )
+        for ext in target.extensions:
+            self.fail(ext.name, code, message)
+
+    def not_installed(self, target: HandlerTarget) -> None:
+        """Disabled extensions of a handler that was never installed: nothing to do."""
+        for ext in target.extensions:
+            state = self.extensions.get(ext.name)
+            if state is not None and not state.statuses:
+                message = "disabled; the handler is not installed, so nothing ran"
+                state.statuses = (status_view(StatusLevel.SUCCESS, 0, message, now()),)
+                state.level = StatusLevel.SUCCESS
+                self.changed(state)
+
+    # -- the view file ----------------------------------------------------------------------
+
+    async def publish(self, *, durable: bool) -> None:
+        self.dirty = False
+        view = self.instance_view()
+        # One line: json's C encoder only serves documents without indentation, and a view
+        # of thousands of extensions is written several times a second.
+        data = json.dumps(view.to_json()).encode()
+        self._write(data, durable)
+        self.plugins.hook.exthandler_instance_view_changed(view=view)
+
+    def _write(self, data: bytes, durable: bool) -> None:
+        try:
+            write_atomic(self.view_path, data, mode=0o600, durable=durable)
+        except OSError as exc:
+            raise StateDirError(
+                f"{self.view_path}: cannot write the instance view: {exc.strerror or exc}"
+            ) from exc
+
+    async def writer(self) -> None:
+        """Write the view while a pass runs: at most five times a second, and never more
+        than a twentieth of the time (a view of thousands of extensions takes a while)."""
+        pause = 0.2
+        while True:
+            await anyio.sleep(pause)
+            if self.dirty:
+                started = time.monotonic()
+                await self.publish(durable=False)
+                pause = max(0.2, 20 * (time.monotonic() - started))
