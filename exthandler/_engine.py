@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import hmac
 import json
 import shutil
 import time
@@ -61,7 +59,6 @@ from ._model import (
 from ._plan import (
     NOT_RUN,
     ExtensionRecord,
-    ExtensionTarget,
     HandlerRecord,
     HandlerState,
     HandlerTarget,
@@ -72,12 +69,11 @@ from ._plan import (
     advance,
     next_step,
 )
-from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
+from ._targets import installed_versions, resolve_target
 from ._telemetry import EventRateLimiter, TelemetryEvent, collect_events
-from ._versions import select_version
 from ._view import (
     CommandFailure,
     InstanceView,
@@ -223,7 +219,7 @@ class Engine:
         from ._checks import single_config_problems
 
         def installed(handler: HandlerName) -> list[Version]:
-            return self._installed_versions(self._records.get(handler))
+            return installed_versions(self._records.get(handler))
 
         problems = single_config_problems(goal, self._catalog, self._goal_manifest, installed)
         if problems:
@@ -234,7 +230,7 @@ class Engine:
         its installed dir's manifest, its in-process class, or its local package file."""
         from ._checks import package_manifest
 
-        if version in self._installed_versions(self._records.get(handler)):
+        if version in installed_versions(self._records.get(handler)):
             manifest = self._manifest(handler, version)
             if manifest is not None:
                 return manifest
@@ -294,101 +290,23 @@ class Engine:
         self, handler: HandlerName, exts: list[ExtensionGoal], boot_id: str, key: bytes
     ) -> HandlerTarget | None:
         """Resolve the version and number the settings; None (and an error) if impossible."""
-        first = exts[0]
-        broken = [e for e in exts if e.settings_error]
-        for ext in broken:
-            self.view.fail(
-                ext.name, ErrorCode.CONFIGURATION, f"invalid settings: {ext.settings_error}"
-            )
-        if broken and len(broken) == len(exts):
-            return None
-        record = self._records.get(handler)
-        try:
-            available = self._catalog.available(handler)
-            # What is installed is available too: re-applying an unchanged goal state
-            # needs no repository, and never takes down what runs for want of one.
-            installed = self._installed_versions(record)
-            if installed:
-                available = sorted({*available, *installed})
-            version = select_version(
-                first.version,
-                available,
-                auto_upgrade_minor=first.auto_upgrade_minor,
-                use_exact_version=first.use_exact_version,
-                handler=handler,
-            )
-            if self._catalog.problems and version in installed:
-                self.store.log(
-                    f"{handler}: staying at {version}: the package repositories could not all"
-                    f" be listed ({'; '.join(self._catalog.problems)})"
-                )
-        except NoEligibleVersionError as exc:
-            problems = self._catalog.problems
-            if not problems:
-                for ext in exts:
-                    self.view.fail(ext.name, ErrorCode.PACKAGE_DOWNLOAD, str(exc))
-                return None
-            if record is None or record.version is None:
-                # The versions on offer are unknown (the reference agent's 1001: the list
-                # of versions could not be downloaded), not known to be missing.
-                message = f"{exc}; {'; '.join(problems)}"
-                for ext in exts:
-                    self.view.fail(ext.name, ErrorCode.MANIFEST_DOWNLOAD, message)
-                return None
-            # Installed already: it stays at its version until the repository answers.
-            version = record.version
-            self.store.log(
-                f"{handler}: staying at {version}: the package repositories could not all"
-                f" be listed ({'; '.join(problems)})"
-            )
-        ext_targets = []
-        for ext in exts:
-            if ext.settings_error:
-                continue
-            digest = _settings_digest(key, ext)
-            previous = record.extension(ext.name) if record is not None else None
-            if ext.sequence_number is not None:
-                sequence = ext.sequence_number
-            elif previous is None:
-                sequence = 0
-            elif previous.settings_digest in (digest, RECOVERED):
-                # RECOVERED: a record rebuilt from the handler dir, whose settings are
-                # taken as the goal's (see _recover).
-                sequence = previous.sequence_number
-            else:
-                sequence = previous.sequence_number + 1
-            self.view.extensions[ext.name].sequence_number = sequence
-            ext_targets.append(
-                ExtensionTarget(
-                    name=ext.name,
-                    state=ext.state,
-                    sequence_number=sequence,
-                    settings_digest=digest,
-                    force_update_tag=ext.force_update_tag,
-                )
-            )
-        package = ""
-        if record is not None and record.failed_package is not None:
-            # A refused package is remembered with what identified its bytes: a new
-            # package of the same version is tried, an unchanged one is not.
-            with contextlib.suppress(NoEligibleVersionError):
-                package = package_token(self._catalog.find(handler, version))
-        return HandlerTarget(
-            handler=handler,
-            version=version,
-            extensions=tuple(ext_targets),
+        resolution = resolve_target(
+            handler,
+            exts,
+            self._records.get(handler),
+            self._catalog,
             boot_id=boot_id,
-            package=package,
+            key=key,
+            token_of=package_token,
         )
-
-    @staticmethod
-    def _installed_versions(record: HandlerRecord | None) -> list[Version]:
-        if record is None:
-            return []
-        versions = [record.version] if record.version is not None else []
-        if record.upgrade is not None:  # fetched already: its dir is there
-            versions.append(record.upgrade.target)
-        return versions
+        for name, code, message in resolution.failures:
+            self.view.fail(name, code, message)
+        for note in resolution.notes:
+            self.store.log(note)
+        if resolution.target is not None:
+            for ext in resolution.target.extensions:
+                self.view.extensions[ext.name].sequence_number = ext.sequence_number
+        return resolution.target
 
     async def refresh(self) -> InstanceView:
         """Re-read every extension's status file and heartbeat, and collect telemetry.
@@ -1143,16 +1061,3 @@ def _sequence_for(step: Step, record: HandlerRecord, target: HandlerTarget) -> i
         if ext_record.name in names or not names:
             return ext_record.sequence_number
     return 0
-
-
-def _settings_digest(key: bytes, ext: ExtensionGoal) -> str:
-    """A keyed digest of an extension's settings: equal settings, equal digest; no secret leaks."""
-    secret: Any = None
-    if isinstance(ext.protected_settings, PlainProtectedSettings):
-        secret = {"plain": ext.protected_settings.value}
-    elif isinstance(ext.protected_settings, EncryptedProtectedSettings):
-        secret = {"data": ext.protected_settings.data, "tp": ext.protected_settings.thumbprint}
-    canonical = json.dumps(
-        {"public": ext.public_settings, "protected": secret}, sort_keys=True, default=str
-    )
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()[:32]
