@@ -24,6 +24,7 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
+from exthandler_sdk._procs import read_boot_id
 
 from ._errors import (
     GoalStateError,
@@ -73,7 +74,7 @@ from ._plan import (
 from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
-from ._store import SUPPORTED_FEATURES, Store, read_boot_id
+from ._store import SUPPORTED_FEATURES, Store
 from ._telemetry import EventRateLimiter, collect_events
 from ._versions import select_version
 from ._view import (
@@ -287,7 +288,7 @@ class Engine:
         self._goal_id = goal.id
         self._written = set()
         self._base_env = base_environment()  # what every command of this apply starts from
-        boot_id = read_boot_id(self.options.boot_id_path)
+        boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         key = await self._io(store.digest_key)
         self._extensions = {e.name: _ExtensionState(goal=e) for e in goal.extensions}
         by_handler: dict[HandlerName, list[ExtensionGoal]] = {}
