@@ -5,6 +5,7 @@ from exthandler_sdk import ExtHandlerError as ExtHandlerError
 from ._errors import GoalStateError as GoalStateError
 from ._errors import NoEligibleVersionError as NoEligibleVersionError
 from ._errors import PackageError as PackageError
+from ._errors import StateDirLockedError as StateDirLockedError
 from ._errors import VersionError as VersionError
 from ._goalstate import load_goal_state as load_goal_state
 from ._goalstate import parse_goal_state as parse_goal_state
@@ -25,7 +26,6 @@ from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeConfig as RuntimeConfig
 from ._runtime import open_runtime as open_runtime
 from ._runtime import read_instance_view as read_instance_view
-from ._store import StateDirLockedError as StateDirLockedError
 from ._versions import select_version as select_version
 from ._view import ExtensionView as ExtensionView
 from ._view import InstanceView as InstanceView

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import anyio
+from exthandler_sdk._procs import BOOT_ID_PATH
 
 from . import __version__
 from ._edit import delete_extension, set_extension
-from ._errors import GoalStateError, PackageError, StateDirError
+from ._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
 from ._fs import open_regular
 from ._goalstate import load_goal_state
 from ._model import GoalState
 from ._progress import Progress
 from ._repository import DirectoryRepository, RepositorySet
 from ._runtime import RuntimeConfig, open_runtime, read_instance_view
-from ._store import BOOT_ID_PATH, StateDirLockedError
 from ._view import InstanceView, render_table
 
 __all__ = ["main"]

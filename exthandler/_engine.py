@@ -22,6 +22,7 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
+from exthandler_sdk._procs import read_boot_id
 
 from ._errors import (
     GoalStateError,
@@ -71,7 +72,7 @@ from ._plan import (
 )
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
-from ._store import SUPPORTED_FEATURES, Store, read_boot_id
+from ._store import SUPPORTED_FEATURES, Store
 from ._targets import installed_versions, resolve_target
 from ._telemetry import EventRateLimiter, TelemetryEvent, collect_events
 from ._view import (
@@ -180,7 +181,7 @@ class Engine:
         self.view.goal_id = goal.id
         self._written = set()
         self._base_env = base_environment()  # what every command of this apply starts from
-        boot_id = read_boot_id(self.options.boot_id_path)
+        boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         key = await self._io(store.digest_key)
         self.view.extensions = {e.name: ExtensionState(goal=e) for e in goal.extensions}
         by_handler: dict[HandlerName, list[ExtensionGoal]] = {}

@@ -13,6 +13,7 @@ __all__ = [
     "NoEligibleVersionError",
     "PackageError",
     "StateDirError",
+    "StateDirLockedError",
     "VersionError",
 ]
 
@@ -63,6 +64,10 @@ class StateDirError(ExtHandlerError, OSError):
     unwritable directory, one that another user owns or others can write to, a full or
     read-only file system under the runtime's own files.
     """
+
+
+class StateDirLockedError(ExtHandlerError, RuntimeError):
+    """Another runtime holds the state dir (the CLI exits 3)."""
 
 
 # Errors of the machine, not of a package: whatever failed with one of these may work later.

@@ -12,13 +12,15 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import Handler
+from exthandler_sdk._procs import BOOT_ID_PATH
 
 from ._engine import Engine, EngineOptions
 from ._fs import read_regular
 from ._model import GoalState
 from ._plugins import make_plugin_manager
 from ._repository import DirectoryRepository, RepositorySet
-from ._store import BOOT_ID_PATH, OWN_FILE_LIMIT, Store
+from ._statedir import OWN_FILE_LIMIT
+from ._store import Store
 from ._view import InstanceView
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]

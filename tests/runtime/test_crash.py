@@ -79,7 +79,7 @@ def snapshot(state: Path) -> dict[str, Any]:
         d: sorted(p.name for p in (state / d / "config").iterdir()) for d in dirs if d != "log"
     }
     store = Store(root=state, log_root=state / "log")
-    converter = store._converter
+    converter = store.journal.converter
     records = {
         handler.key: json.loads(json.dumps(converter.unstructure(record)))
         for handler, record in store.load_records().items()

@@ -742,7 +742,7 @@ def test_an_upgrade_killed_after_removing_the_old_dir_completes(
         ),
         extensions=tuple(attrs.evolve(e, enabled=False, converged=None) for e in record.extensions),
     )
-    store._compact({record.handler: rewound}, 99)
+    store.journal.compact({record.handler: rewound}, 99)
     store.release()
     agent.take_ops()
     code, view = agent.apply(goal(extension("ext")))

@@ -15,11 +15,11 @@ import anyio
 import pytest
 from exthandler_sdk import Operation
 
+from exthandler._executors._hints import exec_hint
 from exthandler._executors.process import (
     EXCERPT_LIMIT,
     CommandResult,
     end_orphans,
-    exec_hint,
     format_excerpt,
     is_protocol_variable,
     run_command,
@@ -529,9 +529,9 @@ async def test_without_pidfd_the_wait_polls(
     handler_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kernels without pidfd_open: exits, timeouts and kills still work, by polling."""
-    from exthandler._executors import process
+    from exthandler._executors import _spawn
 
-    monkeypatch.setattr(process, "_pidfd", lambda child: None)
+    monkeypatch.setattr(_spawn, "_pidfd", lambda child: None)
     script(handler_dir, "quick", "sleep 0.05; exit 4")
     result = await run(handler_dir, "bin/quick")
     assert result.exit_code == 4
@@ -545,10 +545,10 @@ async def test_without_pidfd_the_wait_polls(
 def test_pidfd_is_used_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from exthandler._executors import process
+    from exthandler._executors import _spawn
 
     child = subprocess.Popen(["/bin/true"])
-    fd = process._pidfd(child)
+    fd = _spawn._pidfd(child)
     if hasattr(os, "pidfd_open"):
         assert fd is not None
         os.close(fd)
@@ -557,7 +557,7 @@ def test_pidfd_is_used_where_the_kernel_has_it(monkeypatch: pytest.MonkeyPatch) 
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(os, "pidfd_open", refuse, raising=False)
-    assert process._pidfd(child) is None
+    assert _spawn._pidfd(child) is None
     child.wait()
 
 
@@ -600,14 +600,14 @@ async def test_marker_names_the_group_only_while_the_command_runs(
 def test_orphans_are_told_by_the_given_boot_id(tmp_path: Path, reaper: list[int]) -> None:
     import subprocess
 
-    from exthandler._executors.process import _write_marker
+    from exthandler._executors._orphans import write_marker
 
     running = tmp_path / "running"
     boot = tmp_path / "boot_id"
     boot.write_text("boot-A\n")
     process = subprocess.Popen(["sleep", "30"], start_new_session=True)
     reaper.append(process.pid)
-    _write_marker(running / "before-reboot.json", process.pid, boot)
+    write_marker(running / "before-reboot.json", process.pid, boot)
     boot.write_text("boot-B\n")  # the runtime's boot id file says: rebooted since
     assert end_orphans(running, grace=1.0, boot_id_path=boot) == []
     assert process.poll() is None  # whoever holds that pid now is left alone
@@ -622,12 +622,12 @@ def test_end_orphans_ends_the_recorded_group_and_nothing_else(
     import json
     import subprocess
 
-    from exthandler._executors.process import _write_marker
+    from exthandler._executors._orphans import write_marker
 
     running = tmp_path / "running"
     orphan = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"], start_new_session=True)
     reaper.append(orphan.pid)
-    _write_marker(running / "orphan.json", orphan.pid)
+    write_marker(running / "orphan.json", orphan.pid)
     bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
     reaper.append(bystander.pid)
     # A marker whose pid now belongs to another process (reused) must not be acted on.

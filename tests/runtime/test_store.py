@@ -125,8 +125,8 @@ def test_leftovers_are_swept_only_after_a_runtime_that_did_not_end_cleanly(
     leftover = store.root / f".HandlerEnvironment.json.1-1{TEMP_SUFFIX}"
     leftover.write_text("")
     # A holder killed -9 leaves its pid in the lock file; emulate that end of it.
-    assert again._lock_fd is not None
-    os.close(again._lock_fd)
+    assert again.state._lock_fd is not None
+    os.close(again.state._lock_fd)
     killed = _store_at(store.root, tmp_path)
     killed.acquire()
     assert killed.needs_sweep is True

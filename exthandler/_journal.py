@@ -1,0 +1,235 @@
+"""The handler records: a snapshot and a group-committed journal, in `.exthandler`.
+
+records.json holds every record as of a generation; the journal holds the changes since,
+one JSON line each, appended and flushed in batches: the steps that finish while a flush
+is under way share the next one. Loading replays the journal over the snapshot, then
+compacts: a new snapshot (generation + 1), then a fresh journal with that generation. A
+journal whose generation is not the snapshot's is already in it (a crash came between the
+two writes) and is ignored. Records that cannot be read are rebuilt (see _recover).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiofiles.os
+import anyio
+import attrs
+import cattrs
+
+from ._errors import StateDirError
+from ._fs import append_durable, read_regular, write_atomic
+from ._model import HandlerName, Version
+from ._plan import HandlerRecord
+from ._statedir import OWN_FILE_LIMIT, StateDir
+
+__all__ = ["Journal"]
+
+
+def _record_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_unstructure_hook(Version, str)
+    converter.register_structure_hook(Version, lambda value, _: Version.parse(value))
+    converter.register_unstructure_hook(HandlerName, str)
+    converter.register_structure_hook(HandlerName, lambda value, _: HandlerName.parse(value))
+    return converter
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """Journal lines waiting for the same flush."""
+
+    lines: list[bytes] = attrs.field(factory=list)
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+
+
+@attrs.define(eq=False)
+class Journal:
+    """The handler records of a state dir held by this runtime (see the module doc)."""
+
+    state: StateDir
+    converter: cattrs.Converter = attrs.field(factory=_record_converter)
+    _journal_fd: int | None = None
+    _pending: _Batch = attrs.field(factory=lambda: _Batch())
+    _flushing: bool = False
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state.meta / "records.json"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state.meta / "journal"
+
+    def load(self) -> dict[HandlerName, HandlerRecord]:
+        """Every handler record.
+
+        Records that cannot be read (a damaged records.json, a record that no longer
+        structures) are rebuilt from the handler dirs (see `_recover`), never forgotten:
+        a forgotten handler would be fetched and installed again over itself.
+        """
+        snapshot, damaged = self._read_snapshot()
+        generation = snapshot.get("generation", 0)
+        raw: dict[str, Any] = dict(snapshot.get("records") or {})
+        journal = self._journal_bytes()
+        lines = self._journal_lines(journal)
+        # A damaged snapshot has no generation to match: the journal's whole records are
+        # still the newest word on their handlers.
+        if lines and (damaged or lines[0].get("generation") == generation):
+            for entry in lines[1:]:
+                key = entry.get("key")
+                if isinstance(key, str):
+                    raw[key] = entry.get("record")
+        records: dict[HandlerName, HandlerRecord] = {}
+        dropped = False
+        for key, value in raw.items():
+            if value is None:
+                continue
+            try:
+                record = self.converter.structure(value, HandlerRecord)
+            except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
+                self.state.log(f"record {key!r} is unreadable: {exc}")
+                dropped = True
+                continue
+            records[record.handler] = record
+        if damaged or dropped:
+            self._recover(records)
+        if snapshot and not dropped and journal == self._journal_header(generation):
+            # Nothing happened since the last compaction (a re-apply that ran no step):
+            # the snapshot is current and the empty journal goes on as it is.
+            if self._journal_fd is None:
+                self._journal_fd = self._open_journal()
+            return records
+        self.compact(records, generation + 1)
+        return records
+
+    def _read_snapshot(self) -> tuple[dict[str, Any], bool]:
+        """records.json's content, and whether it is damaged (there, but not a snapshot)."""
+        path = self.snapshot_path
+        try:
+            data: Any = json.loads(read_regular(path, OWN_FILE_LIMIT))
+        except FileNotFoundError:
+            return {}, False
+        except (ValueError, RecursionError) as exc:
+            problem = f"not valid JSON ({exc})"
+        except OSError as exc:
+            raise StateDirError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+        else:
+            if isinstance(data, dict) and isinstance(data.get("records", {}), dict):
+                return data, False
+            problem = "not a snapshot of handler records"
+        # Kept for whoever wants to know what happened; the records are rebuilt.
+        kept = path.with_name(f"{path.name}.damaged")
+        with contextlib.suppress(OSError):
+            os.replace(path, kept)
+        self.state.log(f"{path} is damaged ({problem}); kept as {kept.name}")
+        return {}, True
+
+    def _recover(self, records: dict[HandlerName, HandlerRecord]) -> None:
+        """Add a record rebuilt from its handler dir for every handler that has none."""
+        from ._recover import rebuild_records
+        from ._view import InstanceView
+
+        view, path = None, self.state.view_path
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+            view = InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
+        rebuilt = rebuild_records(self.state.root, skip=set(records), view=view)
+        for handler, record in sorted(rebuilt.items(), key=lambda item: item[0].key):
+            names = ", ".join(e.name for e in record.extensions) or "no extension"
+            self.state.log(
+                f"{handler}: record rebuilt from {handler}-{record.version}: {record.state}"
+                f" ({names}); install does not run again, enable runs once more with the"
+                " same sequence number"
+            )
+        records.update(rebuilt)
+
+    def _journal_bytes(self) -> bytes:
+        try:
+            return read_regular(self.journal_path, OWN_FILE_LIMIT)
+        except FileNotFoundError:
+            return b""
+
+    @staticmethod
+    def _journal_header(generation: int) -> bytes:
+        return json.dumps({"generation": generation}).encode() + b"\n"
+
+    def _open_journal(self) -> int:
+        return os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    @staticmethod
+    def _journal_lines(text: bytes) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # a torn last line (power loss mid-append): what follows is unusable
+            if isinstance(entry, dict):
+                lines.append(entry)
+        return lines
+
+    def compact(self, records: Mapping[HandlerName, HandlerRecord], generation: int) -> None:
+        """Fold everything into a new snapshot and start an empty journal (both durable)."""
+        document = {
+            "generation": generation,
+            "records": {h.key: self.converter.unstructure(r) for h, r in records.items()},
+        }
+        path = self.snapshot_path
+        try:
+            write_atomic(path, json.dumps(document, sort_keys=True).encode(), mode=0o600)
+            path = self.journal_path
+            write_atomic(path, self._journal_header(generation), mode=0o600)
+            self.close()
+            self._journal_fd = self._open_journal()
+        except OSError as exc:
+            raise StateDirError(
+                f"{path}: cannot save the handler records: {exc.strerror or exc}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+    def record_bytes(self, record: HandlerRecord) -> bytes:
+        value = None if record.empty else self.converter.unstructure(record)
+        entry = {"key": record.handler.key, "record": value}
+        return json.dumps(entry, sort_keys=True).encode() + b"\n"
+
+    async def save(self, record: HandlerRecord) -> None:
+        """Persist a record durably (a record of nothing at all is deleted instead).
+
+        Returns once the record is on disk. Concurrent saves are committed together: the
+        first caller flushes whatever is pending, the others wait for that flush.
+        """
+        batch = self._pending
+        batch.lines.append(self.record_bytes(record))
+        if self._flushing:
+            await batch.done.wait()
+            return
+        self._flushing = True
+        try:
+            # Shielded: the waiters depend on this flush, and it is short.
+            with anyio.CancelScope(shield=True):
+                while self._pending.lines:
+                    batch, self._pending = self._pending, _Batch()
+                    await self._append(b"".join(batch.lines))
+                    batch.done.set()
+        finally:
+            self._flushing = False
+
+    async def _append(self, data: bytes) -> None:
+        if self._journal_fd is None:
+            raise RuntimeError("records were not loaded: the journal is not open")
+        try:
+            await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
+        except OSError as exc:
+            # Progress that cannot be recorded must not go on: a crash would repeat it.
+            raise StateDirError(
+                f"{self.journal_path}: cannot record progress: {exc.strerror or exc}"
+            ) from exc
