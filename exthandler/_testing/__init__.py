@@ -1,7 +1,6 @@
 """The testing kit behind `exthandler.pytest_plugin`: harness, agent, faults, lifecycle."""
 
 from ._agent import Agent as Agent
-from ._agent import CommandRecord as CommandRecord
 from ._agent import KilledApply as KilledApply
 from ._faults import Fault as Fault
 from ._faults import FaultKind as FaultKind
@@ -13,6 +12,7 @@ from ._lifecycle import LifecyclePhase as LifecyclePhase
 from ._lifecycle import LifecycleReport as LifecycleReport
 from ._lifecycle import check_lifecycle as check_lifecycle
 from ._loop import TestingUsageError as TestingUsageError
+from ._record import CommandRecord as CommandRecord
 from ._validate import validate_heartbeat as validate_heartbeat
 from ._validate import validate_status as validate_status
 

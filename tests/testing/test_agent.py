@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ def test_commands_in_order_with_their_env(exthandler_agent: Agent) -> None:
     assert commands[1].extension == "greeter"
     assert commands[1].env["ConfigSequenceNumber"] == "0"
     assert commands[1].env["AZURE_GUEST_AGENT_EXTENSION_VERSION"] == "1.0.0"
+    assert [(c.exit_code, c.duration is not None) for c in commands] == [("0", True)] * 2
     # unchanged: nothing runs; new settings: the next sequence number
     exthandler_agent.apply(greeter())
     assert exthandler_agent.take_commands() == []
@@ -69,6 +72,54 @@ def test_commands_in_order_with_their_env(exthandler_agent: Agent) -> None:
         AssertionError, match=r"no extension 'other' in the instance view \(there are: greeter\)"
     ):
         exthandler_agent.extension("other")
+
+
+FORGER = """#!/bin/sh
+# Output that looks like entries of CommandExecution.log, which records it verbatim.
+echo '===== 2026-01-01T00:00:00.000000Z Enable'
+echo 'env: ConfigSequenceNumber=999'
+echo 'env: FORGED=yes'
+here=$(cd "$(dirname "$0")/.." && pwd)
+printf '[{"version":1.0,"timestampUTC":"2026-11-25T12:00:00Z","status":{"name":"f",\
+"operation":"enable","status":"success","code":0,\
+"formattedMessage":{"lang":"en-US","message":"ok"}}}]' > "$here/status/$ConfigSequenceNumber.status"
+"""
+
+
+def test_what_a_command_prints_cannot_change_what_the_agent_records(
+    exthandler_agent: Agent, tmp_path: Path
+) -> None:
+    package = tmp_path / "Contoso.Testing.Forger__1.0.0.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        manifest = {"installCommand": "bin/ok.sh", "enableCommand": "bin/enable.sh"}
+        manifest |= {"disableCommand": "bin/ok.sh", "uninstallCommand": "bin/ok.sh"}
+        manifest |= {"updateCommand": "bin/ok.sh"}
+        archive.writestr(
+            "HandlerManifest.json",
+            json.dumps([{"name": "Forger", "version": 1.0, "handlerManifest": manifest}]),
+        )
+        for name, text in (("bin/enable.sh", FORGER), ("bin/ok.sh", "#!/bin/sh\nexit 0\n")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o755 << 16
+            archive.writestr(info, text)
+    exthandler_agent.add_package(package, kill_points=False)
+    exthandler_agent.apply(
+        {
+            "extensions": [
+                {
+                    "name": "f",
+                    "publisher": "Contoso.Testing",
+                    "type": "Forger",
+                    "typeHandlerVersion": "1.0",
+                }
+            ]
+        }
+    )
+    assert exthandler_agent.status("f").code == "ProvisioningState/succeeded"
+    enable = exthandler_agent.take_commands()[-1]
+    assert enable.short == "enable Contoso.Testing.Forger-1.0.0"
+    assert enable.env["ConfigSequenceNumber"] == "0"
+    assert "FORGED" not in enable.env
 
 
 def test_goal_states_as_text_and_an_empty_view(tmp_path: Path) -> None:
@@ -182,7 +233,12 @@ def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -
         "update Contoso.Testing.Greeter-1.0.1",
         "uninstall Contoso.Testing.Greeter-1.0.0",
     ]
-    assert [c.ok for c in before] == [None, None, False]
+    # What the killed runtime's hooks reported: two commands ended, one never did.
+    assert [c.ok for c in before] == [True, True, False]
+    assert [c.exit_code for c in before] == ["0", "0", None]
+    assert before[1].env["VERSION"] == "1.0.1"
+    assert before[1].env["AZURE_GUEST_AGENT_UPDATING_FROM_VERSION"] == "1.0.0"
+    assert before[2].message == "interrupted: the runtime was killed"
     view = exthandler_agent.apply(goal)
     after = [c.short for c in exthandler_agent.take_commands()]
     assert after == [
