@@ -380,6 +380,12 @@ class Agent:
         for group in self._kill_groups:
             _killpg(group)
 
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def _killpg(group: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):

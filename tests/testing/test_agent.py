@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from exthandler._testing import Agent, Fault, TestingUsageError, check_lifecycle
+from exthandler.testing import Agent, Fault, TestingUsageError, check_lifecycle
 from tests.testing.handlers import Greeter, GreeterNext, Plain
 
 SECRETS = {"token": "open-sesame"}
@@ -258,28 +258,27 @@ def test_kill_point_that_never_comes(exthandler_agent: Agent) -> None:
 
 
 def test_teardown_kills_what_is_left(tmp_path: Path) -> None:
-    agent = Agent(root=tmp_path / "a", kill_points=False)
-    agent.add_built_package(Plain)
-    with pytest.raises(AssertionError, match="is it a package added with kill points"):
-        agent.apply_killed(
-            {
-                "extensions": [
-                    {
-                        "name": "p",
-                        "publisher": "Contoso.Testing",
-                        "type": "Plain",
-                        "typeHandlerVersion": "2.0",
-                    }
-                ]
-            },
-            "enable",
-            timeout=0.01,
-        )
-    agent.close()
-    for process in agent._processes:
-        assert process.poll() is not None
-    agent._kill_group(2**22 + 12345)  # a process that is gone: nothing to do
-    os.getpid()
+    root = tmp_path / "a"
+    with Agent(root=root, kill_points=False) as agent:
+        agent.add_built_package(Plain)
+        with pytest.raises(AssertionError, match="is it a package added with kill points"):
+            agent.apply_killed(
+                {
+                    "extensions": [
+                        {
+                            "name": "p",
+                            "publisher": "Contoso.Testing",
+                            "type": "Plain",
+                            "typeHandlerVersion": "2.0",
+                        }
+                    ]
+                },
+                "enable",
+                timeout=0.01,
+            )
+    # Nothing the agent started runs any longer.
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(root) not in listing.stdout
 
 
 def test_sync_apply_inside_a_loop_is_refused(exthandler_agent: Agent) -> None:
