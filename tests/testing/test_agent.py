@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
+from exthandler import open_runtime
 from exthandler.testing import Agent, Fault, TestingUsageError, check_lifecycle
 from tests.testing.handlers import Greeter, GreeterNext, Plain
 
@@ -249,6 +251,46 @@ def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -
     assert view.extensions[0].type_handler_version == "1.0.1"
     assert exthandler_agent.status("greeter").code == "ProvisioningState/succeeded"
     assert not exthandler_agent.handler_dir("Contoso.Testing.Greeter", "1.0.0").exists()
+
+
+def test_a_killed_runtime_is_recorded_as_a_live_one_would_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin a killed CLI loads writes lines that read back into the records the
+    agent keeps for its own runtimes; a command with no end failed."""
+    from exthandler._testing._killed import STEPS_VARIABLE, plugin, replay
+    from exthandler._testing._record import CommandLog
+
+    steps = tmp_path / "steps.jsonl"
+    monkeypatch.setenv(STEPS_VARIABLE, str(steps))
+    with Agent(root=tmp_path / "a") as agent:
+        agent.add_handler(Greeter, fault=Fault.exit("enable", 5))
+        live = CommandLog()
+        config = attrs.evolve(agent.config(), plugins=[plugin, live])
+
+        async def main() -> None:
+            async with open_runtime(config) as runtime:
+                await runtime.apply(agent.goal_state(greeter()))
+
+        anyio.run(main)
+    assert [c.short for c in live.records] == [
+        "install Contoso.Testing.Greeter-1.0.0",
+        "enable Contoso.Testing.Greeter-1.0.0",
+    ]
+    assert live.records[1].exit_code == "5"
+    assert replay(steps, abandoned="killed") == live.records
+    with steps.open("a") as file:  # a command that started and never ended
+        file.write(
+            '{"record": {"operation": "disable", "handler": "Contoso.Testing.Greeter",'
+            ' "version": "1.0.0", "extension": "greeter", "ok": null, "message": "running"},'
+            ' "started": 1}\n'
+        )
+    last = replay(steps, abandoned="killed")[-1]
+    assert (last.short, last.ok, last.message) == (
+        "disable Contoso.Testing.Greeter-1.0.0",
+        False,
+        "killed",
+    )
 
 
 def test_kill_point_that_never_comes(exthandler_agent: Agent) -> None:
