@@ -72,7 +72,7 @@ def _harness_runs(work: Path, count: int, figure: Figure) -> None:
     try:
         from bench_handler import Typical  # type: ignore[import-not-found]
 
-        from exthandler._testing import Harness
+        from exthandler.testing import Harness
 
         certificates = work / "certificate"
         Harness(root=work / "warm", certificate_dir=certificates).run(

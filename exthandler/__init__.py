@@ -17,6 +17,7 @@ from ._model import GoalStateFormat as GoalStateFormat
 from ._model import HandlerName as HandlerName
 from ._model import RequestedState as RequestedState
 from ._model import Version as Version
+from ._plugins import StepResult as StepResult
 from ._plugins import make_plugin_manager as make_plugin_manager
 from ._repository import DirectoryRepository as DirectoryRepository
 from ._repository import PackageRef as PackageRef
@@ -55,6 +56,7 @@ __all__ = [
     "RuntimeConfig",
     "StateDirLockedError",
     "StatusView",
+    "StepResult",
     "SubstatusView",
     "Version",
     "VersionError",

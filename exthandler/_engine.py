@@ -70,6 +70,7 @@ from ._plan import (
     advance,
     next_step,
 )
+from ._plugins import StepResult
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store
@@ -566,7 +567,9 @@ class Engine:
                     assert self._limiter is not None
                     await self._limiter.acquire()
                     limiter = self._limiter
-                outcome, message = await self._execute(step, record, target)
+                began = time.monotonic()
+                outcome, message, env = await self._execute(step, record, target)
+                took = time.monotonic() - began
                 record, go_on = advance(record, target, step, outcome)
                 record = self._remember_error(record, step, outcome, message)
                 self._records[handler] = record
@@ -587,7 +590,10 @@ class Engine:
                     self._write_protocol_state(record)
                     unwritten = None
                 self.plugins.hook.exthandler_step_finished(
-                    step=step, ok=outcome.ok, message=message
+                    step=step,
+                    ok=outcome.ok,
+                    message=message,
+                    result=StepResult.of(step, outcome, message, env=env, duration=took),
                 )
                 if not go_on:
                     break
@@ -681,24 +687,25 @@ class Engine:
 
     async def _execute(
         self, step: Step, record: HandlerRecord, target: HandlerTarget
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[Outcome, str, Mapping[str, str]]:
+        """How the step ended, and the protocol variables its command got (none: empty)."""
         kind = step.kind
         if kind is StepKind.FETCH:
-            return await self._fetch(step, target)
+            return (*await self._fetch(step, target), {})
         if kind is StepKind.REMOVE_DIR:
             self._manifests.pop((step.handler, step.version), None)
             # A rename (the files go at the end of the pass): not worth a thread.
             self.store.remove_handler_dir(step.handler, step.version)
-            return Outcome(ok=True, exit_code=NOT_RUN), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), "", {}
         if kind is StepKind.COPY_STATE:
             assert step.source is not None
             await self._io(self._copy_state, step.handler, step.source, step.version)
-            return Outcome(ok=True, exit_code=NOT_RUN), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), "", {}
         if kind is StepKind.CONVERGE:
             self._converged(step, target)
-            return Outcome(ok=True, exit_code=NOT_RUN), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), "", {}
         if not kind.runs_command:  # an upgrade phase that needs no command
-            return Outcome(ok=True, exit_code=NOT_RUN), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), "", {}
         return await self._command(step, record, target)
 
     def _converged(self, step: Step, target: HandlerTarget) -> None:
@@ -809,7 +816,7 @@ class Engine:
 
     async def _command(
         self, step: Step, record: HandlerRecord, target: HandlerTarget
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[Outcome, str, Mapping[str, str]]:
         operation = _OPERATIONS[step.kind]
         handler = step.handler
         directory = self.store.handler_dir(handler, step.version)
@@ -837,10 +844,10 @@ class Engine:
             message = f"{handler} {step.version}: {reason}"
             for state in affected:
                 self.view.fail(state.goal.name, code, message)
-            return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
+            return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message, {}
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
-            return Outcome(ok=True, exit_code=NOT_RUN), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), "", {}
         spec = manifest.in_process
         if spec is not None:
             handler_class = self.inprocess.handler_class(handler, step.version)
@@ -851,7 +858,7 @@ class Engine:
                     f"{handler} {step.version}: {spec} is no longer registered; skipped {operation}"
                 )
                 self.store.log(warning)
-                return Outcome(ok=True, exit_code=NOT_RUN), warning
+                return Outcome(ok=True, exit_code=NOT_RUN), warning, {}
             with self._on_interrupt(step, affected, f"{spec} {operation}", env):
                 result = await run_inprocess(
                     handler_class,
@@ -862,7 +869,7 @@ class Engine:
                     log_file=self.store.command_log(handler),
                 )
             self._report(step, record, affected, result, multi, target)
-            return _outcome(result), "" if result.ok else result.describe()
+            return _outcome(result), "" if result.ok else result.describe(), env
         command_line = f"/bin/sh -c {directory}/{command.strip().lstrip('/')}"
         with self._on_interrupt(step, affected, command_line, env):
             result = await run_command(
@@ -879,8 +886,8 @@ class Engine:
             )
         self._report(step, record, affected, result, multi, target)
         if result.ok:
-            return _outcome(result), ""
-        return _outcome(result), f"{result.describe()} {result.excerpt}".strip()
+            return _outcome(result), "", env
+        return _outcome(result), f"{result.describe()} {result.excerpt}".strip(), env
 
     @contextlib.contextmanager
     def _on_interrupt(

@@ -2,34 +2,121 @@
 
 from __future__ import annotations
 
+import types
+
 import exthandler_plugins
 import exthandler_sdk
+import pytest
 
 import exthandler
+import exthandler.pytest_plugin
+import exthandler.testing
 
-
-def test_runtime_surface() -> None:
-    assert exthandler.__all__ == sorted(exthandler.__all__)
-    for name in exthandler.__all__:
-        assert getattr(exthandler, name) is not None, name
-    assert {
+SURFACES: dict[types.ModuleType, list[str]] = {
+    exthandler: [
+        "DirectoryRepository",
+        "ExtHandlerError",
+        "ExtensionGoal",
+        "ExtensionView",
         "GoalState",
         "GoalStateError",
+        "GoalStateFormat",
+        "HandlerManifest",
         "HandlerName",
+        "InstanceView",
+        "NoEligibleVersionError",
+        "PackageError",
+        "PackageRef",
+        "PackageSource",
+        "RepositorySet",
+        "RequestedState",
+        "Runtime",
+        "RuntimeConfig",
+        "StateDirLockedError",
+        "StatusView",
+        "StepResult",
+        "SubstatusView",
         "Version",
+        "VersionError",
+        "__version__",
         "load_goal_state",
+        "make_plugin_manager",
+        "open_runtime",
+        "parse_goal_state",
+        "parse_manifest",
+        "read_instance_view",
         "select_version",
-    } <= set(exthandler.__all__)
+    ],
+    exthandler_sdk: [
+        "Context",
+        "Detached",
+        "ErrorCode",
+        "ExtHandlerError",
+        "Handler",
+        "HandlerEnvironment",
+        "HandlerError",
+        "Operation",
+        "SettingsError",
+        "StatusLevel",
+        "Substatus",
+        "hookimpl",
+        "load_handler",
+        "run_operation",
+    ],
+    exthandler.testing: [
+        "Agent",
+        "CommandRecord",
+        "Fault",
+        "FaultKind",
+        "Harness",
+        "HarnessResult",
+        "KilledApply",
+        "LifecyclePhase",
+        "LifecycleReport",
+        "Status",
+        "SubstatusEntry",
+        "TestingUsageError",
+        "check_lifecycle",
+        "faulty_class",
+        "faulty_package",
+        "validate_heartbeat",
+        "validate_status",
+    ],
+    exthandler_plugins: ["exthandler_register_handlers"],
+    exthandler.pytest_plugin: [
+        "exthandler_agent",
+        "exthandler_certificate_dir",
+        "exthandler_harness",
+    ],
+}
+# Modules whose only job is to re-export: every public name they hold is in __all__.
+CURATED = (exthandler, exthandler_sdk, exthandler.testing)
 
 
-def test_sdk_surface() -> None:
-    assert exthandler_sdk.__all__ == sorted(exthandler_sdk.__all__)
-    assert {"ExtHandlerError", "HandlerError", "ErrorCode", "Operation"} <= set(
-        exthandler_sdk.__all__
-    )
+@pytest.mark.parametrize("module", list(SURFACES), ids=lambda module: module.__name__)
+def test_the_exact_surface(module: types.ModuleType) -> None:
+    assert module.__all__ == SURFACES[module]
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+
+
+@pytest.mark.parametrize("module", CURATED, ids=lambda module: module.__name__)
+def test_nothing_public_beyond_the_surface(module: types.ModuleType) -> None:
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(module.__all__) - {"__version__"}
+
+
+def test_errors_share_one_root_with_meaningful_mix_ins() -> None:
     assert issubclass(exthandler.GoalStateError, exthandler_sdk.ExtHandlerError)
     assert issubclass(exthandler.GoalStateError, ValueError)
     assert issubclass(exthandler.NoEligibleVersionError, LookupError)
+    assert issubclass(exthandler.testing.TestingUsageError, exthandler_sdk.ExtHandlerError)
+    assert exthandler.ExtHandlerError is exthandler_sdk.ExtHandlerError
 
 
 def test_error_codes_are_the_protocols() -> None:
@@ -43,7 +130,3 @@ def test_error_codes_are_the_protocols() -> None:
     assert not exthandler_sdk.StatusLevel.TRANSITIONING.terminal
     error = exthandler_sdk.HandlerError(53, "bad")
     assert (error.code, error.message, repr(error)) == (53, "bad", "HandlerError(53, 'bad')")
-
-
-def test_plugins_distribution_imports() -> None:
-    assert exthandler_plugins.__all__ == ["exthandler_register_handlers"]

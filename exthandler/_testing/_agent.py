@@ -2,9 +2,8 @@
 
 Each `apply` opens a runtime on the agent's state dir (as a fresh `exthandler apply` would),
 with the handler classes added so far registered in process, the packages added so far in
-its repository, and a recorder plugin that writes down every command step (from the
-`exthandler_step_started/finished` hooks) together with the protocol variables the command
-got (read back from the handler's `CommandExecution.log`).
+its repository, and a `CommandLog` plugin that writes down every command step from the
+`exthandler_step_started/finished` hooks, with the protocol variables the command got.
 """
 
 from __future__ import annotations
@@ -23,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from exthandler_sdk import Handler, Operation, hookimpl
+from exthandler_sdk import Handler, Operation
 from exthandler_sdk._package import build_package
 
 from .._goalstate import parse_goal_state
 from .._model import GoalState
-from .._plan import Step
 from .._runtime import RuntimeConfig, open_runtime, read_instance_view
 from .._view import ExtensionView, InstanceView, StatusView
 from ._certs import seed_certificate
@@ -42,34 +40,13 @@ from ._faults import (
     faulty_class,
     faulty_package,
 )
+from ._killed import STEPS_VARIABLE, plugin_path, replay
 from ._loop import run_blocking
+from ._record import CommandLog, CommandRecord
 
-__all__ = ["Agent", "CommandRecord", "KilledApply"]
+__all__ = ["Agent", "KilledApply"]
 
 GoalInput = Mapping[str, Any] | str | bytes | GoalState
-_ENTRY = "===== "
-
-
-@attrs.frozen(kw_only=True)
-class CommandRecord:
-    """One command the runtime ran (or tried to): in the order the commands started.
-
-    `ok` is None for commands of a runtime that was killed (their outcome was not seen).
-    `env` holds the protocol variables (PROTOCOL.md section 4) the command was given.
-    """
-
-    operation: str
-    handler: str
-    version: str
-    extension: str | None
-    ok: bool | None
-    message: str
-    env: Mapping[str, str]
-
-    @property
-    def short(self) -> str:
-        """`operation Publisher.Type-Version`, e.g. `enable Contoso.Examples.Hello-1.0.0`."""
-        return f"{self.operation} {self.handler}-{self.version}"
 
 
 @attrs.frozen(kw_only=True)
@@ -80,44 +57,6 @@ class KilledApply:
     handler_dir: str
     returncode: int
     stderr: str
-
-
-def _parse_log(text: str) -> list[tuple[str, dict[str, str]]]:
-    """CommandExecution.log entries as (operation, protocol variables), in order."""
-    entries: list[tuple[str, dict[str, str]]] = []
-    for line in text.splitlines():
-        if line.startswith(_ENTRY):
-            entries.append((line.rsplit(" ", 1)[-1].lower(), {}))
-        elif line.startswith("env: ") and entries:
-            name, _, value = line[len("env: ") :].partition("=")
-            entries[-1][1][name] = value
-    return entries
-
-
-@attrs.define(eq=False)
-class _Recorder:
-    """The plugin that writes down command steps as the runtime runs them."""
-
-    agent: Agent
-    _pending: dict[int, int] = attrs.field(factory=dict)
-
-    @hookimpl
-    def exthandler_step_started(self, step: Step) -> None:
-        if step.kind.runs_command:
-            self._pending[id(step)] = len(self.agent._commands)
-            self.agent._commands.append(self.agent._record(step, None, "running", {}))
-
-    @hookimpl
-    def exthandler_step_finished(self, step: Step, ok: bool, message: str) -> None:
-        if not step.kind.runs_command:
-            return
-        env = self.agent._log_env(str(step.handler), step.kind.value)
-        record = self.agent._record(step, ok, message, env)
-        index = self._pending.pop(id(step), None)
-        if index is None:  # pragma: no cover - the runtime announces every step it finishes
-            self.agent._commands.append(record)
-        else:
-            self.agent._commands[index] = record
 
 
 @attrs.define(eq=False)
@@ -142,9 +81,8 @@ class Agent:
         factory=dict, init=False
     )
     _timeouts: dict[str, float] = attrs.field(factory=dict, init=False)
-    _commands: list[CommandRecord] = attrs.field(factory=list, init=False)
+    _log: CommandLog = attrs.field(factory=CommandLog, init=False)
     _taken: int = attrs.field(default=0, init=False)
-    _log_offsets: dict[str, int] = attrs.field(factory=dict, init=False)
     _processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list, init=False)
     _kill_groups: list[int] = attrs.field(factory=list, init=False)
     _runs: int = attrs.field(default=0, init=False)
@@ -278,7 +216,7 @@ class Agent:
             handler_timeouts=dict(self._timeouts),
             kill_grace=self.kill_grace,
             boot_id_path=self.boot_id_path,
-            plugins=[_Recorder(self)],
+            plugins=[self._log],
             load_entry_points=self.load_entry_points,
             handlers=list(self._handlers.values()),
         )
@@ -335,43 +273,17 @@ class Agent:
     @property
     def commands(self) -> list[CommandRecord]:
         """Every command so far, in the order they started."""
-        return list(self._commands)
+        return list(self._log.records)
 
     def take_commands(self) -> list[CommandRecord]:
         """The commands started since the last `take_commands`."""
-        taken = self._commands[self._taken :]
-        self._taken = len(self._commands)
+        taken = self._log.records[self._taken :]
+        self._taken = len(self._log.records)
         return list(taken)
 
-    def _record(
-        self, step: Step, ok: bool | None, message: str, env: Mapping[str, str]
-    ) -> CommandRecord:
-        return CommandRecord(
-            operation=step.kind.value,
-            handler=str(step.handler),
-            version=str(step.version),
-            extension=step.extension,
-            ok=ok,
-            message=message,
-            env=dict(env),
-        )
-
-    def _read_log(self, handler: str) -> list[tuple[str, dict[str, str]]]:
-        """The CommandExecution.log entries of `handler` written since the last read."""
-        path = self.log_root / handler / "CommandExecution.log"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        offset = self._log_offsets.get(handler, 0)
-        if offset > len(data):  # rotated
-            offset = 0
-        self._log_offsets[handler] = len(data)
-        return _parse_log(data[offset:].decode("utf-8", "replace"))
-
-    def _log_env(self, handler: str, operation: str) -> dict[str, str]:
-        matching = [env for op, env in self._read_log(handler) if op == operation]
-        return matching[-1] if matching else {}
+    def handler_class(self, handler: str, version: str) -> type[Handler[Any, Any]] | None:
+        """The class added (with `add_handler`) for `Publisher.Type` `handler` at `version`."""
+        return self._handlers.get((handler.lower(), version))
 
     # -- killing the runtime ---------------------------------------------------------------
 
@@ -389,8 +301,9 @@ class Agent:
 
         Only packages added with kill points can be interrupted (handler classes run in
         process and are unknown to the CLI: package them with `add_built_package`). The
-        commands the killed runtime completed are recorded with `ok=None`; the
-        interrupted one with `ok=False`. A later `apply` shows what recovery does.
+        commands the killed runtime ran are recorded as its step hooks reported them (see
+        `_killed`); the interrupted one with `ok=False`. A later `apply` shows what
+        recovery does.
         """
         operation = Operation(at)
         self._runs += 1
@@ -398,13 +311,18 @@ class Agent:
         work.mkdir(parents=True)
         goal_path = work / "goal.json"
         goal_path.write_text(goal if isinstance(goal, str) else json.dumps(goal))
+        steps = work / "steps.jsonl"
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXTHANDLER_")}
         env.update(
             {
                 KILL_DIR_VARIABLE: str(work),
                 KILL_AT_VARIABLE: operation.value,
                 KILL_HANDLER_VARIABLE: handler or "",
+                STEPS_VARIABLE: str(steps),
                 "EXTHANDLER_BOOT_ID_FILE": str(self.boot_id_path),
+                "PYTHONPATH": os.pathsep.join(
+                    [str(plugin_path(work / "plugin")), *filter(None, [env.get("PYTHONPATH")])]
+                ),
             }
         )
         command = [sys.executable, "-m", "exthandler", "apply", str(goal_path)]
@@ -434,41 +352,12 @@ class Agent:
         process.wait()
         pid, _, handler_dir = marker.read_text().strip().partition(" ")
         self._kill_group(int(pid))
-        self._record_killed_run(operation.value, handler_dir)
+        self._log.records.extend(replay(steps, abandoned="interrupted: the runtime was killed"))
         return KilledApply(
             operation=operation.value,
             handler_dir=handler_dir,
             returncode=process.returncode,
             stderr=(work / "stderr").read_text(errors="replace"),
-        )
-
-    def _record_killed_run(self, operation: str, handler_dir: str) -> None:
-        if not self.log_root.exists():  # pragma: no cover - created in __attrs_post_init__
-            return
-        for folder in sorted(self.log_root.iterdir()):
-            for op, env in self._read_log(folder.name):
-                self._commands.append(
-                    CommandRecord(
-                        operation=op,
-                        handler=folder.name,
-                        version=env.get("AZURE_GUEST_AGENT_EXTENSION_VERSION", ""),
-                        extension=env.get("ConfigExtensionName"),
-                        ok=None,
-                        message="run by a runtime that was then killed",
-                        env=env,
-                    )
-                )
-        handler, _, version = handler_dir.rpartition("-")
-        self._commands.append(
-            CommandRecord(
-                operation=operation,
-                handler=handler,
-                version=version,
-                extension=None,
-                ok=False,
-                message="interrupted: the runtime was killed",
-                env={},
-            )
         )
 
     def _kill_group(self, pid: int) -> None:
@@ -490,6 +379,12 @@ class Agent:
             self._stop(process)
         for group in self._kill_groups:
             _killpg(group)
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _killpg(group: int) -> None:

@@ -12,8 +12,9 @@ import attrs
 from exthandler_sdk import Handler
 
 from .._view import InstanceView
-from ._agent import Agent, CommandRecord
+from ._agent import Agent
 from ._harness import plain
+from ._record import CommandRecord
 from ._validate import validate_status
 
 __all__ = ["LifecyclePhase", "LifecycleReport", "check_lifecycle"]
@@ -216,9 +217,9 @@ class _UpgradeProbe:
 
 
 def _mode_of(agent: Agent, handler: str, version: str) -> bool:
-    for cls in agent._handlers.values():
-        if cls.name.lower() == handler.lower() and cls.version == version:
-            return str(cls.update_mode).lower() == "updatewithinstall"
+    handler_class = agent.handler_class(handler, version)
+    if handler_class is not None:
+        return str(handler_class.update_mode).lower() == "updatewithinstall"
     return _zip_update_with_install(agent, handler, version)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exthandler.pytest_plugin import Agent, Fault, check_lifecycle
+from exthandler.testing import Agent, Fault, check_lifecycle
 
 REPO = Path(__file__).resolve().parents[2] / "examples" / "repo"
 HELLO = "Contoso.Examples.Hello"

@@ -14,7 +14,7 @@ from exthandler_plugins.customscript._download import download_all, shared_key
 from exthandler_plugins.customscript._settings import FileSource, StorageAccount
 from exthandler_sdk import HandlerError
 
-from tests.plugins.conftest import FAST, FileServer, Route
+from tests.plugins.support import FAST, FileServer, Route
 
 SAS = "sv=2022-11-02&sig=TopSecretSignature%3D"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from exthandler_plugins.customscript import CustomScript
 from exthandler_sdk._package import build_package
 
-from tests.plugins.conftest import FileServer, Route
+from tests.plugins.support import FileServer, Route
 from tests.sdk.standin_agent import StandinAgent, clean_path, read_status
 
 

@@ -19,7 +19,7 @@ from exthandler_plugins.customscript import _process
 from exthandler_sdk._procs import ProcessIdentity, identify, read_boot_id
 
 from exthandler import InstanceView
-from tests.plugins.test_customscript_runtime import DIR, apply, goal, status, subs
+from tests.plugins.support import DIR, apply, goal, status, subs
 
 SECRET = "TopSecretCommandToken"
 

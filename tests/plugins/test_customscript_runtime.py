@@ -9,62 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 import exthandler_plugins
 import pytest
 from exthandler_plugins.customscript import CustomScript, _handler
 from exthandler_sdk._package import build_package
 
-from exthandler import InstanceView, RuntimeConfig, open_runtime, parse_goal_state
-from tests.plugins.conftest import FileServer, Route
+from exthandler import InstanceView
+from tests.plugins.support import DIR, HANDLER, FileServer, Route, apply, goal, status, subs
 
-HANDLER = "Microsoft.Azure.Extensions.CustomScript"
-DIR = f"{HANDLER}-2.1.0"
 SAS = "sv=2022-11-02&sig=TopSecretSignature%3D"
-
-
-def goal(settings: dict[str, Any], protected: dict[str, Any] | None = None, **extra: Any) -> Any:
-    extension: dict[str, Any] = {
-        "name": "cse",
-        "publisher": "Microsoft.Azure.Extensions",
-        "type": "CustomScript",
-        "typeHandlerVersion": "2.1",
-        "settings": settings,
-        **extra,
-    }
-    if protected is not None:
-        extension["protectedSettings"] = protected
-    return parse_goal_state(json.dumps({"extensions": [extension]}))
-
-
-def apply(state: Path, document: Any, **options: Any) -> InstanceView:
-    options.setdefault("handlers", [CustomScript])
-    config = RuntimeConfig(state_dir=state, load_entry_points=False, **options)
-
-    async def main() -> InstanceView:
-        async with open_runtime(config) as runtime:
-            view = await runtime.apply(document)
-            deadline = time.monotonic() + 30
-            while (
-                view.extensions
-                and view.extensions[0].statuses[0].level == "Info"
-                and (view.extensions[0].statuses[0].code.endswith("transitioning"))
-            ):
-                assert time.monotonic() < deadline, view
-                await anyio.sleep(0.1)
-                view = await runtime.refresh()
-            return view
-
-    return anyio.run(main)
-
-
-def status(view: InstanceView) -> tuple[str, str]:
-    entry = view.extensions[0].statuses[0]
-    return entry.code, entry.message
-
-
-def subs(view: InstanceView) -> dict[str, tuple[str, str]]:
-    return {s.code.split("/")[1]: (s.code, s.message) for s in view.extensions[0].substatuses}
 
 
 def b64(text: bytes, compress: bool = False) -> str:

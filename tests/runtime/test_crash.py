@@ -10,8 +10,10 @@ of an uninterrupted run, except that the one command running at the kill may run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +22,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from exthandler._store import Store
-from tests.runtime.support import Agent, OpRecord, Packages, extension, goal
+from tests.runtime.support import Agent, OpRecord, Packages, extension, goal, wait_until
 
 FIRST = goal(
     extension("a", "Test.A", settings={"v": 1}),
@@ -37,7 +40,9 @@ SECOND = goal(
 )
 
 
-def run_cli(agent: Agent, document: dict[str, Any], state: Path) -> subprocess.Popen[bytes]:
+def run_cli(
+    agent: Agent, document: dict[str, Any], state: Path, repo: Path | None = None
+) -> subprocess.Popen[bytes]:
     path = agent.root / f"goal-{document['id']}.json"
     path.write_text(json.dumps(document))
     command = [
@@ -49,7 +54,7 @@ def run_cli(agent: Agent, document: dict[str, Any], state: Path) -> subprocess.P
         "--state-dir",
         str(state),
         "--repo",
-        str(agent.repo),
+        str(repo or agent.repo),
         "--json",
         "--concurrency",
         "1",
@@ -57,8 +62,10 @@ def run_cli(agent: Agent, document: dict[str, Any], state: Path) -> subprocess.P
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def apply_fully(agent: Agent, document: dict[str, Any], state: Path) -> dict[str, Any]:
-    process = run_cli(agent, document, state)
+def apply_fully(
+    agent: Agent, document: dict[str, Any], state: Path, repo: Path | None = None
+) -> dict[str, Any]:
+    process = run_cli(agent, document, state, repo)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, (err + out).decode()
     view: dict[str, Any] = json.loads(out)
@@ -101,27 +108,47 @@ def by_handler(ops: list[OpRecord]) -> dict[str, list[str]]:
     return result
 
 
-@pytest.fixture
-def setup(agent: Agent, packages: Packages) -> tuple[Agent, list[OpRecord], dict[str, Any], Any]:
+@attrs.frozen(kw_only=True)
+class Reference:
+    """The uninterrupted run every crash is compared with, and the repositories it used:
+    `first` (without Test.A 1.0.1) for the first goal, `second` for the second."""
+
+    first: Path
+    second: Path
+    ops: list[OpRecord]
+    view: dict[str, Any]
+    state: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Computed once for the module: the packages, and the first goal then the second,
+    applied with no kill."""
+    root = tmp_path_factory.mktemp("crash-reference")
+    first, second = root / "first", root / "second"
+    first.mkdir()
+    second.mkdir()
     for name in ("Test.A", "Test.B", "Test.C"):
-        packages.build(name, "1.0.0")
-    packages.build("Test.A", "1.0.1")
-    # The reference: the first goal, then the second, with no kill.
-    reference = agent.root / "reference"
-    (agent.repo / "Test.A__1.0.1.zip").rename(agent.root / "hold.zip")
-    apply_fully(agent, FIRST, reference)
-    (agent.root / "hold.zip").rename(agent.repo / "Test.A__1.0.1.zip")
-    agent.take_ops()
-    view = normalised(apply_fully(agent, SECOND, reference))
-    ops = agent.take_ops()
-    return agent, ops, view, snapshot(reference)
+        built = Packages(repo=first).build(name, "1.0.0")
+        shutil.copyfile(built, second / built.name)  # the very same bytes in both
+    Packages(repo=second).build("Test.A", "1.0.1")
+    ops_log = root / "ops.log"
+    (root / "boot_id").write_text("boot-1\n")
+    agent = Agent(root=root, repo=second, ops_log=ops_log, goal_path=root / "goal.json")
+    with pytest.MonkeyPatch.context() as patch:  # what the `agent` fixture sets for a test
+        patch.setenv("EXTHANDLER_TEST_OPS", str(ops_log))
+        patch.setenv("EXTHANDLER_BOOT_ID_FILE", str(root / "boot_id"))
+        patch.delenv("EXTHANDLER_REPO", raising=False)
+        state = root / "state"
+        apply_fully(agent, FIRST, state, first)
+        agent.take_ops()
+        view = normalised(apply_fully(agent, SECOND, state, second))
+        ops = agent.take_ops()
+    return Reference(first=first, second=second, ops=ops, view=view, state=snapshot(state))
 
 
-def test_reference_run_is_what_the_protocol_says(
-    setup: tuple[Agent, list[OpRecord], dict[str, Any], Any],
-) -> None:
-    _, ops, view, _ = setup
-    assert by_handler(ops) == {
+def test_reference_run_is_what_the_protocol_says(reference: Reference) -> None:
+    assert by_handler(reference.ops) == {
         "Test.B": ["disable Test.B-1.0.0", "uninstall Test.B-1.0.0"],
         "Test.A": [
             "disable Test.A-1.0.0",
@@ -132,36 +159,27 @@ def test_reference_run_is_what_the_protocol_says(
         ],
         "Test.C": ["install Test.C-1.0.0", "enable Test.C-1.0.0"],
     }
-    assert [e["name"] for e in view["extensions"]] == ["a", "c"]
+    assert [e["name"] for e in reference.view["extensions"]] == ["a", "c"]
 
 
 @pytest.mark.parametrize("kill_after", range(10))
-def test_kill_9_after_each_command(
-    setup: tuple[Agent, list[OpRecord], dict[str, Any], Any], kill_after: int
-) -> None:
+def test_kill_9_after_each_command(agent: Agent, reference: Reference, kill_after: int) -> None:
     """Killed once the k-th command started (and a few ms later, between steps)."""
-    crash_and_resume(setup, kill_after=kill_after, delay=0.004 * (kill_after % 4))
+    crash_and_resume(agent, reference, kill_after=kill_after, delay=0.004 * (kill_after % 4))
 
 
 @pytest.mark.parametrize("delay", [0.2, 0.35, 0.5, 0.65])
-def test_kill_9_during_start_up_and_fetch(
-    setup: tuple[Agent, list[OpRecord], dict[str, Any], Any], delay: float
-) -> None:
+def test_kill_9_during_start_up_and_fetch(agent: Agent, reference: Reference, delay: float) -> None:
     """Killed at fixed instants after start: while loading, planning or fetching."""
-    crash_and_resume(setup, kill_after=0, delay=delay)
+    crash_and_resume(agent, reference, kill_after=0, delay=delay)
 
 
-def crash_and_resume(
-    setup: tuple[Agent, list[OpRecord], dict[str, Any], Any], *, kill_after: int, delay: float
-) -> None:
-    agent, reference_ops, reference_view, reference_state = setup
+def crash_and_resume(agent: Agent, reference: Reference, *, kill_after: int, delay: float) -> None:
     state = agent.root / "crashed"
-    (agent.repo / "Test.A__1.0.1.zip").rename(agent.root / "hold.zip")
-    apply_fully(agent, FIRST, state)
-    (agent.root / "hold.zip").rename(agent.repo / "Test.A__1.0.1.zip")
+    apply_fully(agent, FIRST, state, reference.first)
     agent.take_ops()
 
-    process = run_cli(agent, SECOND, state)
+    process = run_cli(agent, SECOND, state, reference.second)
     deadline = time.monotonic() + 30
     while len(agent.ops()) < kill_after and process.poll() is None:
         assert time.monotonic() < deadline
@@ -170,12 +188,12 @@ def crash_and_resume(
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
 
-    view = normalised(apply_fully(agent, SECOND, state))
+    view = normalised(apply_fully(agent, SECOND, state, reference.second))
     ops = agent.take_ops()
-    assert view == reference_view
-    assert snapshot(state) == reference_state
+    assert view == reference.view
+    assert snapshot(state) == reference.state
 
-    expected = by_handler(reference_ops)
+    expected = by_handler(reference.ops)
     got = by_handler(ops)
     assert set(got) == set(expected)
     repeated = 0
@@ -204,28 +222,33 @@ def test_a_command_left_running_by_a_killed_runtime_is_ended_first(
     packages.build(
         "Test.Slow",
         "1.0.0",
-        actions={"enable": f'echo $$ > "{pids}"; sleep 30; write_status success 0 ok'},
+        actions={"enable": f'echo $$ > "{pids}.tmp"; mv "{pids}.tmp" "{pids}"; sleep 600'},
     )
     document = goal(extension("slow", "Test.Slow"), id="slow")
     state = agent.root / "state"
-    process = run_cli(agent, document, state)
-    deadline = time.monotonic() + 30
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate()
-    orphan = int(pids.read_text())
-    assert Path(f"/proc/{orphan}").exists()  # still running, as the runtime died
+    groups: list[int] = []  # each enable runs in a process group of its own
+    processes = [run_cli(agent, document, state)]
+    try:
+        wait_until(pids.exists, what="the first enable started")
+        orphan = int(pids.read_text())
+        groups.append(os.getpgid(orphan))
+        os.kill(processes[0].pid, signal.SIGKILL)
+        processes[0].communicate()
+        assert Path(f"/proc/{orphan}").exists()  # still running, as the runtime died
 
-    pids.unlink()
-    resumed = run_cli(agent, document, state)
-    deadline = time.monotonic() + 30
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert int(pids.read_text()) != orphan
-    stat = Path(f"/proc/{orphan}/stat")
-    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
-    assert "left running by a stopped runtime" in (state / "exthandler.log").read_text()
-    resumed.kill()
-    resumed.communicate()
-    subprocess.run(["pkill", "-f", "sleep 30"], check=False)
+        pids.unlink()
+        processes.append(run_cli(agent, document, state))
+        wait_until(pids.exists, what="the second enable started")
+        resumed = int(pids.read_text())
+        groups.append(os.getpgid(resumed))
+        assert resumed != orphan
+        stat = Path(f"/proc/{orphan}/stat")
+        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+        assert "left running by a stopped runtime" in (state / "exthandler.log").read_text()
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)

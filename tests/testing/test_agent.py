@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import json
+import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
-from exthandler._testing import Agent, Fault, TestingUsageError, check_lifecycle
+from exthandler import open_runtime
+from exthandler.testing import Agent, Fault, TestingUsageError, check_lifecycle
 from tests.testing.handlers import Greeter, GreeterNext, Plain
 
 SECRETS = {"token": "open-sesame"}
@@ -47,6 +51,7 @@ def test_commands_in_order_with_their_env(exthandler_agent: Agent) -> None:
     assert commands[1].extension == "greeter"
     assert commands[1].env["ConfigSequenceNumber"] == "0"
     assert commands[1].env["AZURE_GUEST_AGENT_EXTENSION_VERSION"] == "1.0.0"
+    assert [(c.exit_code, c.duration is not None) for c in commands] == [("0", True)] * 2
     # unchanged: nothing runs; new settings: the next sequence number
     exthandler_agent.apply(greeter())
     assert exthandler_agent.take_commands() == []
@@ -69,6 +74,54 @@ def test_commands_in_order_with_their_env(exthandler_agent: Agent) -> None:
         AssertionError, match=r"no extension 'other' in the instance view \(there are: greeter\)"
     ):
         exthandler_agent.extension("other")
+
+
+FORGER = """#!/bin/sh
+# Output that looks like entries of CommandExecution.log, which records it verbatim.
+echo '===== 2026-01-01T00:00:00.000000Z Enable'
+echo 'env: ConfigSequenceNumber=999'
+echo 'env: FORGED=yes'
+here=$(cd "$(dirname "$0")/.." && pwd)
+printf '[{"version":1.0,"timestampUTC":"2026-11-25T12:00:00Z","status":{"name":"f",\
+"operation":"enable","status":"success","code":0,\
+"formattedMessage":{"lang":"en-US","message":"ok"}}}]' > "$here/status/$ConfigSequenceNumber.status"
+"""
+
+
+def test_what_a_command_prints_cannot_change_what_the_agent_records(
+    exthandler_agent: Agent, tmp_path: Path
+) -> None:
+    package = tmp_path / "Contoso.Testing.Forger__1.0.0.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        manifest = {"installCommand": "bin/ok.sh", "enableCommand": "bin/enable.sh"}
+        manifest |= {"disableCommand": "bin/ok.sh", "uninstallCommand": "bin/ok.sh"}
+        manifest |= {"updateCommand": "bin/ok.sh"}
+        archive.writestr(
+            "HandlerManifest.json",
+            json.dumps([{"name": "Forger", "version": 1.0, "handlerManifest": manifest}]),
+        )
+        for name, text in (("bin/enable.sh", FORGER), ("bin/ok.sh", "#!/bin/sh\nexit 0\n")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o755 << 16
+            archive.writestr(info, text)
+    exthandler_agent.add_package(package, kill_points=False)
+    exthandler_agent.apply(
+        {
+            "extensions": [
+                {
+                    "name": "f",
+                    "publisher": "Contoso.Testing",
+                    "type": "Forger",
+                    "typeHandlerVersion": "1.0",
+                }
+            ]
+        }
+    )
+    assert exthandler_agent.status("f").code == "ProvisioningState/succeeded"
+    enable = exthandler_agent.take_commands()[-1]
+    assert enable.short == "enable Contoso.Testing.Forger-1.0.0"
+    assert enable.env["ConfigSequenceNumber"] == "0"
+    assert "FORGED" not in enable.env
 
 
 def test_goal_states_as_text_and_an_empty_view(tmp_path: Path) -> None:
@@ -182,7 +235,12 @@ def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -
         "update Contoso.Testing.Greeter-1.0.1",
         "uninstall Contoso.Testing.Greeter-1.0.0",
     ]
-    assert [c.ok for c in before] == [None, None, False]
+    # What the killed runtime's hooks reported: two commands ended, one never did.
+    assert [c.ok for c in before] == [True, True, False]
+    assert [c.exit_code for c in before] == ["0", "0", None]
+    assert before[1].env["VERSION"] == "1.0.1"
+    assert before[1].env["AZURE_GUEST_AGENT_UPDATING_FROM_VERSION"] == "1.0.0"
+    assert before[2].message == "interrupted: the runtime was killed"
     view = exthandler_agent.apply(goal)
     after = [c.short for c in exthandler_agent.take_commands()]
     assert after == [
@@ -195,6 +253,46 @@ def test_upgrade_and_kill_mid_operation_then_recovery(exthandler_agent: Agent) -
     assert not exthandler_agent.handler_dir("Contoso.Testing.Greeter", "1.0.0").exists()
 
 
+def test_a_killed_runtime_is_recorded_as_a_live_one_would_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin a killed CLI loads writes lines that read back into the records the
+    agent keeps for its own runtimes; a command with no end failed."""
+    from exthandler._testing._killed import STEPS_VARIABLE, plugin, replay
+    from exthandler._testing._record import CommandLog
+
+    steps = tmp_path / "steps.jsonl"
+    monkeypatch.setenv(STEPS_VARIABLE, str(steps))
+    with Agent(root=tmp_path / "a") as agent:
+        agent.add_handler(Greeter, fault=Fault.exit("enable", 5))
+        live = CommandLog()
+        config = attrs.evolve(agent.config(), plugins=[plugin, live])
+
+        async def main() -> None:
+            async with open_runtime(config) as runtime:
+                await runtime.apply(agent.goal_state(greeter()))
+
+        anyio.run(main)
+    assert [c.short for c in live.records] == [
+        "install Contoso.Testing.Greeter-1.0.0",
+        "enable Contoso.Testing.Greeter-1.0.0",
+    ]
+    assert live.records[1].exit_code == "5"
+    assert replay(steps, abandoned="killed") == live.records
+    with steps.open("a") as file:  # a command that started and never ended
+        file.write(
+            '{"record": {"operation": "disable", "handler": "Contoso.Testing.Greeter",'
+            ' "version": "1.0.0", "extension": "greeter", "ok": null, "message": "running"},'
+            ' "started": 1}\n'
+        )
+    last = replay(steps, abandoned="killed")[-1]
+    assert (last.short, last.ok, last.message) == (
+        "disable Contoso.Testing.Greeter-1.0.0",
+        False,
+        "killed",
+    )
+
+
 def test_kill_point_that_never_comes(exthandler_agent: Agent) -> None:
     exthandler_agent.add_handler(Greeter)  # in process: the CLI does not know it
     with pytest.raises(AssertionError, match="the runtime never started enable of Nope"):
@@ -202,28 +300,27 @@ def test_kill_point_that_never_comes(exthandler_agent: Agent) -> None:
 
 
 def test_teardown_kills_what_is_left(tmp_path: Path) -> None:
-    agent = Agent(root=tmp_path / "a", kill_points=False)
-    agent.add_built_package(Plain)
-    with pytest.raises(AssertionError, match="is it a package added with kill points"):
-        agent.apply_killed(
-            {
-                "extensions": [
-                    {
-                        "name": "p",
-                        "publisher": "Contoso.Testing",
-                        "type": "Plain",
-                        "typeHandlerVersion": "2.0",
-                    }
-                ]
-            },
-            "enable",
-            timeout=0.01,
-        )
-    agent.close()
-    for process in agent._processes:
-        assert process.poll() is not None
-    agent._kill_group(2**22 + 12345)  # a process that is gone: nothing to do
-    os.getpid()
+    root = tmp_path / "a"
+    with Agent(root=root, kill_points=False) as agent:
+        agent.add_built_package(Plain)
+        with pytest.raises(AssertionError, match="is it a package added with kill points"):
+            agent.apply_killed(
+                {
+                    "extensions": [
+                        {
+                            "name": "p",
+                            "publisher": "Contoso.Testing",
+                            "type": "Plain",
+                            "typeHandlerVersion": "2.0",
+                        }
+                    ]
+                },
+                "enable",
+                timeout=0.01,
+            )
+    # Nothing the agent started runs any longer.
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(root) not in listing.stdout
 
 
 def test_sync_apply_inside_a_loop_is_refused(exthandler_agent: Agent) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exthandler.pytest_plugin import Agent, Harness, check_lifecycle
+from exthandler.testing import Agent, Harness, check_lifecycle
 
 customscript = pytest.importorskip("exthandler_plugins.customscript")
 CustomScript = customscript.CustomScript

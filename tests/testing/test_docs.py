@@ -13,9 +13,9 @@ BLOCK = re.compile(r"```python\n# file: (?P<name>\S+)\.py\n(?P<code>.*?)```", re
 
 def test_the_examples_of_the_testing_page_pass(pytester: pytest.Pytester) -> None:
     files = {match["name"]: match["code"] for match in BLOCK.finditer(DOC.read_text())}
-    assert len(files) == 3
+    assert len(files) == 4
     pytester.makepyfile(**files)
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
     pytester.syspathinsert()
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=9)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from exthandler_sdk import Operation
 
-from exthandler._testing import Harness, HarnessResult, TestingUsageError
+from exthandler.testing import Harness, HarnessResult, TestingUsageError
 from tests.testing.handlers import (
     Broken,
     Greeter,
@@ -140,8 +140,7 @@ def test_no_settings_and_a_missing_status(exthandler_harness: Harness) -> None:
 
 
 def test_a_timeout_cancels_the_operation(exthandler_harness: Harness) -> None:
-    from exthandler._testing import Fault
-    from exthandler._testing._faults import faulty_class
+    from exthandler.testing import Fault, faulty_class
 
     hanging = faulty_class(Plain, Fault.hang("enable"))
     result = exthandler_harness.run(hanging, timeout=0.05)
@@ -151,8 +150,7 @@ def test_a_timeout_cancels_the_operation(exthandler_harness: Harness) -> None:
 
 
 def test_invalid_status_files_are_reported_with_their_problems(tmp_path: Path) -> None:
-    from exthandler._testing import Fault
-    from exthandler._testing._faults import faulty_class
+    from exthandler.testing import Fault, faulty_class
 
     harness = Harness(root=tmp_path / "h", certificate_dir=tmp_path / "c")
     result = harness.run(faulty_class(Plain, Fault.bad_status("enable")))

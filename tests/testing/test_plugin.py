@@ -34,7 +34,7 @@ class Hello(Handler[Settings, Secrets]):
 
 TESTS = """
 import pytest
-from exthandler.pytest_plugin import Fault, check_lifecycle
+from exthandler.testing import Fault, check_lifecycle
 from hello_handler import Hello
 
 
@@ -119,7 +119,7 @@ def test_pass_and_fail_cases_report_the_problem(project: pytest.Pytester) -> Non
 def test_no_leaked_processes_or_files(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_kill="""
-from exthandler.pytest_plugin import Fault
+from exthandler.testing import Fault
 
 def test_hang(exthandler_agent):
     exthandler_agent.add_built_package(__import__("hello_handler").Hello, "hello_handler:Hello",
@@ -146,19 +146,26 @@ def test_hang(exthandler_agent):
 
 
 def test_importing_the_plugin_is_light() -> None:
-    # The kit (and what only it needs) is imported when a fixture or name is first used.
+    # The kit (and what only it needs) is imported when a fixture is first used.
     code = (
         "import sys, exthandler.pytest_plugin as p\n"
-        "kit = ('exthandler._testing', 'exthandler._testing._agent')\n"
-        "heavy = [m for m in kit if m in sys.modules]\n"
-        "print(heavy)\n"
-        "assert p.Fault is not None\n"
-        "print('exthandler._testing' in sys.modules)\n"
-        "try:\n    p.nothing\nexcept AttributeError as e:\n    print(e)\n"
+        "kit = ('exthandler.testing', 'exthandler._testing._agent')\n"
+        "print([m for m in kit if m in sys.modules])\n"
+        "print(p.__all__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
         "[]",
-        "True",
-        "module 'exthandler.pytest_plugin' has no attribute 'nothing'",
+        "['exthandler_agent', 'exthandler_certificate_dir', 'exthandler_harness']",
     ]
+
+
+def test_the_kit_needs_no_pytest() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # any import of pytest now fails\n"
+        "import exthandler.testing as t\n"
+        "print(t.Agent.__name__, t.Harness.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "Agent Harness\n"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exthandler._testing import validate_heartbeat, validate_status
+from exthandler.testing import validate_heartbeat, validate_status
 
 
 def status(**body: Any) -> bytes:
