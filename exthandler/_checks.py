@@ -19,7 +19,13 @@ from ._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Ver
 from ._repository import PackageCatalog
 from ._versions import select_version
 
-__all__ = ["MANIFEST_PEEK_LIMIT", "peek_manifest", "single_config_problems"]
+__all__ = [
+    "MANIFEST_PEEK_LIMIT",
+    "package_manifest",
+    "peek_manifest",
+    "shared_handlers",
+    "single_config_problems",
+]
 
 MANIFEST_PEEK_LIMIT = 64 * 1024
 """The most of a package's HandlerManifest.json read to learn what the handler supports."""
@@ -40,14 +46,8 @@ def single_config_problems(
     manifest can be had (no repository offers the handler), nothing is said: the fetch
     reports what is missing.
     """
-    positions: dict[HandlerName, list[int]] = {}
-    for index, ext in enumerate(goal.extensions):
-        if ext.state is not RequestedState.UNINSTALL:
-            positions.setdefault(ext.handler, []).append(index)
     problems: list[str] = []
-    for handler, indexes in positions.items():
-        if len(indexes) < 2:
-            continue
+    for handler, indexes in shared_handlers(goal).items():
         first = goal.extensions[indexes[0]]
         available = sorted({*catalog.available(handler), *installed(handler)})
         try:
@@ -77,6 +77,16 @@ def single_config_problems(
                 f" takes one extension (the goal state gives it {names})"
             )
     return problems
+
+
+def shared_handlers(goal: GoalState) -> dict[HandlerName, list[int]]:
+    """The handlers the goal state gives two extensions or more (not being uninstalled),
+    with their positions: the only ones `single_config_problems` has to look at."""
+    positions: dict[HandlerName, list[int]] = {}
+    for index, ext in enumerate(goal.extensions):
+        if ext.state is not RequestedState.UNINSTALL:
+            positions.setdefault(ext.handler, []).append(index)
+    return {handler: indexes for handler, indexes in positions.items() if len(indexes) > 1}
 
 
 def peek_manifest(catalog: PackageCatalog, handler: HandlerName, version: Version) -> bytes | None:

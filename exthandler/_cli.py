@@ -91,7 +91,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     """What `apply` checks before changing anything, with the handlers the repositories
     and the registered plugins offer (without repositories, only the plugins')."""
-    from ._checks import single_config_problems
+    from ._checks import shared_handlers, single_config_problems
+
+    if not shared_handlers(goal):
+        return  # nothing to check: no plugin needs loading, no repository listing
     from ._executors.inprocess import InProcessHandlers
     from ._plugins import make_plugin_manager
 

@@ -218,7 +218,10 @@ class Engine:
     def check_goal(self, goal: GoalState) -> None:
         """Refuse a goal state that cannot be carried out as written (GoalStateError),
         before anything is changed: two extensions on a handler that takes one."""
-        from ._checks import single_config_problems
+        from ._checks import shared_handlers, single_config_problems
+
+        if not shared_handlers(goal):
+            return
 
         def installed(handler: HandlerName) -> list[Version]:
             return installed_versions(self._records.get(handler))
