@@ -36,22 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from ._context import Context, Detached
-from ._environment import (
-    COMMAND_TIMEOUTS,
-    HandlerEnvironment,
-    load_handler_environment,
-    read_protocol_variables,
-    write_atomic,
-)
+from ._environment import load_handler_environment, write_atomic
 from ._errors import ExtHandlerError, HandlerError
 from ._events import Events
 from ._handler import Handler
 from ._heartbeat import Heartbeat
 from ._logging import close_logger, make_logger
-from ._protocol import ErrorCode, Operation, StatusLevel
 from ._runonce import POLL_INTERVAL, RunOnce
-from ._settings import SettingsError, load_settings, read_settings_file, settings_file_name
-from ._status import StatusWriteError, StatusWriter, status_file_name, utc_timestamp
+from ._settings import SettingsError, load_settings, read_settings_file
+from ._status import StatusWriteError, StatusWriter
+from .protocol import (
+    COMMAND_TIMEOUTS,
+    ErrorCode,
+    HandlerEnvironment,
+    Operation,
+    StatusLevel,
+    read_protocol_variables,
+    settings_file_name,
+    status_file_name,
+    utc_timestamp,
+)
 
 __all__ = ["DETACHED_BUDGET", "HandlerLoadError", "load_handler", "main_run", "run_operation"]
 
