@@ -24,6 +24,7 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
+from exthandler_sdk.protocol import HeartbeatState, StatusReport
 
 from ._errors import (
     GoalStateError,
@@ -72,7 +73,7 @@ from ._plan import (
 )
 from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
-from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
+from ._status import read_heartbeat, read_status_file
 from ._store import SUPPORTED_FEATURES, Store, read_boot_id
 from ._telemetry import EventRateLimiter, collect_events
 from ._versions import select_version

@@ -28,10 +28,8 @@ from exthandler_sdk._settings import (
     read_settings_file,
 )
 from exthandler_sdk._status import StatusWriteError, StatusWriter
-from exthandler_sdk.protocol import EVENT_MAX_SIZE, render_status, truncate_tail
+from exthandler_sdk.protocol import EVENT_MAX_SIZE, parse_status, render_status, truncate_tail
 from exthandler_sdk.protocol import STATUS_FILE_LIMIT as FILE_LIMIT
-
-from exthandler._status import parse_status
 
 NOW = "2026-11-25T12:00:00Z"
 

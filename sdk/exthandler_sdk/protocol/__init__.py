@@ -84,6 +84,7 @@ from ._status import parse_status as parse_status
 from ._status import render_heartbeat as render_heartbeat
 from ._status import render_status as render_status
 from ._status import truncate_tail as truncate_tail
+from ._status import unknown_heartbeat as unknown_heartbeat
 from ._status import utc_timestamp as utc_timestamp
 
 __all__ = [
@@ -163,5 +164,6 @@ __all__ = [
     "settings_file_name",
     "status_file_name",
     "truncate_tail",
+    "unknown_heartbeat",
     "utc_timestamp",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "render_heartbeat",
     "render_status",
     "truncate_tail",
+    "unknown_heartbeat",
     "utc_timestamp",
 ]
 
@@ -266,7 +267,8 @@ _HEARTBEAT_STATES = {
 }
 
 
-def _unknown(reason: str) -> Heartbeat:
+def unknown_heartbeat(reason: str) -> Heartbeat:
+    """The heartbeat standing for a file that cannot be used: Unknown, explaining `reason`."""
     return Heartbeat(state=HeartbeatState.UNKNOWN, code=int(ErrorCode.UNKNOWN), message=reason)
 
 
@@ -286,17 +288,17 @@ def parse_heartbeat(data: bytes, *, age_seconds: float) -> Heartbeat:
     try:
         first = _first_element(_load(data, where), where)
     except _Invalid as exc:
-        return _unknown(str(exc))
+        return unknown_heartbeat(str(exc))
     body = first.get("heartbeat")
     if not isinstance(body, dict):
-        return _unknown(f"{where}: [0].heartbeat: missing or not an object")
+        return unknown_heartbeat(f"{where}: [0].heartbeat: missing or not an object")
     raw = body.get("status")
     state = _HEARTBEAT_STATES.get(raw.strip().lower()) if isinstance(raw, str) else None
     if state is None:
         if raw is None:
-            return _unknown(f"{where}: [0].heartbeat.status: missing")
+            return unknown_heartbeat(f"{where}: [0].heartbeat.status: missing")
         shown = repr(_clean(raw)[:64]) if isinstance(raw, str) else "not a string"
-        return _unknown(f"{where}: [0].heartbeat.status: not Ready or NotReady ({shown})")
+        return unknown_heartbeat(f"{where}: [0].heartbeat.status: not Ready or NotReady ({shown})")
     return Heartbeat(
         state=state,
         code=_code(body.get("code")),
