@@ -15,9 +15,9 @@ from exthandler_sdk._hooks import PROJECT
 
 if TYPE_CHECKING:
     from exthandler_sdk import Handler
+    from exthandler_sdk.protocol import TelemetryEvent
 
     from ._plan import Step
-    from ._telemetry import TelemetryEvent
     from ._view import ExtensionView, InstanceView
 
 __all__ = ["hookspec", "make_plugin_manager"]
