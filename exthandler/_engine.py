@@ -24,7 +24,21 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
-from exthandler_sdk.protocol import HeartbeatState, StatusReport
+from exthandler_sdk.protocol import (
+    COMMAND_TIMEOUTS,
+    CONFIG_DIR,
+    HANDLER_ENVIRONMENT_NAME,
+    HEARTBEAT_NAME,
+    NOT_RUN,
+    STATUS_DIR,
+    SUPPORTED_FEATURES,
+    HeartbeatState,
+    StatusReport,
+    Variable,
+    render_settings,
+    settings_file_name,
+    status_file_name,
+)
 
 from ._errors import (
     GoalStateError,
@@ -74,7 +88,7 @@ from ._plan import (
 from ._recover import RECOVERED
 from ._repository import PackageCatalog, RepositorySet, package_token
 from ._status import read_heartbeat, read_status_file
-from ._store import SUPPORTED_FEATURES, Store, read_boot_id
+from ._store import Store, read_boot_id
 from ._telemetry import EventRateLimiter, collect_events
 from ._versions import select_version
 from ._view import (
@@ -96,13 +110,7 @@ __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
-DEFAULT_TIMEOUTS: Mapping[Operation, float] = {
-    Operation.INSTALL: 900.0,
-    Operation.UPDATE: 900.0,
-    Operation.DISABLE: 900.0,
-    Operation.ENABLE: 300.0,
-    Operation.UNINSTALL: 300.0,
-}
+DEFAULT_TIMEOUTS: Mapping[Operation, float] = COMMAND_TIMEOUTS
 _OPERATIONS = {
     StepKind.INSTALL: Operation.INSTALL,
     StepKind.ENABLE: Operation.ENABLE,
@@ -544,8 +552,8 @@ class Engine:
         assert record.version is not None
         assert state.sequence_number is not None
         directory = self.store.handler_dir(record.handler, record.version)
-        name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
-        return read_status_file(directory / "status" / name)
+        name = status_file_name(state.goal.name if multi else None, state.sequence_number)
+        return read_status_file(directory / STATUS_DIR / name)
 
     def _set_status(
         self,
@@ -573,7 +581,7 @@ class Engine:
         manifest = self._manifest(handler, record.version)
         if manifest is None or not manifest.report_heartbeat:
             return None
-        path = self.store.handler_dir(handler, record.version) / "heartbeat.log"
+        path = self.store.handler_dir(handler, record.version) / HEARTBEAT_NAME
         beat = read_heartbeat(path)
         if beat is None:
             return None
@@ -692,7 +700,7 @@ class Engine:
         if record.version is not None:
             directory = self.store.handler_dir(record.handler, record.version)
             try:
-                intact = (directory / "HandlerEnvironment.json").stat().st_size > 0
+                intact = (directory / HANDLER_ENVIRONMENT_NAME).stat().st_size > 0
             except FileNotFoundError:
                 intact = False
             # Written without fsync, a power loss may have taken it. A directory that is
@@ -884,14 +892,14 @@ class Engine:
             self._manifests.pop((step.handler, step.version), None)
             # A rename (the files go at the end of the pass): not worth a thread.
             self.store.remove_handler_dir(step.handler, step.version)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         if kind is StepKind.COPY_STATE:
             assert step.source is not None
             await self._io(self._copy_state, step.handler, step.source, step.version)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         if kind is StepKind.CONVERGE:
             self._converged(step, target)
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         return await self._command(step, record, target)
 
     def _converged(self, step: Step, target: HandlerTarget) -> None:
@@ -937,7 +945,7 @@ class Engine:
         except (PackageError, NoEligibleVersionError, OSError) as exc:
             return self._fetch_failed(step, target, exc)
         self._manifests[(handler, version)] = manifest
-        return Outcome(ok=True, exit_code="NOT_RUN"), ""
+        return Outcome(ok=True, exit_code=NOT_RUN), ""
 
     def _fetch_failed(
         self,
@@ -1015,14 +1023,14 @@ class Engine:
         sequence = _sequence_for(step, record, target)
         self._write_settings(directory, target, names, multi)
         env = {
-            "ConfigSequenceNumber": str(sequence),
-            "AZURE_GUEST_AGENT_EXTENSION_PATH": str(directory),
-            "AZURE_GUEST_AGENT_EXTENSION_VERSION": str(step.version),
-            "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES": SUPPORTED_FEATURES,
+            Variable.SEQUENCE_NUMBER: str(sequence),
+            Variable.EXTENSION_PATH: str(directory),
+            Variable.EXTENSION_VERSION: str(step.version),
+            Variable.SUPPORTED_FEATURES: SUPPORTED_FEATURES,
             **dict(step.env),
         }
         if multi and step.extension:
-            env["ConfigExtensionName"] = step.extension
+            env[Variable.EXTENSION_NAME] = step.extension
         if manifest is None:
             error = self._manifest_errors.get((handler, step.version))
             code = ErrorCode.MANIFEST_NOT_FOUND if error is None else error.code
@@ -1033,7 +1041,7 @@ class Engine:
             return Outcome(ok=False, exit_code=str(int(code)), code=int(code)), message
         command = manifest.command(operation)
         if command is None:  # only updateCommand may be absent: nothing to run
-            return Outcome(ok=True, exit_code="NOT_RUN"), ""
+            return Outcome(ok=True, exit_code=NOT_RUN), ""
         spec = manifest.in_process
         if spec is not None:
             handler_class = self.inprocess.handler_class(handler, step.version)
@@ -1044,7 +1052,7 @@ class Engine:
                     f"{handler} {step.version}: {spec} is no longer registered; skipped {operation}"
                 )
                 self.store.log(warning)
-                return Outcome(ok=True, exit_code="NOT_RUN"), warning
+                return Outcome(ok=True, exit_code=NOT_RUN), warning
             with self._on_interrupt(step, affected, f"{spec} {operation}", env):
                 result = await run_inprocess(
                     handler_class,
@@ -1123,8 +1131,8 @@ class Engine:
             state = self._extensions.get(name)
             if state is None or state.sequence_number is None or state.goal.settings_error:
                 continue
-            file_name = Store.settings_name(name if multi else None, state.sequence_number)
-            path = directory / "config" / file_name
+            file_name = settings_file_name(name if multi else None, state.sequence_number)
+            path = directory / CONFIG_DIR / file_name
             key = (str(path), state.sequence_number)
             if key in self._written and path.exists():
                 continue
@@ -1151,20 +1159,8 @@ class Engine:
             thumbprint = self._certificate.thumbprint
         elif isinstance(secret, EncryptedProtectedSettings):
             protected, thumbprint = secret.data, secret.thumbprint
-        document = {
-            "runtimeSettings": [
-                {
-                    "handlerSettings": {
-                        "protectedSettingsCertThumbprint": thumbprint,
-                        "protectedSettings": protected,
-                        "publicSettings": None
-                        if goal.public_settings is None
-                        else dict(goal.public_settings),
-                    }
-                }
-            ]
-        }
-        write_unless_same(path, json.dumps(document).encode(), mode=0o600)
+        data = render_settings(goal.public_settings, protected, thumbprint)
+        write_unless_same(path, data, mode=0o600)
 
     def _report(
         self,
@@ -1195,8 +1191,8 @@ class Engine:
                 continue
             if result.ok and step.kind not in (StepKind.ENABLE, StepKind.DISABLE):
                 continue  # install/update/uninstall success: the enable reports next
-            name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
-            report = read_status_file(directory / "status" / name)
+            name = status_file_name(state.goal.name if multi else None, state.sequence_number)
+            report = read_status_file(directory / STATUS_DIR / name)
             self._set_status(state, report, failure, ran_ok=result.ok, operation=operation)
 
     def _collect_all_events(self, handlers: Sequence[HandlerName]) -> None:
@@ -1239,7 +1235,7 @@ def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDir
 def _outcome(result: CommandResult) -> Outcome:
     if result.timed_out:
         return Outcome(ok=False, exit_code=str(int(ErrorCode.COMMAND_TIMEOUT)), code=1011)
-    code = "NOT_RUN" if result.exit_code is None else str(result.exit_code)
+    code = NOT_RUN if result.exit_code is None else str(result.exit_code)
     return Outcome(
         ok=result.ok,
         exit_code=code,

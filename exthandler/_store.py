@@ -42,6 +42,22 @@ import anyio
 import attrs
 import cattrs
 from exthandler_sdk import ExtHandlerError
+from exthandler_sdk.protocol import (
+    COMMAND_EXECUTION_LOG,
+    CONFIG_DIR,
+    EVENTS_DIR,
+    HANDLER_ENVIRONMENT_NAME,
+    HEARTBEAT_NAME,
+    MRSEQ_NAME,
+    STATUS_DIR,
+    HandlerEnvironment,
+    HandlerState,
+    handler_state_file_name,
+    render_handler_environment,
+)
+from exthandler_sdk.protocol import (
+    SUPPORTED_FEATURES as SUPPORTED_FEATURES,  # for exthandler._testing
+)
 
 from ._errors import StateDirError
 from ._fs import (
@@ -59,7 +75,7 @@ from ._fs import (
     write_into,
 )
 from ._model import HandlerName, Version
-from ._plan import HandlerRecord, HandlerState
+from ._plan import HandlerRecord
 
 __all__ = ["BOOT_ID_PATH", "StateDirLockedError", "Store", "read_boot_id"]
 
@@ -69,7 +85,6 @@ line per handler, and nothing but the runtime writes them; the cap only keeps a 
 device or a runaway file from exhausting memory."""
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")  # the kernel's, per boot
-SUPPORTED_FEATURES = '[{"Key":"ExtensionTelemetryPipeline","Value":"1.0"}]'
 _PUBLIC_DIR_MODE = 0o755  # the state dir, the log root, each handler's log dir
 _PRIVATE_DIR_MODE = 0o700  # .exthandler, config/, status/, events/
 
@@ -475,7 +490,7 @@ class Store:
         paths = self._log_dirs.get(handler)
         if paths is None:
             directory = self.log_root / str(handler)
-            paths = (directory, directory / "CommandExecution.log", directory / "events")
+            paths = (directory, directory / COMMAND_EXECUTION_LOG, directory / EVENTS_DIR)
             self._log_dirs[handler] = paths
         return paths
 
@@ -496,45 +511,32 @@ class Store:
         """
         directory = self.handler_dir(handler, version)
         self._forget_states(directory)  # a new dir (or a repaired one) has none of them
-        environment = [
-            {
-                "name": str(handler),
-                "version": 1.0,
-                "handlerEnvironment": {
-                    "logFolder": str(self.log_dir(handler)),
-                    "configFolder": str(directory / "config"),
-                    "statusFolder": str(directory / "status"),
-                    "heartbeatFile": str(directory / "heartbeat.log"),
-                    "eventsFolder": str(self.events_dir(handler)),
-                    "eventsFolder_preview": str(self.events_dir(handler)),
-                },
-            }
-        ]
-        data = json.dumps(environment).encode()
+        data = render_handler_environment(
+            HandlerEnvironment(
+                name=str(handler),
+                log_folder=self.log_dir(handler),
+                config_folder=directory / CONFIG_DIR,
+                status_folder=directory / STATUS_DIR,
+                heartbeat_file=directory / HEARTBEAT_NAME,
+                events_folder=self.events_dir(handler),
+            )
+        )
         fd = open_dir(directory)
         try:
-            for sub in ("config", "status"):
+            for sub in (CONFIG_DIR, STATUS_DIR):
                 make_dir(sub, _PRIVATE_DIR_MODE, dir_fd=fd)
             # Not flushed: the engine checks it before driving a handler and writes it again
             # if a power loss took it (see Engine._reconcile).
-            write_atomic("HandlerEnvironment.json", data, durable=False, dir_fd=fd)
+            write_atomic(HANDLER_ENVIRONMENT_NAME, data, durable=False, dir_fd=fd)
         finally:
             os.close(fd)
         log_fd, created = ensure_dir(self.log_dir(handler), _PUBLIC_DIR_MODE)
         try:
             if not created:
                 os.fchmod(log_fd, _PUBLIC_DIR_MODE)
-            make_dir("events", _PRIVATE_DIR_MODE, dir_fd=log_fd)
+            make_dir(EVENTS_DIR, _PRIVATE_DIR_MODE, dir_fd=log_fd)
         finally:
             os.close(log_fd)
-
-    @staticmethod
-    def settings_name(extension: str | None, sequence: int) -> str:
-        return f"{sequence}.settings" if extension is None else f"{extension}.{sequence}.settings"
-
-    @staticmethod
-    def status_name(extension: str | None, sequence: int) -> str:
-        return f"{sequence}.status" if extension is None else f"{extension}.{sequence}.status"
 
     def write_handler_state(
         self, directory: Path, state: HandlerState, extension: str | None = None
@@ -543,8 +545,7 @@ class Store:
         written = self._written_states.setdefault(directory, {})
         if written.get(extension) == state:
             return  # rewritten after every step, but it seldom changes
-        name = "HandlerState" if extension is None else f"{extension}.HandlerState"
-        path = f"{directory}/config/{name}"
+        path = f"{directory}/{CONFIG_DIR}/{handler_state_file_name(extension)}"
         if state is HandlerState.NOT_INSTALLED and extension not in written:
             try:
                 os.lstat(path)
@@ -609,21 +610,21 @@ class Store:
             stack.callback(os.close, source_fd)
             destination_fd = open_dir(self.handler_dir(handler, new))
             stack.callback(os.close, destination_fd)
-            self._carry("mrseq", source_fd, destination_fd, source)
+            self._carry(MRSEQ_NAME, source_fd, destination_fd, source)
             try:
-                status_fd = open_dir("status", dir_fd=source_fd)
+                status_fd = open_dir(STATUS_DIR, dir_fd=source_fd)
             except (FileNotFoundError, NotADirectoryError):
                 return
             except OSError as exc:
                 self.log(f"{source / 'status'}: not carried over to {new}: {exc.strerror}")
                 return
             stack.callback(os.close, status_fd)
-            new_status_fd, _ = ensure_dir("status", _PRIVATE_DIR_MODE, dir_fd=destination_fd)
+            new_status_fd, _ = ensure_dir(STATUS_DIR, _PRIVATE_DIR_MODE, dir_fd=destination_fd)
             stack.callback(os.close, new_status_fd)
             with os.scandir(status_fd) as scan:
                 names = [entry.name for entry in scan if not entry.is_dir(follow_symlinks=False)]
             for name in names:
-                self._carry(name, status_fd, new_status_fd, source / "status")
+                self._carry(name, status_fd, new_status_fd, source / STATUS_DIR)
 
     def _carry(self, name: str, source_fd: int, destination_fd: int, where: Path) -> None:
         try:
@@ -656,7 +657,7 @@ class Store:
                 elif is_dir and name == self.meta.name:
                     _sweep_dir(root_fd, name)
                 elif is_dir and "-" in name:
-                    _sweep_dir(root_fd, name, "config")
+                    _sweep_dir(root_fd, name, CONFIG_DIR)
         finally:
             os.close(root_fd)
 

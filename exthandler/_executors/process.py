@@ -27,14 +27,12 @@ import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
 from exthandler_sdk._procs import BOOT_ID_PATH, identify, read_identity, still_running
+from exthandler_sdk.protocol import EXCERPT_LIMIT, PROTOCOL_VARIABLES, format_excerpt
 
 __all__ = [
-    "EXCERPT_LIMIT",
-    "PROTOCOL_VARIABLES",
     "CommandResult",
     "base_environment",
     "clear_marker",
-    "format_excerpt",
     "is_protocol_variable",
     "end_orphans",
     "run_command",
@@ -43,26 +41,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-PROTOCOL_VARIABLES = frozenset(
-    {
-        "ConfigSequenceNumber",
-        "ConfigExtensionName",
-        "VERSION",
-        "AZURE_GUEST_AGENT_EXTENSION_PATH",
-        "AZURE_GUEST_AGENT_EXTENSION_VERSION",
-        "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES",
-        "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION",
-        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE",
-        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS",
-        "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE",
-    }
-)
-"""The environment variables of PROTOCOL.md section 4."""
-
 _PROTOCOL_PREFIX = "AZURE_GUEST_AGENT_"
-
-EXCERPT_LIMIT = 3200
-"""Characters of output the reference agent keeps for a command, headers included."""
 
 _LOG_OUTPUT_LIMIT = 256 * 1024
 """Bytes of each of stdout and stderr written to CommandExecution.log (the tail)."""
@@ -121,23 +100,6 @@ class CommandResult:
 def _title(operation: Operation) -> str:
     """`Enable` for Operation.ENABLE (spelled out: a str enum's `title` is str.title)."""
     return operation.value.capitalize()
-
-
-def format_excerpt(stdout: str, stderr: str, *, limit: int = EXCERPT_LIMIT) -> str:
-    """`[stdout]\\n<tail>\\n\\n[stderr]\\n<tail>` in at most `limit` characters.
-
-    The budget is split evenly; what one stream does not use goes to the other, and each
-    keeps its tail (the end of the output is where the error usually is).
-    """
-    template = "[stdout]\n{}\n\n[stderr]\n{}"
-    budget = max(0, limit - len(template.format("", "")))
-    out_len = min(len(stdout), max(budget // 2, budget - len(stderr)))
-    err_len = min(len(stderr), budget - out_len)
-    return template.format(_last(stdout, out_len), _last(stderr, err_len))
-
-
-def _last(text: str, count: int) -> str:
-    return text[len(text) - count :]
 
 
 def base_environment() -> dict[str, str]:

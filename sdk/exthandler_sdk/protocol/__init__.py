@@ -67,6 +67,7 @@ from ._names import handler_state_file_name as handler_state_file_name
 from ._names import mrseq_file_name as mrseq_file_name
 from ._names import package_file_name as package_file_name
 from ._names import settings_file_name as settings_file_name
+from ._names import split_package_file_name as split_package_file_name
 from ._names import status_file_name as status_file_name
 from ._settings import RawSettings as RawSettings
 from ._settings import SettingsFileError as SettingsFileError
@@ -162,6 +163,7 @@ __all__ = [
     "render_settings",
     "render_status",
     "settings_file_name",
+    "split_package_file_name",
     "status_file_name",
     "truncate_tail",
     "unknown_heartbeat",

@@ -47,6 +47,7 @@ __all__ = [
     "mrseq_file_name",
     "package_file_name",
     "settings_file_name",
+    "split_package_file_name",
     "status_file_name",
 ]
 
@@ -87,6 +88,17 @@ def mrseq_file_name(extension: str | None) -> str:
 def package_file_name(handler: str, version: str) -> str:
     """`Publisher.Type__Version.zip`, the name the reference agent gives packages."""
     return f"{handler}{PACKAGE_SEPARATOR}{version}{PACKAGE_SUFFIX}"
+
+
+def split_package_file_name(name: str) -> tuple[str, str] | None:
+    """The (handler, version) texts of a package file name, unchecked; None if `name` does
+    not have the shape `<handler>__<version>.zip`."""
+    if not name.endswith(PACKAGE_SUFFIX):
+        return None
+    # Versions never contain '_', so the last separator splits name from version even
+    # when the type itself ends in '_'.
+    handler, separator, version = name[: -len(PACKAGE_SUFFIX)].rpartition(PACKAGE_SEPARATOR)
+    return (handler, version) if separator else None
 
 
 HANDLER_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+"
