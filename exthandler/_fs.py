@@ -20,8 +20,8 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
-from exthandler_sdk._environment import UMASK
-from exthandler_sdk._environment import write_atomic as _write_atomic
+from exthandler_sdk.files import UMASK
+from exthandler_sdk.files import write_atomic as _write_atomic
 
 __all__ = [
     "INLINE_LIMIT",

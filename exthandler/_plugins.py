@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from exthandler_sdk._hooks import PROJECT
+from exthandler_sdk import hookimpl
 
 if TYPE_CHECKING:
     from exthandler_sdk import Handler
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["hookspec", "make_plugin_manager"]
 
+PROJECT = hookimpl.project_name
+"""The pluggy project name plugins register under (the SDK's `hookimpl` names it)."""
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 

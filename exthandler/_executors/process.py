@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
-from exthandler_sdk._procs import BOOT_ID_PATH, identify, read_identity, still_running
+from exthandler_sdk.procs import BOOT_ID_PATH, identify, read_identity, still_running
 from exthandler_sdk.protocol import EXCERPT_LIMIT, PROTOCOL_VARIABLES, format_excerpt
 
 __all__ = [

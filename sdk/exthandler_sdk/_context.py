@@ -13,12 +13,11 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from ._environment import HandlerEnvironment
 from ._errors import ExtHandlerError
 from ._events import Events
 from ._heartbeat import Heartbeat
 from ._status import StatusWriter
-from .protocol import Operation, Variable
+from .protocol import HandlerEnvironment, Operation, Variable
 
 __all__ = ["Context", "Detached"]
 

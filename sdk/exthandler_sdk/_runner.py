@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ._context import Context, Detached
-from ._environment import load_handler_environment, write_atomic
+from ._environment import load_handler_environment
 from ._errors import ExtHandlerError, HandlerError
 from ._events import Events
+from ._files import write_atomic
 from ._handler import Handler
 from ._heartbeat import Heartbeat
 from ._logging import close_logger, make_logger

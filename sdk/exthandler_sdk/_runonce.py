@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from ._environment import write_atomic
+from ._files import write_atomic
 from .protocol import mrseq_file_name
 
 __all__ = ["RunOnce"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from ._environment import write_atomic
 from ._errors import ExtHandlerError
+from ._files import write_atomic
 from .protocol import (
     Operation,
     StatusLevel,
