@@ -27,7 +27,6 @@ import importlib
 import json
 import math
 import os
-import re
 import sys
 import time
 import uuid
@@ -52,6 +51,7 @@ from .protocol import (
     HandlerEnvironment,
     Operation,
     StatusLevel,
+    parse_settings_file_name,
     read_protocol_variables,
     settings_file_name,
     status_file_name,
@@ -98,14 +98,12 @@ def exit_code_for(code: int) -> int:
 
 def _latest_sequence(config: Path, extension: str | None) -> int:
     """The highest sequence number with a settings file (when the agent named none)."""
-    prefix = "" if extension is None else re.escape(extension) + r"\."
-    pattern = re.compile(prefix + r"([0-9]+)\.settings")
     found = [0]
     with contextlib.suppress(OSError):
         for entry in config.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if match:
-                found.append(int(match.group(1)))
+            parsed = parse_settings_file_name(entry.name)
+            if parsed is not None and parsed[0] == extension:
+                found.append(parsed[1])
     return max(found)
 
 

@@ -66,6 +66,7 @@ from ._names import format_excerpt as format_excerpt
 from ._names import handler_state_file_name as handler_state_file_name
 from ._names import mrseq_file_name as mrseq_file_name
 from ._names import package_file_name as package_file_name
+from ._names import parse_settings_file_name as parse_settings_file_name
 from ._names import settings_file_name as settings_file_name
 from ._names import split_package_file_name as split_package_file_name
 from ._names import status_file_name as status_file_name
@@ -154,6 +155,7 @@ __all__ = [
     "parse_heartbeat",
     "parse_manifest",
     "parse_settings",
+    "parse_settings_file_name",
     "parse_status",
     "read_protocol_variables",
     "render_event",

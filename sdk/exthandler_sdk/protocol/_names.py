@@ -46,6 +46,7 @@ __all__ = [
     "handler_state_file_name",
     "mrseq_file_name",
     "package_file_name",
+    "parse_settings_file_name",
     "settings_file_name",
     "split_package_file_name",
     "status_file_name",
@@ -68,6 +69,16 @@ PACKAGE_SUFFIX = ".zip"
 def settings_file_name(extension: str | None, sequence: int) -> str:
     """`<seq>.settings`, or `<ext>.<seq>.settings` for a multi-config extension."""
     return f"{sequence}.settings" if extension is None else f"{extension}.{sequence}.settings"
+
+
+_SETTINGS_FILE = re.compile(r"\A(?:(.+)\.)?([0-9]+)\.settings\Z")
+
+
+def parse_settings_file_name(name: str) -> tuple[str | None, int] | None:
+    """The (extension, sequence) a settings file name stands for (extension None for
+    `<seq>.settings`), or None if `name` is not one."""
+    match = _SETTINGS_FILE.match(name)
+    return None if match is None else (match.group(1), int(match.group(2)))
 
 
 def status_file_name(extension: str | None, sequence: int) -> str:
