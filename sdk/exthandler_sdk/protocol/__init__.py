@@ -2,8 +2,8 @@
 every file the agent and a handler exchange (PROTOCOL.md).
 
 Everything here is a pure function over bytes, strings and values: no file is opened,
-nothing waits. The runtime, the SDK and the test kit all call it, so that each rule of
-the protocol stands in one place.
+nothing waits. The runtime and the SDK both call it, so that each rule of the protocol
+stands in one place.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ._manifest import ResourceLimits as ResourceLimits
 from ._manifest import manifest_document as manifest_document
 from ._manifest import parse_manifest as parse_manifest
 from ._manifest import render_manifest as render_manifest
+from ._names import CERTIFICATE_KINDS as CERTIFICATE_KINDS
 from ._names import COMMAND_EXECUTION_LOG as COMMAND_EXECUTION_LOG
 from ._names import COMMAND_TIMEOUTS as COMMAND_TIMEOUTS
 from ._names import CONFIG_DIR as CONFIG_DIR
@@ -59,9 +60,12 @@ from ._names import STATUS_FILE_LIMIT as STATUS_FILE_LIMIT
 from ._names import STATUS_MESSAGE_LIMIT as STATUS_MESSAGE_LIMIT
 from ._names import SUBSTATUS_FIELD_LIMIT as SUBSTATUS_FIELD_LIMIT
 from ._names import SUPPORTED_FEATURES as SUPPORTED_FEATURES
+from ._names import THUMBPRINT_PATTERN as THUMBPRINT_PATTERN
 from ._names import VERSION_PATTERN as VERSION_PATTERN
 from ._names import HandlerState as HandlerState
 from ._names import Variable as Variable
+from ._names import certificate_file_kind as certificate_file_kind
+from ._names import certificate_file_names as certificate_file_names
 from ._names import format_excerpt as format_excerpt
 from ._names import handler_state_file_name as handler_state_file_name
 from ._names import mrseq_file_name as mrseq_file_name
@@ -90,6 +94,7 @@ from ._status import unknown_heartbeat as unknown_heartbeat
 from ._status import utc_timestamp as utc_timestamp
 
 __all__ = [
+    "CERTIFICATE_KINDS",
     "COMMAND_EXECUTION_LOG",
     "COMMAND_TIMEOUTS",
     "CONFIG_DIR",
@@ -137,11 +142,14 @@ __all__ = [
     "StatusLevel",
     "StatusReport",
     "Substatus",
+    "THUMBPRINT_PATTERN",
     "TRUNCATED_PREFIX",
     "TRUNCATED_SUFFIX",
     "TelemetryEvent",
     "VERSION_PATTERN",
     "Variable",
+    "certificate_file_kind",
+    "certificate_file_names",
     "event_size",
     "format_excerpt",
     "handler_state_file_name",

@@ -10,6 +10,10 @@ from collections.abc import Mapping
 from ._codes import Operation
 
 __all__ = [
+    "CERTIFICATE_KINDS",
+    "THUMBPRINT_PATTERN",
+    "certificate_file_kind",
+    "certificate_file_names",
     "COMMAND_EXECUTION_LOG",
     "COMMAND_TIMEOUTS",
     "CONFIG_DIR",
@@ -110,6 +114,26 @@ def split_package_file_name(name: str) -> tuple[str, str] | None:
     # when the type itself ends in '_'.
     handler, separator, version = name[: -len(PACKAGE_SUFFIX)].rpartition(PACKAGE_SEPARATOR)
     return (handler, version) if separator else None
+
+
+CERTIFICATE_KINDS = ("crt", "prv")
+"""The suffixes of the certificate/key pair that decrypts protected settings (PEM files
+named `<THUMBPRINT>.crt` and `<THUMBPRINT>.prv` in the parent of the handler dirs)."""
+THUMBPRINT_PATTERN = r"[0-9A-Fa-f]{40}"
+"""A SHA-1 certificate thumbprint (the protocol writes it in upper case)."""
+
+
+def certificate_file_names(thumbprint: str) -> tuple[str, str]:
+    """`<THUMBPRINT>.crt` and `<THUMBPRINT>.prv`, the names the runtime writes."""
+    return f"{thumbprint}.crt", f"{thumbprint}.prv"
+
+
+def certificate_file_kind(name: str, thumbprint: str) -> str | None:
+    """`crt` or `prv` when `name` is one of the pair of `thumbprint` (upper case), whatever
+    the case of the name; None otherwise."""
+    stem, dot, suffix = name.rpartition(".")
+    kind = suffix.lower()
+    return kind if dot and kind in CERTIFICATE_KINDS and stem.upper() == thumbprint else None
 
 
 HANDLER_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+"
