@@ -7,20 +7,15 @@ from pathlib import Path
 
 from ._files import write_atomic as write_atomic
 from .protocol import (
-    COMMAND_TIMEOUTS,
     HANDLER_ENVIRONMENT_NAME,
     HandlerEnvironment,
     HandlerEnvironmentError,
-    ProtocolVariables,
     parse_handler_environment,
     read_protocol_variables,
 )
 
 __all__ = [
-    "COMMAND_TIMEOUTS",
-    "HandlerEnvironment",
     "HandlerEnvironmentError",
-    "ProtocolVariables",
     "load_handler_environment",
     "read_protocol_variables",
     "write_atomic",  # exthandler._testing imports it from here

@@ -30,7 +30,6 @@ from .protocol import (
     RawSettings,
     SettingsFileError,
     parse_settings,
-    settings_file_name,
 )
 from .protocol._settings import PUBLIC_PATH
 
@@ -40,7 +39,6 @@ __all__ = [
     "load_settings",
     "make_converter",
     "read_settings_file",
-    "settings_file_name",
 ]
 
 PROTECTED_PATH = "protectedSettings"

@@ -19,18 +19,10 @@ from .protocol import (
     StatusLevel,
     Substatus,
     render_status,
-    status_file_name,
     utc_timestamp,
 )
 
-__all__ = [
-    "StatusWriteError",
-    "StatusWriter",
-    "Substatus",
-    "render_status",
-    "status_file_name",
-    "utc_timestamp",
-]
+__all__ = ["StatusWriteError", "StatusWriter"]
 
 
 @attrs.define(eq=False)
