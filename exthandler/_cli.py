@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import anyio
-from exthandler_sdk._procs import BOOT_ID_PATH
+from exthandler_sdk.procs import BOOT_ID_PATH
 
 from . import __version__
 from ._edit import delete_extension, set_extension

@@ -30,6 +30,12 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 from exthandler_sdk import ExtHandlerError
+from exthandler_sdk.protocol import (
+    CERTIFICATE_KINDS,
+    THUMBPRINT_PATTERN,
+    certificate_file_kind,
+    certificate_file_names,
+)
 
 from ._fs import write_atomic
 
@@ -45,7 +51,7 @@ __all__ = [
 MARKER_NAME = "exthandler-certificate"
 """The file in the lib dir that names the runtime's current certificate by thumbprint."""
 
-_THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
+_THUMBPRINT = re.compile(THUMBPRINT_PATTERN)
 _KEY_BITS = 2048
 _VALIDITY = datetime.timedelta(days=3650)
 _BACKDATE = datetime.timedelta(days=1)  # tolerate a guest clock somewhat behind ours
@@ -97,10 +103,9 @@ def _thumbprint(cert: x509.Certificate) -> str:
 
 
 def _paths(lib_dir: Path, thumbprint: str) -> Certificate:
+    certificate, key = certificate_file_names(thumbprint)
     return Certificate(
-        thumbprint=thumbprint,
-        certificate_path=lib_dir / f"{thumbprint}.crt",
-        key_path=lib_dir / f"{thumbprint}.prv",
+        thumbprint=thumbprint, certificate_path=lib_dir / certificate, key_path=lib_dir / key
     )
 
 
@@ -252,10 +257,10 @@ def _find_certificate(lib_dir: Path, thumbprint: str) -> Certificate:
             f"cannot list {lib_dir} for certificate {wanted}: {exc.strerror}", thumbprint=wanted
         ) from exc
     for entry in sorted(entries):
-        stem, dot, suffix = entry.name.rpartition(".")
-        if dot and stem.upper() == wanted and suffix.lower() in ("crt", "prv"):
-            found.setdefault(suffix.lower(), entry)
-    missing = [f"{wanted}.{suffix}" for suffix in ("crt", "prv") if suffix not in found]
+        kind = certificate_file_kind(entry.name, wanted)
+        if kind is not None:
+            found.setdefault(kind, entry)
+    missing = [f"{wanted}.{kind}" for kind in CERTIFICATE_KINDS if kind not in found]
     if missing:
         raise ProtectedSettingsError(
             f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import shutil
 import time
 import traceback
@@ -22,7 +21,23 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Handler, Operation, StatusLevel
-from exthandler_sdk._procs import read_boot_id
+from exthandler_sdk.procs import read_boot_id
+from exthandler_sdk.protocol import (
+    COMMAND_TIMEOUTS,
+    CONFIG_DIR,
+    HANDLER_ENVIRONMENT_NAME,
+    HEARTBEAT_NAME,
+    NOT_RUN,
+    STATUS_DIR,
+    SUPPORTED_FEATURES,
+    HeartbeatState,
+    StatusReport,
+    TelemetryEvent,
+    Variable,
+    render_settings,
+    settings_file_name,
+    status_file_name,
+)
 
 from ._errors import (
     GoalStateError,
@@ -58,7 +73,6 @@ from ._model import (
     Version,
 )
 from ._plan import (
-    NOT_RUN,
     ExtensionRecord,
     HandlerRecord,
     HandlerState,
@@ -72,10 +86,10 @@ from ._plan import (
 )
 from ._plugins import StepResult
 from ._repository import PackageCatalog, RepositorySet, package_token
-from ._status import HeartbeatState, StatusReport, read_heartbeat, read_status_file
-from ._store import SUPPORTED_FEATURES, Store
+from ._status import read_heartbeat, read_status_file
+from ._store import Store
 from ._targets import installed_versions, resolve_target
-from ._telemetry import EventRateLimiter, TelemetryEvent, collect_events
+from ._telemetry import EventRateLimiter, collect_events
 from ._view import (
     CommandFailure,
     InstanceView,
@@ -91,13 +105,7 @@ __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
-DEFAULT_TIMEOUTS: Mapping[Operation, float] = {
-    Operation.INSTALL: 900.0,
-    Operation.UPDATE: 900.0,
-    Operation.DISABLE: 900.0,
-    Operation.ENABLE: 300.0,
-    Operation.UNINSTALL: 300.0,
-}
+DEFAULT_TIMEOUTS: Mapping[Operation, float] = COMMAND_TIMEOUTS
 _OPERATIONS = {
     StepKind.INSTALL: Operation.INSTALL,
     StepKind.ENABLE: Operation.ENABLE,
@@ -383,8 +391,8 @@ class Engine:
         assert record.version is not None
         assert state.sequence_number is not None
         directory = self.store.handler_dir(record.handler, record.version)
-        name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
-        return read_status_file(directory / "status" / name)
+        name = status_file_name(state.goal.name if multi else None, state.sequence_number)
+        return read_status_file(directory / STATUS_DIR / name)
 
     def _set_status(
         self,
@@ -406,7 +414,7 @@ class Engine:
         manifest = self._manifest(handler, record.version)
         if manifest is None or not manifest.report_heartbeat:
             return None
-        path = self.store.handler_dir(handler, record.version) / "heartbeat.log"
+        path = self.store.handler_dir(handler, record.version) / HEARTBEAT_NAME
         beat = read_heartbeat(path)
         if beat is None:
             return None
@@ -520,7 +528,7 @@ class Engine:
         if record.version is not None:
             directory = self.store.handler_dir(record.handler, record.version)
             try:
-                intact = (directory / "HandlerEnvironment.json").stat().st_size > 0
+                intact = (directory / HANDLER_ENVIRONMENT_NAME).stat().st_size > 0
             except FileNotFoundError:
                 intact = False
             # Written without fsync, a power loss may have taken it. A directory that is
@@ -832,14 +840,14 @@ class Engine:
         sequence = _sequence_for(step, record, target)
         self._write_settings(directory, target, names, multi)
         env = {
-            "ConfigSequenceNumber": str(sequence),
-            "AZURE_GUEST_AGENT_EXTENSION_PATH": str(directory),
-            "AZURE_GUEST_AGENT_EXTENSION_VERSION": str(step.version),
-            "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES": SUPPORTED_FEATURES,
+            Variable.SEQUENCE_NUMBER: str(sequence),
+            Variable.EXTENSION_PATH: str(directory),
+            Variable.EXTENSION_VERSION: str(step.version),
+            Variable.SUPPORTED_FEATURES: SUPPORTED_FEATURES,
             **dict(step.env),
         }
         if multi and step.extension:
-            env["ConfigExtensionName"] = step.extension
+            env[Variable.EXTENSION_NAME] = step.extension
         if manifest is None:
             error = self._manifest_errors.get((handler, step.version))
             code = ErrorCode.MANIFEST_NOT_FOUND if error is None else error.code
@@ -929,8 +937,8 @@ class Engine:
             state = self.view.extensions.get(name)
             if state is None or state.sequence_number is None or state.goal.settings_error:
                 continue
-            file_name = Store.settings_name(name if multi else None, state.sequence_number)
-            path = directory / "config" / file_name
+            file_name = settings_file_name(name if multi else None, state.sequence_number)
+            path = directory / CONFIG_DIR / file_name
             key = (str(path), state.sequence_number)
             if key in self._written and path.exists():
                 continue
@@ -957,20 +965,8 @@ class Engine:
             thumbprint = self._certificate.thumbprint
         elif isinstance(secret, EncryptedProtectedSettings):
             protected, thumbprint = secret.data, secret.thumbprint
-        document = {
-            "runtimeSettings": [
-                {
-                    "handlerSettings": {
-                        "protectedSettingsCertThumbprint": thumbprint,
-                        "protectedSettings": protected,
-                        "publicSettings": None
-                        if goal.public_settings is None
-                        else dict(goal.public_settings),
-                    }
-                }
-            ]
-        }
-        write_unless_same(path, json.dumps(document).encode(), mode=0o600)
+        data = render_settings(goal.public_settings, protected, thumbprint)
+        write_unless_same(path, data, mode=0o600)
 
     def _report(
         self,
@@ -1001,8 +997,8 @@ class Engine:
                 continue
             if result.ok and step.kind not in (StepKind.ENABLE, StepKind.DISABLE):
                 continue  # install/update/uninstall success: the enable reports next
-            name = Store.status_name(state.goal.name if multi else None, state.sequence_number)
-            report = read_status_file(directory / "status" / name)
+            name = status_file_name(state.goal.name if multi else None, state.sequence_number)
+            report = read_status_file(directory / STATUS_DIR / name)
             self._set_status(state, report, failure, ran_ok=result.ok, operation=operation)
 
     def _collect_all_events(

@@ -28,7 +28,7 @@ from typing import IO
 
 import attrs
 from exthandler_sdk import ErrorCode
-from exthandler_sdk._environment import fsync_dir
+from exthandler_sdk.files import fsync_dir
 
 from ._errors import PackageError
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest

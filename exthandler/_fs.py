@@ -20,8 +20,9 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
-from exthandler_sdk._environment import UMASK
-from exthandler_sdk._environment import write_atomic as _write_atomic
+from exthandler_sdk.files import UMASK
+from exthandler_sdk.files import write_atomic as _write_atomic
+from exthandler_sdk.protocol import READ_LIMIT
 
 __all__ = [
     "INLINE_LIMIT",
@@ -48,9 +49,8 @@ __all__ = [
 # ones go to a thread, where hashing, copying and inflating let the loop run.
 INLINE_LIMIT = 256 * 1024
 
-READ_LIMIT = 4 * 1024 * 1024
-"""The most the runtime reads of any file a handler can write (status, heartbeat, manifest,
-state carried over in an upgrade): a larger one is refused unread."""
+# READ_LIMIT (protocol): the most the runtime reads of any file a handler can write (status,
+# heartbeat, manifest, state carried over in an upgrade); a larger one is refused unread.
 
 # The runtime's temporary files end so, and only they are swept after a crash: an
 # extension may be writing temporary files of its own at that moment.

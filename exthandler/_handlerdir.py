@@ -9,11 +9,25 @@ followed and every dir and file gets its mode (see _fs and _statedir).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
 import attrs
+from exthandler_sdk.protocol import (
+    COMMAND_EXECUTION_LOG,
+    CONFIG_DIR,
+    EVENTS_DIR,
+    HANDLER_ENVIRONMENT_NAME,
+    HEARTBEAT_NAME,
+    MRSEQ_NAME,
+    STATUS_DIR,
+    HandlerEnvironment,
+    HandlerState,
+    handler_state_file_name,
+    render_handler_environment,
+    settings_file_name,
+    status_file_name,
+)
 
 from ._fs import (
     UnsafeFileError,
@@ -25,20 +39,14 @@ from ._fs import (
     write_into,
 )
 from ._model import HandlerName, Version
-from ._plan import HandlerState
 from ._statedir import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, StateDir
 
 __all__ = ["HandlerDirs", "settings_name", "status_name"]
 
 
-def settings_name(extension: str | None, sequence: int) -> str:
-    """`<seq>.settings`, or `<ext>.<seq>.settings` for an extension of a multi-config handler."""
-    return f"{sequence}.settings" if extension is None else f"{extension}.{sequence}.settings"
-
-
-def status_name(extension: str | None, sequence: int) -> str:
-    """`<seq>.status`, or `<ext>.<seq>.status` for an extension of a multi-config handler."""
-    return f"{sequence}.status" if extension is None else f"{extension}.{sequence}.status"
+# The protocol's names, for the callers that used to find them here.
+settings_name = settings_file_name
+status_name = status_file_name
 
 
 @attrs.define(eq=False)
@@ -65,7 +73,7 @@ class HandlerDirs:
         paths = self._log_dirs.get(handler)
         if paths is None:
             directory = self.state.log_root / str(handler)
-            paths = (directory, directory / "CommandExecution.log", directory / "events")
+            paths = (directory, directory / COMMAND_EXECUTION_LOG, directory / EVENTS_DIR)
             self._log_dirs[handler] = paths
         return paths
 
@@ -86,35 +94,30 @@ class HandlerDirs:
         """
         directory = self.handler_dir(handler, version)
         self._forget_states(directory)  # a new dir (or a repaired one) has none of them
-        environment = [
-            {
-                "name": str(handler),
-                "version": 1.0,
-                "handlerEnvironment": {
-                    "logFolder": str(self.log_dir(handler)),
-                    "configFolder": str(directory / "config"),
-                    "statusFolder": str(directory / "status"),
-                    "heartbeatFile": str(directory / "heartbeat.log"),
-                    "eventsFolder": str(self.events_dir(handler)),
-                    "eventsFolder_preview": str(self.events_dir(handler)),
-                },
-            }
-        ]
-        data = json.dumps(environment).encode()
+        data = render_handler_environment(
+            HandlerEnvironment(
+                name=str(handler),
+                log_folder=self.log_dir(handler),
+                config_folder=directory / CONFIG_DIR,
+                status_folder=directory / STATUS_DIR,
+                heartbeat_file=directory / HEARTBEAT_NAME,
+                events_folder=self.events_dir(handler),
+            )
+        )
         fd = open_dir(directory)
         try:
-            for sub in ("config", "status"):
+            for sub in (CONFIG_DIR, STATUS_DIR):
                 make_dir(sub, PRIVATE_DIR_MODE, dir_fd=fd)
             # Not flushed: the engine checks it before driving a handler and writes it again
             # if a power loss took it (see Engine._reconcile).
-            write_atomic("HandlerEnvironment.json", data, durable=False, dir_fd=fd)
+            write_atomic(HANDLER_ENVIRONMENT_NAME, data, durable=False, dir_fd=fd)
         finally:
             os.close(fd)
         log_fd, created = ensure_dir(self.log_dir(handler), PUBLIC_DIR_MODE)
         try:
             if not created:
                 os.fchmod(log_fd, PUBLIC_DIR_MODE)
-            make_dir("events", PRIVATE_DIR_MODE, dir_fd=log_fd)
+            make_dir(EVENTS_DIR, PRIVATE_DIR_MODE, dir_fd=log_fd)
         finally:
             os.close(log_fd)
 
@@ -125,8 +128,7 @@ class HandlerDirs:
         written = self._written_states.setdefault(directory, {})
         if written.get(extension) == state:
             return  # rewritten after every step, but it seldom changes
-        name = "HandlerState" if extension is None else f"{extension}.HandlerState"
-        path = f"{directory}/config/{name}"
+        path = f"{directory}/{CONFIG_DIR}/{handler_state_file_name(extension)}"
         if state is HandlerState.NOT_INSTALLED and extension not in written:
             try:
                 os.lstat(path)
@@ -182,21 +184,21 @@ class HandlerDirs:
             stack.callback(os.close, source_fd)
             destination_fd = open_dir(self.handler_dir(handler, new))
             stack.callback(os.close, destination_fd)
-            self._carry("mrseq", source_fd, destination_fd, source)
+            self._carry(MRSEQ_NAME, source_fd, destination_fd, source)
             try:
-                status_fd = open_dir("status", dir_fd=source_fd)
+                status_fd = open_dir(STATUS_DIR, dir_fd=source_fd)
             except (FileNotFoundError, NotADirectoryError):
                 return
             except OSError as exc:
                 self.state.log(f"{source / 'status'}: not carried over to {new}: {exc.strerror}")
                 return
             stack.callback(os.close, status_fd)
-            new_status_fd, _ = ensure_dir("status", PRIVATE_DIR_MODE, dir_fd=destination_fd)
+            new_status_fd, _ = ensure_dir(STATUS_DIR, PRIVATE_DIR_MODE, dir_fd=destination_fd)
             stack.callback(os.close, new_status_fd)
             with os.scandir(status_fd) as scan:
                 names = [entry.name for entry in scan if not entry.is_dir(follow_symlinks=False)]
             for name in names:
-                self._carry(name, status_fd, new_status_fd, source / "status")
+                self._carry(name, status_fd, new_status_fd, source / STATUS_DIR)
 
     def _carry(self, name: str, source_fd: int, destination_fd: int, where: Path) -> None:
         try:

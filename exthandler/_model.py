@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from exthandler_sdk.protocol import EXTENSION_NAME_PATTERN, HANDLER_NAME_PATTERN, VERSION_PATTERN
 
 from ._errors import GoalStateError, VersionError
 
@@ -29,11 +30,10 @@ __all__ = [
     "validate_extension_name",
 ]
 
-_VERSION_RE = re.compile(r"\A[0-9]+(?:\.[0-9]+){1,3}\Z")
+_VERSION_RE = re.compile(rf"\A{VERSION_PATTERN}\Z")
 # Names end up in file and directory names, so they are restricted to a safe alphabet.
-_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
-_HANDLER_RE = re.compile(rf"\A{_SEGMENT}(?:\.{_SEGMENT})+\Z")
-_EXTENSION_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
+_HANDLER_RE = re.compile(rf"\A{HANDLER_NAME_PATTERN}\Z")
+_EXTENSION_RE = re.compile(rf"\A{EXTENSION_NAME_PATTERN}\Z")
 
 
 @functools.total_ordering

@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 
 import attrs
+from exthandler_sdk.protocol import NOT_RUN, HandlerState, Variable
 
 from ._model import HandlerName, RequestedState, Version
 
@@ -36,17 +37,6 @@ __all__ = [
     "next_step",
     "plan",
 ]
-
-NOT_RUN = "NOT_RUN"
-
-
-class HandlerState(enum.StrEnum):
-    """The handler states the protocol persists in `config/HandlerState`."""
-
-    NOT_INSTALLED = "NotInstalled"
-    INSTALLED = "Installed"
-    ENABLED = "Enabled"
-    FAILED_UPGRADE = "FailedUpgrade"
 
 
 class StepKind(enum.StrEnum):
@@ -288,14 +278,14 @@ def _upgrade_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
     if phase is UpgradePhase.STATE_COPIED:
         codes = upgrade.disable_exit_codes
         env = [
-            ("VERSION", str(new)),
-            ("AZURE_GUEST_AGENT_UPDATING_FROM_VERSION", str(old)),
-            ("AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE", _single_exit_code(codes)),
+            (Variable.UPDATE_TO_VERSION, str(new)),
+            (Variable.UPDATING_FROM_VERSION, str(old)),
+            (Variable.DISABLE_EXIT_CODE, _single_exit_code(codes)),
         ]
         if target.multi_config:
             env.append(
                 (
-                    "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS",
+                    Variable.DISABLE_EXIT_CODES,
                     _multi_codes(codes),
                 )
             )
@@ -318,7 +308,7 @@ def _upgrade_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
             kind=StepKind.INSTALL,
             handler=handler,
             version=new,
-            env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", record.uninstall_exit_code),),
+            env=((Variable.UNINSTALL_EXIT_CODE, record.uninstall_exit_code),),
         )
     return Step(kind=StepKind.UPGRADE_INSTALL_SKIPPED, handler=handler, version=new)
 
@@ -374,7 +364,7 @@ def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
             kind=StepKind.INSTALL,
             handler=handler,
             version=version,
-            env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", record.uninstall_exit_code),),
+            env=((Variable.UNINSTALL_EXIT_CODE, record.uninstall_exit_code),),
         )
     wanted = {e.name for e in target.extensions}
     for ext in record.extensions:
@@ -400,7 +390,7 @@ def next_step(record: HandlerRecord, target: HandlerTarget) -> Step | None:
                 handler=handler,
                 version=version,
                 extension=ext_target.name,
-                env=(("AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE", code),),
+                env=((Variable.UNINSTALL_EXIT_CODE, code),),
             )
         if enabled:
             return Step(

@@ -12,19 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
-from exthandler_sdk import Operation
-from exthandler_sdk._hooks import PROJECT
+from exthandler_sdk import Operation, hookimpl
 
 if TYPE_CHECKING:
     from exthandler_sdk import Handler
+    from exthandler_sdk.protocol import TelemetryEvent
 
     from ._model import HandlerName, Version
     from ._plan import Outcome, Step
-    from ._telemetry import TelemetryEvent
     from ._view import ExtensionView, InstanceView
 
 __all__ = ["StepResult", "hookspec", "make_plugin_manager"]
 
+PROJECT = hookimpl.project_name
+"""The pluggy project name plugins register under (the SDK's `hookimpl` names it)."""
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 _COMMANDS = frozenset(operation.value for operation in Operation)

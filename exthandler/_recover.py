@@ -22,6 +22,8 @@ import os
 import re
 from pathlib import Path
 
+from exthandler_sdk.protocol import CONFIG_DIR, HANDLER_STATE_NAME, parse_settings_file_name
+
 from ._errors import PackageError, VersionError
 from ._fs import read_regular
 from ._manifest import MANIFEST_NAME, parse_manifest
@@ -35,9 +37,7 @@ RECOVERED = "recovered"
 """The settings digest of a rebuilt extension: unknown, and taken as the goal's."""
 
 _SMALL_FILE = 64 * 1024
-_SINGLE_SETTINGS = re.compile(r"\A([0-9]+)\.settings\Z")
-_MULTI_SETTINGS = re.compile(r"\A(.+)\.([0-9]+)\.settings\Z")
-_MULTI_STATE = re.compile(r"\A(.+)\.HandlerState\Z")
+_MULTI_STATE = re.compile(rf"\A(.+)\.{HANDLER_STATE_NAME}\Z")
 # Installed first, then the most advanced: the dir a handler's record stands for.
 _RANK = {
     HandlerState.ENABLED: 3,
@@ -76,16 +76,16 @@ def _rebuild(
 ) -> HandlerRecord | None:
     ranked = sorted(
         (
-            (_RANK[_state(path / "config" / "HandlerState")], version, path)
+            (_RANK[_state(path / CONFIG_DIR / HANDLER_STATE_NAME)], version, path)
             for version, path in dirs
         ),
         reverse=True,
     )
     _, version, directory = ranked[0]
-    state = _state(directory / "config" / "HandlerState")
+    state = _state(directory / CONFIG_DIR / HANDLER_STATE_NAME)
     if state is HandlerState.FAILED_UPGRADE:
         return None  # nothing of it ran to the end: the planner fetches what the goal wants
-    config = directory / "config"
+    config = directory / CONFIG_DIR
     names = _listing(config)
     if _multi_config(directory):
         extensions = _multi_extensions(config, names)
@@ -101,7 +101,8 @@ def _single_extension(
     state: HandlerState,
     view: InstanceView | None,
 ) -> tuple[ExtensionRecord, ...]:
-    sequences = [int(m.group(1)) for n in names if (m := _SINGLE_SETTINGS.match(n))]
+    parsed = (parse_settings_file_name(n) for n in names)
+    sequences = [p[1] for p in parsed if p is not None and p[0] is None]
     if not sequences and state is HandlerState.NOT_INSTALLED:
         return ()
     name = None
@@ -123,9 +124,9 @@ def _single_extension(
 def _multi_extensions(config: Path, names: list[str]) -> tuple[ExtensionRecord, ...]:
     sequences: dict[str, int] = {}
     for file_name in names:
-        match = _MULTI_SETTINGS.match(file_name)
-        if match is not None:
-            name, sequence = match.group(1), int(match.group(2))
+        parsed = parse_settings_file_name(file_name)
+        if parsed is not None and parsed[0] is not None:
+            name, sequence = parsed[0], parsed[1]
             sequences[name] = max(sequence, sequences.get(name, sequence))
     enabled: dict[str, bool] = {}
     for file_name in names:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import anyio.to_thread
 import attrs
-from exthandler_sdk import ErrorCode
+from exthandler_sdk import ErrorCode, protocol
 
 from ._errors import NoEligibleVersionError, PackageError, VersionError
 from ._fs import INLINE_LIMIT
@@ -39,9 +39,7 @@ __all__ = [
     "parse_package_file_name",
 ]
 
-PACKAGE_SUFFIX = ".zip"
 SIDECAR_SUFFIX = ".sha256"
-_SEPARATOR = "__"
 _CHUNK = 1 << 20
 # A sidecar holds a digest and perhaps a file name; anything longer is not a sidecar.
 _SIDECAR_MAX_BYTES = 4096
@@ -84,20 +82,16 @@ class PackageSource(Protocol):
 
 def package_file_name(handler: HandlerName, version: Version) -> str:
     """`Publisher.Type__Version.zip`, the name the reference agent gives packages."""
-    return f"{handler}{_SEPARATOR}{version}{PACKAGE_SUFFIX}"
+    return protocol.package_file_name(str(handler), str(version))
 
 
 def parse_package_file_name(name: str) -> tuple[HandlerName, Version] | None:
     """The handler and version a package file name stands for, or None if it is not one."""
-    if not name.endswith(PACKAGE_SUFFIX):
-        return None
-    # Versions never contain '_', so the last separator splits name from version even
-    # when the type itself ends in '_'.
-    handler_text, separator, version_text = name[: -len(PACKAGE_SUFFIX)].rpartition(_SEPARATOR)
-    if not separator:
+    parts = protocol.split_package_file_name(name)
+    if parts is None:
         return None
     try:
-        return HandlerName.parse(handler_text), Version.parse(version_text)
+        return HandlerName.parse(parts[0]), Version.parse(parts[1])
     except (ValueError, VersionError):
         return None
 

@@ -12,7 +12,7 @@ import anyio
 import attrs
 import pluggy
 from exthandler_sdk import Handler
-from exthandler_sdk._procs import BOOT_ID_PATH
+from exthandler_sdk.procs import BOOT_ID_PATH
 
 from ._engine import Engine, EngineOptions
 from ._fs import read_regular

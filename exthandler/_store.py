@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+from exthandler_sdk.protocol import SUPPORTED_FEATURES as SUPPORTED_FEATURES
 
 from ._handlerdir import HandlerDirs, settings_name, status_name
 from ._journal import Journal
@@ -18,8 +19,6 @@ from ._plan import HandlerRecord, HandlerState
 from ._statedir import StateDir
 
 __all__ = ["SUPPORTED_FEATURES", "Store"]
-
-SUPPORTED_FEATURES = '[{"Key":"ExtensionTelemetryPipeline","Value":"1.0"}]'
 
 
 @attrs.define(eq=False)

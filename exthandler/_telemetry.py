@@ -1,8 +1,9 @@
 """Collecting the telemetry events extensions drop into their events folder (PROTOCOL.md 8).
 
 An extension writes `<digits>.json` files, each holding one event object or an array of
-them. The runtime reads them in order, applies the reference agent's limits (file size,
-message length, event size, a rate per extension) and deletes every file it processed,
+them (their format and per-event limits are `exthandler_sdk.protocol`'s). The runtime
+reads them in order, applies the reference agent's limits (file size, message length,
+event size, a rate per extension) and deletes every file it processed,
 so that a misbehaving extension can neither fill the disk nor flood the telemetry.
 Everything here is synchronous; the engine runs it in a worker thread.
 """
@@ -11,88 +12,25 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
+from exthandler_sdk.protocol import (
+    EVENT_FILE,
+    EVENT_FILE_MAX_SIZE,
+    EVENT_WINDOW_SECONDS,
+    EVENTS_PER_WINDOW,
+    TelemetryEvent,
+    parse_event,
+    parse_event_file,
+)
 
 from ._fs import UnsafeFileError, open_dir, read_regular
 
-__all__ = [
-    "EVENTS_PER_WINDOW",
-    "EVENT_MAX_SIZE",
-    "EVENT_WINDOW_SECONDS",
-    "FILE_MAX_SIZE",
-    "MESSAGE_MAX_LENGTH",
-    "EventRateLimiter",
-    "TelemetryEvent",
-    "collect_events",
-    "event_size",
-]
-
-FILE_MAX_SIZE = 4 * 1024 * 1024
-"""Event files larger than this (bytes) are deleted unread."""
-MESSAGE_MAX_LENGTH = 3072
-"""Characters of `Message` kept."""
-EVENT_MAX_SIZE = 6 * 1024
-"""Events whose serialised form (see `event_size`) is longer than this are dropped."""
-EVENTS_PER_WINDOW = 360
-EVENT_WINDOW_SECONDS = 300.0
-
-_EVENT_FILE = re.compile(r"[0-9]+\.json")
-# Canonical spelling of each event key; files may use any case.
-_KEYS = (
-    "Version",
-    "Timestamp",
-    "TaskName",
-    "EventLevel",
-    "Message",
-    "EventPid",
-    "EventTid",
-    "OperationId",
-)
-
-
-@attrs.frozen(kw_only=True)
-class TelemetryEvent:
-    """One event an extension reported, its fields as strings.
-
-    `handler` is the extension handler's name (`Publisher.Type`), set by the runtime;
-    every other field comes from the event, under its protocol key.
-    """
-
-    handler: str
-    version: str
-    timestamp: str
-    task_name: str
-    event_level: str
-    message: str
-    event_pid: str
-    event_tid: str
-    operation_id: str
-
-    def to_json(self) -> dict[str, str]:
-        """The event under its protocol keys (without `handler`)."""
-        return {
-            "Version": self.version,
-            "Timestamp": self.timestamp,
-            "TaskName": self.task_name,
-            "EventLevel": self.event_level,
-            "Message": self.message,
-            "EventPid": self.event_pid,
-            "EventTid": self.event_tid,
-            "OperationId": self.operation_id,
-        }
-
-
-def event_size(event: TelemetryEvent) -> int:
-    """The size the 6 KiB limit applies to: the length of the event's JSON (ASCII-escaped)."""
-    return len(json.dumps(event.to_json()))
+__all__ = ["EventRateLimiter", "collect_events"]
 
 
 @attrs.define(eq=False)
@@ -125,41 +63,6 @@ class EventRateLimiter:
         return allowed
 
 
-def _text(value: object) -> str:
-    """A field as a string: strings as they are, null as "", anything else as its JSON."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-    if value is None:
-        return ""
-    return json.dumps(value)
-
-
-def _event(raw: object, *, handler: str) -> TelemetryEvent | str:
-    """One event, or the reason it is dropped."""
-    if not isinstance(raw, dict):
-        return "not an object"
-    fields = {str(key).lower(): value for key, value in raw.items()}
-    missing = [key for key in _KEYS if key.lower() not in fields]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    value = {key: _text(fields[key.lower()]) for key in _KEYS}
-    event = TelemetryEvent(
-        handler=handler,
-        version=value["Version"],
-        timestamp=value["Timestamp"],
-        task_name=value["TaskName"],
-        event_level=value["EventLevel"],
-        message=value["Message"][:MESSAGE_MAX_LENGTH],
-        event_pid=value["EventPid"],
-        event_tid=value["EventTid"],
-        operation_id=value["OperationId"],
-    )
-    size = event_size(event)
-    if size > EVENT_MAX_SIZE:
-        return f"{size} bytes, over the limit of {EVENT_MAX_SIZE}"
-    return event
-
-
 def _read(name: str, dir_fd: int) -> bytes | str:
     """The bytes of the event file `name` in the open events dir, or why it is not read
     (it is deleted either way).
@@ -168,28 +71,15 @@ def _read(name: str, dir_fd: int) -> bytes | str:
     report) a file it could not read itself. FIFOs and devices are not opened for reading.
     """
     try:
-        return read_regular(name, FILE_MAX_SIZE, dir_fd=dir_fd)
+        return read_regular(name, EVENT_FILE_MAX_SIZE, dir_fd=dir_fd)
     except UnsafeFileError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link, not read"
         if exc.errno == errno.EFBIG:
-            return f"larger than the limit of {FILE_MAX_SIZE} bytes"
+            return f"larger than the limit of {EVENT_FILE_MAX_SIZE} bytes"
         return "not a regular file"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-
-
-def _parse(data: bytes) -> list[Any] | str:
-    """The file's events (a single object counts as a list of one), or why it is unusable."""
-    try:
-        document = json.loads(data.decode("utf-8-sig"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return f"not valid JSON ({type(exc).__name__})"
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list):
-        return document
-    return "neither an event object nor an array of them"
 
 
 def _event_files(dir_fd: int) -> list[str]:
@@ -199,7 +89,7 @@ def _event_files(dir_fd: int) -> list[str]:
         names = [
             entry.name
             for entry in entries
-            if _EVENT_FILE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
+            if EVENT_FILE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
         ]
     names.sort(key=lambda name: (int(name.removesuffix(".json")), name))
     return names
@@ -248,13 +138,13 @@ def _collect_file(
     path: Path, data: bytes, handler: str, limiter: EventRateLimiter, problems: list[str]
 ) -> list[TelemetryEvent]:
     """The admitted events of one file; problems are appended to `problems`."""
-    raw_events = _parse(data)
+    raw_events = parse_event_file(data)
     if isinstance(raw_events, str):
         problems.append(f"{path}: {raw_events}")
         return []
     accepted: list[TelemetryEvent] = []
     for index, raw in enumerate(raw_events):
-        event = _event(raw, handler=handler)
+        event = parse_event(raw, handler=handler)
         if isinstance(event, str):
             problems.append(f"{path}: [{index}]: {event}; dropped")
         else:

@@ -12,8 +12,7 @@ from typing import Any
 
 import attrs
 from exthandler_sdk import ExtHandlerError, Operation, StatusLevel
-
-from ._status import StatusReport, SubStatus
+from exthandler_sdk.protocol import StatusReport, Substatus
 
 __all__ = [
     "CommandFailure",
@@ -111,7 +110,7 @@ def status_view(level: StatusLevel, code: int, message: str, time: str | None) -
     )
 
 
-def substatus_view(sub: SubStatus) -> SubstatusView:
+def substatus_view(sub: Substatus) -> SubstatusView:
     """`ComponentStatus/<name>/<succeeded|failed|transitioning>` with the status mapping."""
     word, level_name, display = _MAPPING[sub.status]
     return SubstatusView(

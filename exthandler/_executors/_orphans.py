@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from exthandler_sdk._procs import BOOT_ID_PATH, identify, read_identity, still_running
+from exthandler_sdk.procs import BOOT_ID_PATH, identify, read_identity, still_running
 
 from ._spawn import GROUP_POLL, group_alive, signal_group
 

@@ -9,7 +9,6 @@ handler's commands run, so status, settings and heartbeats look the same either 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import Any
 import anyio
 import attrs
 from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
-from exthandler_sdk._handler import manifest as package_manifest
+from exthandler_sdk.protocol import render_manifest
 
 from .._errors import PackageError
-from .._manifest import IN_PROCESS_KEY, MANIFEST_NAME, HandlerManifest, parse_manifest
+from .._manifest import MANIFEST_NAME, HandlerManifest
 from .._model import HandlerName, Version
 from .._repository import PackageRef
 from .process import CommandResult, write_log_entry
@@ -74,7 +73,7 @@ class InProcessHandlers:
 
 def class_manifest(handler_class: type[Handler[Any, Any]]) -> HandlerManifest:
     """The manifest a handler dir laid out for `handler_class` would hold (no I/O)."""
-    return parse_manifest(json.dumps(package_manifest(handler_class)).encode())
+    return handler_class.manifest()
 
 
 def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> HandlerManifest:
@@ -83,11 +82,9 @@ def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> Hand
     from .._fs import make_dir, write_atomic  # modes set whatever the umask
 
     make_dir(directory, 0o755)
-    document = package_manifest(handler_class)
-    document[0][IN_PROCESS_KEY] = spec_of(handler_class)
-    data = json.dumps(document).encode()
-    write_atomic(directory / MANIFEST_NAME, data, mode=0o644, durable=False)
-    return parse_manifest(data, where=str(directory / MANIFEST_NAME))
+    manifest = attrs.evolve(handler_class.manifest(), in_process=spec_of(handler_class))
+    write_atomic(directory / MANIFEST_NAME, render_manifest(manifest), mode=0o644, durable=False)
+    return manifest
 
 
 async def run_inprocess(

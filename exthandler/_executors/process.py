@@ -25,7 +25,8 @@ import anyio
 import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
-from exthandler_sdk._procs import BOOT_ID_PATH
+from exthandler_sdk.procs import BOOT_ID_PATH
+from exthandler_sdk.protocol import EXCERPT_LIMIT, PROTOCOL_VARIABLES, format_excerpt
 
 from ._cmdlog import INLINE_COLLECT, LogRecord, append_entry, captured, collect, outcome_line, title
 from ._hints import failure_hint
@@ -33,8 +34,6 @@ from ._orphans import clear_marker, end_orphans, write_marker
 from ._spawn import spawn, wait
 
 __all__ = [
-    "EXCERPT_LIMIT",
-    "PROTOCOL_VARIABLES",
     "CommandResult",
     "base_environment",
     "clear_marker",
@@ -45,26 +44,7 @@ __all__ = [
     "write_log_entry",
 ]
 
-PROTOCOL_VARIABLES = frozenset(
-    {
-        "ConfigSequenceNumber",
-        "ConfigExtensionName",
-        "VERSION",
-        "AZURE_GUEST_AGENT_EXTENSION_PATH",
-        "AZURE_GUEST_AGENT_EXTENSION_VERSION",
-        "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES",
-        "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION",
-        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE",
-        "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODES_MULTIPLE_EXTENSIONS",
-        "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE",
-    }
-)
-"""The environment variables of PROTOCOL.md section 4."""
-
 _PROTOCOL_PREFIX = "AZURE_GUEST_AGENT_"
-
-EXCERPT_LIMIT = 3200
-"""Characters of output the reference agent keeps for a command, headers included."""
 
 
 def is_protocol_variable(name: str) -> bool:
@@ -112,23 +92,6 @@ class CommandResult:
         else:
             text = f"{name} failed: exit code {self.exit_code}"
         return f"{text} ({self.hint})" if self.hint else text
-
-
-def format_excerpt(stdout: str, stderr: str, *, limit: int = EXCERPT_LIMIT) -> str:
-    """`[stdout]\\n<tail>\\n\\n[stderr]\\n<tail>` in at most `limit` characters.
-
-    The budget is split evenly; what one stream does not use goes to the other, and each
-    keeps its tail (the end of the output is where the error usually is).
-    """
-    template = "[stdout]\n{}\n\n[stderr]\n{}"
-    budget = max(0, limit - len(template.format("", "")))
-    out_len = min(len(stdout), max(budget // 2, budget - len(stderr)))
-    err_len = min(len(stderr), budget - out_len)
-    return template.format(_last(stdout, out_len), _last(stderr, err_len))
-
-
-def _last(text: str, count: int) -> str:
-    return text[len(text) - count :]
 
 
 def base_environment() -> dict[str, str]:

@@ -13,12 +13,11 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from ._environment import HandlerEnvironment
 from ._errors import ExtHandlerError
 from ._events import Events
 from ._heartbeat import Heartbeat
-from ._protocol import Operation
 from ._status import StatusWriter
+from .protocol import HandlerEnvironment, Operation, Variable
 
 __all__ = ["Context", "Detached"]
 
@@ -109,7 +108,7 @@ def _spawn_worker(spec: str, handler_dir: Path, env: Mapping[str, str], sequence
     """Start `python -m exthandler_sdk run SPEC enable --detached` in a new session."""
     command = [sys.executable, "-m", "exthandler_sdk", "run", spec, "enable", "--detached"]
     environment = dict(env)
-    environment["ConfigSequenceNumber"] = str(sequence)
+    environment[Variable.SEQUENCE_NUMBER] = str(sequence)
     try:
         process = subprocess.Popen(
             command,

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ExtHandlerError
+from .protocol import CERTIFICATE_KINDS, THUMBPRINT_PATTERN, certificate_file_kind
 
 __all__ = ["ProtectedSettingsError", "decrypt_protected_settings", "find_certificate"]
 
-_THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
+_THUMBPRINT = re.compile(THUMBPRINT_PATTERN)
 _OPENSSL_TIMEOUT = 30.0
 
 
@@ -41,10 +42,10 @@ def find_certificate(lib_dir: Path, thumbprint: str) -> tuple[Path, Path]:
     except OSError as exc:
         raise ProtectedSettingsError(f"cannot list {lib_dir}: {exc.strerror}") from None
     for entry in entries:
-        stem, dot, suffix = entry.name.rpartition(".")
-        if dot and stem.upper() == wanted and suffix.lower() in ("crt", "prv"):
-            found.setdefault(suffix.lower(), entry)
-    missing = [f"{wanted}.{suffix}" for suffix in ("crt", "prv") if suffix not in found]
+        kind = certificate_file_kind(entry.name, wanted)
+        if kind is not None:
+            found.setdefault(kind, entry)
+    missing = [f"{wanted}.{kind}" for kind in CERTIFICATE_KINDS if kind not in found]
     if missing:
         raise ProtectedSettingsError(
             f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import os
 import threading
@@ -22,18 +21,14 @@ from pathlib import Path
 
 import attrs
 
-__all__ = [
-    "EVENTS_PER_WINDOW",
-    "EVENT_MAX_SIZE",
-    "EVENT_WINDOW_SECONDS",
-    "Events",
-    "MESSAGE_MAX_LENGTH",
-]
+from .protocol import (
+    EVENT_MAX_SIZE,
+    EVENT_WINDOW_SECONDS,
+    EVENTS_PER_WINDOW,
+    render_event,
+)
 
-MESSAGE_MAX_LENGTH = 3072
-EVENT_MAX_SIZE = 6 * 1024
-EVENTS_PER_WINDOW = 360
-EVENT_WINDOW_SECONDS = 300.0
+__all__ = ["Events"]
 
 
 @attrs.define(eq=False)
@@ -95,23 +90,17 @@ class Events:
                 "event dropped: more than %d events in %g s: %s", self.limit, self.window, message
             )
             return False
-        event = {
-            "Version": self.version,
-            "Timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "TaskName": task_name or self.task_name,
-            "EventLevel": level,
-            "Message": message[:MESSAGE_MAX_LENGTH],
-            "EventPid": str(os.getpid()),
-            "EventTid": str(threading.get_native_id()),
-            "OperationId": operation_id or self.operation_id,
-        }
-        data = json.dumps(event)
-        while len(data) > EVENT_MAX_SIZE and event["Message"]:
-            over = len(data) - EVENT_MAX_SIZE
-            # An escaped character takes up to 12 characters of JSON (a surrogate pair).
-            event["Message"] = event["Message"][: -max(1, over // 12)]
-            data = json.dumps(event)
-        if len(data) > EVENT_MAX_SIZE:
+        data = render_event(
+            version=self.version,
+            timestamp=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            task_name=task_name or self.task_name,
+            event_level=level,
+            message=message,
+            event_pid=str(os.getpid()),
+            event_tid=str(threading.get_native_id()),
+            operation_id=operation_id or self.operation_id,
+        )
+        if data is None:
             self.dropped += 1
             self.log.warning("event dropped: larger than %d bytes", EVENT_MAX_SIZE)
             return False

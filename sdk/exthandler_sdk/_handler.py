@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import ExtHandlerError
-from ._protocol import Operation
+from .protocol import (
+    HANDLER_NAME_PATTERN,
+    VERSION_PATTERN,
+    HandlerManifest,
+    Operation,
+    manifest_document,
+)
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -19,8 +25,8 @@ __all__ = ["Handler", "HandlerDefinitionError", "P", "S", "manifest"]
 S = TypeVar("S")
 P = TypeVar("P")
 
-_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+\Z")
-_VERSION = re.compile(r"\A[0-9]+(\.[0-9]+){1,3}\Z")
+_NAME = re.compile(HANDLER_NAME_PATTERN)
+_VERSION = re.compile(VERSION_PATTERN)
 
 
 class HandlerDefinitionError(ExtHandlerError, TypeError):
@@ -90,15 +96,30 @@ class Handler(Generic[S, P]):
         return getattr(cls, name) is not getattr(Handler, name)
 
     @classmethod
+    def manifest(cls) -> HandlerManifest:
+        """The HandlerManifest.json (PROTOCOL.md section 2) of the class: the same in a
+        package and in a handler dir laid out for an in-process run."""
+        return HandlerManifest(
+            name=cls.name.rpartition(".")[2],
+            version="1.0",
+            commands={op: f"bin/{op.value}" for op in Operation},
+            reboot_after_install=False,
+            report_heartbeat=bool(cls.report_heartbeat),
+            supports_multiple_extensions=bool(cls.supports_multiple_extensions),
+            update_mode=str(cls.update_mode),
+            continue_on_update_failure=bool(cls.continue_on_update_failure),
+        )
+
+    @classmethod
     def check(cls) -> None:
         """Raise HandlerDefinitionError unless the class can be run and packaged."""
         name = getattr(cls, "name", None)
         version = getattr(cls, "version", None)
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise HandlerDefinitionError(
                 f"{cls.__qualname__}.name must be 'Publisher.Type', got {name!r}"
             )
-        if not isinstance(version, str) or not _VERSION.match(version):
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
             raise HandlerDefinitionError(
                 f"{cls.__qualname__}.version must be 2 to 4 dotted integers, got {version!r}"
             )
@@ -107,21 +128,7 @@ class Handler(Generic[S, P]):
 def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:
     """The HandlerManifest.json document (PROTOCOL.md section 2) for `handler_class`: the
     same in a package and in a handler dir laid out for an in-process run."""
-    commands = {op.manifest_key: f"bin/{op.value}" for op in Operation}
-    return [
-        {
-            "name": handler_class.name.rpartition(".")[2],
-            "version": 1.0,
-            "handlerManifest": {
-                **commands,
-                "rebootAfterInstall": False,
-                "reportHeartbeat": bool(handler_class.report_heartbeat),
-                "supportsMultipleExtensions": bool(handler_class.supports_multiple_extensions),
-                "updateMode": str(handler_class.update_mode),
-                "continueOnUpdateFailure": bool(handler_class.continue_on_update_failure),
-            },
-        }
-    ]
+    return manifest_document(handler_class.manifest())
 
 
 def _none_or_type(value: Any) -> type[Any] | None:

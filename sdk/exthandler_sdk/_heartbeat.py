@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
 
-from ._environment import write_atomic
 from ._errors import ExtHandlerError
+from ._files import write_atomic
+from .protocol import render_heartbeat
 
 __all__ = ["Heartbeat", "HeartbeatDisabledError"]
-
-_MESSAGE_LIMIT = 1024
 
 
 class HeartbeatDisabledError(ExtHandlerError, RuntimeError):
@@ -43,18 +41,4 @@ class Heartbeat:
                 "ctx.heartbeat needs `report_heartbeat = True` on the Handler class "
                 "(the agent ignores heartbeat.log otherwise)"
             )
-        if len(message) > _MESSAGE_LIMIT:
-            message = "[TRUNCATED] ... " + message[len(message) - _MESSAGE_LIMIT + 16 :]
-        document = [
-            {
-                "version": "1.0",
-                "heartbeat": {
-                    "status": state,
-                    "code": int(code),
-                    "formattedMessage": {"lang": "en-US", "message": message},
-                },
-            }
-        ]
-        write_atomic(
-            self.path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False
-        )
+        write_atomic(self.path, render_heartbeat(state, code, message), durable=False)

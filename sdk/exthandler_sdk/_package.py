@@ -17,7 +17,6 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import io
-import json
 import re
 import shlex
 import sys
@@ -26,9 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import protocol
 from ._errors import ExtHandlerError
-from ._handler import Handler, HandlerDefinitionError, manifest
-from ._protocol import Operation
+from ._handler import Handler, HandlerDefinitionError
+from .protocol import MANIFEST_NAME, Operation, render_manifest
 
 __all__ = [
     "PackageError",
@@ -79,7 +79,7 @@ class PackageError(ExtHandlerError, ValueError):
 
 def package_file_name(handler_class: type[Handler[Any, Any]]) -> str:
     """`Publisher.Type__Version.zip`, the name repositories and the reference agent use."""
-    return f"{handler_class.name}__{handler_class.version}.zip"
+    return protocol.package_file_name(handler_class.name, handler_class.version)
 
 
 def load_handler_class(spec: str) -> type[Handler[Any, Any]]:
@@ -108,8 +108,7 @@ def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Pa
     if load_handler_class(spec) is not handler_class:
         raise PackageError(f"{spec} does not name {handler_class.__qualname__}")
     entries: dict[str, bytes] = {}
-    manifest_json = json.dumps(manifest(handler_class), indent=2, sort_keys=True) + "\n"
-    entries["HandlerManifest.json"] = manifest_json.encode()
+    entries[MANIFEST_NAME] = render_manifest(handler_class.manifest(), indent=2)
     for op in Operation:
         shim = _SHIM.format(operation=op.value, spec=shlex.quote(spec))
         entries[f"bin/{op.value}"] = shim.encode()

@@ -27,7 +27,6 @@ import importlib
 import json
 import math
 import os
-import re
 import sys
 import time
 import uuid
@@ -36,22 +35,28 @@ from pathlib import Path
 from typing import Any
 
 from ._context import Context, Detached
-from ._environment import (
-    COMMAND_TIMEOUTS,
-    HandlerEnvironment,
-    load_handler_environment,
-    read_protocol_variables,
-    write_atomic,
-)
+from ._environment import load_handler_environment
 from ._errors import ExtHandlerError, HandlerError
 from ._events import Events
+from ._files import write_atomic
 from ._handler import Handler
 from ._heartbeat import Heartbeat
 from ._logging import close_logger, make_logger
-from ._protocol import ErrorCode, Operation, StatusLevel
 from ._runonce import POLL_INTERVAL, RunOnce
-from ._settings import SettingsError, load_settings, read_settings_file, settings_file_name
-from ._status import StatusWriteError, StatusWriter, status_file_name, utc_timestamp
+from ._settings import SettingsError, load_settings, read_settings_file
+from ._status import StatusWriteError, StatusWriter
+from .protocol import (
+    COMMAND_TIMEOUTS,
+    ErrorCode,
+    HandlerEnvironment,
+    Operation,
+    StatusLevel,
+    parse_settings_file_name,
+    read_protocol_variables,
+    settings_file_name,
+    status_file_name,
+    utc_timestamp,
+)
 
 __all__ = ["DETACHED_BUDGET", "HandlerLoadError", "load_handler", "main_run", "run_operation"]
 
@@ -93,14 +98,12 @@ def exit_code_for(code: int) -> int:
 
 def _latest_sequence(config: Path, extension: str | None) -> int:
     """The highest sequence number with a settings file (when the agent named none)."""
-    prefix = "" if extension is None else re.escape(extension) + r"\."
-    pattern = re.compile(prefix + r"([0-9]+)\.settings")
     found = [0]
     with contextlib.suppress(OSError):
         for entry in config.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if match:
-                found.append(int(match.group(1)))
+            parsed = parse_settings_file_name(entry.name)
+            if parsed is not None and parsed[0] == extension:
+                found.append(parsed[1])
     return max(found)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import attrs
 
-from ._environment import write_atomic
+from ._files import write_atomic
+from .protocol import mrseq_file_name
 
 __all__ = ["RunOnce"]
 
@@ -68,7 +69,7 @@ class RunOnce:
     @functools.cached_property
     def mrseq_path(self) -> Path:
         """`mrseq`, or `<ext>.mrseq`, in the handler dir."""
-        name = "mrseq" if self.extension is None else f"{self.extension}.mrseq"
+        name = mrseq_file_name(self.extension)
         return self.handler_dir / name
 
     @property

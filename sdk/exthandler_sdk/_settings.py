@@ -15,8 +15,6 @@ lists every bad field of both the public and the protected settings by path.
 from __future__ import annotations
 
 import functools
-import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,14 @@ import cattrs
 
 from ._crypto import ProtectedSettingsError, decrypt_protected_settings
 from ._errors import HandlerError
-from ._protocol import ErrorCode
+from .protocol import (
+    INTEGER,
+    ErrorCode,
+    RawSettings,
+    SettingsFileError,
+    parse_settings,
+)
+from .protocol._settings import PUBLIC_PATH
 
 __all__ = [
     "RawSettings",
@@ -34,12 +39,9 @@ __all__ = [
     "load_settings",
     "make_converter",
     "read_settings_file",
-    "settings_file_name",
 ]
 
-PUBLIC_PATH = "settings"
 PROTECTED_PATH = "protectedSettings"
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class SettingsError(HandlerError):
@@ -56,20 +58,6 @@ class SettingsError(HandlerError):
         )
 
 
-@attrs.frozen(kw_only=True)
-class RawSettings:
-    """`runtimeSettings[0].handlerSettings` as found in the settings file."""
-
-    public: Any = None
-    protected: str | None = None
-    thumbprint: str | None = None
-
-
-def settings_file_name(extension: str | None, sequence: int) -> str:
-    """`<seq>.settings`, or `<ext>.<seq>.settings` for a multi-config extension."""
-    return f"{sequence}.settings" if extension is None else f"{extension}.{sequence}.settings"
-
-
 def read_settings_file(path: Path) -> RawSettings:
     """Read a settings file; a missing or empty file means no settings."""
     try:
@@ -78,33 +66,10 @@ def read_settings_file(path: Path) -> RawSettings:
         return RawSettings()
     except OSError as exc:
         raise SettingsError([f"{path.name}: cannot be read ({exc.strerror})"]) from None
-    text = data.decode("utf-8-sig", "replace").strip()
-    if not text:
-        return RawSettings()
     try:
-        document: Any = json.loads(text)
-    except ValueError as exc:
-        raise SettingsError([f"{path.name}: not valid JSON ({exc})"]) from None
-    runtime = document.get("runtimeSettings") if isinstance(document, dict) else None
-    if not runtime:
-        return RawSettings()
-    first = runtime[0] if isinstance(runtime, list) else None
-    handler = first.get("handlerSettings") if isinstance(first, dict) else None
-    if not isinstance(handler, dict):
-        raise SettingsError([f"{path.name}: runtimeSettings[0].handlerSettings: not an object"])
-    public = handler.get("publicSettings")
-    if isinstance(public, str):  # some wire formats carry the object as a JSON string
-        try:
-            public = json.loads(public) if public.strip() else None
-        except ValueError:
-            raise SettingsError([f"{PUBLIC_PATH}: not a JSON object"]) from None
-    protected = handler.get("protectedSettings")
-    thumbprint = handler.get("protectedSettingsCertThumbprint")
-    return RawSettings(
-        public=public,
-        protected=protected if isinstance(protected, str) and protected.strip() else None,
-        thumbprint=thumbprint if isinstance(thumbprint, str) else None,
-    )
+        return parse_settings(data, where=path.name)
+    except SettingsFileError as exc:
+        raise SettingsError([str(exc)]) from None
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -120,7 +85,7 @@ def _structure_int(value: Any, _: type) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()):
         return int(value)
     raise ValueError(f"expected an integer, got {_json_type(value)}")
 

@@ -1,119 +1,28 @@
 """`ctx.status`: the extension's status file (PROTOCOL.md section 7), written atomically.
 
-Texts are cut before they reach the agent, keeping their *tail* (the end of a log is
-where the reason for a failure is): the top message to 1 KiB, substatus names and
-messages to 10 KiB, and then, if the file would still exceed 128 KiB, substatus texts are
-cut further and, as a last resort, the oldest substatus entries are dropped.
+What goes in the file, and how its texts are cut to the agent's limits, is
+`protocol.render_status`'s business.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import attrs
 
-from ._environment import write_atomic
 from ._errors import ExtHandlerError
-from ._protocol import Operation, StatusLevel
+from ._files import write_atomic
+from .protocol import (
+    Operation,
+    StatusLevel,
+    Substatus,
+    render_status,
+    utc_timestamp,
+)
 
-__all__ = [
-    "FILE_LIMIT",
-    "MESSAGE_LIMIT",
-    "SUBSTATUS_FIELD_LIMIT",
-    "StatusWriter",
-    "Substatus",
-    "render_status",
-    "status_file_name",
-    "truncate_tail",
-    "utc_timestamp",
-]
-
-FILE_LIMIT = 128 * 1024
-MESSAGE_LIMIT = 1024
-SUBSTATUS_FIELD_LIMIT = 10 * 1024
-TRUNCATED_PREFIX = "[TRUNCATED] ... "
-_MIN_FIELD = 64
-
-
-def utc_timestamp(now: datetime.datetime | None = None) -> str:
-    """`2026-11-25T12:00:00Z`, the timestamp format of status files."""
-    moment = now or datetime.datetime.now(datetime.UTC)
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def status_file_name(extension: str | None, sequence: int) -> str:
-    """`<seq>.status`, or `<ext>.<seq>.status` for a multi-config extension."""
-    return f"{sequence}.status" if extension is None else f"{extension}.{sequence}.status"
-
-
-def truncate_tail(text: str, limit: int) -> str:
-    """`text` if it fits in `limit` characters, else its tail behind `[TRUNCATED] ... `."""
-    if len(text) <= limit:
-        return text
-    keep = max(0, limit - len(TRUNCATED_PREFIX))
-    return TRUNCATED_PREFIX + (text[len(text) - keep :] if keep else "")
-
-
-@attrs.frozen(kw_only=True)
-class Substatus:
-    """One entry of `status.substatus` (e.g. the StdOut and StdErr of a script)."""
-
-    name: str
-    status: StatusLevel = StatusLevel.SUCCESS
-    message: str = ""
-    code: int = 0
-
-
-def _substatus_json(entry: Substatus, limit: int) -> dict[str, Any]:
-    return {
-        "name": truncate_tail(entry.name, limit),
-        "status": str(StatusLevel(entry.status)),
-        "code": int(entry.code),
-        "formattedMessage": {"lang": "en-US", "message": truncate_tail(entry.message, limit)},
-    }
-
-
-def render_status(
-    *,
-    name: str,
-    operation: Operation,
-    status: StatusLevel,
-    code: int,
-    message: str,
-    substatus: Iterable[Substatus] = (),
-    timestamp: str,
-    applied_time: str | None = None,
-) -> bytes:
-    """The bytes of a status file, always at most 128 KiB (see the module docstring)."""
-    entries = list(substatus)
-    body: dict[str, Any] = {"name": name, "operation": operation.display_name}
-    if applied_time is not None:
-        body["configurationAppliedTime"] = applied_time
-    body.update(
-        {
-            "status": str(StatusLevel(status)),
-            "code": int(code),
-            "formattedMessage": {"lang": "en-US", "message": truncate_tail(message, MESSAGE_LIMIT)},
-        }
-    )
-    document = [{"version": 1.0, "timestampUTC": timestamp, "status": body}]
-    limit = SUBSTATUS_FIELD_LIMIT
-    while True:
-        if entries:
-            body["substatus"] = [_substatus_json(entry, limit) for entry in entries]
-        else:
-            body.pop("substatus", None)
-        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
-        if len(data) <= FILE_LIMIT:
-            return data
-        if limit > _MIN_FIELD:
-            limit = max(_MIN_FIELD, limit // 2)
-        else:
-            entries = entries[len(entries) // 2 + 1 :]  # keep the newest half
+__all__ = ["StatusWriteError", "StatusWriter"]
 
 
 @attrs.define(eq=False)

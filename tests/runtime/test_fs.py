@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exthandler_sdk import _environment
+from exthandler_sdk import _files as _environment
 
 from exthandler import _fs
 from exthandler._fs import TEMP_SUFFIX, append_durable, write_atomic

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 
 import attrs
 import pytest
+from exthandler_sdk.protocol import NOT_RUN
 
 from exthandler._model import HandlerName, RequestedState, Version
 from exthandler._plan import (
-    NOT_RUN,
     ExtensionRecord,
     ExtensionTarget,
     HandlerRecord,

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import Counter
 
 import attrs
+from exthandler_sdk.protocol import NOT_RUN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exthandler._model import HandlerName, RequestedState, Version
 from exthandler._plan import (
-    NOT_RUN,
     ExtensionTarget,
     HandlerRecord,
     HandlerState,

@@ -14,13 +14,12 @@ from pathlib import Path
 import anyio
 import pytest
 from exthandler_sdk import Operation
+from exthandler_sdk.protocol import EXCERPT_LIMIT, format_excerpt
 
 from exthandler._executors._hints import exec_hint
 from exthandler._executors.process import (
-    EXCERPT_LIMIT,
     CommandResult,
     end_orphans,
-    format_excerpt,
     is_protocol_variable,
     run_command,
 )

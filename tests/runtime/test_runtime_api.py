@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from exthandler_sdk import hookimpl
+from exthandler_sdk.protocol import TelemetryEvent
 
 from exthandler import (
     ExtensionView,
@@ -26,7 +27,6 @@ from exthandler import (
 )
 from exthandler._plan import Step
 from exthandler._progress import Progress
-from exthandler._telemetry import TelemetryEvent
 from tests.runtime.support import Agent, Packages, extension, goal, view_of
 
 SECRET = "s3cret-value-91c2"

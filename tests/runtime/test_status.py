@@ -10,25 +10,24 @@ from typing import Any
 
 import pytest
 from exthandler_sdk import StatusLevel
-from hypothesis import given
-from hypothesis import strategies as st
-
-from exthandler._fs import READ_LIMIT
-from exthandler._status import (
+from exthandler_sdk.protocol import (
     HEARTBEAT_MAX_AGE,
-    MESSAGE_LIMIT,
     STATUS_FILE_LIMIT,
     SUBSTATUS_FIELD_LIMIT,
     TRUNCATED_SUFFIX,
     Heartbeat,
     HeartbeatState,
     StatusReport,
-    SubStatus,
     parse_heartbeat,
     parse_status,
-    read_heartbeat,
-    read_status_file,
 )
+from exthandler_sdk.protocol import STATUS_MESSAGE_LIMIT as MESSAGE_LIMIT
+from exthandler_sdk.protocol import Substatus as SubStatus
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exthandler._fs import READ_LIMIT
+from exthandler._status import read_heartbeat, read_status_file
 
 
 def status_file(body: dict[str, Any] | None = None, **top: Any) -> bytes:

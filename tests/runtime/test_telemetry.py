@@ -11,18 +11,13 @@ from typing import Any
 
 import attrs
 import pytest
+from exthandler_sdk.protocol import EVENT_FILE_MAX_SIZE as FILE_MAX_SIZE
+from exthandler_sdk.protocol import EVENT_MAX_SIZE, TelemetryEvent, event_size
+from exthandler_sdk.protocol import EVENT_MESSAGE_MAX_LENGTH as MESSAGE_MAX_LENGTH
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exthandler._telemetry import (
-    EVENT_MAX_SIZE,
-    FILE_MAX_SIZE,
-    MESSAGE_MAX_LENGTH,
-    EventRateLimiter,
-    TelemetryEvent,
-    collect_events,
-    event_size,
-)
+from exthandler._telemetry import EventRateLimiter, collect_events
 
 HANDLER = "Microsoft.Azure.Extensions.CustomScript"
 

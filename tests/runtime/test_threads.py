@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import anyio
 from exthandler_sdk import hookimpl
+from exthandler_sdk.protocol import TelemetryEvent
 
 from exthandler import ExtensionView, InstanceView, RuntimeConfig, load_goal_state, open_runtime
-from exthandler._telemetry import TelemetryEvent
 from tests.runtime.support import Agent, Packages, extension, goal, wait_until
 
 # The enable returns at once; a daemon it leaves behind reports later and drops an event.

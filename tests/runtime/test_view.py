@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from exthandler_sdk import Operation, StatusLevel
+from exthandler_sdk.protocol import StatusReport, parse_status
+from exthandler_sdk.protocol import Substatus as SubStatus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exthandler._status import StatusReport, SubStatus, parse_status
 from exthandler._view import (
     CommandFailure,
     ExtensionView,

@@ -17,7 +17,7 @@ from exthandler_sdk._environment import (
     read_protocol_variables,
     write_atomic,
 )
-from exthandler_sdk._events import EVENT_MAX_SIZE, Events
+from exthandler_sdk._events import Events
 from exthandler_sdk._heartbeat import Heartbeat, HeartbeatDisabledError
 from exthandler_sdk._logging import close_logger, make_logger
 from exthandler_sdk._settings import (
@@ -27,15 +27,9 @@ from exthandler_sdk._settings import (
     make_converter,
     read_settings_file,
 )
-from exthandler_sdk._status import (
-    FILE_LIMIT,
-    StatusWriteError,
-    StatusWriter,
-    render_status,
-    truncate_tail,
-)
-
-from exthandler._status import parse_status
+from exthandler_sdk._status import StatusWriteError, StatusWriter
+from exthandler_sdk.protocol import EVENT_MAX_SIZE, parse_status, render_status, truncate_tail
+from exthandler_sdk.protocol import STATUS_FILE_LIMIT as FILE_LIMIT
 
 NOW = "2026-11-25T12:00:00Z"
 

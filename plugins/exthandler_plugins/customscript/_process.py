@@ -17,8 +17,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from exthandler_sdk._environment import write_atomic
-from exthandler_sdk._procs import identify, read_identity, still_running
+from exthandler_sdk.files import write_atomic
+from exthandler_sdk.procs import identify, read_identity, still_running
 
 __all__ = [
     "PID_FILE",

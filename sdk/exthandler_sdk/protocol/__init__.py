@@ -1,0 +1,181 @@
+"""The extension protocol, sans I/O: names, limits, codes and the render/parse pair of
+every file the agent and a handler exchange (PROTOCOL.md).
+
+Everything here is a pure function over bytes, strings and values: no file is opened,
+nothing waits. The runtime and the SDK both call it, so that each rule of the protocol
+stands in one place.
+"""
+
+from __future__ import annotations
+
+from ._codes import ErrorCode as ErrorCode
+from ._codes import Operation as Operation
+from ._codes import StatusLevel as StatusLevel
+from ._environment import HandlerEnvironment as HandlerEnvironment
+from ._environment import HandlerEnvironmentError as HandlerEnvironmentError
+from ._environment import ProtocolVariables as ProtocolVariables
+from ._environment import parse_handler_environment as parse_handler_environment
+from ._environment import read_protocol_variables as read_protocol_variables
+from ._environment import render_handler_environment as render_handler_environment
+from ._events import EVENT_FILE as EVENT_FILE
+from ._events import TelemetryEvent as TelemetryEvent
+from ._events import event_size as event_size
+from ._events import parse_event as parse_event
+from ._events import parse_event_file as parse_event_file
+from ._events import render_event as render_event
+from ._manifest import IN_PROCESS_KEY as IN_PROCESS_KEY
+from ._manifest import HandlerManifest as HandlerManifest
+from ._manifest import ManifestError as ManifestError
+from ._manifest import ResourceLimits as ResourceLimits
+from ._manifest import manifest_document as manifest_document
+from ._manifest import parse_manifest as parse_manifest
+from ._manifest import render_manifest as render_manifest
+from ._names import CERTIFICATE_KINDS as CERTIFICATE_KINDS
+from ._names import COMMAND_EXECUTION_LOG as COMMAND_EXECUTION_LOG
+from ._names import COMMAND_TIMEOUTS as COMMAND_TIMEOUTS
+from ._names import CONFIG_DIR as CONFIG_DIR
+from ._names import EVENT_FILE_MAX_SIZE as EVENT_FILE_MAX_SIZE
+from ._names import EVENT_MAX_SIZE as EVENT_MAX_SIZE
+from ._names import EVENT_MESSAGE_MAX_LENGTH as EVENT_MESSAGE_MAX_LENGTH
+from ._names import EVENT_WINDOW_SECONDS as EVENT_WINDOW_SECONDS
+from ._names import EVENTS_DIR as EVENTS_DIR
+from ._names import EVENTS_PER_WINDOW as EVENTS_PER_WINDOW
+from ._names import EXCERPT_LIMIT as EXCERPT_LIMIT
+from ._names import EXTENSION_NAME_PATTERN as EXTENSION_NAME_PATTERN
+from ._names import HANDLER_ENVIRONMENT_NAME as HANDLER_ENVIRONMENT_NAME
+from ._names import HANDLER_NAME_PATTERN as HANDLER_NAME_PATTERN
+from ._names import HANDLER_STATE_NAME as HANDLER_STATE_NAME
+from ._names import HEARTBEAT_MAX_AGE as HEARTBEAT_MAX_AGE
+from ._names import HEARTBEAT_NAME as HEARTBEAT_NAME
+from ._names import INTEGER as INTEGER
+from ._names import MANIFEST_NAME as MANIFEST_NAME
+from ._names import MRSEQ_NAME as MRSEQ_NAME
+from ._names import NOT_RUN as NOT_RUN
+from ._names import PACKAGE_SEPARATOR as PACKAGE_SEPARATOR
+from ._names import PACKAGE_SUFFIX as PACKAGE_SUFFIX
+from ._names import PROTOCOL_VARIABLES as PROTOCOL_VARIABLES
+from ._names import READ_LIMIT as READ_LIMIT
+from ._names import STATUS_DIR as STATUS_DIR
+from ._names import STATUS_FILE_LIMIT as STATUS_FILE_LIMIT
+from ._names import STATUS_MESSAGE_LIMIT as STATUS_MESSAGE_LIMIT
+from ._names import SUBSTATUS_FIELD_LIMIT as SUBSTATUS_FIELD_LIMIT
+from ._names import SUPPORTED_FEATURES as SUPPORTED_FEATURES
+from ._names import THUMBPRINT_PATTERN as THUMBPRINT_PATTERN
+from ._names import VERSION_PATTERN as VERSION_PATTERN
+from ._names import HandlerState as HandlerState
+from ._names import Variable as Variable
+from ._names import certificate_file_kind as certificate_file_kind
+from ._names import certificate_file_names as certificate_file_names
+from ._names import format_excerpt as format_excerpt
+from ._names import handler_state_file_name as handler_state_file_name
+from ._names import mrseq_file_name as mrseq_file_name
+from ._names import package_file_name as package_file_name
+from ._names import parse_settings_file_name as parse_settings_file_name
+from ._names import settings_file_name as settings_file_name
+from ._names import split_package_file_name as split_package_file_name
+from ._names import status_file_name as status_file_name
+from ._settings import RawSettings as RawSettings
+from ._settings import SettingsFileError as SettingsFileError
+from ._settings import parse_settings as parse_settings
+from ._settings import render_settings as render_settings
+from ._status import TRUNCATED_PREFIX as TRUNCATED_PREFIX
+from ._status import TRUNCATED_SUFFIX as TRUNCATED_SUFFIX
+from ._status import Heartbeat as Heartbeat
+from ._status import HeartbeatState as HeartbeatState
+from ._status import StatusReport as StatusReport
+from ._status import Substatus as Substatus
+from ._status import invalid_report as invalid_report
+from ._status import parse_heartbeat as parse_heartbeat
+from ._status import parse_status as parse_status
+from ._status import render_heartbeat as render_heartbeat
+from ._status import render_status as render_status
+from ._status import truncate_tail as truncate_tail
+from ._status import unknown_heartbeat as unknown_heartbeat
+from ._status import utc_timestamp as utc_timestamp
+
+__all__ = [
+    "CERTIFICATE_KINDS",
+    "COMMAND_EXECUTION_LOG",
+    "COMMAND_TIMEOUTS",
+    "CONFIG_DIR",
+    "EVENTS_DIR",
+    "EVENTS_PER_WINDOW",
+    "EVENT_FILE",
+    "EVENT_FILE_MAX_SIZE",
+    "EVENT_MAX_SIZE",
+    "EVENT_MESSAGE_MAX_LENGTH",
+    "EVENT_WINDOW_SECONDS",
+    "EXCERPT_LIMIT",
+    "EXTENSION_NAME_PATTERN",
+    "ErrorCode",
+    "HANDLER_ENVIRONMENT_NAME",
+    "HANDLER_NAME_PATTERN",
+    "HANDLER_STATE_NAME",
+    "HEARTBEAT_MAX_AGE",
+    "HEARTBEAT_NAME",
+    "HandlerEnvironment",
+    "HandlerEnvironmentError",
+    "HandlerManifest",
+    "HandlerState",
+    "Heartbeat",
+    "HeartbeatState",
+    "INTEGER",
+    "IN_PROCESS_KEY",
+    "MANIFEST_NAME",
+    "MRSEQ_NAME",
+    "ManifestError",
+    "NOT_RUN",
+    "Operation",
+    "PACKAGE_SEPARATOR",
+    "PACKAGE_SUFFIX",
+    "PROTOCOL_VARIABLES",
+    "ProtocolVariables",
+    "READ_LIMIT",
+    "RawSettings",
+    "ResourceLimits",
+    "STATUS_DIR",
+    "STATUS_FILE_LIMIT",
+    "STATUS_MESSAGE_LIMIT",
+    "SUBSTATUS_FIELD_LIMIT",
+    "SUPPORTED_FEATURES",
+    "SettingsFileError",
+    "StatusLevel",
+    "StatusReport",
+    "Substatus",
+    "THUMBPRINT_PATTERN",
+    "TRUNCATED_PREFIX",
+    "TRUNCATED_SUFFIX",
+    "TelemetryEvent",
+    "VERSION_PATTERN",
+    "Variable",
+    "certificate_file_kind",
+    "certificate_file_names",
+    "event_size",
+    "format_excerpt",
+    "handler_state_file_name",
+    "invalid_report",
+    "manifest_document",
+    "mrseq_file_name",
+    "package_file_name",
+    "parse_event",
+    "parse_event_file",
+    "parse_handler_environment",
+    "parse_heartbeat",
+    "parse_manifest",
+    "parse_settings",
+    "parse_settings_file_name",
+    "parse_status",
+    "read_protocol_variables",
+    "render_event",
+    "render_handler_environment",
+    "render_heartbeat",
+    "render_manifest",
+    "render_settings",
+    "render_status",
+    "settings_file_name",
+    "split_package_file_name",
+    "status_file_name",
+    "truncate_tail",
+    "unknown_heartbeat",
+    "utc_timestamp",
+]
