@@ -17,7 +17,7 @@ from ._errors import NoEligibleVersionError, PackageError
 from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 from ._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Version
 from ._repository import PackageCatalog
-from ._versions import select_version
+from ._targets import choose_version
 
 __all__ = [
     "MANIFEST_PEEK_LIMIT",
@@ -49,15 +49,8 @@ def single_config_problems(
     problems: list[str] = []
     for handler, indexes in shared_handlers(goal).items():
         first = goal.extensions[indexes[0]]
-        available = sorted({*catalog.available(handler), *installed(handler)})
         try:
-            version = select_version(
-                first.version,
-                available,
-                auto_upgrade_minor=first.auto_upgrade_minor,
-                use_exact_version=first.use_exact_version,
-                handler=handler,
-            )
+            version = choose_version(first, catalog, installed(handler))
         except NoEligibleVersionError:
             continue
         manifest = manifest_of(handler, version)

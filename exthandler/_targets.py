@@ -32,7 +32,13 @@ from ._recover import RECOVERED
 from ._repository import PackageCatalog, PackageRef
 from ._versions import select_version
 
-__all__ = ["Resolution", "installed_versions", "resolve_target", "settings_digest"]
+__all__ = [
+    "Resolution",
+    "choose_version",
+    "installed_versions",
+    "resolve_target",
+    "settings_digest",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -70,16 +76,7 @@ def resolve_target(
         # What is installed is available too: re-applying an unchanged goal state needs
         # no repository, and never takes down what runs for want of one.
         installed = installed_versions(record)
-        available = catalog.available(handler)
-        if installed:
-            available = sorted({*available, *installed})
-        version = select_version(
-            first.version,
-            available,
-            auto_upgrade_minor=first.auto_upgrade_minor,
-            use_exact_version=first.use_exact_version,
-            handler=handler,
-        )
+        version = choose_version(first, catalog, installed)
         if problems and version in installed:
             notes.append(_staying(handler, version, problems))
     except NoEligibleVersionError as exc:
@@ -110,6 +107,24 @@ def resolve_target(
         package=package,
     )
     return Resolution(target=target, failures=tuple(failures), notes=tuple(notes))
+
+
+def choose_version(
+    first: ExtensionGoal, catalog: PackageCatalog, installed: Sequence[Version] = ()
+) -> Version:
+    """The version the goal state's first extension of a handler asks for, by the upgrade
+    policy, among what the catalog offers and what is `installed` (which counts as
+    available: re-applying needs no repository). NoEligibleVersionError if none fits."""
+    available = catalog.available(first.handler)
+    if installed:
+        available = sorted({*available, *installed})
+    return select_version(
+        first.version,
+        available,
+        auto_upgrade_minor=first.auto_upgrade_minor,
+        use_exact_version=first.use_exact_version,
+        handler=first.handler,
+    )
 
 
 def _staying(handler: HandlerName, version: Version, problems: Sequence[str]) -> str:

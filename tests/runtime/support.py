@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -214,3 +216,11 @@ def wait_until(condition: Callable[[], bool], *, limit: float = 60.0, what: str 
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what or condition}"
         time.sleep(0.02)
+
+
+def start_run(agent: Agent, source: Path) -> subprocess.Popen[bytes]:
+    """`exthandler run SOURCE` for `agent`'s state dir and repository, polling every 0.1 s,
+    as a real process (its standard error piped)."""
+    argv = [sys.executable, "-m", "exthandler", "run", str(source)]
+    argv += ["--state-dir", str(agent.state), "--repo", str(agent.repo), "--interval", "0.1"]
+    return subprocess.Popen(argv, stderr=subprocess.PIPE)

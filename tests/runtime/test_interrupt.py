@@ -18,7 +18,15 @@ import anyio
 import pytest
 
 from exthandler import RuntimeConfig, load_goal_state, open_runtime, read_instance_view
-from tests.runtime.support import Agent, Packages, extension, goal, status_of, wait_until
+from tests.runtime.support import (
+    Agent,
+    Packages,
+    extension,
+    goal,
+    start_run,
+    status_of,
+    wait_until,
+)
 
 # The enable of sequence number 1 blocks while `block` exists: the test decides when the
 # command would end, so nothing depends on how fast the machine is.
@@ -146,22 +154,7 @@ def test_run_notices_a_new_goal_file_with_an_older_time(agent: Agent, packages: 
     source.mkdir()
     first = source / "a.json"
     first.write_text(json.dumps(goal(extension("ext", settings={"n": 1}))))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exthandler",
-            "run",
-            str(source),
-            "--state-dir",
-            str(agent.state),
-            "--repo",
-            str(agent.repo),
-            "--interval",
-            "0.1",
-        ],
-        stderr=subprocess.PIPE,
-    )
+    process = start_run(agent, source)
     try:
         wait_until(lambda: [op.op for op in agent.ops()] == ["install", "enable"])
         second = source / "b.json"
@@ -181,22 +174,7 @@ def test_run_reports_an_impossible_goal_and_goes_on(agent: Agent, packages: Pack
     packages.build("Test.Ext", "1.0.0")
     source = agent.root / "goal.json"
     source.write_text(json.dumps(goal(extension("a"), extension("b"))))  # single-config
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exthandler",
-            "run",
-            str(source),
-            "--state-dir",
-            str(agent.state),
-            "--repo",
-            str(agent.repo),
-            "--interval",
-            "0.1",
-        ],
-        stderr=subprocess.PIPE,
-    )
+    process = start_run(agent, source)
     try:
         log = agent.state / "exthandler.log"
         wait_until(lambda: log.exists() and "cannot share handler" in log.read_text())

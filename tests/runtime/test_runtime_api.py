@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from exthandler import (
 )
 from exthandler._plan import Step
 from exthandler._progress import Progress
-from tests.runtime.support import Agent, Packages, extension, goal, view_of
+from tests.runtime.support import Agent, Packages, extension, goal, start_run, view_of
 
 SECRET = "s3cret-value-91c2"
 
@@ -287,22 +286,7 @@ def test_run_follows_its_source_and_stops_on_sigterm(agent: Agent, packages: Pac
     source = agent.root / "source"
     source.mkdir()
     (source / "goal.json").write_text(json.dumps(goal(extension("ext", settings={"n": 1}))))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exthandler",
-            "run",
-            str(source),
-            "--state-dir",
-            str(agent.state),
-            "--repo",
-            str(agent.repo),
-            "--interval",
-            "0.1",
-        ],
-        stderr=subprocess.PIPE,
-    )
+    process = start_run(agent, source)
     try:
         wait_for(lambda: [op.op for op in agent.ops()] == ["install", "enable"])
         (source / "goal.json").write_text(json.dumps(goal(extension("ext", settings={"n": 2}))))
