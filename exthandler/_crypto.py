@@ -1,22 +1,19 @@
-"""Protected settings: the runtime's certificate, and CMS enveloped data to and from it.
+"""Protected settings: the runtime's certificate, and CMS enveloped data addressed to it.
 
 Protected settings travel as a JSON object encrypted to a certificate (PKCS#7/CMS
 EnvelopedData, RSA key transport with PKCS#1 v1.5, AES content cipher, DER, base64), and
 extensions decrypt them with the `<THUMBPRINT>.crt`/`.prv` pair in the lib dir
-(PROTOCOL.md section 3). The plaintext only ever lives in memory, and no error raised here
-carries it (or key material) in its message or its chained exceptions.
+(PROTOCOL.md section 3), through the SDK: decryption lives there alone. The plaintext only
+ever lives in memory, and no error raised here carries it (or key material).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import hashlib
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,19 +27,13 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 from exthandler_sdk import ExtHandlerError
-from exthandler_sdk.protocol import (
-    CERTIFICATE_KINDS,
-    THUMBPRINT_PATTERN,
-    certificate_file_kind,
-    certificate_file_names,
-)
+from exthandler_sdk.protocol import THUMBPRINT_PATTERN, certificate_file_names
 
 from ._fs import write_atomic
 
 __all__ = [
     "Certificate",
     "ProtectedSettingsError",
-    "decrypt_protected_settings",
     "encrypt_protected_settings",
     "ensure_certificate",
     "thumbprint_of",
@@ -55,16 +46,10 @@ _THUMBPRINT = re.compile(THUMBPRINT_PATTERN)
 _KEY_BITS = 2048
 _VALIDITY = datetime.timedelta(days=3650)
 _BACKDATE = datetime.timedelta(days=1)  # tolerate a guest clock somewhat behind ours
-_OPENSSL_TIMEOUT = 30.0
-
-# cryptography gained CMS decryption in a later release than the builder; without it (or for
-# a content cipher it does not implement, e.g. 3DES from an older encryptor) the openssl
-# binary, which every extension relies on anyway, does the work.
-_LIBRARY_DECRYPTS = hasattr(pkcs7, "pkcs7_decrypt_der")
 
 
 class ProtectedSettingsError(ExtHandlerError, ValueError):
-    """Protected settings could not be encrypted, found a key for, decrypted or parsed.
+    """A certificate could not be read, or protected settings could not be encrypted to it.
 
     `thumbprint` names the certificate involved, when there is one. The message never
     contains the plaintext or key material.
@@ -214,155 +199,3 @@ def encrypt_protected_settings(settings: Mapping[str, Any], certificate: Certifi
             thumbprint=certificate.thumbprint,
         ) from None
     return base64.b64encode(der).decode("ascii")
-
-
-def decrypt_protected_settings(data: str, lib_dir: Path, thumbprint: str) -> dict[str, Any]:
-    """Decrypt base64 DER enveloped data with `<lib_dir>/<thumbprint>.crt`/`.prv`; a JSON object.
-
-    The thumbprint is matched case-insensitively against the file names. cryptography
-    decrypts when it can; a content cipher it does not implement (or a version of it
-    without CMS decryption) falls back to `openssl cms -decrypt`.
-    """
-    certificate = _find_certificate(lib_dir, thumbprint)
-    tp = certificate.thumbprint
-    try:
-        der = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtectedSettingsError(
-            "protected settings are not valid base64", thumbprint=tp
-        ) from None
-    if not der:
-        raise ProtectedSettingsError("protected settings are empty", thumbprint=tp)
-    if _LIBRARY_DECRYPTS:
-        plaintext = _decrypt_with_library(der, certificate)
-        if plaintext is None:
-            plaintext = _decrypt_with_openssl(der, certificate)
-    else:
-        plaintext = _decrypt_with_openssl(der, certificate)
-    return _parse_object(plaintext, tp)
-
-
-def _find_certificate(lib_dir: Path, thumbprint: str) -> Certificate:
-    """The `.crt`/`.prv` pair for `thumbprint`, whatever the case of the file names."""
-    if not _THUMBPRINT.fullmatch(thumbprint):
-        raise ProtectedSettingsError(
-            f"{thumbprint!r} is not a SHA-1 thumbprint (40 hex digits)", thumbprint=thumbprint
-        )
-    wanted = thumbprint.upper()
-    found: dict[str, Path] = {}
-    try:
-        entries = list(lib_dir.iterdir())
-    except OSError as exc:
-        raise ProtectedSettingsError(
-            f"cannot list {lib_dir} for certificate {wanted}: {exc.strerror}", thumbprint=wanted
-        ) from exc
-    for entry in sorted(entries):
-        kind = certificate_file_kind(entry.name, wanted)
-        if kind is not None:
-            found.setdefault(kind, entry)
-    missing = [f"{wanted}.{kind}" for kind in CERTIFICATE_KINDS if kind not in found]
-    if missing:
-        raise ProtectedSettingsError(
-            f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})",
-            thumbprint=wanted,
-        )
-    return Certificate(thumbprint=wanted, certificate_path=found["crt"], key_path=found["prv"])
-
-
-def _decrypt_with_library(der: bytes, certificate: Certificate) -> bytes | None:
-    """Decrypt with cryptography; None when it does not implement the content cipher."""
-    tp = certificate.thumbprint
-    try:
-        cert = x509.load_pem_x509_certificate(certificate.certificate_path.read_bytes())
-        key = serialization.load_pem_private_key(certificate.key_path.read_bytes(), None)
-    except OSError as exc:
-        raise ProtectedSettingsError(
-            f"cannot read certificate {tp}: {exc.strerror}", thumbprint=tp
-        ) from None
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        # The exception may quote the file; say only which pair is unusable.
-        raise ProtectedSettingsError(
-            f"certificate {tp} or its key is not a readable unencrypted PEM", thumbprint=tp
-        ) from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ProtectedSettingsError(f"the key of certificate {tp} is not RSA", thumbprint=tp)
-    try:
-        return bytes(pkcs7.pkcs7_decrypt_der(der, cert, key, []))
-    except UnsupportedAlgorithm:
-        return None
-    except ValueError as exc:
-        raise ProtectedSettingsError(
-            f"cannot decrypt protected settings with certificate {tp}: {exc}", thumbprint=tp
-        ) from None
-
-
-def _decrypt_with_openssl(der: bytes, certificate: Certificate) -> bytes:
-    """Decrypt with `openssl cms -decrypt`, the DER on stdin and the plaintext on stdout."""
-    tp = certificate.thumbprint
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise ProtectedSettingsError(
-            "cannot decrypt protected settings: no openssl binary on PATH", thumbprint=tp
-        )
-    command = [
-        openssl,
-        "cms",
-        "-decrypt",
-        "-binary",
-        "-inform",
-        "DER",
-        "-recip",
-        str(certificate.certificate_path),
-        "-inkey",
-        str(certificate.key_path),
-    ]
-    try:
-        result = subprocess.run(
-            command, input=der, capture_output=True, timeout=_OPENSSL_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        # TimeoutExpired keeps whatever stdout was read: do not chain it.
-        reason = exc.strerror if isinstance(exc, OSError) else "timed out"
-        raise ProtectedSettingsError(
-            f"cannot run openssl to decrypt with certificate {tp}: {reason}", thumbprint=tp
-        ) from None
-    if result.returncode != 0:
-        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        first = detail[0][:200] if detail else "no diagnostics"
-        raise ProtectedSettingsError(
-            f"openssl cms -decrypt with certificate {tp} failed "
-            f"(exit {result.returncode}): {first}",
-            thumbprint=tp,
-        )
-    return result.stdout
-
-
-_UNPARSABLE = object()
-_JSON_TYPES: dict[type, str] = {
-    list: "array",
-    str: "string",
-    int: "number",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
-
-
-def _parse_object(plaintext: bytes, thumbprint: str) -> dict[str, Any]:
-    """The decrypted JSON object; errors say what was wrong, never what the text was."""
-    try:
-        value: object = json.loads(plaintext.decode("utf-8"))
-    except ValueError:
-        # UnicodeDecodeError and JSONDecodeError both hold the plaintext: not raised from here.
-        value = _UNPARSABLE
-    if value is _UNPARSABLE:
-        raise ProtectedSettingsError(
-            "decrypted protected settings are not UTF-8 JSON", thumbprint=thumbprint
-        )
-    if not isinstance(value, dict):
-        raise ProtectedSettingsError(
-            f"decrypted protected settings are a JSON {_JSON_TYPES.get(type(value), 'value')}, "
-            "not an object",
-            thumbprint=thumbprint,
-        )
-    return value

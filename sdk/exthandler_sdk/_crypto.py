@@ -4,7 +4,8 @@ The data is base64 of DER PKCS#7/CMS EnvelopedData addressed to the certificate 
 SHA-1 thumbprint the settings name; the `<THUMBPRINT>.crt`/`.prv` pair lives in the parent
 of the handler dir. `cryptography` decrypts when it is installed and implements the
 content cipher; otherwise `openssl cms -decrypt` does (the binary every extension relies
-on). No error raised here carries the plaintext or key material.
+on). The plaintext only lives in memory, and no error raised here carries it or key
+material, in its message or in its chained exceptions.
 """
 
 from __future__ import annotations
@@ -25,22 +26,37 @@ __all__ = ["ProtectedSettingsError", "decrypt_protected_settings", "find_certifi
 
 _THUMBPRINT = re.compile(THUMBPRINT_PATTERN)
 _OPENSSL_TIMEOUT = 30.0
+_STDERR_CHARS = 200
 
 
 class ProtectedSettingsError(ExtHandlerError, ValueError):
-    """Protected settings could not be decrypted or parsed; never quotes the plaintext."""
+    """Protected settings could not be decrypted or parsed; never quotes the plaintext.
+
+    `thumbprint` names the certificate involved, upper-case, once the name is known valid.
+    """
+
+    def __init__(self, message: str, *, thumbprint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.thumbprint = thumbprint
 
 
 def find_certificate(lib_dir: Path, thumbprint: str) -> tuple[Path, Path]:
-    """The (`.crt`, `.prv`) pair for `thumbprint` in `lib_dir`, matched case-insensitively."""
+    """The (`.crt`, `.prv`) pair for `thumbprint` in `lib_dir`, matched case-insensitively.
+
+    Only a SHA-1 hex thumbprint is accepted, so a crafted one cannot name another file.
+    """
     if not _THUMBPRINT.fullmatch(thumbprint):
-        raise ProtectedSettingsError(f"{thumbprint!r} is not a SHA-1 thumbprint (40 hex digits)")
+        # Whatever was given is not quoted: it may be a secret pasted into the wrong field.
+        raise ProtectedSettingsError("the thumbprint is not a SHA-1 thumbprint (40 hex digits)")
     wanted = thumbprint.upper()
-    found: dict[str, Path] = {}
     try:
         entries = sorted(lib_dir.iterdir())
     except OSError as exc:
-        raise ProtectedSettingsError(f"cannot list {lib_dir}: {exc.strerror}") from None
+        raise ProtectedSettingsError(
+            f"cannot list {lib_dir} for certificate {wanted}: {exc.strerror}", thumbprint=wanted
+        ) from None
+    found: dict[str, Path] = {}
     for entry in entries:
         kind = certificate_file_kind(entry.name, wanted)
         if kind is not None:
@@ -48,7 +64,8 @@ def find_certificate(lib_dir: Path, thumbprint: str) -> tuple[Path, Path]:
     missing = [f"{wanted}.{kind}" for kind in CERTIFICATE_KINDS if kind not in found]
     if missing:
         raise ProtectedSettingsError(
-            f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})"
+            f"no certificate for thumbprint {wanted} in {lib_dir} (missing {', '.join(missing)})",
+            thumbprint=wanted,
         )
     return found["crt"], found["prv"]
 
@@ -58,23 +75,31 @@ def decrypt_protected_settings(
 ) -> dict[str, Any]:
     """Decrypt base64 DER enveloped data with the pair in `lib_dir`; returns a JSON object.
 
-    `use_library=False` goes straight to `openssl cms -decrypt`.
+    `use_library=False` goes straight to `openssl cms -decrypt`, as does a missing
+    `cryptography` or a content cipher it does not implement.
     """
     crt, prv = find_certificate(lib_dir, thumbprint)
+    tp = thumbprint.upper()
     try:
         der = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ProtectedSettingsError("protected settings are not valid base64") from None
+        raise ProtectedSettingsError(
+            "protected settings are not valid base64", thumbprint=tp
+        ) from None
     if not der:
-        raise ProtectedSettingsError("protected settings are empty")
-    plaintext = _decrypt_with_library(der, crt, prv) if use_library else None
+        raise ProtectedSettingsError("protected settings are empty", thumbprint=tp)
+    plaintext = _decrypt_with_library(der, crt, prv, tp) if use_library else None
     if plaintext is None:
-        plaintext = _decrypt_with_openssl(der, crt, prv)
-    return _parse_object(plaintext)
+        plaintext = _decrypt_with_openssl(der, crt, prv, tp)
+    return _parse_object(plaintext, tp)
 
 
-def _decrypt_with_library(der: bytes, crt: Path, prv: Path) -> bytes | None:
-    """Decrypt with cryptography; None when it is missing or refuses the cipher."""
+def _decrypt_with_library(der: bytes, crt: Path, prv: Path, tp: str) -> bytes | None:
+    """Decrypt with cryptography; None when it is missing or cannot handle the envelope.
+
+    The pair is checked first: an unreadable file, material that is not an unencrypted
+    PEM, or a key that is not RSA is an error of its own, reported without quoting it.
+    """
     try:
         from cryptography import x509
         from cryptography.exceptions import UnsupportedAlgorithm
@@ -83,61 +108,88 @@ def _decrypt_with_library(der: bytes, crt: Path, prv: Path) -> bytes | None:
         from cryptography.hazmat.primitives.serialization import pkcs7
     except ImportError:  # pragma: no cover - depends on what is installed
         return None
-    decrypt = getattr(pkcs7, "pkcs7_decrypt_der", None)
-    if decrypt is None:  # pragma: no cover - older cryptography
-        return None
     try:
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         key = serialization.load_pem_private_key(prv.read_bytes(), None)
     except OSError as exc:
-        raise ProtectedSettingsError(f"cannot read {crt.stem}: {exc.strerror}") from None
+        raise ProtectedSettingsError(
+            f"cannot read certificate {tp}: {exc.strerror}", thumbprint=tp
+        ) from None
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        # Let openssl try (and report) keys cryptography cannot load.
-        return None
+        # The exception may quote the file: say only which pair is unusable.
+        raise ProtectedSettingsError(
+            f"certificate {tp} or its key is not a readable unencrypted PEM", thumbprint=tp
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
+        raise ProtectedSettingsError(f"the key of certificate {tp} is not RSA", thumbprint=tp)
+    decrypt = getattr(pkcs7, "pkcs7_decrypt_der", None)
+    if decrypt is None:  # pragma: no cover - cryptography before CMS decryption
         return None
     try:
         return bytes(decrypt(der, cert, key, []))
     except (UnsupportedAlgorithm, ValueError):
-        # ValueError covers ciphers it does not implement (3DES, AES-192) as well as
-        # damaged data; openssl either decrypts or explains.
+        # A cipher it does not implement (3DES, AES-192) or damaged data; its message may
+        # quote the input. openssl either decrypts or explains.
         return None
 
 
-def _decrypt_with_openssl(der: bytes, crt: Path, prv: Path) -> bytes:
-    """`openssl cms -decrypt -inform DER -recip crt -inkey prv`, DER on stdin."""
+def _decrypt_with_openssl(der: bytes, crt: Path, prv: Path, tp: str) -> bytes:
+    """`openssl cms -decrypt -inform DER -recip crt -inkey prv`, DER on stdin, text on stdout."""
+    failed = f"cannot decrypt protected settings with certificate {tp}"
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise ProtectedSettingsError("cannot decrypt protected settings: no openssl on PATH")
+        raise ProtectedSettingsError(f"{failed}: no openssl binary on PATH", thumbprint=tp)
     command = [openssl, "cms", "-decrypt", "-binary", "-inform", "DER"]
     command += ["-recip", str(crt), "-inkey", str(prv)]
     try:
         result = subprocess.run(
             command, input=der, capture_output=True, timeout=_OPENSSL_TIMEOUT, check=False
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "timed out"
-        raise ProtectedSettingsError(f"cannot run openssl: {reason}") from None
+    except OSError as exc:
+        raise ProtectedSettingsError(
+            f"{failed}: cannot run openssl: {exc.strerror}", thumbprint=tp
+        ) from None
+    except subprocess.TimeoutExpired:
+        # The exception keeps whatever stdout was read: never chained.
+        raise ProtectedSettingsError(
+            f"{failed}: openssl timed out after {_OPENSSL_TIMEOUT:g} s", thumbprint=tp
+        ) from None
     if result.returncode != 0:
         lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        first = lines[0][:200] if lines else "no diagnostics"
+        first = lines[0][:_STDERR_CHARS] if lines else "no diagnostics"
         raise ProtectedSettingsError(
-            f"openssl cms -decrypt with certificate {crt.stem} failed "
-            f"(exit {result.returncode}): {first}"
+            f"{failed}: openssl cms -decrypt failed (exit {result.returncode}): {first}",
+            thumbprint=tp,
         )
     return result.stdout
 
 
-def _parse_object(plaintext: bytes) -> dict[str, Any]:
-    """The decrypted JSON object; errors never include the text."""
+_JSON_TYPES: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _parse_object(plaintext: bytes, tp: str) -> dict[str, Any]:
+    """The decrypted JSON object; errors say what was wrong, never what the text was."""
     value: Any = None
     parsed = True
     try:
         value = json.loads(plaintext.decode("utf-8-sig"))
     except ValueError:
+        # UnicodeDecodeError and JSONDecodeError both hold the text: not raised from here.
         parsed = False
     if not parsed:
-        raise ProtectedSettingsError("decrypted protected settings are not UTF-8 JSON")
+        raise ProtectedSettingsError(
+            "decrypted protected settings are not UTF-8 JSON", thumbprint=tp
+        )
     if not isinstance(value, dict):
-        raise ProtectedSettingsError("decrypted protected settings are not a JSON object")
+        kind = _JSON_TYPES.get(type(value), "value")
+        raise ProtectedSettingsError(
+            f"decrypted protected settings are a JSON {kind}, not an object", thumbprint=tp
+        )
     return value

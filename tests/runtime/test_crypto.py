@@ -18,16 +18,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from exthandler_sdk import ExtHandlerError
+from exthandler_sdk import _crypto as sdk_crypto
+from exthandler_sdk._crypto import decrypt_protected_settings
 
-from exthandler import _crypto
 from exthandler._crypto import (
     Certificate,
     ProtectedSettingsError,
-    decrypt_protected_settings,
     encrypt_protected_settings,
     ensure_certificate,
     thumbprint_of,
 )
+
+DecryptionError = sdk_crypto.ProtectedSettingsError
 
 OPENSSL = "/usr/bin/openssl"
 SECRET = "zq-SECRET-7f3a9c-do-not-leak"
@@ -392,7 +394,7 @@ def test_plaintext_that_is_not_a_json_object(
     cert: Certificate, shared_lib: Path, plaintext: bytes, message: str
 ) -> None:
     data = openssl_encrypt(plaintext, cert)
-    with pytest.raises(ProtectedSettingsError, match=message) as info:
+    with pytest.raises(DecryptionError, match=message) as info:
         decrypt_protected_settings(data, shared_lib, cert.thumbprint)
     assert SECRET not in error_texts(info.value)
     assert info.value.thumbprint == cert.thumbprint
@@ -401,7 +403,7 @@ def test_plaintext_that_is_not_a_json_object(
 def test_wrong_certificate(tmp_path: Path, cert: Certificate) -> None:
     other = ensure_certificate(tmp_path)
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match=other.thumbprint) as info:
+    with pytest.raises(DecryptionError, match=other.thumbprint) as info:
         decrypt_protected_settings(data, tmp_path, other.thumbprint)
     assert SECRET not in error_texts(info.value)
 
@@ -424,7 +426,7 @@ def _not_enveloped(cert: Certificate) -> str:
 def test_data_that_is_not_enveloped(
     cert: Certificate, shared_lib: Path, make_data: Callable[[Certificate], str], message: str
 ) -> None:
-    with pytest.raises(ProtectedSettingsError, match=message) as info:
+    with pytest.raises(DecryptionError, match=message) as info:
         decrypt_protected_settings(make_data(cert), shared_lib, cert.thumbprint)
     assert SECRET not in error_texts(info.value)
 
@@ -439,20 +441,21 @@ def test_missing_files(tmp_path: Path, cert: Certificate, remove: str, missing: 
     for path in (made.certificate_path, made.key_path):
         if path.suffix == remove or not remove:
             path.unlink()
-    with pytest.raises(ProtectedSettingsError, match=f"missing {made.thumbprint}.{missing}"):
+    with pytest.raises(DecryptionError, match=f"missing {made.thumbprint}.{missing}"):
         decrypt_protected_settings(data, tmp_path, made.thumbprint)
 
 
 @pytest.mark.parametrize("thumbprint", ["", "../etc/passwd", "G" * 40, "A" * 39, SECRET])
 def test_thumbprint_must_be_sha1_hex(cert: Certificate, shared_lib: Path, thumbprint: str) -> None:
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="not a SHA-1 thumbprint"):
+    with pytest.raises(DecryptionError, match="not a SHA-1 thumbprint") as info:
         decrypt_protected_settings(data, shared_lib, thumbprint)
+    assert SECRET not in error_texts(info.value)
 
 
 def test_missing_lib_dir(tmp_path: Path, cert: Certificate) -> None:
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="cannot list"):
+    with pytest.raises(DecryptionError, match="cannot list"):
         decrypt_protected_settings(data, tmp_path / "absent", cert.thumbprint)
 
 
@@ -460,7 +463,7 @@ def test_unreadable_certificate(tmp_path: Path, cert: Certificate) -> None:
     (tmp_path / f"{cert.thumbprint}.crt").mkdir()
     shutil.copyfile(cert.key_path, tmp_path / f"{cert.thumbprint}.prv")
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="cannot read certificate"):
+    with pytest.raises(DecryptionError, match="cannot read certificate"):
         decrypt_protected_settings(data, tmp_path, cert.thumbprint)
 
 
@@ -468,7 +471,7 @@ def test_garbage_key_is_not_quoted(tmp_path: Path, cert: Certificate) -> None:
     shutil.copyfile(cert.certificate_path, tmp_path / f"{cert.thumbprint}.crt")
     (tmp_path / f"{cert.thumbprint}.prv").write_text(f"-----BEGIN PRIVATE KEY-----\n{SECRET}\n")
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="not a readable unencrypted PEM") as info:
+    with pytest.raises(DecryptionError, match="not a readable unencrypted PEM") as info:
         decrypt_protected_settings(data, tmp_path, cert.thumbprint)
     assert SECRET not in error_texts(info.value)
 
@@ -484,7 +487,7 @@ def test_key_must_be_rsa(tmp_path: Path, cert: Certificate) -> None:
         )
     )
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="is not RSA"):
+    with pytest.raises(DecryptionError, match="is not RSA"):
         decrypt_protected_settings(data, tmp_path, cert.thumbprint)
 
 
@@ -507,25 +510,23 @@ def test_plaintext_never_reaches_the_disk(tmp_path: Path) -> None:
 # -- the openssl fallback ----------------------------------------------------------------------
 
 
-def test_fallback_when_the_library_cannot_decrypt(
-    monkeypatch: pytest.MonkeyPatch, cert: Certificate, shared_lib: Path
-) -> None:
-    monkeypatch.setattr(_crypto, "_LIBRARY_DECRYPTS", False)
+def test_fallback_when_the_library_cannot_decrypt(cert: Certificate, shared_lib: Path) -> None:
     for data in (
         encrypt_protected_settings(SETTINGS, cert),
         openssl_encrypt(json.dumps(SETTINGS).encode(), cert, "-des3"),
     ):
-        assert decrypt_protected_settings(data, shared_lib, cert.thumbprint) == SETTINGS
+        assert (
+            decrypt_protected_settings(data, shared_lib, cert.thumbprint, use_library=False)
+            == SETTINGS
+        )
 
 
-def test_fallback_reports_openssl_failures(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cert: Certificate
-) -> None:
-    monkeypatch.setattr(_crypto, "_LIBRARY_DECRYPTS", False)
+def test_fallback_reports_openssl_failures(tmp_path: Path, cert: Certificate) -> None:
     other = ensure_certificate(tmp_path)
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match=r"openssl cms -decrypt .* failed") as info:
-        decrypt_protected_settings(data, tmp_path, other.thumbprint)
+    with pytest.raises(DecryptionError, match=r"openssl cms -decrypt failed") as info:
+        decrypt_protected_settings(data, tmp_path, other.thumbprint, use_library=False)
+    assert other.thumbprint in str(info.value)
     assert SECRET not in error_texts(info.value)
 
 
@@ -555,23 +556,21 @@ def test_fallback_with_a_broken_openssl(
     script: str,
     message: str,
 ) -> None:
-    monkeypatch.setattr(_crypto, "_LIBRARY_DECRYPTS", False)
-    monkeypatch.setattr(_crypto, "_OPENSSL_TIMEOUT", 0.5)
+    monkeypatch.setattr(sdk_crypto, "_OPENSSL_TIMEOUT", 0.5)
     monkeypatch.setenv("PATH", str(fake_openssl(tmp_path / "bin", script)))
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match=message) as info:
-        decrypt_protected_settings(data, shared_lib, cert.thumbprint)
+    with pytest.raises(DecryptionError, match=message) as info:
+        decrypt_protected_settings(data, shared_lib, cert.thumbprint, use_library=False)
     assert SECRET not in error_texts(info.value)
 
 
 def test_fallback_without_openssl(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cert: Certificate, shared_lib: Path
 ) -> None:
-    monkeypatch.setattr(_crypto, "_LIBRARY_DECRYPTS", False)
     monkeypatch.setenv("PATH", str(tmp_path))
     data = encrypt_protected_settings(SETTINGS, cert)
-    with pytest.raises(ProtectedSettingsError, match="no openssl binary"):
-        decrypt_protected_settings(data, shared_lib, cert.thumbprint)
+    with pytest.raises(DecryptionError, match="no openssl binary"):
+        decrypt_protected_settings(data, shared_lib, cert.thumbprint, use_library=False)
 
 
 def test_files_are_private_even_with_a_permissive_umask(tmp_path: Path) -> None:

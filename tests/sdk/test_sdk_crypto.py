@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from exthandler_sdk._crypto import (
     ProtectedSettingsError,
     decrypt_protected_settings,
@@ -130,12 +132,45 @@ def test_no_openssl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         decrypt_protected_settings(data, tmp_path, certificate.thumbprint, use_library=False)
 
 
-def test_unloadable_key_falls_back_to_openssl(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("use_library", "message"),
+    [(True, "not a readable unencrypted PEM"), (False, "openssl cms -decrypt failed")],
+)
+def test_unloadable_key_is_reported_without_quoting_it(
+    tmp_path: Path, use_library: bool, message: str
+) -> None:
     certificate = ensure_certificate(tmp_path)
     data = encrypt_protected_settings(SECRET, certificate)
-    certificate.key_path.write_text("garbage")
-    with pytest.raises(ProtectedSettingsError, match="openssl cms -decrypt"):
+    certificate.key_path.write_text("-----BEGIN PRIVATE KEY-----\ns3cret-key-material\n")
+    with pytest.raises(ProtectedSettingsError, match=message) as caught:
+        decrypt_protected_settings(data, tmp_path, certificate.thumbprint, use_library=use_library)
+    assert "s3cret" not in _message_chain(caught.value)
+    assert caught.value.thumbprint == certificate.thumbprint
+
+
+def test_key_must_be_rsa(tmp_path: Path) -> None:
+    certificate = ensure_certificate(tmp_path)
+    data = encrypt_protected_settings(SECRET, certificate)
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate.key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ProtectedSettingsError, match="is not RSA"):
         decrypt_protected_settings(data, tmp_path, certificate.thumbprint)
+
+
+@pytest.mark.parametrize("thumbprint", ["../etc/passwd", "s3cret-pasted-here", "a" * 41])
+def test_thumbprint_is_refused_without_quoting_it(tmp_path: Path, thumbprint: str) -> None:
+    certificate = ensure_certificate(tmp_path)
+    data = encrypt_protected_settings(SECRET, certificate)
+    with pytest.raises(ProtectedSettingsError, match="not a SHA-1 thumbprint") as caught:
+        decrypt_protected_settings(data, tmp_path, thumbprint)
+    assert thumbprint not in _message_chain(caught.value)
+    assert caught.value.thumbprint is None
 
 
 def test_unreadable_certificate(tmp_path: Path) -> None:
