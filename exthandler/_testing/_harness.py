@@ -460,6 +460,9 @@ class Harness:
     def _settings_file(self, settings: Any, protected: Any) -> bytes:
         if settings is None and protected is None:
             return b""
+        if settings is not None and not isinstance(settings, Mapping):
+            # publicSettings is a JSON object (PROTOCOL.md section 3).
+            raise TypeError(f"settings: {type(settings).__name__}, not a mapping or attrs instance")
         if protected is None:
             return render_settings(settings, None, None)
         certificate = self._certificate_pair()
