@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 from exthandler_sdk import Handler, Operation
 from exthandler_sdk._package import build_package
+from exthandler_sdk.protocol import PACKAGE_SEPARATOR, PACKAGE_SUFFIX
 
 from .._goalstate import parse_goal_state
 from .._model import GoalState
@@ -152,7 +153,7 @@ class Agent:
             shutil.copyfile(sidecar, target.with_name(target.name + ".sha256"))
         if fault is not None:
             faulty_package(target, fault)
-            self._fault_added(source.name.partition("__")[0], fault)
+            self._fault_added(source.name.partition(PACKAGE_SEPARATOR)[0], fault)
         if self.kill_points if kill_points is None else kill_points:
             spared = None if fault is None else fault.operation
             add_kill_points(target, tuple(op for op in Operation if op != spared))
@@ -160,7 +161,8 @@ class Agent:
 
     def add_packages(self, directory: Path | str) -> list[Path]:
         """`add_package` for every zip in `directory` (e.g. examples/repo)."""
-        return [self.add_package(path) for path in sorted(Path(directory).glob("*.zip"))]
+        packages = sorted(Path(directory).glob(f"*{PACKAGE_SUFFIX}"))
+        return [self.add_package(path) for path in packages]
 
     def add_built_package(
         self,

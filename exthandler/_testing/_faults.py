@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError, Operation
-from exthandler_sdk._environment import write_atomic
+from exthandler_sdk.files import write_atomic
+from exthandler_sdk.protocol import MANIFEST_NAME
 
 __all__ = [
     "KILL_AT_VARIABLE",
@@ -39,7 +40,6 @@ KILL_AT_VARIABLE = "EXTHANDLER_TESTING_KILL_AT"
 """The operation whose command is the kill point."""
 KILL_HANDLER_VARIABLE = "EXTHANDLER_TESTING_KILL_HANDLER"
 """`Publisher.Type` or `Publisher.Type-Version` limiting the kill point (empty: any)."""
-_MANIFEST = "HandlerManifest.json"
 _SCRIPT_DIR = "bin/.exthandler-testing"
 _BAD_STATUS = b'{"status": "this is not an array"}'
 
@@ -158,11 +158,11 @@ def _rewrite(package: Path, scripts: dict[Operation, str]) -> None:
     with zipfile.ZipFile(package) as archive:
         entries = {info: archive.read(info) for info in archive.infolist()}
     manifests = sorted(
-        (info for info in entries if info.filename.rsplit("/", 1)[-1] == _MANIFEST),
+        (info for info in entries if info.filename.rsplit("/", 1)[-1] == MANIFEST_NAME),
         key=lambda info: (info.filename.count("/"), info.filename),
     )
     if not manifests:
-        raise ValueError(f"{package}: no {_MANIFEST}")
+        raise ValueError(f"{package}: no {MANIFEST_NAME}")
     manifest_info = manifests[0]
     document = json.loads(entries[manifest_info].decode("utf-8-sig"))
     commands = document[0]["handlerManifest"]
@@ -189,11 +189,11 @@ def _rewrite(package: Path, scripts: dict[Operation, str]) -> None:
 def _original_of(package: Path, operation: Operation) -> str:
     with zipfile.ZipFile(package) as archive:
         names = sorted(
-            (n for n in archive.namelist() if n.rsplit("/", 1)[-1] == _MANIFEST),
+            (n for n in archive.namelist() if n.rsplit("/", 1)[-1] == MANIFEST_NAME),
             key=lambda n: (n.count("/"), n),
         )
         if not names:
-            raise ValueError(f"{package}: no {_MANIFEST}")
+            raise ValueError(f"{package}: no {MANIFEST_NAME}")
         document = json.loads(archive.read(names[0]).decode("utf-8-sig"))
     return str(document[0]["handlerManifest"].get(operation.manifest_key) or "")
 

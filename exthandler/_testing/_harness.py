@@ -20,16 +20,29 @@ from typing import Any
 import anyio
 import attrs
 from exthandler_sdk import Handler, Operation, run_operation
+from exthandler_sdk.protocol import (
+    CONFIG_DIR,
+    EVENTS_DIR,
+    HANDLER_ENVIRONMENT_NAME,
+    HEARTBEAT_NAME,
+    NOT_RUN,
+    STATUS_DIR,
+    SUPPORTED_FEATURES,
+    HandlerEnvironment,
+    Variable,
+    render_handler_environment,
+    render_settings,
+    settings_file_name,
+    status_file_name,
+)
 
 from .._crypto import Certificate, encrypt_protected_settings
-from .._store import SUPPORTED_FEATURES
 from ._certs import seed_certificate
 from ._loop import run_blocking
 from ._validate import validate_heartbeat, validate_status
 
 __all__ = ["Harness", "HarnessResult", "Status", "SubstatusEntry", "plain"]
 
-NOT_RUN = "NOT_RUN"
 _LOG_TAIL = 2000
 
 
@@ -396,46 +409,41 @@ class Harness:
     ) -> _Prepared:
         handler_dir = self.handler_dir(handler_class)
         log_folder = self.log_folder(handler_class)
-        events = log_folder / "events"
-        config, status = handler_dir / "config", handler_dir / "status"
+        events = log_folder / EVENTS_DIR
+        config, status = handler_dir / CONFIG_DIR, handler_dir / STATUS_DIR
         for folder in (config, status, events):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        environment = [
-            {
-                "name": handler_class.name,
-                "version": 1.0,
-                "handlerEnvironment": {
-                    "logFolder": str(log_folder),
-                    "configFolder": str(config),
-                    "statusFolder": str(status),
-                    "heartbeatFile": str(handler_dir / "heartbeat.log"),
-                    "eventsFolder": str(events),
-                    "eventsFolder_preview": str(events),
-                },
-            }
-        ]
-        (handler_dir / "HandlerEnvironment.json").write_text(json.dumps(environment))
-        prefix = "" if extension is None else f"{extension}."
-        settings_path = config / f"{prefix}{sequence}.settings"
+        environment = HandlerEnvironment(
+            name=handler_class.name,
+            log_folder=log_folder,
+            config_folder=config,
+            status_folder=status,
+            heartbeat_file=handler_dir / HEARTBEAT_NAME,
+            events_folder=events,
+        )
+        (handler_dir / HANDLER_ENVIRONMENT_NAME).write_bytes(
+            render_handler_environment(environment)
+        )
+        settings_path = config / settings_file_name(extension, sequence)
         if settings is not None or protected is not None or not settings_path.exists():
             settings_path.write_bytes(self._settings_file(settings, protected))
             settings_path.chmod(0o600)
         variables = {
-            "ConfigSequenceNumber": str(sequence),
-            "AZURE_GUEST_AGENT_EXTENSION_PATH": str(handler_dir),
-            "AZURE_GUEST_AGENT_EXTENSION_VERSION": handler_class.version,
-            "AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES": SUPPORTED_FEATURES,
+            Variable.SEQUENCE_NUMBER.value: str(sequence),
+            Variable.EXTENSION_PATH.value: str(handler_dir),
+            Variable.EXTENSION_VERSION.value: handler_class.version,
+            Variable.SUPPORTED_FEATURES.value: SUPPORTED_FEATURES,
         }
         if extension is not None:
-            variables["ConfigExtensionName"] = extension
+            variables[Variable.EXTENSION_NAME.value] = extension
         if operation == Operation.UPDATE:
-            variables["VERSION"] = handler_class.version
-            variables["AZURE_GUEST_AGENT_UPDATING_FROM_VERSION"] = updating_from or ""
-            variables["AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE"] = (
+            variables[Variable.UPDATE_TO_VERSION.value] = handler_class.version
+            variables[Variable.UPDATING_FROM_VERSION.value] = updating_from or ""
+            variables[Variable.DISABLE_EXIT_CODE.value] = (
                 NOT_RUN if disable_exit_code is None else str(disable_exit_code)
             )
         if operation in (Operation.INSTALL, Operation.ENABLE):
-            variables["AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE"] = (
+            variables[Variable.UNINSTALL_EXIT_CODE.value] = (
                 NOT_RUN if uninstall_exit_code is None else str(uninstall_exit_code)
             )
         variables.update(env or {})
@@ -443,7 +451,7 @@ class Harness:
             handler_dir=handler_dir,
             log_folder=log_folder,
             events_folder=events,
-            status_path=status / f"{prefix}{sequence}.status",
+            status_path=status / status_file_name(extension, sequence),
             env=variables,
             before=_snapshot(self.root),
             log_sizes=_log_sizes(log_folder),
@@ -452,14 +460,14 @@ class Harness:
     def _settings_file(self, settings: Any, protected: Any) -> bytes:
         if settings is None and protected is None:
             return b""
-        handler_settings: dict[str, Any] = {"publicSettings": settings}
-        if protected is not None:
-            certificate = self._certificate_pair()
-            handler_settings["protectedSettings"] = encrypt_protected_settings(
-                protected, certificate
-            )
-            handler_settings["protectedSettingsCertThumbprint"] = certificate.thumbprint
-        return json.dumps({"runtimeSettings": [{"handlerSettings": handler_settings}]}).encode()
+        if settings is not None and not isinstance(settings, Mapping):
+            # publicSettings is a JSON object (PROTOCOL.md section 3).
+            raise TypeError(f"settings: {type(settings).__name__}, not a mapping or attrs instance")
+        if protected is None:
+            return render_settings(settings, None, None)
+        certificate = self._certificate_pair()
+        envelope = encrypt_protected_settings(protected, certificate)
+        return render_settings(settings, envelope, certificate.thumbprint)
 
     # -- after -----------------------------------------------------------------------------
 
@@ -490,7 +498,7 @@ class Harness:
             for path in sorted(_log_sizes(prepared.log_folder))
         )
         status_bytes = _read_or_none(prepared.status_path)
-        heartbeat_bytes = _read_or_none(prepared.handler_dir / "heartbeat.log")
+        heartbeat_bytes = _read_or_none(prepared.handler_dir / HEARTBEAT_NAME)
         status_document = _json_or_none(status_bytes)
         heartbeat_document = _json_or_none(heartbeat_bytes)
         heartbeat = None

@@ -10,6 +10,13 @@ from typing import Any
 
 import attrs
 from exthandler_sdk import Handler
+from exthandler_sdk.protocol import (
+    MANIFEST_NAME,
+    STATUS_DIR,
+    HandlerState,
+    package_file_name,
+    status_file_name,
+)
 
 from .._view import InstanceView
 from ._agent import Agent
@@ -97,13 +104,15 @@ class _Check:
                 raise AssertionError(f"{context}: {command.short} failed: {command.message}")
         if enabled:
             ext = view.extension(self.extension)
-            if ext is None or ext.handler_state != "Enabled" or not ext.statuses:
+            if ext is None or ext.handler_state != HandlerState.ENABLED or not ext.statuses:
                 raise AssertionError(f"{context}: the extension is not enabled: {view.to_json()}")
             if ext.statuses[0].code != "ProvisioningState/succeeded":
                 status = ext.statuses[0]
                 raise AssertionError(f"{context}: status {status.code}: {status.message}")
         status_path = (
-            self.agent.handler_dir(self.handler, version) / "status" / f"{sequence}.status"
+            self.agent.handler_dir(self.handler, version)
+            / STATUS_DIR
+            / status_file_name(None, sequence)
         )
         if status_path.exists():
             problems = validate_status(status_path.read_bytes())
@@ -224,11 +233,11 @@ def _mode_of(agent: Agent, handler: str, version: str) -> bool:
 
 
 def _zip_update_with_install(agent: Agent, handler: str, version: str) -> bool:
-    path = agent.repo / f"{handler}__{version}.zip"
+    path = agent.repo / package_file_name(handler, version)
     try:
         with zipfile.ZipFile(path) as archive:
             names = sorted(
-                (n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "HandlerManifest.json"),
+                (n for n in archive.namelist() if n.rsplit("/", 1)[-1] == MANIFEST_NAME),
                 key=lambda n: (n.count("/"), n),
             )
             document = json.loads(archive.read(names[0]).decode("utf-8-sig"))

@@ -1,9 +1,10 @@
 """Checking a status file against PROTOCOL.md section 7, with a reason for every problem.
 
-The runtime's own parser (`exthandler._status`) is lenient, as the reference agent is: it
-coerces what it can. A handler author wants the opposite: to hear about everything an agent
-would have to coerce, cut or reject. So this module is strict and says exactly what is
-wrong, as `path: reason` lines.
+The protocol's parser (`exthandler_sdk.protocol.parse_status`) is lenient, as the reference
+agent is: it coerces what it can. A handler author wants the opposite: to hear about
+everything an agent would have to coerce, cut or reject. So this module is strict and says
+exactly what is wrong, as `path: reason` lines; it shares only the protocol's limits and
+values.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from exthandler_sdk.protocol import (
+    STATUS_FILE_LIMIT,
+    STATUS_MESSAGE_LIMIT,
+    SUBSTATUS_FIELD_LIMIT,
+    HeartbeatState,
+    StatusLevel,
+)
 
 __all__ = [
     "FILE_LIMIT",
@@ -21,11 +30,11 @@ __all__ = [
     "validate_status",
 ]
 
-FILE_LIMIT = 128 * 1024
-MESSAGE_LIMIT = 1024
-SUBSTATUS_FIELD_LIMIT = 10 * 1024
-STATUS_VALUES = ("transitioning", "warning", "error", "success")
-HEARTBEAT_VALUES = ("Ready", "NotReady")
+FILE_LIMIT = STATUS_FILE_LIMIT
+MESSAGE_LIMIT = STATUS_MESSAGE_LIMIT
+STATUS_VALUES = tuple(level.value for level in StatusLevel)
+# The parser reads any case of these; the validator wants them spelled as written here.
+HEARTBEAT_VALUES = (HeartbeatState.READY.value, HeartbeatState.NOT_READY.value)
 # `2026-11-25T12:00:00Z`, optionally with fractions of a second.
 _TIMESTAMP = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z\Z")
 
