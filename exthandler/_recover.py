@@ -25,7 +25,7 @@ from pathlib import Path
 from exthandler_sdk.protocol import CONFIG_DIR, HANDLER_STATE_NAME, parse_settings_file_name
 
 from ._errors import PackageError, VersionError
-from ._fs import read_regular
+from ._fs import open_dir, read_regular
 from ._manifest import MANIFEST_NAME, parse_manifest
 from ._model import HandlerName, Version
 from ._plan import ExtensionRecord, HandlerRecord, HandlerState
@@ -146,19 +146,28 @@ def _multi_extensions(config: Path, names: list[str]) -> tuple[ExtensionRecord, 
 
 def _listing(directory: Path) -> list[str]:
     try:
-        if not directory.is_dir() or directory.is_symlink():
-            return []
-        return os.listdir(directory)
+        fd = open_dir(directory)  # a link in place of the dir is not listed
     except OSError:
         return []
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_small(path: Path) -> bytes | None:
-    """A handler-dir file's bytes: no link followed, no FIFO waited on, at most 64 KiB."""
+    """A handler-dir file's bytes: no link followed (neither the file nor its dir), no FIFO
+    waited on, at most 64 KiB; None when it cannot be had so."""
     try:
-        return read_regular(path, _SMALL_FILE)
+        fd = open_dir(path.parent)
     except OSError:
         return None
+    try:
+        return read_regular(path.name, _SMALL_FILE, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _state(path: Path) -> HandlerState:

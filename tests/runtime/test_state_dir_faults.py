@@ -273,3 +273,22 @@ def test_rebuilt_multi_config_records_keep_every_extension(
     assert [(op.op, op.env.get("ConfigExtensionName")) for op in agent.take_ops()] == [
         ("disable", "b")
     ]
+
+
+def test_rebuilt_records_read_nothing_through_a_link_the_handler_planted(tmp_path: Path) -> None:
+    from exthandler._model import HandlerName
+    from exthandler._plan import HandlerState
+    from exthandler._recover import rebuild_records
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "HandlerState").write_text("Enabled")
+    (outside / "7.settings").write_text("{}")
+    handler_dir = tmp_path / "state" / "Test.Ext-1.0.0"
+    handler_dir.mkdir(parents=True)
+    (handler_dir / "HandlerManifest.json").write_text("[]")
+    (handler_dir / "config").symlink_to(outside)
+    records = rebuild_records(tmp_path / "state", skip=set(), view=None)
+    record = records[HandlerName.parse("Test.Ext")]
+    assert record.state is HandlerState.NOT_INSTALLED
+    assert record.extensions == ()

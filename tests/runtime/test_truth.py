@@ -9,7 +9,6 @@ handler that takes one is refused before anything changes.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -226,14 +225,10 @@ def test_a_package_that_cannot_be_laid_out_leaves_no_handler_dir(
     assert code == 1
     assert status_of(view, "ext")["code"] == "ProvisioningState/failed/1005"
     assert not (agent.state / "Test.Ext-1.0.0").exists()
-    assert [p.name for p in agent.state.iterdir() if not p.name.startswith(".")] == [
-        "exthandler.log",
-        "log",
-    ] or not any(p.name.startswith("Test.Ext") for p in agent.state.iterdir())
+    assert not any("Test.Ext" in p.name for p in agent.state.iterdir())
     assert agent.take_ops() == []
     # It stays refused, with its error, at the next apply too.
     code, view = agent.apply(goal(extension("ext")))
     assert code == 1
     assert status_of(view, "ext")["code"] == "ProvisioningState/failed/1005"
-    assert not any(p.name.startswith(".Test.Ext") for p in agent.state.iterdir())
-    assert os.listdir(agent.state / ".exthandler")  # the runtime's own files are there
+    assert not any("Test.Ext" in p.name for p in agent.state.iterdir())
