@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import aiofiles.os
 import anyio
+import anyio.to_thread
 import attrs
 import cattrs
 
@@ -57,6 +57,8 @@ class Journal:
     _journal_fd: int | None = None
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
     _flushing: bool = False
+    # The state dir's I/O threads (see Store.io_limiter): an fsync waits in one of them.
+    limiter: anyio.CapacityLimiter | None = None
 
     @property
     def snapshot_path(self) -> Path:
@@ -227,7 +229,9 @@ class Journal:
         if self._journal_fd is None:
             raise RuntimeError("records were not loaded: the journal is not open")
         try:
-            await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
+            await anyio.to_thread.run_sync(
+                append_durable, self._journal_fd, data, limiter=self.limiter
+            )
         except OSError as exc:
             # Progress that cannot be recorded must not go on: a crash would repeat it.
             raise StateDirError(

@@ -1,10 +1,12 @@
 """Package repositories: where handler packages (zips) come from.
 
 A repository offers `Publisher.Type__Version.zip` packages. `PackageSource` is the small
-async interface every kind of repository implements (a local directory today, HTTP
-later); `RepositorySet` combines several, the first one listed winning on duplicates.
-Fetching copies a package to a destination the caller owns and verifies its optional
-`.sha256` sidecar on the bytes actually copied, so what is extracted is what was checked.
+async interface every kind of source implements: list what it offers, install one into a
+handler dir (a local directory of zips, the runtime's in-process handler classes, or an
+embedder's own); `RepositorySet` combines several, the first one listed winning on
+duplicates. A directory repository copies a package into the runtime's workspace and
+verifies its optional `.sha256` sidecar on the bytes actually copied, so what is
+extracted is what was checked.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar, TypeVarTuple, Unpack
 
+import anyio
 import anyio.to_thread
 import attrs
 from exthandler_sdk import ErrorCode, protocol
 
 from ._errors import NoEligibleVersionError, PackageError, VersionError
+from ._extract import extract_package
 from ._fs import INLINE_LIMIT
+from ._manifest import HandlerManifest
 from ._model import HandlerName, Version
 
 if TYPE_CHECKING:
@@ -31,13 +36,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DirectoryRepository",
+    "Installed",
     "PackageCatalog",
     "PackageRef",
     "PackageSource",
     "RepositorySet",
+    "Workspace",
+    "install_zip",
     "package_file_name",
     "parse_package_file_name",
 ]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 SIDECAR_SUFFIX = ".sha256"
 _CHUNK = 1 << 20
@@ -64,20 +75,60 @@ class PackageRef:
         return package_file_name(self.handler, self.version)
 
 
+@attrs.frozen
+class Workspace:
+    """What the runtime lends a source while it installs a package: a private scratch dir
+    (`path`, mode 0700, emptied by nobody but the source) and the runtime's I/O threads."""
+
+    path: Path
+    limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
+
+    async def run_sync(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
+        """Run blocking file work (a copy, an extraction) in one of the runtime's I/O threads."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+
+
+@attrs.frozen(kw_only=True)
+class Installed:
+    """What a source installed into a handler dir: the dir's manifest, and whether the dir
+    can be laid out again at no cost and with the same result after a crash (a dir derived
+    from code, not from a download), which spares the runtime a durable record of it."""
+
+    manifest: HandlerManifest
+    rebuildable: bool = False
+
+
 class PackageSource(Protocol):
-    """Anything that can list handler packages and fetch one of them."""
+    """Anything that can list handler packages and install one of them into a handler dir.
+
+    A source of zip packages implements `install` by getting the zip into the workspace
+    and calling `install_zip`; see `DirectoryRepository`.
+    """
 
     async def list_packages(self) -> Sequence[PackageRef]:
         """Every package this source offers."""
         ...
 
-    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
-        """Write the package `ref` to the file `dest`, verified, and return `dest`.
+    async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
+        """Lay out the package `ref` in `directory` (which does not exist yet), verified.
 
-        Raises PackageError(1004) when the package cannot be fetched or fails verification;
-        `dest` is then left untouched.
+        Raises PackageError when the package cannot be had (1004, `transient` unless its
+        bytes were refused) or is unusable (its code says why); whatever it left of
+        `directory` is then removed by the runtime.
         """
         ...
+
+
+async def install_zip(zip_path: Path, directory: Path, workspace: Workspace) -> Installed:
+    """Extract the package zip at `zip_path` into `directory` safely (see `extract_package`)
+    and remove the zip; small packages are extracted at once, large ones in a thread."""
+    # A stat and an unlink (usually of a hard link into the repository): one syscall each.
+    if os.stat(zip_path).st_size <= INLINE_LIMIT:
+        manifest = extract_package(zip_path, directory)
+    else:
+        manifest = await workspace.run_sync(extract_package, zip_path, directory)
+    os.unlink(zip_path)
+    return Installed(manifest=manifest)
 
 
 def package_file_name(handler: HandlerName, version: Version) -> str:
@@ -137,7 +188,13 @@ class DirectoryRepository:
     async def list_packages(self) -> Sequence[PackageRef]:
         return await anyio.to_thread.run_sync(self._list_sync)
 
+    async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
+        zip_path = await self.fetch(ref, workspace.path / ref.file_name)
+        return await install_zip(zip_path, directory, workspace)
+
     async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+        """Copy (or link) the package `ref` to the file `dest`, verified against its
+        sidecar, and return `dest`; PackageError(1004) leaves `dest` untouched."""
         try:
             small = (self.path / ref.file_name).stat().st_size <= INLINE_LIMIT
         except OSError:
@@ -273,17 +330,13 @@ class PackageCatalog:
     )
 
     @classmethod
-    def from_listings(cls, listings: Iterable[Sequence[PackageRef]]) -> PackageCatalog:
-        """Merge listings in precedence order: the first ref for a package wins."""
-        return cls.from_sources((None, listing) for listing in listings)
-
-    @classmethod
     def from_sources(
         cls,
         listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]],
         problems: Sequence[str] = (),
     ) -> PackageCatalog:
-        """Like `from_listings`, remembering the source of each listing."""
+        """Merge listings in precedence order (the first ref for a package wins),
+        remembering the source of each listing (None: a listing without a source)."""
         chosen: dict[tuple[str, Version], PackageRef] = {}
         sources: dict[tuple[str, Version], PackageSource] = {}
         for source, listing in listings:
@@ -328,7 +381,7 @@ def _as_sources(sources: Iterable[PackageSource]) -> tuple[PackageSource, ...]:
 class RepositorySet:
     """Several sources seen as one; on duplicates the source listed first wins.
 
-    It is itself a `PackageSource`: `fetch` asks the source that offers the ref.
+    It is itself a `PackageSource`: `install` asks the source that offers the ref.
     Every query lists the sources afresh; `catalog()` takes one snapshot for many queries.
     """
 
@@ -359,18 +412,10 @@ class RepositorySet:
         """Every package, sorted by handler (case-insensitively) then version."""
         return list((await self.catalog()).refs)
 
-    async def available(self, handler: HandlerName) -> list[Version]:
-        """The versions of `handler` on offer, lowest first."""
-        return (await self.catalog()).available(handler)
-
-    async def find(self, handler: HandlerName, version: Version) -> PackageRef:
-        """The ref for `handler` at `version`; NoEligibleVersionError if none offers it."""
-        return (await self.catalog()).find(handler, version)
-
-    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+    async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
         for source in self.sources:
             if ref in await source.list_packages():
-                return await source.fetch(ref, dest)
+                return await source.install(ref, directory, workspace)
         raise _download_error(
             f"package {ref.file_name} ({ref.location}) is offered by none of the repositories"
         )

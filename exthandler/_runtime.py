@@ -15,10 +15,11 @@ from exthandler_sdk import Handler
 from exthandler_sdk.procs import BOOT_ID_PATH
 
 from ._engine import Engine, EngineOptions
+from ._executors.base import Executor
 from ._fs import read_regular
 from ._model import GoalState
 from ._plugins import make_plugin_manager
-from ._repository import DirectoryRepository, RepositorySet
+from ._repository import DirectoryRepository, PackageSource
 from ._statedir import OWN_FILE_LIMIT
 from ._store import Store
 from ._view import InstanceView
@@ -26,8 +27,24 @@ from ._view import InstanceView
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
 
-def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
-    return tuple(Path(p).absolute() for p in paths)
+def _repositories(
+    repositories: Sequence[str | Path | PackageSource],
+) -> tuple[Path | PackageSource, ...]:
+    """Paths made absolute (a directory of packages each); any other source kept as is."""
+    kept: list[Path | PackageSource] = []
+    for repository in repositories:
+        if isinstance(repository, str | Path):
+            kept.append(Path(repository).absolute())
+        elif callable(getattr(repository, "list_packages", None)) and callable(
+            getattr(repository, "install", None)
+        ):
+            kept.append(repository)
+        else:
+            raise TypeError(
+                f"repositories: {repository!r} is neither a path nor a PackageSource"
+                " (an object with list_packages() and install())"
+            )
+    return tuple(kept)
 
 
 def _path(path: str | Path) -> Path:
@@ -48,10 +65,12 @@ class RuntimeConfig:
     manager next to those found through the `exthandler` entry-point group (unless
     `load_entry_points` is false). `handlers` are SDK handler classes to run in process,
     besides those the plugins register through `exthandler_register_handlers`.
+    `repositories` are directories of packages, or any `PackageSource`; `executors` run
+    the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
     """
 
     state_dir: Path = attrs.field(converter=_path)
-    repositories: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    repositories: Sequence[Path | PackageSource] = attrs.field(default=(), converter=_repositories)
     log_root: Path | None = attrs.field(default=None, converter=_optional_path)
     concurrency: int = 8
     command_timeout: float | None = None
@@ -62,6 +81,11 @@ class RuntimeConfig:
     plugins: Sequence[Any] = ()
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
+    executors: Sequence[Executor] = ()
+
+    def sources(self) -> list[PackageSource]:
+        """The package sources, in order (a path is a `DirectoryRepository`)."""
+        return [DirectoryRepository(r) if isinstance(r, Path) else r for r in self.repositories]
 
 
 @attrs.define(eq=False)
@@ -150,7 +174,8 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
         )
         engine = Engine(
             store=store,
-            repositories=RepositorySet([DirectoryRepository(p) for p in config.repositories]),
+            sources=config.sources(),
+            executors=config.executors,
             options=EngineOptions(
                 concurrency=config.concurrency,
                 command_timeout=config.command_timeout,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import attrs
 from exthandler_sdk.protocol import SUPPORTED_FEATURES as SUPPORTED_FEATURES
 
@@ -30,10 +31,14 @@ class Store:
     state: StateDir = attrs.field(init=False)
     journal: Journal = attrs.field(init=False)
     handlers: HandlerDirs = attrs.field(init=False)
+    # The worker threads file work of this state dir runs in, a few at a time: extraction,
+    # tree removal, scans, the journal's fsync (see the threading rule in docs/architecture).
+    io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.state = StateDir(root=self.root, log_root=self.log_root)
-        self.journal = Journal(state=self.state)
+        self.io_limiter = anyio.CapacityLimiter(4)
+        self.journal = Journal(state=self.state, limiter=self.io_limiter)
         self.handlers = HandlerDirs(state=self.state)
 
     # -- the state dir (see _statedir) ------------------------------------------------------
@@ -49,6 +54,15 @@ class Store:
     @property
     def running_dir(self) -> Path:
         return self.state.running_dir
+
+    def marker_path(self, handler: HandlerName) -> Path:
+        """Where a running command of `handler` is named (see `run_command`)."""
+        return self.running_dir / f"{handler.key}.json"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """The private scratch dir package sources download into."""
+        return self.meta / "downloads"
 
     @property
     def log_path(self) -> Path:

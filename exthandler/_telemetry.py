@@ -1,4 +1,4 @@
-"""Collecting the telemetry events extensions drop into their events folder (PROTOCOL.md 8).
+"""Collecting the telemetry events extensions drop into their events folder.
 
 An extension writes `<digits>.json` files, each holding one event object or an array of
 them (their format and per-event limits are `exthandler_sdk.protocol`'s). The runtime
@@ -14,7 +14,7 @@ import collections
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -30,7 +30,7 @@ from exthandler_sdk.protocol import (
 
 from ._fs import UnsafeFileError, open_dir, read_regular
 
-__all__ = ["EventRateLimiter", "collect_events"]
+__all__ = ["Collected", "EventRateLimiter", "collect_all", "collect_events"]
 
 
 @attrs.define(eq=False)
@@ -156,3 +156,24 @@ def _collect_file(
             f"{limiter.limit} events per {limiter.window:g} s for {handler}"
         )
     return accepted[:allowed]
+
+
+@attrs.frozen
+class Collected:
+    """What one collection round found: each handler's new events, and the problems met."""
+
+    events: tuple[tuple[str, tuple[TelemetryEvent, ...]], ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def collect_all(folders: Iterable[tuple[str, Path]], *, limiter: EventRateLimiter) -> Collected:
+    """Collect the events of every (handler, events folder) pair (file work only: it runs
+    in a worker thread and returns data; logging and telling the plugins is the caller's)."""
+    events: list[tuple[str, tuple[TelemetryEvent, ...]]] = []
+    problems: list[str] = []
+    for handler, folder in folders:
+        found, trouble = collect_events(folder, handler=handler, limiter=limiter)
+        problems.extend(f"{handler}: telemetry: {problem}" for problem in trouble)
+        if found:
+            events.append((handler, tuple(found)))
+    return Collected(events=tuple(events), problems=tuple(problems))

@@ -17,15 +17,16 @@ from typing import Any
 import anyio
 import attrs
 from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
-from exthandler_sdk.protocol import render_manifest
+from exthandler_sdk.protocol import COMMAND_TIMEOUTS, render_manifest
 
 from .._errors import PackageError
 from .._manifest import MANIFEST_NAME, HandlerManifest
 from .._model import HandlerName, Version
-from .._repository import PackageRef
+from .._repository import Installed, PackageRef, Workspace
+from .base import CommandRequest
 from .process import CommandResult, write_log_entry
 
-__all__ = ["InProcessHandlers", "materialize", "run_inprocess", "spec_of"]
+__all__ = ["InProcessExecutor", "InProcessHandlers", "materialize", "run_inprocess", "spec_of"]
 
 
 def spec_of(handler_class: type[Handler[Any, Any]]) -> str:
@@ -35,7 +36,7 @@ def spec_of(handler_class: type[Handler[Any, Any]]) -> str:
 
 @attrs.define(eq=False)
 class InProcessHandlers:
-    """The handler classes registered on a runtime; a package source of their versions."""
+    """The handler classes registered on a runtime; a `PackageSource` of their versions."""
 
     _classes: dict[tuple[str, Version], type[Handler[Any, Any]]] = attrs.field(factory=dict)
 
@@ -64,10 +65,57 @@ class InProcessHandlers:
             for (_, version), cls in sorted(self._classes.items(), key=lambda item: item[0])
         ]
 
-    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
-        raise PackageError(
-            ErrorCode.PACKAGE_DOWNLOAD,
-            f"{ref.handler} {ref.version} runs in process: it has no package to download",
+    async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
+        """Lay out `directory` for the registered class (a few small writes: no thread).
+
+        The dir is derived from the class alone, so laying it out again after a crash
+        changes nothing anyone sees (`Installed.rebuildable`)."""
+        handler_class = self.handler_class(ref.handler, ref.version)
+        if handler_class is None:
+            raise PackageError(
+                ErrorCode.PACKAGE_DOWNLOAD,
+                f"{ref.handler} {ref.version} is no longer registered to run in process",
+            )
+        return Installed(manifest=materialize(handler_class, directory), rebuildable=True)
+
+
+@attrs.frozen
+class InProcessExecutor:
+    """The `Executor` of handler dirs laid out for a registered class: each command is a
+    call of the class's operation on the running event loop (see `run_inprocess`)."""
+
+    handlers: InProcessHandlers
+    # The SDK tells an in-process handler its state; no script reads HandlerState files.
+    reads_handler_state: bool = False
+
+    def accepts(self, manifest: HandlerManifest) -> bool:
+        return manifest.in_process is not None
+
+    def command_line(self, request: CommandRequest) -> str:
+        return f"in-process {request.manifest.in_process} {request.operation.value}"
+
+    async def run(self, request: CommandRequest) -> CommandResult:
+        handler_class = self.handlers.handler_class(request.handler, request.version)
+        if handler_class is None:
+            # Its plugin is gone (uninstalled, or a version no longer registered): the
+            # step cannot run; it is skipped so that removal and upgrades go on.
+            return CommandResult(
+                operation=request.operation,
+                command=request.command,
+                exit_code=None,
+                skipped=f"{request.manifest.in_process} is no longer registered",
+            )
+        timeout = request.timeout
+        if timeout is None:
+            own = handler_class.command_timeouts.get(request.operation.value)
+            timeout = COMMAND_TIMEOUTS[request.operation] if own is None else float(own)
+        return await run_inprocess(
+            handler_class,
+            handler_dir=request.directory,
+            operation=request.operation,
+            env=request.env,
+            timeout=timeout,
+            log_file=request.log_file,
         )
 
 

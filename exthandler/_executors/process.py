@@ -20,21 +20,32 @@ import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import attrs
 from exthandler_sdk import Operation
 from exthandler_sdk.procs import BOOT_ID_PATH
-from exthandler_sdk.protocol import EXCERPT_LIMIT, PROTOCOL_VARIABLES, format_excerpt
+from exthandler_sdk.protocol import (
+    COMMAND_TIMEOUTS,
+    EXCERPT_LIMIT,
+    PROTOCOL_VARIABLES,
+    format_excerpt,
+)
 
+from .._manifest import HandlerManifest
 from ._cmdlog import INLINE_COLLECT, LogRecord, append_entry, captured, collect, outcome_line, title
 from ._hints import failure_hint
 from ._orphans import clear_marker, end_orphans, write_marker
 from ._spawn import spawn, wait
 
+if TYPE_CHECKING:
+    from .base import CommandRequest
+
 __all__ = [
     "CommandResult",
+    "ProcessExecutor",
     "base_environment",
     "clear_marker",
     "end_orphans",
@@ -70,6 +81,8 @@ class CommandResult:
     excerpt: str = ""
     hint: str | None = None
     timeout: float | None = None
+    # Why nothing ran and the step goes on anyway (an executor that cannot run it now).
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,9 +147,9 @@ async def run_command(
     `base_env` is the environment the command starts from (see `base_environment`; a
     caller running many commands computes it once).
 
-    `env` holds the protocol variables for this command (PROTOCOL.md section 4). Failures
-    of the command are results, not exceptions; a cancellation of the caller's scope kills
-    the command's process group and propagates.
+    `env` holds the protocol variables for this command (`exthandler_sdk.protocol.Variable`).
+    Failures of the command are results, not exceptions; a cancellation of the caller's
+    scope kills the command's process group and propagates.
     """
     relative = command.strip().lstrip("/")
     if not relative:
@@ -207,6 +220,37 @@ async def run_command(
         hint=hint,
         timeout=timeout,
     )
+
+
+@attrs.frozen(kw_only=True)
+class ProcessExecutor:
+    """The `Executor` of classic packages: each command is a child process (see
+    `run_command`), ended with its process group on timeout after `grace` seconds."""
+
+    grace: float = 5.0
+    boot_id_path: Path = BOOT_ID_PATH
+    reads_handler_state: bool = True
+
+    def accepts(self, manifest: HandlerManifest) -> bool:
+        return True  # any manifest's commands can be run as processes
+
+    def command_line(self, request: CommandRequest) -> str:
+        return f"/bin/sh -c {request.directory}/{request.command.strip().lstrip('/')}"
+
+    async def run(self, request: CommandRequest) -> CommandResult:
+        timeout = request.timeout
+        return await run_command(
+            handler_dir=request.directory,
+            command=request.command,
+            operation=request.operation,
+            env=request.env,
+            timeout=COMMAND_TIMEOUTS[request.operation] if timeout is None else timeout,
+            grace=self.grace,
+            log_file=request.log_file,
+            marker=request.marker,
+            base_env=request.base_env,
+            boot_id_path=self.boot_id_path,
+        )
 
 
 def write_log_entry(

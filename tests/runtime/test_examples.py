@@ -221,10 +221,12 @@ def test_handler_finds_its_dir_without_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_examples_repository_lists_and_fetches(tmp_path: Path) -> None:
-    repos = RepositorySet([DirectoryRepository(REPO)])
+    repo = DirectoryRepository(REPO)
+    repos = RepositorySet([repo])
     hello = HandlerName.parse("Contoso.Examples.Hello")
-    assert await repos.available(hello) == [Version.parse("1.0.0"), Version.parse("1.0.1")]
+    catalog = await repos.catalog()
+    assert catalog.available(hello) == [Version.parse("1.0.0"), Version.parse("1.0.1")]
     assert len(await repos.list_all()) == len(PACKAGES)
     for ref in await repos.list_all():
-        dest = await repos.fetch(ref, tmp_path / ref.file_name)
+        dest = await repo.fetch(ref, tmp_path / ref.file_name)
         assert dest.read_bytes() == (REPO / ref.file_name).read_bytes()

@@ -16,13 +16,16 @@ import pytest
 from exthandler_sdk import ErrorCode
 
 from exthandler._errors import NoEligibleVersionError, PackageError
+from exthandler._manifest import HandlerManifest
 from exthandler._model import HandlerName, Version
 from exthandler._repository import (
     DirectoryRepository,
+    Installed,
     PackageCatalog,
     PackageRef,
     PackageSource,
     RepositorySet,
+    Workspace,
     package_file_name,
     parse_package_file_name,
 )
@@ -265,10 +268,11 @@ class FakeSource:
     async def list_packages(self) -> Sequence[PackageRef]:
         return self.refs
 
-    async def fetch(self, ref: PackageRef, dest: Path) -> Path:
+    async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
         self.fetched.append(ref)
-        await anyio.Path(dest).write_bytes(ref.location.encode())
-        return dest
+        await anyio.Path(directory).mkdir()
+        await anyio.Path(directory / "payload").write_bytes(ref.location.encode())
+        return Installed(manifest=HandlerManifest(name=str(ref.handler)))
 
 
 def ref(handler: HandlerName, version: str, location: str) -> PackageRef:
@@ -297,14 +301,16 @@ async def test_repository_set_precedence_and_order(tmp_path: Path) -> None:
         ("Contoso.Hello", "1.2", "first"),
     ]
     assert await repos.list_packages() == await repos.list_all()
-    assert await repos.available(HELLO) == [v("1.0"), v("1.1"), v("1.2")]
-    assert await repos.available(HandlerName.parse("No.Such")) == []
-    found = await repos.find(HELLO, v("1.1.0"))
+    catalog = await repos.catalog()
+    assert catalog.available(HELLO) == [v("1.0"), v("1.1"), v("1.2")]
+    assert catalog.available(HandlerName.parse("No.Such")) == []
+    found = catalog.find(HELLO, v("1.1.0"))
     assert found.location == "second"
-    assert (await repos.find(HELLO, v("1.0"))).location == "first"
+    assert catalog.find(HELLO, v("1.0")).location == "first"
+    assert catalog.source_of(found) is second
 
-    dest = await repos.fetch(found, tmp_path / "pkg.zip")
-    assert dest.read_bytes() == b"second"
+    await repos.install(found, tmp_path / "dir", Workspace(tmp_path / "work"))
+    assert (tmp_path / "dir" / "payload").read_bytes() == b"second"
     assert second.fetched == [found]
     assert first.fetched == []
 
@@ -312,20 +318,21 @@ async def test_repository_set_precedence_and_order(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_repository_set_find_missing() -> None:
     repos = RepositorySet([FakeSource([ref(HELLO, "1.0", "a"), ref(HELLO, "1.3", "a")])])
+    catalog = await repos.catalog()
     with pytest.raises(NoEligibleVersionError) as caught:
-        await repos.find(HELLO, v("2.0"))
+        catalog.find(HELLO, v("2.0"))
     assert isinstance(caught.value, LookupError)
     assert "Contoso.Hello 2.0" in str(caught.value)
     assert "1.0, 1.3" in str(caught.value)
     with pytest.raises(NoEligibleVersionError, match="available: none"):
-        await repos.find(OTHER, v("1.0"))
+        catalog.find(OTHER, v("1.0"))
 
 
 @pytest.mark.anyio
-async def test_repository_set_fetch_of_unknown_ref(tmp_path: Path) -> None:
+async def test_repository_set_install_of_unknown_ref(tmp_path: Path) -> None:
     repos = RepositorySet([FakeSource([])])
     with pytest.raises(PackageError) as caught:
-        await repos.fetch(ref(HELLO, "1.0", "nowhere"), tmp_path / "pkg.zip")
+        await repos.install(ref(HELLO, "1.0", "nowhere"), tmp_path / "dir", Workspace(tmp_path))
     assert caught.value.code == ErrorCode.PACKAGE_DOWNLOAD
     assert "Contoso.Hello__1.0.zip" in caught.value.message
 
@@ -340,7 +347,10 @@ async def test_repository_set_over_directories(tmp_path: Path) -> None:
     )
     catalog = await repos.catalog()
     assert catalog.find(HELLO, v("1.0")).location == str(tmp_path / "a" / "Contoso.Hello__1.0.zip")
-    dest = await repos.fetch(catalog.find(HELLO, v("1.1")), tmp_path / "pkg.zip")
+    found = catalog.find(HELLO, v("1.1"))
+    source = catalog.source_of(found)
+    assert isinstance(source, DirectoryRepository)
+    dest = await source.fetch(found, tmp_path / "pkg.zip")
     assert dest.read_bytes() == only_b.read_bytes()
 
 

@@ -1,0 +1,238 @@
+"""Driving one handler to its target: the planner's `next_step`/`advance` loop.
+
+Before the loop the record is reconciled with the disk (a kill between a removal and its
+record); after every step the record is saved durably (the journal), the last error of
+each extension remembered, and the HandlerState files written. An unexpected error or a
+refused write stops this handler only, as a crash would: its step runs again next pass.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import attrs
+import pluggy
+from exthandler_sdk import ErrorCode
+from exthandler_sdk.protocol import HANDLER_ENVIRONMENT_NAME
+
+from .._errors import StateDirError
+from .._executors.process import clear_marker
+from .._liveview import LiveView
+from .._plan import (
+    HandlerRecord,
+    HandlerState,
+    HandlerTarget,
+    Outcome,
+    Step,
+    StepKind,
+    UpgradePhase,
+    advance,
+    next_step,
+)
+from .._plugins import StepResult
+from .._store import Store
+from .scheduler import Slot
+from .state import Manifests, Pass
+from .statuses import Statuses
+from .steps import StepRunner
+
+__all__ = ["HandlerDriver"]
+
+
+@attrs.define(eq=False)
+class HandlerDriver:
+    """Drives the handlers of a state dir, one `drive` call per handler and pass."""
+
+    store: Store
+    view: LiveView
+    statuses: Statuses
+    manifests: Manifests
+    steps: StepRunner
+    plugins: pluggy.PluginManager
+
+    async def drive(self, target: HandlerTarget, slot: Slot, work: Pass) -> None:
+        """`_drive`, with an unexpected error stopping this handler only."""
+        try:
+            await self._drive(target, slot, work)
+        except StateDirError:
+            raise  # the runtime's own files: the pass cannot go on (see Engine.apply)
+        except OSError as exc:
+            # The machine refused a write or a read of this handler's files (a full or
+            # read-only disk, say): it stops where it is, as after a crash, and the step
+            # runs again at the next pass; the others go on.
+            what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            self.store.log(f"{target.handler}: stopped: {what}")
+            for ext in target.extensions:
+                self.view.fail(
+                    ext.name, ErrorCode.UNKNOWN, f"stopped: {what}; it runs again next time"
+                )
+        except Exception as exc:  # one handler's fault must not end the pass
+            self.store.log(
+                f"{target.handler}: stopped by an unexpected error: {exc!r}\n"
+                + "".join(traceback.format_exception(exc))
+            )
+            for ext in target.extensions:
+                self.view.fail(ext.name, ErrorCode.UNKNOWN, f"internal error: {exc}")
+
+    async def _drive(self, target: HandlerTarget, slot: Slot, work: Pass) -> None:
+        handler = target.handler
+        record = work.records.get(handler) or HandlerRecord(handler=handler)
+        record = self._reconcile(record)  # a stat or two: not worth a thread
+        # The record whose HandlerState files wait for the next step (see below).
+        unwritten: HandlerRecord | None = None
+        try:
+            while True:
+                target = self._with_manifest_facts(record, target)
+                step = next_step(record, target)
+                if unwritten is not None and (step is None or step.kind is not StepKind.ENABLE):
+                    self._write_protocol_state(unwritten)
+                    unwritten = None
+                if step is None:
+                    await self._settled(record, target, work)
+                    break
+                self.plugins.hook.exthandler_step_started(step=step)
+                await slot.take()
+                began = time.monotonic()
+                ran = await self.steps.run(step, record, target, work)
+                took = time.monotonic() - began
+                record, go_on = advance(record, target, step, ran.outcome)
+                record = _remember_error(record, step, ran.outcome, ran.message)
+                work.records[handler] = record
+                # A dir laid out from code alone is laid out again, identically, after a
+                # crash: its record rides with the next step's (records are whole).
+                if not (ran.outcome.ok and ran.rebuildable):
+                    await self.store.save_record(record)
+                # When nothing reads HandlerState between steps, Installed waits for the
+                # next one: the enable that follows at once replaces it (and a replaced
+                # file frees an inode, which on ext4 without a journal slows the creations
+                # after it). If the enable does not finish, it is written when the turn ends.
+                if ran.outcome.ok and ran.state_unread and step.kind is StepKind.INSTALL:
+                    unwritten = record
+                else:
+                    self._write_protocol_state(record)
+                    unwritten = None
+                self.plugins.hook.exthandler_step_finished(
+                    step=step,
+                    ok=ran.outcome.ok,
+                    message=ran.message,
+                    result=StepResult.of(
+                        step, ran.outcome, ran.message, env=ran.env, duration=took
+                    ),
+                )
+                if not go_on:
+                    break
+        finally:
+            try:
+                if unwritten is not None:  # the enable that was to follow did not finish
+                    self._write_protocol_state(unwritten)
+            finally:
+                if slot.held:
+                    clear_marker(self.store.marker_path(handler))  # its commands left it empty
+                    slot.release()
+
+    async def _settled(self, record: HandlerRecord, target: HandlerTarget, work: Pass) -> None:
+        """No step is left: show what that means, and forget a failure the goal moved past."""
+        if record.version is None and not target.removes_handler:
+            if record.failed == target.handler_fingerprint:
+                self.view.still_refused(record, target)
+            else:
+                self.view.not_installed(target)
+        if record.failed not in (None, target.handler_fingerprint):
+            # The goal moved past an old failure without needing a step: forget it, so
+            # that the failed goal is tried again if it ever comes back.
+            errors = {k: v for k, v in record.last_errors.items() if k}
+            record = attrs.evolve(record, failed=None, failed_package=None, last_errors=errors)
+            work.records[record.handler] = record
+            await self.store.save_record(record)
+            self.statuses.refresh(force=True, handler=record.handler)
+
+    def _reconcile(self, record: HandlerRecord) -> HandlerRecord:
+        """Make the record agree with the disk when a kill came between a delete and its record.
+
+        A handler dir the record believes in may be gone (removed just before the kill): the
+        record then forgets it, and the planner fetches again if the goal wants it.
+        """
+        upgrade = record.upgrade
+        exists = self.store.handler_dir_exists
+        if (
+            upgrade is not None
+            and upgrade.phase < UpgradePhase.OLD_UNINSTALLED
+            and not exists(record.handler, upgrade.target)
+        ):
+            record = attrs.evolve(record, upgrade=None)
+        if (
+            record.version is not None
+            and record.upgrade is None
+            and not exists(record.handler, record.version)
+        ):
+            forgotten = tuple(
+                attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
+            )
+            record = HandlerRecord(handler=record.handler, extensions=forgotten)
+        if record.version is not None:
+            directory = self.store.handler_dir(record.handler, record.version)
+            try:
+                intact = (directory / HANDLER_ENVIRONMENT_NAME).stat().st_size > 0
+            except FileNotFoundError:
+                intact = False
+            # Written without fsync, a power loss may have taken it. A directory that is
+            # gone altogether (an upgrade killed right after removing the old version) is
+            # the planner's business: its removal step simply completes.
+            if not intact and directory.is_dir():
+                self.store.prepare_handler_dir(record.handler, record.version)
+        return record
+
+    def _with_manifest_facts(self, record: HandlerRecord, target: HandlerTarget) -> HandlerTarget:
+        """The target with what the target version's manifest says of updates and of
+        multiple extensions, once its dir is there to say it."""
+        if target.version is None:
+            return target
+        manifest = self.manifests.get(record.handler, target.version)
+        if manifest is None or (
+            target.update_with_install == manifest.update_with_install
+            and target.continue_on_update_failure == manifest.continue_on_update_failure
+            and target.multi_config == manifest.supports_multiple_extensions
+        ):
+            return target
+        return attrs.evolve(
+            target,
+            update_with_install=manifest.update_with_install,
+            continue_on_update_failure=manifest.continue_on_update_failure,
+            multi_config=manifest.supports_multiple_extensions,
+        )
+
+    def _write_protocol_state(self, record: HandlerRecord) -> None:
+        """Write the HandlerState files the record stands for (per extension, too, for a
+        handler of several extensions)."""
+        upgrade = record.upgrade
+        if upgrade is not None and upgrade.failed:
+            failed_dir = self.store.handler_dir(record.handler, upgrade.target)
+            self.store.write_handler_state(failed_dir, HandlerState.FAILED_UPGRADE)
+        if record.version is None:
+            return
+        directory = self.store.handler_dir(record.handler, record.version)
+        self.store.write_handler_state(directory, record.state)
+        if self.manifests.is_multi(record.handler, record.version):
+            for ext in record.extensions:
+                state = HandlerState.ENABLED if ext.enabled else record.state
+                if state is HandlerState.ENABLED and not ext.enabled:
+                    state = HandlerState.INSTALLED
+                self.store.write_handler_state(directory, state, ext.name)
+
+
+def _remember_error(
+    record: HandlerRecord, step: Step, outcome: Outcome, message: str
+) -> HandlerRecord:
+    """Keep the last failure of each extension so that later views still show it."""
+    if step.kind in (StepKind.UPGRADE_DISABLED, StepKind.UPGRADE_INSTALL_SKIPPED):
+        return record  # runs nothing, fails never
+    errors = dict(record.last_errors)
+    key = step.extension or ""
+    if outcome.ok:
+        errors.pop(key, None)
+        if step.kind in (StepKind.ENABLE, StepKind.FETCH, StepKind.INSTALL):
+            errors.pop("", None)
+    else:
+        errors[key] = (outcome.code, message)
+    return attrs.evolve(record, last_errors=errors)

@@ -1,0 +1,296 @@
+"""The engine: converges a goal state into a state dir, one pass per `apply`.
+
+A pass loads the records, takes a snapshot of what the sources offer, refuses a goal that
+cannot be carried out (before any change), ends commands a killed runtime left running,
+resolves each handler's target, and lets the scheduler drive every handler through the
+driver. Everything a pass works with lives in its `Pass`; the parts are:
+
+- `Scheduler` (scheduler.py): removals first, dependency waits, slots;
+- `HandlerDriver` (driver.py): the planner loop of one handler, journalled;
+- `StepRunner` (steps.py): fetch through a `PackageSource`, commands through an `Executor`;
+- `Statuses` (statuses.py): status files and heartbeats into the live view;
+- `LiveView` (_liveview.py): the view, its file and the plugins' hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple, Unpack
+
+import anyio
+import attrs
+import pluggy
+from exthandler_sdk import ErrorCode, Operation
+from exthandler_sdk.procs import read_boot_id
+from exthandler_sdk.protocol import COMMAND_TIMEOUTS
+
+from .._errors import GoalStateError, StateDirError
+from .._executors.base import Executor
+from .._executors.inprocess import InProcessExecutor, InProcessHandlers, class_manifest
+from .._executors.process import ProcessExecutor, base_environment, end_orphans
+from .._liveview import ExtensionState, LiveView
+from .._manifest import HandlerManifest
+from .._model import GoalState, HandlerName, Version
+from .._plan import HandlerRecord, HandlerTarget
+from .._repository import PackageSource, RepositorySet, Workspace, package_token
+from .._store import Store
+from .._targets import installed_versions, resolve_target
+from .._telemetry import Collected, EventRateLimiter, collect_all
+from .._view import InstanceView
+from .driver import HandlerDriver
+from .scheduler import Scheduler, Slot
+from .settings import SettingsWriter
+from .state import Manifests, Pass
+from .statuses import Statuses
+from .steps import StepRunner
+
+__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+DEFAULT_TIMEOUTS: Mapping[Operation, float] = COMMAND_TIMEOUTS
+
+
+@attrs.frozen(kw_only=True)
+class EngineOptions:
+    """The engine's share of `RuntimeConfig` (whose defaults these take)."""
+
+    concurrency: int
+    command_timeout: float | None
+    handler_timeouts: Mapping[str, float]
+    kill_grace: float
+    dependency_wait: float
+    boot_id_path: Path
+
+
+@attrs.define(eq=False)
+class Engine:
+    """Owns one state dir (through `store`) and converges goal states into it.
+
+    `sources` are the package sources after the in-process handlers (which come first);
+    `executors` run commands before the in-process and process executors do.
+    """
+
+    store: Store
+    sources: Sequence[PackageSource]
+    options: EngineOptions
+    plugins: pluggy.PluginManager
+    inprocess: InProcessHandlers = attrs.field(factory=InProcessHandlers)
+    executors: Sequence[Executor] = ()
+    view: LiveView = attrs.field(init=False)
+    # The handler records, kept between passes (for `refresh`); every part shares this dict.
+    _records: dict[HandlerName, HandlerRecord] = attrs.field(init=False, factory=dict)
+    _pass: Pass | None = attrs.field(init=False, default=None)
+    _io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    _manifests: Manifests = attrs.field(init=False)
+    _statuses: Statuses = attrs.field(init=False)
+    _driver: HandlerDriver = attrs.field(init=False)
+    _events: EventRateLimiter = attrs.field(init=False, factory=EventRateLimiter)
+
+    def __attrs_post_init__(self) -> None:
+        store, records = self.store, self._records
+        self._io_limiter = store.io_limiter
+        self.view = LiveView(
+            view_path=store.view_path, plugins=self.plugins, records=lambda: records
+        )
+        self._manifests = Manifests(store)
+        self._statuses = Statuses(store, self.view, self._manifests, records, self._targets)
+        executors = [
+            *self.executors,
+            InProcessExecutor(self.inprocess),
+            ProcessExecutor(grace=self.options.kill_grace, boot_id_path=self.options.boot_id_path),
+        ]
+        steps = StepRunner(
+            store=store,
+            view=self.view,
+            statuses=self._statuses,
+            manifests=self._manifests,
+            executors=executors,
+            settings=SettingsWriter(store.root),
+            workspace=Workspace(store.downloads_dir, self._io_limiter),
+            command_timeout=self.options.command_timeout,
+            handler_timeouts=self.options.handler_timeouts,
+        )
+        self._driver = HandlerDriver(
+            store, self.view, self._statuses, self._manifests, steps, self.plugins
+        )
+
+    def instance_view(self) -> InstanceView:
+        return self.view.instance_view()
+
+    def _targets(self) -> Mapping[HandlerName, HandlerTarget]:
+        """The targets of the current (or last) pass."""
+        return {} if self._pass is None else self._pass.targets
+
+    async def _io(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
+        """Run file work that may take long (scans, tree removal) in a worker thread, a few
+        at a time. The small reads and writes of a step run on the event loop: each is a
+        few syscalls, and handing it to a thread costs more than the work itself."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._io_limiter)
+
+    async def apply(self, goal: GoalState) -> InstanceView:
+        """Converge the state dir to `goal`; returns the final instance view."""
+        store = self.store
+        loaded = await self._io(store.load_records)
+        self._records.clear()
+        self._records.update(loaded)
+        sources = RepositorySet([self.inprocess, *self.sources])
+        catalog = await sources.catalog(skip_unlistable=True)
+        boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
+        work = Pass(goal, self._records, catalog, boot_id, base_environment())
+        self.check_goal(goal, work)  # a goal that cannot be carried out changes nothing
+        for problem in catalog.problems:
+            store.log(problem)
+        if store.needs_sweep:  # the last runtime was killed: its temp files may remain
+            await self._io(store.sweep)
+        # Commands a killed runtime left running end before their steps run again.
+        orphans = functools.partial(end_orphans, boot_id_path=self.options.boot_id_path)
+        for line in await self._io(orphans, store.running_dir, self.options.kill_grace):
+            store.log(line)
+        self._pass = work
+        self.view.goal_id = goal.id
+        self.view.extensions = {e.name: ExtensionState(goal=e) for e in goal.extensions}
+        await self._resolve_targets(work, await self._io(store.digest_key))
+        self._statuses.refresh()
+        try:
+            await _unwrap_state_dir_error(self._converge(work))
+        except anyio.get_cancelled_exc_class():
+            # Stopped from outside (a signal, the host's cancel scope): what finished is in
+            # the journal; the view says so, and shows interrupted steps transitioning.
+            with anyio.CancelScope(shield=True):
+                store.log("apply interrupted: the steps that did not finish run at the next apply")
+                with contextlib.suppress(OSError):  # a full disk must not hide the interrupt
+                    await self.view.publish(durable=True)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._io(store.empty_trash)
+        return self.instance_view()
+
+    def check_goal(self, goal: GoalState, work: Pass) -> None:
+        """Refuse a goal state that cannot be carried out as written (GoalStateError),
+        before anything is changed: two extensions on a handler that takes one."""
+        from .._checks import package_manifest, shared_handlers, single_config_problems
+
+        if not shared_handlers(goal):
+            return
+
+        def installed(handler: HandlerName) -> list[Version]:
+            return installed_versions(self._records.get(handler))
+
+        def manifest_of(handler: HandlerName, version: Version) -> HandlerManifest | None:
+            if version in installed(handler):
+                manifest = self._manifests.get(handler, version)
+                if manifest is not None:
+                    return manifest
+            handler_class = self.inprocess.handler_class(handler, version)
+            if handler_class is not None:
+                return class_manifest(handler_class)
+            return package_manifest(work.catalog, handler, version)
+
+        problems = single_config_problems(goal, work.catalog, manifest_of, installed)
+        if problems:
+            raise GoalStateError(problems)
+
+    async def _resolve_targets(self, work: Pass, key: bytes) -> None:
+        """Each handler's target (version, numbered settings); a handler of the records the
+        goal no longer names is removed. A handler without a possible target fails."""
+        for handler, exts in work.by_handler.items():
+            resolution = resolve_target(
+                handler,
+                exts,
+                self._records.get(handler),
+                work.catalog,
+                boot_id=work.boot_id,
+                key=key,
+                token_of=package_token,
+            )
+            for name, code, message in resolution.failures:
+                self.view.fail(name, code, message)
+            for note in resolution.notes:
+                self.store.log(note)
+            if resolution.target is not None:
+                for ext in resolution.target.extensions:
+                    self.view.extensions[ext.name].sequence_number = ext.sequence_number
+                work.targets[handler] = resolution.target
+        for handler in self._records:
+            if handler not in work.targets and handler not in work.by_handler:
+                work.targets[handler] = HandlerTarget(
+                    handler=handler, version=None, boot_id=work.boot_id
+                )
+
+    async def _converge(self, work: Pass) -> None:
+        """Drive every handler to its target, then collect telemetry and publish the view."""
+
+        async def drive(target: HandlerTarget, slot: Slot) -> None:
+            await self._driver.drive(target, slot, work)
+
+        async def blocker(name: str) -> str | None:
+            return await self._statuses.dependency_failure(name, self.options.dependency_wait)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.view.writer)
+            await Scheduler(self.options.concurrency).run(
+                work.targets, work.by_handler, drive=drive, blocker=blocker, skip=self._skip
+            )
+            group.cancel_scope.cancel()
+        await self._telemetry(list(work.targets))
+        await self.view.publish(durable=True)
+
+    def _skip(self, target: HandlerTarget, name: str, failure: str) -> None:
+        for ext in target.extensions:
+            self.view.fail(
+                ext.name,
+                ErrorCode.UNKNOWN,
+                f"skipped: extension {name!r} it depends on did not succeed: {failure}",
+            )
+
+    async def refresh(self) -> InstanceView:
+        """Re-read every extension's status file and heartbeat, and collect telemetry.
+
+        For a long-running agent between goal states: extensions keep reporting after
+        their command returned. Threads read; the view changes here, on the event loop.
+        """
+        self._statuses.show(await self._io(self._statuses.read, True, None))
+        await self._telemetry(list(self._records))
+        if self.view.dirty:
+            await self.view.publish(durable=False)
+        return self.instance_view()
+
+    async def _telemetry(self, handlers: Sequence[HandlerName]) -> None:
+        """Collect the handlers' new events in a worker thread; log and hand them over here."""
+        folders = [(str(h), self.store.events_dir(h)) for h in handlers]
+        collected: Collected = await self._io(
+            functools.partial(collect_all, limiter=self._events), folders
+        )
+        for problem in collected.problems:
+            self.store.log(problem)
+        for handler, events in collected.events:
+            self.plugins.hook.exthandler_telemetry_events(handler=handler, events=list(events))
+
+
+async def _unwrap_state_dir_error(work: Awaitable[None]) -> None:
+    """Await `work`; a StateDirError from one of its tasks comes out alone, not wrapped in
+    an exception group, so that callers (the CLI) can name the path and exit 2."""
+    try:
+        await work
+    except BaseExceptionGroup as group:
+        found = _first_state_dir_error(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDirError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StateDirError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_state_dir_error(exc)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,82 @@
+"""Writing extensions' settings files before the commands that read them.
+
+Settings are derived from the goal state and rewritten whenever they are missing before a
+command, so they need no fsync. Plain protected settings are encrypted to the runtime's
+own certificate (made once per state dir: the key generation runs in a worker thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+from exthandler_sdk.protocol import CONFIG_DIR, render_settings, settings_file_name
+
+from .._fs import make_dir, write_unless_same
+from .._liveview import ExtensionState
+from .._model import EncryptedProtectedSettings, ExtensionGoal, PlainProtectedSettings
+
+if TYPE_CHECKING:
+    from .._crypto import Certificate
+
+__all__ = ["SettingsWriter"]
+
+
+@attrs.define(eq=False)
+class SettingsWriter:
+    """Writes `config/<n>.settings` files of a state dir whose certificate lives in `lib_dir`."""
+
+    lib_dir: Path
+    _certificate: Certificate | None = None
+    _making: anyio.Lock = attrs.field(factory=anyio.Lock)
+
+    async def write(
+        self,
+        directory: Path,
+        extensions: Mapping[str, ExtensionState],
+        names: Iterable[str],
+        *,
+        multi: bool,
+        written: set[tuple[str, int]],
+    ) -> None:
+        """Write the settings of the extensions `names` into the handler dir `directory`,
+        unless this pass (`written`) wrote them already and they are still there."""
+        for name in names:
+            state = extensions.get(name)
+            if state is None or state.sequence_number is None or state.goal.settings_error:
+                continue
+            file_name = settings_file_name(name if multi else None, state.sequence_number)
+            path = directory / CONFIG_DIR / file_name
+            key = (str(path), state.sequence_number)
+            if key in written and path.exists():
+                continue
+            make_dir(path.parent, 0o700)  # a link the handler put there is replaced
+            await self._write_file(path, state.goal)
+            written.add(key)
+
+    async def _write_file(self, path: Path, goal: ExtensionGoal) -> None:
+        if not goal.has_settings:
+            write_unless_same(path, b"", mode=0o600)
+            return
+        protected: str | None = None
+        thumbprint: str | None = None
+        secret = goal.protected_settings
+        if isinstance(secret, PlainProtectedSettings):
+            # cryptography takes a while to import: only goal states with secrets need it.
+            from .._crypto import encrypt_protected_settings, ensure_certificate
+
+            async with self._making:  # one key per state dir, made once
+                if self._certificate is None:  # key generation: never on the event loop
+                    self._certificate = await anyio.to_thread.run_sync(
+                        ensure_certificate, self.lib_dir
+                    )
+            certificate = self._certificate
+            protected = encrypt_protected_settings(secret.value, certificate)
+            thumbprint = certificate.thumbprint
+        elif isinstance(secret, EncryptedProtectedSettings):
+            protected, thumbprint = secret.data, secret.thumbprint
+        data = render_settings(goal.public_settings, protected, thumbprint)
+        write_unless_same(path, data, mode=0o600)
