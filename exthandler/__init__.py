@@ -7,6 +7,9 @@ from ._errors import NoEligibleVersionError as NoEligibleVersionError
 from ._errors import PackageError as PackageError
 from ._errors import StateDirLockedError as StateDirLockedError
 from ._errors import VersionError as VersionError
+from ._executors.base import CommandRequest as CommandRequest
+from ._executors.base import Executor as Executor
+from ._executors.process import CommandResult as CommandResult
 from ._goalstate import load_goal_state as load_goal_state
 from ._goalstate import parse_goal_state as parse_goal_state
 from ._manifest import HandlerManifest as HandlerManifest
@@ -20,9 +23,12 @@ from ._model import Version as Version
 from ._plugins import StepResult as StepResult
 from ._plugins import make_plugin_manager as make_plugin_manager
 from ._repository import DirectoryRepository as DirectoryRepository
+from ._repository import Installed as Installed
 from ._repository import PackageRef as PackageRef
 from ._repository import PackageSource as PackageSource
 from ._repository import RepositorySet as RepositorySet
+from ._repository import Workspace as Workspace
+from ._repository import install_zip as install_zip
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeConfig as RuntimeConfig
 from ._runtime import open_runtime as open_runtime
@@ -36,7 +42,10 @@ from ._view import SubstatusView as SubstatusView
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommandRequest",
+    "CommandResult",
     "DirectoryRepository",
+    "Executor",
     "ExtHandlerError",
     "ExtensionGoal",
     "ExtensionView",
@@ -45,6 +54,7 @@ __all__ = [
     "GoalStateFormat",
     "HandlerManifest",
     "HandlerName",
+    "Installed",
     "InstanceView",
     "NoEligibleVersionError",
     "PackageError",
@@ -60,7 +70,9 @@ __all__ = [
     "SubstatusView",
     "Version",
     "VersionError",
+    "Workspace",
     "__version__",
+    "install_zip",
     "load_goal_state",
     "make_plugin_manager",
     "open_runtime",

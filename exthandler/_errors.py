@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from exthandler_sdk import ErrorCode, ExtHandlerError
 
@@ -100,4 +100,27 @@ def environment_errno(exc: BaseException | None) -> int | None:
             return exc.errno
         exc = exc.__cause__ or exc.__context__
         seen += 1
+    return None
+
+
+async def state_dir_error_alone(work: Awaitable[None]) -> None:
+    """Await `work`; a StateDirError from one of its tasks comes out alone, not wrapped in
+    an exception group, so that callers (the CLI) can name the path and exit 2."""
+    try:
+        await work
+    except BaseExceptionGroup as group:
+        found = _first_state_dir_error(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDirError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StateDirError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_state_dir_error(exc)
+            if found is not None:
+                return found
     return None

@@ -2,7 +2,8 @@
 
 It owns the extensions' states of the current pass, builds the instance view from them
 and the handler records, writes the view file (throttled while a pass runs, durably at
-its end) and tells the plugins. Everything here runs on the event loop.
+its end, from a worker thread) and tells the plugins. Everything else here runs on the
+event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, StatusLevel
@@ -63,6 +65,8 @@ class LiveView:
     goal_id: str | None = None
     restored: InstanceView | None = None
     dirty: bool = False
+    # Where a durable write (an fsync or two) waits: a worker thread, never the loop.
+    limiter: anyio.CapacityLimiter | None = None
 
     def restore(self, view: InstanceView) -> None:
         """Show `view` (the last one written) until the first pass of this runtime."""
@@ -175,7 +179,10 @@ class LiveView:
         # One line: json's C encoder only serves documents without indentation, and a view
         # of thousands of extensions is written several times a second.
         data = json.dumps(view.to_json()).encode()
-        self._write(data, durable)
+        if durable:
+            await anyio.to_thread.run_sync(self._write, data, durable, limiter=self.limiter)
+        else:  # a rename without fsync: a few syscalls, cheaper here than in a thread
+            self._write(data, durable)
         self.plugins.hook.exthandler_instance_view_changed(view=view)
 
     def _write(self, data: bytes, durable: bool) -> None:

@@ -18,7 +18,15 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar, TypeVarTuple, Unpack
+from typing import (
+    TYPE_CHECKING,
+    BinaryIO,
+    Protocol,
+    TypeVar,
+    TypeVarTuple,
+    Unpack,
+    runtime_checkable,
+)
 
 import anyio
 import anyio.to_thread
@@ -98,6 +106,7 @@ class Installed:
     rebuildable: bool = False
 
 
+@runtime_checkable
 class PackageSource(Protocol):
     """Anything that can list handler packages and install one of them into a handler dir.
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,6 +37,7 @@ __all__ = [
     "choose_version",
     "installed_versions",
     "resolve_target",
+    "resolve_targets",
     "settings_digest",
 ]
 
@@ -49,6 +50,41 @@ class Resolution:
     target: HandlerTarget | None
     failures: tuple[tuple[str, int, str], ...] = ()
     notes: tuple[str, ...] = ()
+
+
+def resolve_targets(
+    extensions: Mapping[HandlerName, Sequence[ExtensionGoal]],
+    records: Mapping[HandlerName, HandlerRecord],
+    catalog: PackageCatalog,
+    *,
+    boot_id: str,
+    key: bytes,
+    token_of: Callable[[PackageRef], str],
+) -> tuple[dict[HandlerName, HandlerTarget], Resolution]:
+    """Every handler's target: those the goal names (`extensions`, by handler), and a
+    removal for each recorded handler it no longer names. A handler without a possible
+    target gets none; the second value gathers every failure and note."""
+    targets: dict[HandlerName, HandlerTarget] = {}
+    failures: list[tuple[str, int, str]] = []
+    notes: list[str] = []
+    for handler, exts in extensions.items():
+        resolution = resolve_target(
+            handler,
+            exts,
+            records.get(handler),
+            catalog,
+            boot_id=boot_id,
+            key=key,
+            token_of=token_of,
+        )
+        failures += resolution.failures
+        notes += resolution.notes
+        if resolution.target is not None:
+            targets[handler] = resolution.target
+    for handler in records:
+        if handler not in extensions:
+            targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
+    return targets, Resolution(target=None, failures=tuple(failures), notes=tuple(notes))
 
 
 def resolve_target(

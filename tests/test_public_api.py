@@ -14,7 +14,10 @@ import exthandler.testing
 
 SURFACES: dict[types.ModuleType, list[str]] = {
     exthandler: [
+        "CommandRequest",
+        "CommandResult",
         "DirectoryRepository",
+        "Executor",
         "ExtHandlerError",
         "ExtensionGoal",
         "ExtensionView",
@@ -23,6 +26,7 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "GoalStateFormat",
         "HandlerManifest",
         "HandlerName",
+        "Installed",
         "InstanceView",
         "NoEligibleVersionError",
         "PackageError",
@@ -38,7 +42,9 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "SubstatusView",
         "Version",
         "VersionError",
+        "Workspace",
         "__version__",
+        "install_zip",
         "load_goal_state",
         "make_plugin_manager",
         "open_runtime",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple, Unpack
 
@@ -27,7 +27,7 @@ from exthandler_sdk import ErrorCode, Operation
 from exthandler_sdk.procs import read_boot_id
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS
 
-from .._errors import GoalStateError, StateDirError
+from .._errors import GoalStateError, state_dir_error_alone
 from .._executors.base import Executor
 from .._executors.inprocess import InProcessExecutor, InProcessHandlers, class_manifest
 from .._executors.process import ProcessExecutor, base_environment, end_orphans
@@ -37,7 +37,7 @@ from .._model import GoalState, HandlerName, Version
 from .._plan import HandlerRecord, HandlerTarget
 from .._repository import PackageSource, RepositorySet, Workspace, package_token
 from .._store import Store
-from .._targets import installed_versions, resolve_target
+from .._targets import installed_versions, resolve_targets
 from .._telemetry import Collected, EventRateLimiter, collect_all
 from .._view import InstanceView
 from .driver import HandlerDriver
@@ -95,7 +95,10 @@ class Engine:
         store, records = self.store, self._records
         self._io_limiter = store.io_limiter
         self.view = LiveView(
-            view_path=store.view_path, plugins=self.plugins, records=lambda: records
+            view_path=store.view_path,
+            plugins=self.plugins,
+            records=lambda: records,
+            limiter=store.io_limiter,
         )
         self._manifests = Manifests(store)
         self._statuses = Statuses(store, self.view, self._manifests, records, self._targets)
@@ -157,7 +160,7 @@ class Engine:
         await self._resolve_targets(work, await self._io(store.digest_key))
         self._statuses.refresh()
         try:
-            await _unwrap_state_dir_error(self._converge(work))
+            await state_dir_error_alone(self._converge(work))
         except anyio.get_cancelled_exc_class():
             # Stopped from outside (a signal, the host's cancel scope): what finished is in
             # the journal; the view says so, and shows interrupted steps transitioning.
@@ -197,31 +200,22 @@ class Engine:
             raise GoalStateError(problems)
 
     async def _resolve_targets(self, work: Pass, key: bytes) -> None:
-        """Each handler's target (version, numbered settings); a handler of the records the
-        goal no longer names is removed. A handler without a possible target fails."""
-        for handler, exts in work.by_handler.items():
-            resolution = resolve_target(
-                handler,
-                exts,
-                self._records.get(handler),
-                work.catalog,
-                boot_id=work.boot_id,
-                key=key,
-                token_of=package_token,
-            )
-            for name, code, message in resolution.failures:
-                self.view.fail(name, code, message)
-            for note in resolution.notes:
-                self.store.log(note)
-            if resolution.target is not None:
-                for ext in resolution.target.extensions:
-                    self.view.extensions[ext.name].sequence_number = ext.sequence_number
-                work.targets[handler] = resolution.target
-        for handler in self._records:
-            if handler not in work.targets and handler not in work.by_handler:
-                work.targets[handler] = HandlerTarget(
-                    handler=handler, version=None, boot_id=work.boot_id
-                )
+        """Each handler's target (see `resolve_targets`); a handler without one fails."""
+        work.targets, found = resolve_targets(
+            work.by_handler,
+            self._records,
+            work.catalog,
+            boot_id=work.boot_id,
+            key=key,
+            token_of=package_token,
+        )
+        for name, code, message in found.failures:
+            self.view.fail(name, code, message)
+        for note in found.notes:
+            self.store.log(note)
+        for target in work.targets.values():
+            for ext in target.extensions:
+                self.view.extensions[ext.name].sequence_number = ext.sequence_number
 
     async def _converge(self, work: Pass) -> None:
         """Drive every handler to its target, then collect telemetry and publish the view."""
@@ -271,26 +265,3 @@ class Engine:
             self.store.log(problem)
         for handler, events in collected.events:
             self.plugins.hook.exthandler_telemetry_events(handler=handler, events=list(events))
-
-
-async def _unwrap_state_dir_error(work: Awaitable[None]) -> None:
-    """Await `work`; a StateDirError from one of its tasks comes out alone, not wrapped in
-    an exception group, so that callers (the CLI) can name the path and exit 2."""
-    try:
-        await work
-    except BaseExceptionGroup as group:
-        found = _first_state_dir_error(group)
-        if found is None:
-            raise
-        raise found from None
-
-
-def _first_state_dir_error(group: BaseExceptionGroup[BaseException]) -> StateDirError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, StateDirError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_state_dir_error(exc)
-            if found is not None:
-                return found
-    return None
