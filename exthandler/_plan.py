@@ -35,7 +35,6 @@ __all__ = [
     "UpgradeRecord",
     "advance",
     "next_step",
-    "plan",
 ]
 
 
@@ -560,15 +559,3 @@ def _advance_upgrade(
     if kind is StepKind.INSTALL and not outcome.ok:
         return attrs.evolve(record, upgrade=None, failed=fingerprint), False
     return attrs.evolve(record, state=HandlerState.INSTALLED, upgrade=None, failed=None), True
-
-
-def plan(record: HandlerRecord, target: HandlerTarget, *, limit: int = 1000) -> list[Step]:
-    """Every step from `record` to `target`, assuming each one succeeds (for previews)."""
-    steps: list[Step] = []
-    while len(steps) < limit:
-        step = next_step(record, target)
-        if step is None:
-            break
-        steps.append(step)
-        record, _ = advance(record, target, step, Outcome(ok=True))
-    return steps

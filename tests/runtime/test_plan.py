@@ -23,8 +23,8 @@ from exthandler._plan import (
     UpgradeRecord,
     advance,
     next_step,
-    plan,
 )
+from tests.runtime.planning import plan
 
 H = HandlerName.parse("Contoso.Agent")
 V1 = Version.parse("1.0")
