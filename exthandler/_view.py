@@ -22,6 +22,7 @@ __all__ = [
     "StatusView",
     "SubstatusView",
     "ShownStatus",
+    "align_columns",
     "compose_status",
     "error_view",
     "render_table",
@@ -359,7 +360,15 @@ def render_table(view: InstanceView) -> str:
                 message,
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return align_columns(rows)
+
+
+def align_columns(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` as lines of left-aligned columns, two spaces apart, with no trailing blanks.
+
+    Every column is as wide as its widest cell; the `exthandler` tables all look this way.
+    """
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
