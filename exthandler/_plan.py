@@ -64,7 +64,11 @@ _COMMAND_STEPS = frozenset(
 
 
 class UpgradePhase(enum.IntEnum):
-    """The last completed phase of an upgrade (PROTOCOL.md section 5, in order)."""
+    """The last completed phase of an upgrade, in the protocol's order.
+
+    docs/protocol.md#lifecycle lists the order: the new version fetched, the old disabled,
+    its `mrseq` and status copied, the update run, the old uninstalled and then removed.
+    """
 
     FETCHED = 1
     OLD_DISABLED = 2

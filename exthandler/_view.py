@@ -1,4 +1,4 @@
-"""The instance view: what the runtime reports about each extension (INTERFACE.md).
+"""The instance view: what the runtime reports about each extension (docs/instance-view.md).
 
 `compose_status` is the one rule deciding which status an extension shows, from what the
 extension wrote and how its command went; it is pure so that every case is tested.
@@ -101,7 +101,11 @@ class CommandFailure:
 
 
 def status_view(level: StatusLevel, code: int, message: str, time: str | None) -> StatusView:
-    """Map a status level to the view's code, level and displayStatus (INTERFACE.md)."""
+    """Map a status level to the view's code, level and displayStatus.
+
+    As docs/instance-view.md#status-mapping tabulates: `ProvisioningState/<word>`, the
+    level name and the display text.
+    """
     word, level_name, display = _MAPPING[level]
     status_code = f"ProvisioningState/{word}"
     if level is StatusLevel.ERROR:
@@ -160,7 +164,7 @@ def compose_status(
     operation: Operation | None,
     now: str,
 ) -> ShownStatus:
-    """Decide the status an extension shows (INTERFACE.md, "Which status...").
+    """Decide the status an extension shows (docs/instance-view.md, "Which status ...").
 
     - A terminal report (success/warning/error, including an invalid file as error 1012)
       is authoritative: its level, code, message and substatus.
@@ -202,7 +206,7 @@ class InstanceView:
     extensions: tuple[ExtensionView, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape of INTERFACE.md (`time` is null when unknown)."""
+        """The public JSON shape, docs/instance-view.md#shape (`time` is null when unknown)."""
         return {
             "goalStateId": self.goal_state_id,
             "extensions": [

@@ -1,4 +1,5 @@
-"""The planner, rule by rule: exact step sequences for every lifecycle of PROTOCOL.md 5."""
+"""The planner, rule by rule: exact step sequences for every lifecycle of the protocol
+(docs/protocol.md#lifecycle, docs/runtime.md#steps)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The upgrade policy of INTERFACE.md ("Versions"), one row per rule."""
+"""The upgrade policy (docs/concepts.md, "Which version runs"), one row per rule."""
 
 from __future__ import annotations
 
