@@ -1,7 +1,7 @@
 """Upgrade of N installed extensions, each to a new hotfix version (1.0.0 -> 1.0.1).
 
 Target (N = 100, 2 cores): wall <= 1.5 s. Each upgrade runs five commands (old disable,
-new update, old uninstall, new install, new enable: PROTOCOL.md section 5), so the floor
+new update, old uninstall, new install, new enable: docs/protocol.md), so the floor
 is 5N `/bin/sh -c` commands spawned with no runtime, 8 at a time.
 
     python benchmarks/bench_upgrade.py [--quick] [--repeat N]

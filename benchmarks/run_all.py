@@ -1,6 +1,6 @@
 """Run every benchmark and print one table of figures against their targets.
 
-    python benchmarks/run_all.py            the issue's sizes (takes a minute or two)
+    python benchmarks/run_all.py            the target sizes (takes a minute or two)
     python benchmarks/run_all.py --quick    small N, fewer runs (a smoke test of the harness)
 
 Always exits 0: these are measurements, not tests. The last line of stdout is a JSON

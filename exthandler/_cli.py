@@ -24,7 +24,7 @@ from ._model import GoalState
 from ._progress import Progress
 from ._repository import DirectoryRepository, RepositorySet
 from ._runtime import RuntimeConfig, open_runtime, read_instance_view
-from ._view import InstanceView, render_table
+from ._view import InstanceView, align_columns, render_table
 
 __all__ = ["main"]
 
@@ -52,13 +52,6 @@ def repositories(args: argparse.Namespace, environ: dict[str, str] | None = None
     env = os.environ if environ is None else environ
     extra = [Path(p) for p in env.get("EXTHANDLER_REPO", "").split(":") if p]
     return [*(Path(p) for p in args.repo or ()), *extra]
-
-
-def _render_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        out.write("\n")
 
 
 def _problems(exc: GoalStateError, out: TextIO) -> int:
@@ -327,7 +320,7 @@ def _cmd_image_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("PUBLISHER", "TYPE", "VERSION")]
     rows += [(r.handler.publisher, r.handler.type, str(r.version)) for r in refs]
-    _render_table(rows, sys.stdout)
+    print(align_columns(rows))
     return EXIT_OK
 
 

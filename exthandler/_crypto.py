@@ -2,9 +2,10 @@
 
 Protected settings travel as a JSON object encrypted to a certificate (PKCS#7/CMS
 EnvelopedData, RSA key transport with PKCS#1 v1.5, AES content cipher, DER, base64), and
-extensions decrypt them with the `<THUMBPRINT>.crt`/`.prv` pair in the lib dir
-(PROTOCOL.md section 3), through the SDK: decryption lives there alone. The plaintext only
-ever lives in memory, and no error raised here carries it (or key material).
+extensions decrypt them with the `<THUMBPRINT>.crt`/`.prv` pair in the parent of their
+handler dir (docs/protocol.md#on-disk). Decryption lives in the SDK alone; this module
+keeps the pair and encrypts. The plaintext only ever lives in memory, and no error raised
+here carries it (or key material).
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ __all__ = [
     "UpgradeRecord",
     "advance",
     "next_step",
-    "plan",
 ]
 
 
@@ -65,7 +64,11 @@ _COMMAND_STEPS = frozenset(
 
 
 class UpgradePhase(enum.IntEnum):
-    """The last completed phase of an upgrade (PROTOCOL.md section 5, in order)."""
+    """The last completed phase of an upgrade, in the protocol's order.
+
+    docs/protocol.md#lifecycle lists the order: the new version fetched, the old disabled,
+    its `mrseq` and status copied, the update run, the old uninstalled and then removed.
+    """
 
     FETCHED = 1
     OLD_DISABLED = 2
@@ -560,15 +563,3 @@ def _advance_upgrade(
     if kind is StepKind.INSTALL and not outcome.ok:
         return attrs.evolve(record, upgrade=None, failed=fingerprint), False
     return attrs.evolve(record, state=HandlerState.INSTALLED, upgrade=None, failed=None), True
-
-
-def plan(record: HandlerRecord, target: HandlerTarget, *, limit: int = 1000) -> list[Step]:
-    """Every step from `record` to `target`, assuming each one succeeds (for previews)."""
-    steps: list[Step] = []
-    while len(steps) < limit:
-        step = next_step(record, target)
-        if step is None:
-            break
-        steps.append(step)
-        record, _ = advance(record, target, step, Outcome(ok=True))
-    return steps

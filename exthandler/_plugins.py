@@ -45,8 +45,8 @@ class StepResult:
     operation of the command it ran, None for a step that runs no command. `exit_code` is
     the command's, as the protocol's exit-code variables carry it (`NOT_RUN` when nothing
     ran); `code` the protocol error code of a failure (0 on success). `env` holds the
-    protocol variables (PROTOCOL.md section 4) the command was given, empty when no
-    command ran. `duration` is the step's, in seconds.
+    protocol variables (docs/protocol.md#command-environment) the command was given, empty
+    when no command ran. `duration` is the step's, in seconds.
     """
 
     kind: str

@@ -1,6 +1,6 @@
 """The state dir itself: its layout, the lock, the runtime's own log and the trash.
 
-Layout (PROTOCOL.md section 3, with `<lib>` = the state dir):
+Layout (the reference agent's `/var/lib/waagent`: docs/protocol.md#on-disk, docs/state-dir.md):
 
     <state>/Publisher.Type-Version/        handler dirs, as the reference agent lays them out
     <state>/<THUMBPRINT>.crt|.prv          the runtime's certificate (see _crypto)

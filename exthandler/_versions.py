@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 
 from ._errors import NoEligibleVersionError
 from ._model import HandlerName, Version
 
-__all__ = ["Change", "classify", "select_version"]
+__all__ = ["select_version"]
 
 
 def select_version(
@@ -52,24 +51,3 @@ def select_version(
     raise NoEligibleVersionError(
         f"no version of {who}matches {rule} {request} (available: {offered})"
     )
-
-
-class Change(enum.Enum):
-    """How a target version relates to the installed one."""
-
-    INSTALL = "install"
-    SAME = "same"
-    UPGRADE = "upgrade"
-    DOWNGRADE = "downgrade"
-
-
-def classify(installed: Version | None, target: Version) -> Change:
-    """Whether moving from `installed` to `target` is a fresh install, no-op, up- or downgrade.
-
-    On a downgrade the protocol runs the installed (higher) version's update command.
-    """
-    if installed is None:
-        return Change.INSTALL
-    if installed == target:
-        return Change.SAME
-    return Change.UPGRADE if target > installed else Change.DOWNGRADE

@@ -1,4 +1,4 @@
-"""The instance view: what the runtime reports about each extension (INTERFACE.md).
+"""The instance view: what the runtime reports about each extension (docs/instance-view.md).
 
 `compose_status` is the one rule deciding which status an extension shows, from what the
 extension wrote and how its command went; it is pure so that every case is tested.
@@ -22,6 +22,7 @@ __all__ = [
     "StatusView",
     "SubstatusView",
     "ShownStatus",
+    "align_columns",
     "compose_status",
     "error_view",
     "render_table",
@@ -100,7 +101,11 @@ class CommandFailure:
 
 
 def status_view(level: StatusLevel, code: int, message: str, time: str | None) -> StatusView:
-    """Map a status level to the view's code, level and displayStatus (INTERFACE.md)."""
+    """Map a status level to the view's code, level and displayStatus.
+
+    As docs/instance-view.md#status-mapping tabulates: `ProvisioningState/<word>`, the
+    level name and the display text.
+    """
     word, level_name, display = _MAPPING[level]
     status_code = f"ProvisioningState/{word}"
     if level is StatusLevel.ERROR:
@@ -159,7 +164,7 @@ def compose_status(
     operation: Operation | None,
     now: str,
 ) -> ShownStatus:
-    """Decide the status an extension shows (INTERFACE.md, "Which status...").
+    """Decide the status an extension shows (docs/instance-view.md, "Which status ...").
 
     - A terminal report (success/warning/error, including an invalid file as error 1012)
       is authoritative: its level, code, message and substatus.
@@ -201,7 +206,7 @@ class InstanceView:
     extensions: tuple[ExtensionView, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape of INTERFACE.md (`time` is null when unknown)."""
+        """The public JSON shape, docs/instance-view.md#shape (`time` is null when unknown)."""
         return {
             "goalStateId": self.goal_state_id,
             "extensions": [
@@ -359,7 +364,15 @@ def render_table(view: InstanceView) -> str:
                 message,
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return align_columns(rows)
+
+
+def align_columns(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` as lines of left-aligned columns, two spaces apart, with no trailing blanks.
+
+    Every column is as wide as its widest cell; the `exthandler` tables all look this way.
+    """
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows

@@ -1,4 +1,4 @@
-"""vmSettings JSON, the HostGAPlugin's ("FastTrack") goal state (PROTOCOL.md section 9).
+"""vmSettings JSON, the HostGAPlugin's ("FastTrack") goal state (docs/goal-state-formats.md).
 
 Keys match case-insensitively and unknown keys are ignored, as the wire formats evolve
 without notice. Like ExtensionsConfig, only unidentifiable extensions are refused; an

@@ -1,4 +1,4 @@
-"""ExtensionsConfig XML, the WireServer's goal state (PROTOCOL.md section 9).
+"""ExtensionsConfig XML, the WireServer's goal state (docs/goal-state-formats.md).
 
 `Plugins/Plugin` says which handler runs at which version and in which state;
 `PluginSettings/Plugin` (matched by name, case-insensitively, and version) carries its

@@ -186,7 +186,7 @@ class HarnessResult:
         return validate_status(self.status_bytes)
 
     def assert_valid_status(self) -> None:
-        """Fail unless the status file exists and follows PROTOCOL.md section 7."""
+        """Fail unless the status file exists and `validate_status` finds nothing wrong."""
         problems = self.status_problems()
         if problems:
             listing = "\n".join(f"  {problem}" for problem in problems)
@@ -195,7 +195,7 @@ class HarnessResult:
             )
 
     def assert_valid_heartbeat(self) -> None:
-        """Fail unless `heartbeat.log` exists and follows PROTOCOL.md section 7."""
+        """Fail unless `heartbeat.log` exists and `validate_heartbeat` finds nothing wrong."""
         if self.heartbeat_bytes is None:
             raise AssertionError(f"no heartbeat was written\n{self.describe()}")
         problems = validate_heartbeat(self.heartbeat_bytes)
@@ -461,7 +461,7 @@ class Harness:
         if settings is None and protected is None:
             return b""
         if settings is not None and not isinstance(settings, Mapping):
-            # publicSettings is a JSON object (PROTOCOL.md section 3).
+            # publicSettings is a JSON object (docs/protocol.md#on-disk).
             raise TypeError(f"settings: {type(settings).__name__}, not a mapping or attrs instance")
         if protected is None:
             return render_settings(settings, None, None)

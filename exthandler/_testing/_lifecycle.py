@@ -1,6 +1,6 @@
 """The one-call lifecycle check: install, enable (seq n), enable (seq n+1), upgrade from an
-older version, disable, uninstall, each in the order PROTOCOL.md section 5 documents and
-each leaving a status file that is valid by section 7."""
+older version, disable, uninstall, each running the commands in the protocol's order
+(docs/protocol.md#lifecycle) and each leaving a valid status file (`validate_status`)."""
 
 from __future__ import annotations
 

@@ -31,10 +31,11 @@ def _copy(env: Mapping[str, str]) -> Mapping[str, str]:
 class CommandRecord:
     """One command the runtime ran (or tried to), in the order the commands started.
 
-    `ok` is None while the command runs. `env` holds the protocol variables (PROTOCOL.md
-    section 4) the command was given; `exit_code` is as the protocol's exit-code variables
-    carry it (`NOT_RUN` when nothing ran) and `duration` in seconds, both None until the
-    command ends, and for a command a killed runtime left unfinished.
+    `ok` is None while the command runs. `env` holds the protocol variables (see
+    docs/protocol.md#command-environment) the command was given; `exit_code` is as the
+    protocol's exit-code variables carry it (`NOT_RUN` when nothing ran) and `duration` in
+    seconds, both None until the command ends, and for a command a killed runtime left
+    unfinished.
     """
 
     operation: str

@@ -1,4 +1,5 @@
-"""Checking a status file against PROTOCOL.md section 7, with a reason for every problem.
+"""Checking a status file against the protocol (docs/protocol.md#status-and-heartbeat), with
+a reason for every problem.
 
 The protocol's parser (`exthandler_sdk.protocol.parse_status`) is lenient, as the reference
 agent is: it coerces what it can. A handler author wants the opposite: to hear about
@@ -112,7 +113,7 @@ def _substatus(entries: object, path: str, problems: list[str]) -> None:
 
 
 def validate_status(data: bytes) -> list[str]:
-    """Every way the bytes of a status file break PROTOCOL.md section 7 (empty: valid).
+    """Every way the bytes of a status file break the protocol's format (empty: valid).
 
     Checked: UTF-8 JSON array of at least one object; `timestampUTC` as
     `YYYY-MM-DDTHH:MM:SSZ`; a `status` object whose `status` is one of the four values,
@@ -153,7 +154,7 @@ def validate_status(data: bytes) -> list[str]:
 
 
 def validate_heartbeat(data: bytes) -> list[str]:
-    """Every way the bytes of `heartbeat.log` break PROTOCOL.md section 7 (empty: valid)."""
+    """Every way the bytes of `heartbeat.log` break the protocol's format (empty: valid)."""
     problems: list[str] = []
     document = _load(data, problems)
     if problems and document is None:

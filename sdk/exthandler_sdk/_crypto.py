@@ -1,4 +1,4 @@
-"""Decrypting protected settings (PROTOCOL.md section 3), the way extensions do.
+"""Decrypting protected settings (docs/protocol.md#on-disk), the way extensions do.
 
 The data is base64 of DER PKCS#7/CMS EnvelopedData addressed to the certificate whose
 SHA-1 thumbprint the settings name; the `<THUMBPRINT>.crt`/`.prv` pair lives in the parent

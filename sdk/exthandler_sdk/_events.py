@@ -1,4 +1,4 @@
-"""`ctx.events`: telemetry events dropped into the events folder (PROTOCOL.md section 8).
+"""`ctx.events`: telemetry events dropped into the events folder (docs/protocol.md).
 
 Each event is one `<digits>.json` file, written as `<digits>.json.tmp` and then linked to
 its final name (never overwriting another event), with names increasing within a process.

@@ -97,7 +97,7 @@ class Handler(Generic[S, P]):
 
     @classmethod
     def manifest(cls) -> HandlerManifest:
-        """The HandlerManifest.json (PROTOCOL.md section 2) of the class: the same in a
+        """The HandlerManifest.json of the class (docs/protocol.md#packages): the same in a
         package and in a handler dir laid out for an in-process run."""
         return HandlerManifest(
             name=cls.name.rpartition(".")[2],
@@ -126,8 +126,8 @@ class Handler(Generic[S, P]):
 
 
 def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:
-    """The HandlerManifest.json document (PROTOCOL.md section 2) for `handler_class`: the
-    same in a package and in a handler dir laid out for an in-process run."""
+    """The HandlerManifest.json document for `handler_class` (docs/protocol.md#packages):
+    the same in a package and in a handler dir laid out for an in-process run."""
     return manifest_document(handler_class.manifest())
 
 

@@ -1,6 +1,6 @@
 """`python -m exthandler_sdk package MODULE:CLASS --out DIR`: a self-contained handler zip.
 
-The zip is what an agent downloads (PROTOCOL.md section 2): `HandlerManifest.json`, one
+The zip is what an agent downloads (docs/protocol.md#packages): `HandlerManifest.json`, one
 POSIX sh shim per operation in `bin/`, and `lib/` holding this SDK, its pure-Python
 dependencies and the handler's own top-level module or package, so that the handler runs
 on a machine that has nothing but `python3`. Builds are byte-for-byte reproducible

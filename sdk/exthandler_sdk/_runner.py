@@ -1,11 +1,12 @@
 """Running one operation of a handler: in process (`run_operation`) or as a command.
 
-Outcomes (INTERFACE.md, "SDK"): returning normally writes `success` unless the handler
-already wrote a terminal status; `HandlerError(code, message)` writes `error` with that
-code; any other exception writes `error` -1 with the exception's message; settings that do
-not fit the declared types write `error` 53 listing every bad field. The exit code is what
-a command would exit with: 0 unless the final status is `error`, then its code when in
-1..255 and 1 otherwise.
+Outcomes (docs/sdk/reference.md, "What an operation's outcome writes"): `enable` or
+`disable` returning normally writes `success` unless the handler already wrote a terminal
+status (`install`, `update` and `uninstall` then write nothing); `HandlerError(code,
+message)` writes `error` with that code; any other exception writes `error` -1 with the
+exception's message; settings that do not fit the declared types write `error` 53 listing
+every bad field. The exit code is what a command would exit with: 0 unless the final
+status is `error`, then its code when in 1..255 and 1 otherwise.
 
 Settings are read from `<seq>.settings`; for operations other than `enable` a missing file
 falls back to the newest settings file present (the agent runs an old version's `disable`
@@ -121,10 +122,11 @@ async def run_operation(
 ) -> int:
     """Run `operation` of `handler_class` in `handler_dir` as the agent's command would.
 
-    `env` holds the protocol variables (PROTOCOL.md section 4). The status file is written
-    as the module docstring says; the return value is the command's exit code. `spec`
-    (`module:Class`) enables `ctx.detach()`; `time_budget` overrides the time budget
-    (`ctx.deadline`); `status_refresh` is how often a `transitioning` status is rewritten.
+    `env` holds the protocol variables (docs/protocol.md#command-environment). The status
+    file is written as the module docstring says; the return value is the command's exit
+    code. `spec` (`module:Class`) enables `ctx.detach()`; `time_budget` overrides the time
+    budget (`ctx.deadline`); `status_refresh` is how often a `transitioning` status is
+    rewritten.
     Cancellation is never swallowed: background tasks are cancelled and awaited.
     """
     handler_class.check()

@@ -1,4 +1,4 @@
-"""`ctx.status`: the extension's status file (PROTOCOL.md section 7), written atomically.
+"""`ctx.status`: the extension's status file (docs/protocol.md), written atomically.
 
 What goes in the file, and how its texts are cut to the agent's limits, is
 `protocol.render_status`'s business.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,9 @@ def test_image_list_table_and_env_repo(
     lines = out.splitlines()
     assert lines[0].split() == ["PUBLISHER", "TYPE", "VERSION"]
     assert ["Contoso.Examples", "Hello", "1.0.0"] in [line.split() for line in lines]
+    starts = {tuple(m.start() for m in re.finditer(r"\S+", line)) for line in lines}
+    assert len(starts) == 1  # the columns are aligned, as in the status table
+    assert all(line == line.rstrip() for line in lines)
 
 
 def test_image_list_empty(

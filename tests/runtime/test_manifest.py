@@ -1,4 +1,4 @@
-"""HandlerManifest.json parsing with the reference agent's quirks (PROTOCOL.md section 2)."""
+"""HandlerManifest.json parsing with the reference agent's quirks (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The planner, rule by rule: exact step sequences for every lifecycle of PROTOCOL.md 5."""
+"""The planner, rule by rule: exact step sequences for every lifecycle of the protocol
+(docs/protocol.md#lifecycle, docs/runtime.md#steps)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from exthandler._plan import (
     UpgradeRecord,
     advance,
     next_step,
-    plan,
 )
+from tests.runtime.planning import plan
 
 H = HandlerName.parse("Contoso.Agent")
 V1 = Version.parse("1.0")
@@ -664,6 +665,14 @@ def test_downgrade_runs_the_higher_versions_update() -> None:
     assert (upd.version, upd.source, upd.target) == (V2, V2, V1)
     assert env(upd)["VERSION"] == "1.0"
     assert env(upd)["AZURE_GUEST_AGENT_UPDATING_FROM_VERSION"] == "1.1"
+
+
+def test_the_same_version_spelled_otherwise_is_no_upgrade() -> None:
+    """Missing parts count as 0: an installed 1.0 already is the 1.0.0 a goal asks for."""
+    record = installed(tgt(V1))
+    steps = plan(record, tgt(Version.parse("1.0.0")))
+    assert all(s.kind is not StepKind.FETCH and str(s.version) == "1.0" for s in steps)
+    assert sigs(plan(record, tgt(Version.parse("1.0.0.1"))))[0] == ("fetch", "1.0.0.1", None)
 
 
 def test_multi_config_upgrade_passes_every_disable_exit_code() -> None:

@@ -26,8 +26,8 @@ from exthandler._plan import (
     StepKind,
     advance,
     next_step,
-    plan,
 )
+from tests.runtime.planning import plan
 
 H = HandlerName.parse("Contoso.Agent")
 VERSIONS = (Version.parse("1.0"), Version.parse("1.1"), Version.parse("2.0.1"))

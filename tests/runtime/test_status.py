@@ -1,4 +1,4 @@
-"""Status and heartbeat files, read with the reference agent's coercions (PROTOCOL.md 7)."""
+"""Status and heartbeat files, read with the reference agent's coercions (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -465,7 +465,7 @@ def test_a_status_file_over_the_read_limit_is_1012_and_one_under_it_is_cut(
     report = read_status_file(path)
     assert report is not None
     assert report.status is StatusLevel.SUCCESS
-    assert report.message.endswith(TRUNCATED_SUFFIX)  # over 128 KiB: cut as section 7 says
+    assert report.message.endswith(TRUNCATED_SUFFIX)  # over 128 KiB: its texts are cut
     path.write_bytes(padded({"formattedMessage": message("m" * 2048)}, READ_LIMIT + 1))
     report = read_status_file(path)
     assert report is not None

@@ -1,4 +1,4 @@
-"""Telemetry event collection with the reference agent's limits (PROTOCOL.md section 8)."""
+"""Telemetry event collection with the reference agent's limits (docs/protocol.md)."""
 
 from __future__ import annotations
 

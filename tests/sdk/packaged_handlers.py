@@ -1,8 +1,8 @@
 """Handlers written only against the public SDK, to be packaged and run out of process.
 
-Every operation appends one line to `<logFolder>/operations.log` (the log folder outlives
-handler dirs, as in PROTOCOL.md section 3), so tests can check what ran, in which version
-and with which protocol variables, across an upgrade.
+Every operation appends one line to `<logFolder>/operations.log` (the log folder belongs
+to the handler, not to one version, so it outlives handler dirs), so tests can check what
+ran, in which version and with which protocol variables, across an upgrade.
 """
 
 from __future__ import annotations

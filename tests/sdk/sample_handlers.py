@@ -36,7 +36,8 @@ def _record(ctx: Context[Any, Any], note: str = "") -> None:
 
 
 class Hello(Handler[Settings, Secrets]):
-    """The INTERFACE.md example."""
+    """The README's handler with secrets: `transitioning` while working, error 53 without a
+    message."""
 
     name = NAME
     version = "1.0.0"

@@ -1,4 +1,5 @@
-"""A minimal stand-in for the reference Linux guest agent, written from PROTOCOL.md alone.
+"""A minimal stand-in for the reference Linux guest agent, written from the protocol alone
+(docs/protocol.md).
 
 It uses nothing of the `exthandler` runtime: it extracts a package, writes
 HandlerEnvironment.json and settings files (protected settings encrypted with the
@@ -287,7 +288,7 @@ class StandinAgent:
             )
         return result
 
-    # -- lifecycle (PROTOCOL.md section 5) -----------------------------------------------
+    # -- lifecycle (docs/protocol.md#lifecycle) ------------------------------------------
 
     def install_and_enable(
         self,
@@ -342,7 +343,7 @@ class StandinAgent:
         public: Mapping[str, Any] | None = None,
         protected: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Replace the installed `old_dir` by `new_package`, in the order of section 5."""
+        """Replace the installed `old_dir` by `new_package`, in the protocol's upgrade order."""
         old_version = old_dir.name.rpartition("-")[2]
         # 1. the new version: extract, HandlerEnvironment, settings (NotInstalled)
         new_dir = self.extract(new_package)

@@ -1,4 +1,4 @@
-"""An SDK handler, packaged, runs under a stand-in agent that knows only PROTOCOL.md."""
+"""An SDK handler, packaged, runs under a stand-in agent that knows only the protocol."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def test_full_lifecycle_with_upgrade(agent: StandinAgent, packages: tuple[Path, 
     assert _substatus(status)["Greeting"] == "hi hi hi"
     assert _status(old_dir, 0)["formattedMessage"]["message"] == "hello from 1.0.0 at seq 0"
 
-    # A hotfix appears with the same settings (still seq 1): the upgrade sequence of
-    # PROTOCOL.md section 5.
+    # A hotfix appears with the same settings (still seq 1): the protocol's upgrade
+    # sequence (docs/protocol.md#lifecycle).
     new_dir = agent.upgrade(old_dir, new_zip, 1, {"greeting": "hi", "repeat": 3}, SECRETS)
     assert new_dir == agent.lib / f"{HANDLER}-1.0.1"
     assert not old_dir.exists()

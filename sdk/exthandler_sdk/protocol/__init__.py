@@ -1,5 +1,5 @@
 """The extension protocol, sans I/O: names, limits, codes and the render/parse pair of
-every file the agent and a handler exchange (PROTOCOL.md).
+every file the agent and a handler exchange (docs/protocol.md).
 
 Everything here is a pure function over bytes, strings and values: no file is opened,
 nothing waits. The runtime and the SDK both call it, so that each rule of the protocol

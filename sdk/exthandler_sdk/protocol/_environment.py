@@ -1,5 +1,6 @@
-"""HandlerEnvironment.json (PROTOCOL.md section 3) and the command variables (section 4):
-render and parse."""
+"""HandlerEnvironment.json and the variables of every command: render and parse.
+
+docs/protocol.md says what they hold ("On disk", "Command environment")."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def parse_handler_environment(
 
 @attrs.frozen(kw_only=True)
 class ProtocolVariables:
-    """The PROTOCOL.md section 4 variables of one command, typed."""
+    """The protocol variables of one command (`Variable`), typed."""
 
     sequence_number: int | None
     extension_name: str | None
@@ -138,7 +139,7 @@ def _exit_codes(value: str | None) -> dict[str, int | None]:
 
 
 def read_protocol_variables(env: Mapping[str, str]) -> ProtocolVariables:
-    """Read the section 4 variables from `env`; a non-integer sequence number is an error."""
+    """Read the protocol variables from `env`; a non-integer sequence number is an error."""
     seq_text = env.get(Variable.SEQUENCE_NUMBER)
     sequence: int | None = None
     if seq_text is not None and seq_text.strip():

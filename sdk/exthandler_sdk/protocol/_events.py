@@ -1,4 +1,4 @@
-"""Telemetry event files (PROTOCOL.md section 8): render and parse.
+"""Telemetry event files (docs/protocol.md#telemetry-events): render and parse.
 
 An extension writes `<digits>.json` files, each holding one event object or an array of
 them; keys are matched case-insensitively. The agent's limits apply on both sides: the

@@ -1,4 +1,4 @@
-"""HandlerManifest.json (PROTOCOL.md section 2): render and parse."""
+"""HandlerManifest.json (docs/protocol.md#packages): render and parse."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Names and numbers of the protocol: files, environment variables, limits, timeouts and
-the handler states the agent persists (PROTOCOL.md sections 1 to 8)."""
+the handler states the agent persists (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ __all__ = [
     "status_file_name",
 ]
 
-# Files of a handler dir and of its log dir (PROTOCOL.md section 3).
+# Files of a handler dir and of its log dir (docs/protocol.md#on-disk).
 MANIFEST_NAME = "HandlerManifest.json"
 HANDLER_ENVIRONMENT_NAME = "HandlerEnvironment.json"
 CONFIG_DIR = "config"
@@ -145,7 +145,7 @@ EXTENSION_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 
 
 class Variable(enum.StrEnum):
-    """The environment variables of every command (PROTOCOL.md section 4)."""
+    """The environment variables of every command (docs/protocol.md#command-environment)."""
 
     SEQUENCE_NUMBER = "ConfigSequenceNumber"
     EXTENSION_NAME = "ConfigExtensionName"
@@ -160,7 +160,7 @@ class Variable(enum.StrEnum):
 
 
 PROTOCOL_VARIABLES = frozenset(str(variable) for variable in Variable)
-"""The names of the environment variables of PROTOCOL.md section 4."""
+"""The names of the protocol's environment variables (`Variable`)."""
 SUPPORTED_FEATURES = '[{"Key":"ExtensionTelemetryPipeline","Value":"1.0"}]'
 """The value of `AZURE_GUEST_AGENT_EXTENSION_SUPPORTED_FEATURES`."""
 NOT_RUN = "NOT_RUN"
@@ -183,7 +183,7 @@ COMMAND_TIMEOUTS: Mapping[Operation, float] = {
     Operation.ENABLE: 300.0,
     Operation.UNINSTALL: 300.0,
 }
-"""The reference agent's command timeouts (PROTOCOL.md section 6), in seconds."""
+"""The reference agent's command timeouts, in seconds (docs/protocol.md, "Timeouts ...")."""
 
 READ_LIMIT = 4 * 1024 * 1024
 """Bytes read at most from any one file a handler controls; a larger file is left unread."""

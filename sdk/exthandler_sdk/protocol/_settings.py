@@ -1,4 +1,4 @@
-"""Settings files, `config/<seq>.settings` (PROTOCOL.md section 3): render and parse."""
+"""Settings files, `config/<seq>.settings` (docs/protocol.md#on-disk): render and parse."""
 
 from __future__ import annotations
 

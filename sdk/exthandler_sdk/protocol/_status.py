@@ -1,4 +1,6 @@
-"""Status and heartbeat files (PROTOCOL.md section 7): render and parse, bytes in and out.
+"""Status and heartbeat files: render and parse, bytes in and out.
+
+docs/protocol.md#status-and-heartbeat says what the files hold.
 
 Parsing never raises: an unusable status file becomes an `error` report with code 1012
 and a `path: reason` explanation, an unusable heartbeat becomes `Unknown`. The coercions
