@@ -1,6 +1,6 @@
 """Handler dirs and their log dirs: laying them out, HandlerState, carrying state over.
 
-The protocol's files of each handler (docs/protocol.md): `HandlerEnvironment.json`,
+The protocol's files of each handler (docs/protocol.md#on-disk): `HandlerEnvironment.json`,
 config/, status/, `config/HandlerState`, and the log dir with CommandExecution.log and
 events/. Nothing in these dirs is trusted: the handler can write there, so no link is
 followed and every dir and file gets its mode (see _fs and _statedir).
