@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import aiofiles.os
 import anyio
+import anyio.to_thread
 import attrs
 import cattrs
 
@@ -227,7 +227,7 @@ class Journal:
         if self._journal_fd is None:
             raise RuntimeError("records were not loaded: the journal is not open")
         try:
-            await aiofiles.os.wrap(append_durable)(self._journal_fd, data)
+            await anyio.to_thread.run_sync(append_durable, self._journal_fd, data)
         except OSError as exc:
             # Progress that cannot be recorded must not go on: a crash would repeat it.
             raise StateDirError(
