@@ -3,6 +3,7 @@ a package runs as a real process, and a timeout stops either."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ class Probe(Handler[None, None]):
         await ctx.status.success(f"ran on {library}")
 
 
+class AsyncioOnly(Handler[None, None]):
+    """Calls asyncio itself: it can run only on a host whose loop is asyncio's."""
+
+    name = "Contoso.Testing.AsyncioOnly"
+    version = "1.0.0"
+
+    async def enable(self, ctx: Context[None, None]) -> None:
+        await asyncio.sleep(0.01)
+        await ctx.status.success("slept")
+
+
 async def apply(config: RuntimeConfig, document: dict[str, Any]) -> InstanceView:
     async with open_runtime(config) as runtime:
         return await runtime.apply(parse_goal(document))
@@ -76,6 +88,21 @@ async def test_an_in_process_handler_runs_on_the_hosts_backend(
         f"beating on {anyio_backend}",
     )
     assert view.handler_state == "Enabled"
+
+
+async def test_a_handler_written_against_asyncio_fails_under_trio(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    config = RuntimeConfig(
+        state_dir=tmp_path / "state", handlers=[AsyncioOnly], load_entry_points=False
+    )
+    view = only(await apply(config, goal(extension("only", "Contoso.Testing.AsyncioOnly"))))
+    (status,) = view.statuses
+    if anyio_backend == "asyncio":
+        assert (status.code, status.message) == ("ProvisioningState/succeeded", "slept")
+    else:
+        assert status.code == "ProvisioningState/failed/-1"
+        assert status.message.startswith("no running event loop")
 
 
 async def test_an_in_process_enable_that_hangs_is_cancelled_with_1011(tmp_path: Path) -> None:
