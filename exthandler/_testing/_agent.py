@@ -42,7 +42,7 @@ from ._faults import (
     faulty_package,
 )
 from ._killed import STEPS_VARIABLE, plugin_path, replay
-from ._loop import run_blocking
+from ._loop import check_backend, run_blocking
 from ._record import CommandLog, CommandRecord
 
 __all__ = ["Agent", "KilledApply"]
@@ -66,7 +66,9 @@ class Agent:
 
     Settable before any `apply`: `command_timeout` (every command's limit), `kill_grace`,
     `concurrency`, `load_entry_points` (also run the handlers of installed plugins),
-    `hang_timeout` (the limit given to a handler with a `hang` fault).
+    `hang_timeout` (the limit given to a handler with a `hang` fault). `backend` is the
+    anyio backend `apply` runs the runtime on ("asyncio" or "trio"); `aapply` runs it on
+    the caller's.
     """
 
     root: Path = attrs.field(converter=Path)
@@ -77,6 +79,7 @@ class Agent:
     load_entry_points: bool = False
     hang_timeout: float = 2.0
     kill_points: bool = True
+    backend: str = attrs.field(default="asyncio", converter=check_backend)
     last_view: InstanceView | None = attrs.field(default=None, init=False)
     _handlers: dict[tuple[str, str], type[Handler[Any, Any]]] = attrs.field(
         factory=dict, init=False
@@ -231,6 +234,7 @@ class Agent:
             lambda: self.aapply(goal, sequence_numbers=sequence_numbers),
             call="exthandler_agent.apply()",
             instead="exthandler_agent.aapply(...)",
+            backend=self.backend,
         )
 
     async def aapply(

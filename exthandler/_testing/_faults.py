@@ -9,7 +9,6 @@ SDK handler (error -1, exit 1) and death by SIGKILL for a package (exit 137).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import io
 import json
@@ -18,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError, Operation
 from exthandler_sdk.files import write_atomic
@@ -91,7 +91,7 @@ def faulty_class(handler_class: type[Handler[Any, Any]], fault: Fault) -> type[H
 
     async def operation(self: Handler[Any, Any], ctx: Context[Any, Any]) -> None:
         if fault.kind == FaultKind.HANG:
-            await asyncio.Event().wait()  # never set: only a timeout ends it
+            await anyio.sleep_forever()  # only a timeout ends it
         if fault.kind == FaultKind.CRASH:
             raise RuntimeError(f"injected crash in {fault.operation.value}")
         if fault.kind == FaultKind.EXIT:

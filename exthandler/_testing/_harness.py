@@ -38,7 +38,7 @@ from exthandler_sdk.protocol import (
 
 from .._crypto import Certificate, encrypt_protected_settings
 from ._certs import seed_certificate
-from ._loop import run_blocking
+from ._loop import check_backend, run_blocking
 from ._validate import validate_heartbeat, validate_status
 
 __all__ = ["Harness", "HarnessResult", "Status", "SubstatusEntry", "plain"]
@@ -279,11 +279,14 @@ class Harness:
     Handler dirs persist for the harness's life, so successive runs (install, enable with
     sequence 0, enable with sequence 1, ...) see each other's files, as they would on a
     machine. `certificate_dir` holds the certificate pair reused across harnesses.
+    `backend` is the anyio backend `run` starts ("asyncio" or "trio"); `arun` runs on
+    the caller's.
     """
 
     root: Path = attrs.field(converter=Path)
     certificate_dir: Path = attrs.field(converter=Path)
     timeout: float = 30.0
+    backend: str = attrs.field(default="asyncio", converter=check_backend)
     _certificate: Certificate | None = attrs.field(default=None, init=False)
 
     def handler_dir(self, handler_class: type[Handler[Any, Any]]) -> Path:
@@ -326,6 +329,7 @@ class Harness:
             ),
             call="exthandler_harness.run()",
             instead="exthandler_harness.arun(...)",
+            backend=self.backend,
         )
 
     async def arun(

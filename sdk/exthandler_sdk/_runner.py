@@ -21,7 +21,6 @@ running (which reports `warning` "superseded").
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import importlib
@@ -34,6 +33,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.lowlevel
 
 from ._context import Context, Detached
 from ._environment import load_handler_environment
@@ -346,57 +348,41 @@ class _Run:
         `watch(first)` returns a newer sequence number that supersedes this one, looking
         first after `first` seconds. The status refresher and the watcher start only once
         the work has lasted `quiet` seconds, before which neither would act: most
-        operations are over by then and never pay for them.
+        operations are over by then and never pay for them. All three are tasks of one
+        task group, whose scope the work cancels when it ends and the watcher when a newer
+        sequence takes over; a cancellation from outside stops all three and goes on.
         """
         handler = self.handler_class()
-        method = getattr(handler, self.operation.value)
-        work: asyncio.Task[None] = asyncio.ensure_future(method(ctx))
-        refresher: asyncio.Future[None] | None = None
-        watcher: asyncio.Future[int] | None = None
-        finished = False
-        try:
-            first = min(FIRST_REPORT, self.refresh)
-            quiet = min(first, POLL_INTERVAL)
-            done, _ = await asyncio.wait({work}, timeout=quiet)
-            if not done:
-                refresher = asyncio.ensure_future(
-                    _refresh_forever(self.status, self.refresh, ctx, first - quiet)
-                )
-                waiting: set[asyncio.Future[Any]] = {work}
-                if watch is not None:
-                    watcher = asyncio.ensure_future(watch(POLL_INTERVAL - quiet))
-                    waiting.add(watcher)
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finished = work.done()
-        finally:
-            if refresher is not None:
-                await _cancel(refresher)
-            if watcher is not None:
-                await _cancel(watcher)
-            await _cancel(work)
-        if not finished and watcher is not None:
-            newer = watcher.result()
-            ctx.log.warning("superseded by sequence number %d; work cancelled", newer)
-            return self._superseded(newer)
+        work = _Work(getattr(handler, self.operation.value))
+        first = min(FIRST_REPORT, self.refresh)
+        quiet = min(first, POLL_INTERVAL)
+        async with anyio.create_task_group() as group:
+            group.start_soon(work.run, ctx, group.cancel_scope)
+            await anyio.sleep(quiet)  # cancelled, with the group, when the work ends first
+            group.start_soon(_refresh_forever, self.status, self.refresh, ctx, first - quiet)
+            if watch is not None:
+                group.start_soon(work.watch, watch, POLL_INTERVAL - quiet, group.cancel_scope)
+        if not work.finished and work.newer is not None:
+            ctx.log.warning("superseded by sequence number %d; work cancelled", work.newer)
+            return self._superseded(work.newer)
         return self._outcome(work, ctx)
 
-    def _outcome(self, work: asyncio.Task[None], ctx: Context[Any, Any]) -> int:
-        if work.cancelled():
-            # The handler cancelled itself (our own cancellation re-raised above).
+    def _outcome(self, work: _Work, ctx: Context[Any, Any]) -> int:
+        error = work.error
+        if work.cancelled:
+            # The handler cancelled itself (a cancellation of ours is never caught).
             self.status.write(StatusLevel.ERROR, -1, f"{self.operation.value} was cancelled")
             return 1
-        try:
-            work.result()
-        except Detached as signal:
-            ctx.log.info("continuing in background process %d", signal.pid)
+        if isinstance(error, Detached):
+            ctx.log.info("continuing in background process %d", error.pid)
             return 0
-        except HandlerError as exc:
-            ctx.log.error("%s failed with %d: %s", self.operation.value, exc.code, exc.message)
-            self.status.write(StatusLevel.ERROR, exc.code, exc.message)
-            return exit_code_for(exc.code)
-        except Exception as exc:
-            ctx.log.exception("%s failed", self.operation.value)
-            message = str(exc) or type(exc).__name__
+        if isinstance(error, HandlerError):
+            ctx.log.error("%s failed with %d: %s", self.operation.value, error.code, error.message)
+            self.status.write(StatusLevel.ERROR, error.code, error.message)
+            return exit_code_for(error.code)
+        if error is not None:
+            ctx.log.error("%s failed", self.operation.value, exc_info=error)
+            message = str(error) or type(error).__name__
             self.status.write(StatusLevel.ERROR, int(ErrorCode.UNKNOWN), message)
             return 1
         if not self.status.written_terminal and self.operation in _REPORTING:
@@ -407,6 +393,44 @@ class _Run:
         return 0
 
 
+class _Work:
+    """One call of an operation's method, run as a task of `_Run.execute`'s group, and
+    what became of it."""
+
+    def __init__(self, method: Callable[[Context[Any, Any]], Awaitable[None]]) -> None:
+        self.method = method
+        # Whether the method returned or raised before anything cancelled it.
+        self.finished = False
+        # Whether the method cancelled itself (asyncio: it raised CancelledError).
+        self.cancelled = False
+        self.error: Exception | Detached | None = None
+        # The newer sequence number that superseded this one, if any.
+        self.newer: int | None = None
+
+    async def run(self, ctx: Context[Any, Any], scope: anyio.CancelScope) -> None:
+        """Call the method; then cancel `scope`, which stops the refresher and watcher."""
+        try:
+            await self.method(ctx)
+        except anyio.get_cancelled_exc_class():
+            if scope.cancel_called:
+                raise
+            # Raises again if the cancellation came from an enclosing scope: only one
+            # that no scope sent is the handler's own.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self.cancelled = True
+        except (Exception, Detached) as exc:
+            self.error = exc
+        self.finished = not scope.cancel_called
+        scope.cancel()
+
+    async def watch(
+        self, watch: Callable[[float], Awaitable[int]], first: float, scope: anyio.CancelScope
+    ) -> None:
+        """Wait for a newer sequence number to supersede this one; then cancel the work."""
+        self.newer = await watch(first)
+        scope.cancel()
+
+
 async def _refresh_forever(
     status: StatusWriter, interval: float, ctx: Context[Any, Any], first: float
 ) -> None:
@@ -414,7 +438,7 @@ async def _refresh_forever(
     `interval` seconds (new timestamp); nothing while the status is terminal."""
     delay = first
     while True:
-        await asyncio.sleep(delay)
+        await anyio.sleep(delay)
         delay = interval
         try:
             status.refresh()
@@ -425,18 +449,6 @@ async def _refresh_forever(
 # Seconds before the `transitioning` an enable or disable starts with is written: a
 # missing status file reads as transitioning, and most operations are over sooner.
 FIRST_REPORT = 1.0
-
-
-async def _cancel(task: asyncio.Future[Any]) -> None:
-    """Cancel `task` and wait for it, re-raising only a cancellation aimed at us."""
-    if task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    current = asyncio.current_task()
-    if current is not None and current.cancelling():
-        raise asyncio.CancelledError
 
 
 def main_run(argv: list[str]) -> int:
@@ -459,7 +471,8 @@ def main_run(argv: list[str]) -> int:
     except HandlerLoadError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    coroutine = run_operation(
+    run = functools.partial(
+        run_operation,
         handler_class,
         operation,
         handler_dir=Path.cwd(),
@@ -468,7 +481,7 @@ def main_run(argv: list[str]) -> int:
         detached=detached,
     )
     try:
-        return asyncio.run(coroutine)
+        return anyio.run(run, backend="asyncio")
     except ExtHandlerError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -13,13 +13,13 @@ Files, all per extension (`<ext>.` prefixed names for a multi-config extension):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import functools
 import os
 from pathlib import Path
 
+import anyio
 import attrs
 
 from ._files import write_atomic
@@ -135,7 +135,7 @@ class RunOnce:
         while True:
             if self.try_acquire(sequence):
                 return
-            await asyncio.sleep(_LOCK_POLL)
+            await anyio.sleep(_LOCK_POLL)
 
     def release(self) -> None:
         """Release the lock (idempotent)."""
@@ -154,7 +154,7 @@ class RunOnce:
         """
         delay = first
         while True:
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)
             delay = interval
             newer = self.superseded_by()
             if newer is not None and newer > sequence:

@@ -17,6 +17,8 @@ from exthandler_plugins.customscript import CustomScript, DownloadPolicy
 from exthandler import InstanceView, RuntimeConfig, open_runtime, parse_goal_state
 
 FAST = DownloadPolicy(attempts=4, backoff=0.01, max_backoff=0.05, deadline=10.0)
+BACKENDS = ("asyncio", "trio")
+"""The anyio backends a host may run the runtime, and so CustomScript in process, on."""
 
 
 @attrs.define
@@ -95,7 +97,8 @@ def goal(settings: dict[str, Any], protected: dict[str, Any] | None = None, **ex
     return parse_goal_state(json.dumps({"extensions": [extension]}))
 
 
-def apply(state: Path, document: Any, **options: Any) -> InstanceView:
+def apply(state: Path, document: Any, backend: str = "asyncio", **options: Any) -> InstanceView:
+    """Apply `document` with a runtime on `backend`, and wait for a final status."""
     options.setdefault("handlers", [CustomScript])
     config = RuntimeConfig(state_dir=state, load_entry_points=False, **options)
 
@@ -113,7 +116,7 @@ def apply(state: Path, document: Any, **options: Any) -> InstanceView:
                 view = await runtime.refresh()
             return view
 
-    return anyio.run(main)
+    return anyio.run(main, backend=backend)
 
 
 def status(view: InstanceView) -> tuple[str, str]:

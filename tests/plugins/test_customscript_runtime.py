@@ -15,7 +15,17 @@ from exthandler_plugins.customscript import CustomScript, _handler
 from exthandler_sdk._package import build_package
 
 from exthandler import InstanceView
-from tests.plugins.support import DIR, HANDLER, FileServer, Route, apply, goal, status, subs
+from tests.plugins.support import (
+    BACKENDS,
+    DIR,
+    HANDLER,
+    FileServer,
+    Route,
+    apply,
+    goal,
+    status,
+    subs,
+)
 
 SAS = "sv=2022-11-02&sig=TopSecretSignature%3D"
 
@@ -30,7 +40,10 @@ def test_registered_through_the_entry_point_hook() -> None:
     assert CustomScript.version == "2.1.0"
 
 
-def test_command_with_downloaded_files(tmp_path: Path, file_server: FileServer) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_command_with_downloaded_files(
+    tmp_path: Path, file_server: FileServer, backend: str
+) -> None:
     file_server.routes["/run.sh"] = Route(body=b"echo from $1\r\necho oops >&2\r\n")
     view = apply(
         tmp_path / "s",
@@ -38,6 +51,7 @@ def test_command_with_downloaded_files(tmp_path: Path, file_server: FileServer) 
             {"fileUris": [file_server.url(f"/run.sh?{SAS}")]},
             {"commandToExecute": "sh run.sh the-file"},
         ),
+        backend,
     )
     code, message = status(view)
     assert code == "ProvisioningState/succeeded"
@@ -106,11 +120,12 @@ def test_run_once_success_not_repeated_failure_retried(tmp_path: Path) -> None:
     assert sorted(p.name for p in (state / DIR / "download").iterdir()) == ["1"]
 
 
-def test_uninstall_removes_every_download_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_uninstall_removes_every_download_dir(tmp_path: Path, backend: str) -> None:
     state = tmp_path / "s"
-    apply(state, goal({"commandToExecute": "true"}))
+    apply(state, goal({"commandToExecute": "true"}), backend)
     assert (state / DIR / "download" / "0").is_dir()
-    view = apply(state, goal({"commandToExecute": "true"}, state="uninstall"))
+    view = apply(state, goal({"commandToExecute": "true"}, state="uninstall"), backend)
     assert view.extensions == ()
     assert not (state / DIR).exists()
 
@@ -168,11 +183,16 @@ def assert_no_secret(state: Path, view: InstanceView, allow_download_dir: bool =
         assert b"PrintedSecret" not in text, path
 
 
-def test_the_budget_kills_the_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_budget_kills_the_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     monkeypatch.setattr(_handler, "SCRIPT_BUDGET", 0.5)
     monkeypatch.setattr(_handler, "STATUS_INTERVAL", 0.1)
     started = time.monotonic()
-    view = apply(tmp_path / "s", goal({"commandToExecute": "echo started; sleep 30 & wait"}))
+    view = apply(
+        tmp_path / "s", goal({"commandToExecute": "echo started; sleep 30 & wait"}), backend
+    )
     assert time.monotonic() - started < 10
     code, message = status(view)
     assert code == "ProvisioningState/failed/1011"

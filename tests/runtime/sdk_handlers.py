@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import anyio
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError, hookimpl
 
@@ -74,7 +74,7 @@ class Sleeper(Handler[None, None]):
     version = "1.0.0"
 
     async def enable(self, ctx: Context[None, None]) -> None:
-        await asyncio.sleep(3600)
+        await anyio.sleep(3600)
 
 
 class CounterPlugin:

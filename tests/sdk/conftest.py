@@ -10,9 +10,10 @@ import pytest
 from tests.sdk.sample_handlers import Defaults, Layout, Plain, Scripted
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The SDK runs on the backend of whoever awaits it: both are tested."""
+    return str(request.param)
 
 
 @pytest.fixture

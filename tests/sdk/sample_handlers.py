@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
+import anyio.abc
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError, StatusLevel, Substatus
 
@@ -84,7 +86,7 @@ async def _act(ctx: Context[Any, Any], script: Script) -> None:
     action = script.action
     if action == "sleep":
         await ctx.status.transitioning("sleeping")
-        await asyncio.sleep(script.seconds)
+        await anyio.sleep(script.seconds)
         _record(ctx, "woke")
     elif action == "fail":
         raise HandlerError(script.code, script.message)
@@ -104,15 +106,15 @@ async def _act(ctx: Context[Any, Any], script: Script) -> None:
     elif action == "detach":
         await ctx.status.transitioning("preparing")
         await ctx.detach()
-        await asyncio.sleep(script.seconds)
+        await anyio.sleep(script.seconds)
         _record(ctx, "worker-done")
         await ctx.status.success("finished in the background")
-    elif action == "cancel-self":
+    elif action == "cancel-self":  # only asyncio lets a task cancel itself by raising
         raise asyncio.CancelledError
     elif action == "swallow":
         try:
-            await asyncio.sleep(script.seconds)
-        except asyncio.CancelledError:
+            await anyio.sleep(script.seconds)
+        except anyio.get_cancelled_exc_class():
             _record(ctx, "swallowed")
 
 
@@ -290,3 +292,33 @@ class Layout:
     def mrseq(self, extension: str | None = None) -> str | None:
         path = self.handler_dir / ("mrseq" if extension is None else f"{extension}.mrseq")
         return path.read_text().strip() if path.exists() else None
+
+
+@attrs.define(eq=False)
+class Background:
+    """What became of a coroutine run as a task of a task group (see `start`)."""
+
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    result: Any = None
+    cancelled: bool = False
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        return self.result
+
+
+def start(group: anyio.abc.TaskGroup, call: Callable[[], Awaitable[Any]]) -> Background:
+    """Run `call()` in `group`; the Background tells when it ended and what it returned."""
+    background = Background()
+
+    async def run() -> None:
+        try:
+            background.result = await call()
+        except anyio.get_cancelled_exc_class():
+            background.cancelled = True
+            raise
+        finally:
+            background.done.set()
+
+    group.start_soon(run)
+    return background

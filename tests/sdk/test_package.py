@@ -126,6 +126,7 @@ def test_sdk_dependencies_and_handler_source_are_vendored(greeter_zip: Path) -> 
         "lib/exthandler_sdk/__init__.py",
         "lib/exthandler_sdk/_runner.py",
         "lib/exthandler_sdk/py.typed",
+        "lib/anyio/__init__.py",
         "lib/attr/__init__.py",
         "lib/attrs/__init__.py",
         "lib/cattrs/__init__.py",

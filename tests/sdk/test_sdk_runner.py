@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
 import pytest
 from exthandler_sdk import Handler, HandlerError, Operation, SettingsError, _runner, run_operation
 from exthandler_sdk._environment import HandlerEnvironmentError
@@ -24,6 +25,7 @@ from tests.sdk.sample_handlers import (
     Plain,
     Scripted,
     Talker,
+    start,
 )
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +122,7 @@ async def test_error_status_written_by_the_handler_sets_the_exit_code(layout: La
     assert len(layout.runs()) == 2
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio has no raisable Cancelled
 async def test_handler_cancelling_itself_is_an_error(layout: Layout) -> None:
     layout.write_settings(0, {"action": "cancel-self"})
     assert await run(layout) == 1
@@ -283,35 +286,54 @@ async def test_multi_config_names(layout: Layout) -> None:
 
 async def test_periodic_refresh_rewrites_transitioning(layout: Layout) -> None:
     layout.write_settings(0, {"action": "sleep", "seconds": 0.6})
-    task = asyncio.ensure_future(run(layout, status_refresh=0.05))
     stamps: set[str] = set()
-    for _ in range(60):
-        await asyncio.sleep(0.05)
-        if layout.status_path(0).exists():
-            top = layout.status(0)
-            if top["status"]["status"] == "transitioning":
-                stamps.add(top["timestampUTC"])
-        if task.done():
-            break
-    assert await task == 0
+    async with anyio.create_task_group() as group:
+        task = start(group, lambda: run(layout, status_refresh=0.05))
+        for _ in range(60):
+            await anyio.sleep(0.05)
+            if layout.status_path(0).exists():
+                top = layout.status(0)
+                if top["status"]["status"] == "transitioning":
+                    stamps.add(top["timestampUTC"])
+            if task.done.is_set():
+                break
+    assert await task.wait() == 0
     assert len(stamps) >= 1
     assert layout.status(0)["status"]["status"] == "success"
 
 
 async def test_refresh_gives_a_new_timestamp(layout: Layout) -> None:
-    layout.write_settings(0, {"action": "sleep", "seconds": 1.3})
-    task = asyncio.ensure_future(run(layout, status_refresh=0.05))
-    await asyncio.sleep(0.3)
-    first = layout.status(0)["timestampUTC"]
-    await asyncio.sleep(1.0)
-    second = layout.status(0)
-    assert second["status"]["status"] == "transitioning"
-    assert second["status"]["formattedMessage"]["message"] == "sleeping"
-    assert second["timestampUTC"] != first
-    assert await task == 0
+    layout.write_settings(0, {"action": "sleep", "seconds": 30})
+    async with anyio.create_task_group() as group:
+        start(group, lambda: run(layout, status_refresh=0.05))
+        stamps: list[str] = []
+        with anyio.fail_after(20):  # timestamps have a resolution of one second
+            while len(set(stamps)) < 2:
+                await anyio.sleep(0.05)
+                with contextlib.suppress(FileNotFoundError):
+                    top = layout.status(0)
+                    assert top["status"]["status"] == "transitioning"
+                    assert top["status"]["formattedMessage"]["message"] == "sleeping"
+                    stamps.append(top["timestampUTC"])
+        group.cancel_scope.cancel()
+    assert layout.runs() == ["enable 0 0 sleep"]
 
 
 async def test_cancellation_propagates_and_stops_the_work(layout: Layout) -> None:
+    layout.write_settings(0, {"action": "sleep", "seconds": 30})
+    async with anyio.create_task_group() as group:
+        task = start(group, lambda: run(layout, status_refresh=0.05))
+        await anyio.sleep(0.3)
+        group.cancel_scope.cancel()
+    assert task.cancelled
+    assert layout.runs() == ["enable 0 0 sleep"]
+    assert layout.mrseq() is None
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cancelling_the_asyncio_task_propagates_and_stops_the_work(
+    layout: Layout,
+) -> None:
     layout.write_settings(0, {"action": "sleep", "seconds": 30})
     task = asyncio.ensure_future(run(layout, status_refresh=0.05))
     await asyncio.sleep(0.3)
@@ -320,6 +342,23 @@ async def test_cancellation_propagates_and_stops_the_work(layout: Layout) -> Non
         await task
     assert layout.runs() == ["enable 0 0 sleep"]
     assert layout.mrseq() is None
+
+
+@pytest.mark.parametrize("refresh", [60.0, 0.05])
+async def test_a_timeout_around_the_operation_stops_the_work(
+    layout: Layout, refresh: float
+) -> None:
+    # Before and after the refresher and the watcher start (the first status refresh).
+    layout.write_settings(0, {"action": "sleep", "seconds": 30})
+    with anyio.move_on_after(0.3) as scope:
+        await run(layout, status_refresh=refresh)
+    assert scope.cancelled_caught
+    assert layout.runs() == ["enable 0 0 sleep"]
+    assert layout.status(0)["status"]["status"] == "transitioning"
+    assert layout.mrseq() is None
+    layout.write_settings(0, {"action": "succeed"})
+    assert await run(layout) == 0  # the run-once lock was released
+    assert layout.runs() == ["enable 0 0 sleep", "enable 0 0 succeed"]
 
 
 async def test_heartbeat(layout: Layout) -> None:
@@ -431,7 +470,7 @@ class Quiet(Handler[None, None]):
 
     async def enable(self, ctx: Any) -> None:
         type(self).seen_on_disk.append(ctx.status.path.exists())
-        await asyncio.sleep(self.pause)
+        await anyio.sleep(self.pause)
 
 
 async def test_a_quick_enable_writes_only_its_outcome(layout: Layout) -> None:
@@ -446,13 +485,14 @@ async def test_a_long_enable_reports_transitioning_after_the_first_delay(
 ) -> None:
     monkeypatch.setattr(_runner, "FIRST_REPORT", 0.05)
     monkeypatch.setattr(Quiet, "pause", 0.6)
-    task = asyncio.ensure_future(run(layout, Quiet))
     seen: list[tuple[str, str]] = []
-    while not task.done():
-        await asyncio.sleep(0.02)
-        with contextlib.suppress(FileNotFoundError):
-            top = layout.status(0)["status"]
-            seen.append((top["status"], top["formattedMessage"]["message"]))
-    assert await task == 0
+    async with anyio.create_task_group() as group:
+        task = start(group, lambda: run(layout, Quiet))
+        while not task.done.is_set():
+            await anyio.sleep(0.02)
+            with contextlib.suppress(FileNotFoundError):
+                top = layout.status(0)["status"]
+                seen.append((top["status"], top["formattedMessage"]["message"]))
+    assert await task.wait() == 0
     assert ("transitioning", "Enable in progress") in seen
     assert seen[-1] == ("success", "Enable succeeded")

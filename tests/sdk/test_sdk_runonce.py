@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -12,11 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from exthandler_sdk import Handler, HandlerError, Operation, load_handler, run_operation
 from exthandler_sdk._runner import HandlerLoadError, main_run
 
 from tests.sdk.sample_handlers import Daemon, Hello, Layout, Scripted
+from tests.sdk.sample_handlers import start as start_task
 
 SPEC = "tests.sdk.sample_handlers:Scripted"
 
@@ -61,7 +62,7 @@ async def test_success_is_not_repeated(layout: Layout) -> None:
     layout.write_settings(0, {"action": "warning", "message": "first"})
     assert await run(layout) == 0
     before = layout.status(0)
-    await asyncio.sleep(1.1)
+    await anyio.sleep(1.1)
     assert await run(layout) == 0
     after = layout.status(0)
     assert layout.runs() == ["enable 0 0 warning"]
@@ -111,10 +112,12 @@ async def test_older_sequence_after_newer_success_is_ignored(layout: Layout) -> 
 async def test_newer_sequence_supersedes_a_running_one(layout: Layout) -> None:
     layout.write_settings(1, {"action": "sleep", "seconds": 30})
     layout.write_settings(2, {"action": "succeed"})
-    first = asyncio.ensure_future(run(layout, 1))
-    await asyncio.sleep(0.3)
-    assert await asyncio.wait_for(run(layout, 2), 10) == 0
-    assert await first == 0
+    async with anyio.create_task_group() as group:
+        first = start_task(group, lambda: run(layout, 1))
+        await anyio.sleep(0.3)
+        with anyio.fail_after(10):
+            assert await run(layout, 2) == 0
+        assert await first.wait() == 0
     assert status_is(layout, 1, "warning", "superseded by sequence number 2")
     assert status_is(layout, 2, "success")
     assert layout.mrseq() == "2"
@@ -125,21 +128,23 @@ async def test_newer_sequence_supersedes_a_running_one(layout: Layout) -> None:
 async def test_older_sequence_waits_out_a_newer_running_one(layout: Layout) -> None:
     layout.write_settings(1, {})
     layout.write_settings(2, {"action": "sleep", "seconds": 0.5})
-    newer = asyncio.ensure_future(run(layout, 2))
-    await asyncio.sleep(0.2)
-    assert await run(layout, 1) == 0
-    assert status_is(layout, 1, "success", "older than 2")
-    assert await newer == 0
+    async with anyio.create_task_group() as group:
+        newer = start_task(group, lambda: run(layout, 2))
+        await anyio.sleep(0.2)
+        assert await run(layout, 1) == 0
+        assert status_is(layout, 1, "success", "older than 2")
+        assert await newer.wait() == 0
     assert layout.runs() == ["enable 2 0 sleep", "enable 2 0 woke"]
 
 
 @pytest.mark.anyio
 async def test_same_sequence_already_running_is_left_alone(layout: Layout) -> None:
     layout.write_settings(1, {"action": "sleep", "seconds": 0.5})
-    first = asyncio.ensure_future(run(layout, 1))
-    await asyncio.sleep(0.2)
-    assert await run(layout, 1) == 0
-    assert await first == 0
+    async with anyio.create_task_group() as group:
+        first = start_task(group, lambda: run(layout, 1))
+        await anyio.sleep(0.2)
+        assert await run(layout, 1) == 0
+        assert await first.wait() == 0
     assert layout.runs() == ["enable 1 0 sleep", "enable 1 0 woke"]
 
 
@@ -148,12 +153,14 @@ async def test_waiter_superseded_while_waiting(layout: Layout) -> None:
     layout.write_settings(1, {"action": "swallow", "seconds": 1.0})
     layout.write_settings(2, {})
     layout.write_settings(3, {})
-    first = asyncio.ensure_future(run(layout, 1))
-    await asyncio.sleep(0.2)
-    second = asyncio.ensure_future(run(layout, 2))
-    await asyncio.sleep(0.05)
-    third = asyncio.ensure_future(run(layout, 3))
-    assert list(await asyncio.wait_for(asyncio.gather(first, second, third), 15)) == [0, 0, 0]
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as group:
+            first = start_task(group, lambda: run(layout, 1))
+            await anyio.sleep(0.2)
+            second = start_task(group, lambda: run(layout, 2))
+            await anyio.sleep(0.05)
+            third = start_task(group, lambda: run(layout, 3))
+    assert [first.result, second.result, third.result] == [0, 0, 0]
     assert status_is(layout, 1, "warning", "superseded")
     # 2 either wakes up superseded by 3, or after 3 finished, as an older sequence.
     assert status_is(layout, 2, "warning", "superseded by sequence number 3") or status_is(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError
 
@@ -64,3 +65,14 @@ class Broken(Handler[None, None]):
 
     async def enable(self, ctx: Context[None, None]) -> None:
         raise ValueError("boom")
+
+
+class Probe(Handler[None, None]):
+    """Reports the anyio backend its enable ran on ("asyncio" or "trio")."""
+
+    name = "Contoso.Testing.Probe"
+    version = "1.0.0"
+
+    async def enable(self, ctx: Context[None, None]) -> None:
+        library = anyio.get_cancelled_exc_class().__module__.partition(".")[0]
+        await ctx.status.success(f"ran on {library}")

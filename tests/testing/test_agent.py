@@ -155,9 +155,11 @@ def test_goal_states_as_text_and_an_empty_view(tmp_path: Path) -> None:
         (Fault.bad_status("enable"), "ProvisioningState/failed/1012", "not a JSON array"),
     ],
 )
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_faults_of_handler_classes(
-    exthandler_agent: Agent, fault: Fault, code: str, words: str
+    exthandler_agent: Agent, fault: Fault, code: str, words: str, backend: str
 ) -> None:
+    exthandler_agent.backend = backend  # the in-process handler runs on the runtime's
     exthandler_agent.hang_timeout = 0.3  # in process: nothing to start, a short limit will do
     used = exthandler_agent.add_handler(Greeter, fault=fault)
     assert used is not Greeter
@@ -323,14 +325,15 @@ def test_teardown_kills_what_is_left(tmp_path: Path) -> None:
     assert str(root) not in listing.stdout
 
 
-def test_sync_apply_inside_a_loop_is_refused(exthandler_agent: Agent) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sync_apply_inside_a_loop_is_refused(exthandler_agent: Agent, backend: str) -> None:
     import anyio
 
     async def main() -> None:
         exthandler_agent.apply(greeter())
 
     with pytest.raises(TestingUsageError, match=r"await exthandler_agent.aapply\(...\)"):
-        anyio.run(main)
+        anyio.run(main, backend=backend)
 
 
 @pytest.mark.anyio

@@ -16,6 +16,7 @@ from tests.testing.handlers import (
     GreeterSecrets,
     GreeterSettings,
     Plain,
+    Probe,
 )
 
 SETTINGS = {"greeting": "hi", "times": 2}
@@ -139,9 +140,11 @@ def test_no_settings_and_a_missing_status(exthandler_harness: Harness) -> None:
     assert multi.env["ConfigExtensionName"] == "one"
 
 
-def test_a_timeout_cancels_the_operation(exthandler_harness: Harness) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_timeout_cancels_the_operation(exthandler_harness: Harness, backend: str) -> None:
     from exthandler.testing import Fault, faulty_class
 
+    exthandler_harness.backend = backend
     hanging = faulty_class(Plain, Fault.hang("enable"))
     result = exthandler_harness.run(hanging, timeout=0.05)
     assert result.timed_out
@@ -169,14 +172,30 @@ def test_invalid_status_files_are_reported_with_their_problems(tmp_path: Path) -
     ]
 
 
-def test_the_sync_call_refuses_to_run_inside_an_event_loop(exthandler_harness: Harness) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_sync_call_refuses_to_run_inside_an_event_loop(
+    exthandler_harness: Harness, backend: str
+) -> None:
     import anyio
 
     async def main() -> None:
         exthandler_harness.run(Plain)
 
     with pytest.raises(TestingUsageError, match=r"use `await exthandler_harness.arun\(...\)`"):
-        anyio.run(main)
+        anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_sync_call_runs_on_the_harness_backend(
+    exthandler_harness: Harness, backend: str
+) -> None:
+    exthandler_harness.backend = backend
+    exthandler_harness.run(Probe).assert_success(f"ran on {backend}")
+
+
+def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TestingUsageError, match="backend must be one of 'asyncio', 'trio'"):
+        Harness(root=tmp_path, certificate_dir=tmp_path, backend="curio")
 
 
 @pytest.mark.anyio

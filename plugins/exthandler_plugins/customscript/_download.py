@@ -10,7 +10,6 @@ string or user info (see `_redact`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.to_thread
 import attrs
 from exthandler_sdk import HandlerError
 
@@ -188,7 +189,7 @@ async def _fetch_http(
                 policy.attempts,
                 wait,
             )
-            await asyncio.sleep(wait)
+            await anyio.sleep(wait)
         else:
             return
 
@@ -223,14 +224,14 @@ async def download_all(
     current: FileSource | None = None
     started = time.monotonic()
     try:
-        async with asyncio.timeout(policy.deadline):
+        with anyio.fail_after(policy.deadline):
             client: httpx.AsyncClient | None = None
             try:
                 for source in sources:
                     current = source
                     target = directory / source.name
                     if source.url.lower().startswith("file:"):
-                        await asyncio.to_thread(_copy_local, source, target)
+                        await anyio.to_thread.run_sync(_copy_local, source, target)
                     else:
                         if client is None:
                             client = _client(policy)
@@ -247,7 +248,8 @@ async def download_all(
             f"({time.monotonic() - started:.1f} s elapsed)"
         ) from None
     finally:
-        await asyncio.to_thread(_remove_partials, directory)
+        with anyio.CancelScope(shield=True):  # even when our caller cancels us
+            await anyio.to_thread.run_sync(_remove_partials, directory)
 
 
 def _remove_partials(directory: Path) -> None:

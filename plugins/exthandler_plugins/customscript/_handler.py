@@ -12,7 +12,6 @@ packaged, in the foreground of the enable command: the whole enable is bounded b
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -22,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
+import anyio
+import anyio.to_thread
 from exthandler_sdk import Context, Handler, StatusLevel, Substatus
 
 from . import _process
@@ -88,7 +89,7 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
     async def uninstall(self, ctx: Ctx) -> None:
         root = download_root(ctx.handler_dir)
         _stop_all(root)
-        await asyncio.to_thread(shutil.rmtree, root, True)
+        await anyio.to_thread.run_sync(shutil.rmtree, root, True)
 
     def _fresh_dir(self, ctx: Ctx) -> Path:
         root = download_root(ctx.handler_dir)
@@ -121,12 +122,14 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
     async def _run(self, ctx: Ctx, directory: Path, command: str, started: float) -> None:
         budget = max(0.0, min(SCRIPT_BUDGET - (time.monotonic() - started), ctx.remaining()))
         env = {**os.environ, **ctx.env}
-        process = await asyncio.to_thread(_process.start, directory, command, env)
-        ctx.log.info("script started in %s (process group %d)", directory, process.pid)
-        await ctx.status.transitioning(
-            "the script is running", substatus=_tails(directory, StatusLevel.TRANSITIONING)
-        )
+        # The thread is waited for even when we are cancelled: the process it starts is
+        # always ours to stop.
+        process = await anyio.to_thread.run_sync(_process.start, directory, command, env)
         try:
+            ctx.log.info("script started in %s (process group %d)", directory, process.pid)
+            await ctx.status.transitioning(
+                "the script is running", substatus=_tails(directory, StatusLevel.TRANSITIONING)
+            )
             code = await _wait(ctx, process, directory, time.monotonic() + budget)
         finally:
             # Whatever ends the wait (the budget, or our own cancellation), the group goes.
@@ -191,7 +194,7 @@ async def _wait(
                 "the script is running",
                 substatus=_tails(directory, StatusLevel.TRANSITIONING),
             )
-        await asyncio.sleep(min(_POLL, max(0.0, deadline - now)))
+        await anyio.sleep(min(_POLL, max(0.0, deadline - now)))
 
 
 def _tails(directory: Path, level: StatusLevel) -> list[Substatus]:
