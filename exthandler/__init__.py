@@ -12,32 +12,32 @@ from ._executors.base import Executor as Executor
 from ._executors.process import CommandResult as CommandResult
 from ._goalstate import load_goal_state as load_goal_state
 from ._goalstate import parse_goal_state as parse_goal_state
-from ._manifest import HandlerManifest as HandlerManifest
-from ._manifest import parse_manifest as parse_manifest
 from ._model import ExtensionGoal as ExtensionGoal
 from ._model import GoalState as GoalState
 from ._model import GoalStateFormat as GoalStateFormat
 from ._model import HandlerName as HandlerName
 from ._model import RequestedState as RequestedState
 from ._model import Version as Version
+from ._packages.manifest import HandlerManifest as HandlerManifest
+from ._packages.manifest import parse_manifest as parse_manifest
+from ._packages.repository import DirectoryRepository as DirectoryRepository
+from ._packages.repository import Installed as Installed
+from ._packages.repository import PackageRef as PackageRef
+from ._packages.repository import PackageSource as PackageSource
+from ._packages.repository import RepositorySet as RepositorySet
+from ._packages.repository import Workspace as Workspace
+from ._packages.repository import install_zip as install_zip
+from ._plan.versions import select_version as select_version
 from ._plugins import StepResult as StepResult
 from ._plugins import make_plugin_manager as make_plugin_manager
-from ._repository import DirectoryRepository as DirectoryRepository
-from ._repository import Installed as Installed
-from ._repository import PackageRef as PackageRef
-from ._repository import PackageSource as PackageSource
-from ._repository import RepositorySet as RepositorySet
-from ._repository import Workspace as Workspace
-from ._repository import install_zip as install_zip
+from ._report.view import ExtensionView as ExtensionView
+from ._report.view import InstanceView as InstanceView
+from ._report.view import StatusView as StatusView
+from ._report.view import SubstatusView as SubstatusView
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeConfig as RuntimeConfig
 from ._runtime import open_runtime as open_runtime
 from ._runtime import read_instance_view as read_instance_view
-from ._versions import select_version as select_version
-from ._view import ExtensionView as ExtensionView
-from ._view import InstanceView as InstanceView
-from ._view import StatusView as StatusView
-from ._view import SubstatusView as SubstatusView
 
 __version__ = "0.1.0"
 

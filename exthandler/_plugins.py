@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from exthandler_sdk.protocol import TelemetryEvent
 
     from ._model import HandlerName, Version
-    from ._plan import Outcome, Step
-    from ._view import ExtensionView, InstanceView
+    from ._plan.planner import Outcome, Step
+    from ._report.view import ExtensionView, InstanceView
 
 __all__ = ["StepResult", "hookspec", "make_plugin_manager"]
 

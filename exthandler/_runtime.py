@@ -18,11 +18,11 @@ from ._engine import Engine, EngineOptions
 from ._executors.base import Executor
 from ._fs import read_regular
 from ._model import GoalState
+from ._packages.repository import DirectoryRepository, PackageSource
 from ._plugins import make_plugin_manager
-from ._repository import DirectoryRepository, PackageSource
-from ._statedir import OWN_FILE_LIMIT
-from ._store import Store
-from ._view import InstanceView
+from ._report.view import InstanceView
+from ._state.statedir import OWN_FILE_LIMIT
+from ._state.store import Store
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
@@ -128,7 +128,7 @@ class Runtime:
         """
         from ._errors import GoalStateError
         from ._goalstate import load_goal_state
-        from ._source import SourceWatcher
+        from ._goalstate._source import SourceWatcher
 
         def say(line: str) -> None:
             self._engine.store.log(f"run: {line}")

@@ -18,8 +18,7 @@ from exthandler_sdk.protocol import HANDLER_ENVIRONMENT_NAME
 
 from .._errors import StateDirError
 from .._executors.process import clear_marker
-from .._liveview import LiveView
-from .._plan import (
+from .._plan.planner import (
     HandlerRecord,
     HandlerState,
     HandlerTarget,
@@ -31,7 +30,8 @@ from .._plan import (
     next_step,
 )
 from .._plugins import StepResult
-from .._store import Store
+from .._report.liveview import LiveView
+from .._state.store import Store
 from .scheduler import Slot
 from .state import Manifests, Pass
 from .statuses import Statuses

@@ -9,7 +9,7 @@ driver. Everything a pass works with lives in its `Pass`; the parts are:
 - `HandlerDriver` (driver.py): the planner loop of one handler, journalled;
 - `StepRunner` (steps.py): fetch through a `PackageSource`, commands through an `Executor`;
 - `Statuses` (statuses.py): status files and heartbeats into the live view;
-- `LiveView` (_liveview.py): the view, its file and the plugins' hooks.
+- `LiveView` (_report/liveview.py): the view, its file and the plugins' hooks.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from .._errors import GoalStateError, state_dir_error_alone
 from .._executors.base import Executor
 from .._executors.inprocess import InProcessExecutor, InProcessHandlers, class_manifest
 from .._executors.process import ProcessExecutor, base_environment, end_orphans
-from .._liveview import ExtensionState, LiveView
-from .._manifest import HandlerManifest
 from .._model import GoalState, HandlerName, Version
-from .._plan import HandlerRecord, HandlerTarget
-from .._repository import PackageSource, RepositorySet, Workspace, package_token
-from .._store import Store
-from .._targets import installed_versions, resolve_targets
-from .._telemetry import Collected, EventRateLimiter, collect_all
-from .._view import InstanceView
+from .._packages.manifest import HandlerManifest
+from .._packages.repository import PackageSource, RepositorySet, Workspace, package_token
+from .._plan.planner import HandlerRecord, HandlerTarget
+from .._plan.targets import installed_versions, resolve_targets
+from .._report.liveview import ExtensionState, LiveView
+from .._report.telemetry import Collected, EventRateLimiter, collect_all
+from .._report.view import InstanceView
+from .._state.store import Store
 from .driver import HandlerDriver
 from .scheduler import Scheduler, Slot
 from .settings import SettingsWriter
@@ -177,7 +177,7 @@ class Engine:
     def check_goal(self, goal: GoalState, work: Pass) -> None:
         """Refuse a goal state that cannot be carried out as written (GoalStateError),
         before anything is changed: two extensions on a handler that takes one."""
-        from .._checks import package_manifest, shared_handlers, single_config_problems
+        from .._plan.checks import package_manifest, shared_handlers, single_config_problems
 
         if not shared_handlers(goal):
             return

@@ -15,7 +15,7 @@ import anyio
 import attrs
 
 from .._model import ExtensionGoal, HandlerName
-from .._plan import HandlerTarget
+from .._plan.planner import HandlerTarget
 
 __all__ = ["Scheduler", "Slot"]
 

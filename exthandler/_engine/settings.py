@@ -16,11 +16,11 @@ import attrs
 from exthandler_sdk.protocol import CONFIG_DIR, render_settings, settings_file_name
 
 from .._fs import make_dir, write_unless_same
-from .._liveview import ExtensionState
 from .._model import EncryptedProtectedSettings, ExtensionGoal, PlainProtectedSettings
+from .._report.liveview import ExtensionState
 
 if TYPE_CHECKING:
-    from .._crypto import Certificate
+    from .._state.crypto import Certificate
 
 __all__ = ["SettingsWriter"]
 
@@ -66,7 +66,7 @@ class SettingsWriter:
         secret = goal.protected_settings
         if isinstance(secret, PlainProtectedSettings):
             # cryptography takes a while to import: only goal states with secrets need it.
-            from .._crypto import encrypt_protected_settings, ensure_certificate
+            from .._state.crypto import encrypt_protected_settings, ensure_certificate
 
             async with self._making:  # one key per state dir, made once
                 if self._certificate is None:  # key generation: never on the event loop

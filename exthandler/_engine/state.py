@@ -12,11 +12,11 @@ from collections.abc import Mapping
 import attrs
 
 from .._errors import PackageError
-from .._manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from .._model import ExtensionGoal, GoalState, HandlerName, Version
-from .._plan import HandlerRecord, HandlerTarget
-from .._repository import PackageCatalog
-from .._store import Store
+from .._packages.manifest import MANIFEST_NAME, HandlerManifest, read_manifest
+from .._packages.repository import PackageCatalog
+from .._plan.planner import HandlerRecord, HandlerTarget
+from .._state.store import Store
 
 __all__ = ["Manifests", "Pass"]
 

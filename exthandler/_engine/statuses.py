@@ -23,12 +23,12 @@ from exthandler_sdk.protocol import (
 )
 
 from .._executors.process import CommandResult
-from .._liveview import ExtensionState, LiveView, now
 from .._model import HandlerName, RequestedState
-from .._plan import ExtensionRecord, HandlerRecord, HandlerTarget, Step, StepKind
-from .._status import read_heartbeat, read_status_file
-from .._store import Store
-from .._view import CommandFailure, SubstatusView, compose_status
+from .._plan.planner import ExtensionRecord, HandlerRecord, HandlerTarget, Step, StepKind
+from .._report.liveview import ExtensionState, LiveView, now
+from .._report.status import read_heartbeat, read_status_file
+from .._report.view import CommandFailure, SubstatusView, compose_status
+from .._state.store import Store
 from .state import Manifests
 
 __all__ = ["Found", "Statuses"]

@@ -22,11 +22,11 @@ from .._errors import NoEligibleVersionError, PackageError
 from .._executors.base import CommandRequest, Executor
 from .._executors.process import CommandResult, write_log_entry
 from .._fs import make_dir
-from .._liveview import ExtensionState, LiveView
-from .._manifest import MANIFEST_NAME
-from .._plan import HandlerRecord, HandlerTarget, Outcome, Step, StepKind
-from .._repository import Installed, Workspace, package_token
-from .._store import Store
+from .._packages.manifest import MANIFEST_NAME
+from .._packages.repository import Installed, Workspace, package_token
+from .._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, StepKind
+from .._report.liveview import ExtensionState, LiveView
+from .._state.store import Store
 from .settings import SettingsWriter
 from .state import Manifests, Pass
 from .statuses import Statuses

@@ -16,8 +16,8 @@ from typing import Protocol, runtime_checkable
 import attrs
 from exthandler_sdk import Operation
 
-from .._manifest import HandlerManifest
 from .._model import HandlerName, Version
+from .._packages.manifest import HandlerManifest
 from .process import CommandResult
 
 __all__ = ["CommandRequest", "Executor"]

@@ -20,9 +20,9 @@ from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_o
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS, render_manifest
 
 from .._errors import PackageError
-from .._manifest import MANIFEST_NAME, HandlerManifest
 from .._model import HandlerName, Version
-from .._repository import Installed, PackageRef, Workspace
+from .._packages.manifest import MANIFEST_NAME, HandlerManifest
+from .._packages.repository import Installed, PackageRef, Workspace
 from .base import CommandRequest
 from .process import CommandResult, write_log_entry
 

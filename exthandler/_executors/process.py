@@ -34,7 +34,7 @@ from exthandler_sdk.protocol import (
     format_excerpt,
 )
 
-from .._manifest import HandlerManifest
+from .._packages.manifest import HandlerManifest
 from ._cmdlog import INLINE_COLLECT, LogRecord, append_entry, captured, collect, outcome_line, title
 from ._hints import failure_hint
 from ._orphans import clear_marker, end_orphans, write_marker

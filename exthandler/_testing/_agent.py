@@ -28,8 +28,8 @@ from exthandler_sdk.protocol import PACKAGE_SEPARATOR, PACKAGE_SUFFIX
 
 from .._goalstate import parse_goal_state
 from .._model import GoalState
+from .._report.view import ExtensionView, InstanceView, StatusView
 from .._runtime import RuntimeConfig, open_runtime, read_instance_view
-from .._view import ExtensionView, InstanceView, StatusView
 from ._certs import seed_certificate
 from ._faults import (
     KILL_AT_VARIABLE,

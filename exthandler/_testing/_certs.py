@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .._crypto import MARKER_NAME, Certificate, _paths, _self_signed, _thumbprint
+from .._state.crypto import MARKER_NAME, Certificate, _paths, _self_signed, _thumbprint
 
 __all__ = ["KEY_BITS", "seed_certificate", "session_certificate"]
 

@@ -36,7 +36,7 @@ from exthandler_sdk.protocol import (
     status_file_name,
 )
 
-from .._crypto import Certificate, encrypt_protected_settings
+from .._state.crypto import Certificate, encrypt_protected_settings
 from ._certs import seed_certificate
 from ._loop import check_backend, run_blocking
 from ._validate import validate_heartbeat, validate_status

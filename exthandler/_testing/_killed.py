@@ -21,7 +21,7 @@ from exthandler_sdk import hookimpl
 from ._record import CommandLog, CommandRecord, runs_command
 
 if TYPE_CHECKING:
-    from .._plan import Step
+    from .._plan.planner import Step
     from .._plugins import StepResult
 
 __all__ = ["STEPS_VARIABLE", "StepWriter", "plugin", "plugin_path", "replay"]

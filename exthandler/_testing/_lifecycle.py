@@ -18,7 +18,7 @@ from exthandler_sdk.protocol import (
     status_file_name,
 )
 
-from .._view import InstanceView
+from .._report.view import InstanceView
 from ._agent import Agent
 from ._harness import plain
 from ._record import CommandRecord

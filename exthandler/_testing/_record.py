@@ -15,7 +15,7 @@ import attrs
 from exthandler_sdk import Operation, hookimpl
 
 if TYPE_CHECKING:
-    from .._plan import Step
+    from .._plan.planner import Step
     from .._plugins import StepResult
 
 __all__ = ["CommandLog", "CommandRecord"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exthandler._plan import HandlerRecord, HandlerTarget, Outcome, Step, advance, next_step
+from exthandler._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, advance, next_step
 
 
 def plan(record: HandlerRecord, target: HandlerTarget, *, limit: int = 1000) -> list[Step]:

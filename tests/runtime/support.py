@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from exthandler._cli import main
+from exthandler._cli.main import main
 
 OPERATIONS = ("install", "enable", "disable", "update", "uninstall")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exthandler import __version__
-from exthandler._cli import default_state_dir, main
+from exthandler._cli.main import default_state_dir, main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

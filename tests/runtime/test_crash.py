@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import pytest
 
-from exthandler._store import Store
+from exthandler._state.store import Store
 from tests.runtime.support import Agent, OpRecord, Packages, extension, goal, wait_until
 
 FIRST = goal(

@@ -21,7 +21,7 @@ from exthandler_sdk import ExtHandlerError
 from exthandler_sdk import _crypto as sdk_crypto
 from exthandler_sdk._crypto import decrypt_protected_settings
 
-from exthandler._crypto import (
+from exthandler._state.crypto import (
     Certificate,
     ProtectedSettingsError,
     encrypt_protected_settings,

@@ -721,8 +721,8 @@ def test_an_upgrade_killed_after_removing_the_old_dir_completes(
     import attrs
 
     from exthandler._model import Version
-    from exthandler._plan import UpgradePhase, UpgradeRecord
-    from exthandler._store import Store
+    from exthandler._plan.planner import UpgradePhase, UpgradeRecord
+    from exthandler._state.store import Store
 
     packages.build("Test.Ext", "1.0.0")
     agent.apply(goal(extension("ext")))

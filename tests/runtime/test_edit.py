@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exthandler._edit import delete_extension, set_extension
+from exthandler._cli.edit import delete_extension, set_extension
 
 
 def _set(path: Path, name: str, **fields: Any) -> None:

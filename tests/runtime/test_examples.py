@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from exthandler_sdk import Operation
 
-from exthandler._extract import extract_package
-from exthandler._manifest import MANIFEST_NAME
 from exthandler._model import HandlerName, Version
-from exthandler._repository import DirectoryRepository, RepositorySet
+from exthandler._packages.extract import extract_package
+from exthandler._packages.manifest import MANIFEST_NAME
+from exthandler._packages.repository import DirectoryRepository, RepositorySet
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BUILD = EXAMPLES / "build.py"

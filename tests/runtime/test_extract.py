@@ -14,8 +14,13 @@ import pytest
 from exthandler_sdk import ErrorCode, Operation
 
 from exthandler._errors import PackageError
-from exthandler._extract import DEFAULT_LIMITS, ExtractionLimits, _copy_limited, extract_package
-from exthandler._manifest import MANIFEST_NAME
+from exthandler._packages.extract import (
+    DEFAULT_LIMITS,
+    ExtractionLimits,
+    _copy_limited,
+    extract_package,
+)
+from exthandler._packages.manifest import MANIFEST_NAME
 
 MANIFEST = (
     b'[{"name": "T", "version": 1.0, "handlerManifest": {'

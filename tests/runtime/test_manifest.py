@@ -12,7 +12,7 @@ from exthandler_sdk import ErrorCode, Operation
 
 from exthandler import PackageError, parse_manifest
 from exthandler._fs import READ_LIMIT
-from exthandler._manifest import read_manifest
+from exthandler._packages.manifest import read_manifest
 
 COMMANDS = {
     "installCommand": "bin/install.sh",

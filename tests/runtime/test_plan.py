@@ -11,7 +11,7 @@ import pytest
 from exthandler_sdk.protocol import NOT_RUN
 
 from exthandler._model import HandlerName, RequestedState, Version
-from exthandler._plan import (
+from exthandler._plan.planner import (
     ExtensionRecord,
     ExtensionTarget,
     HandlerRecord,

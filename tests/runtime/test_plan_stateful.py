@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exthandler._model import HandlerName, RequestedState, Version
-from exthandler._plan import (
+from exthandler._plan.planner import (
     ExtensionTarget,
     HandlerRecord,
     HandlerState,

@@ -33,7 +33,7 @@ from exthandler import (
     open_runtime,
     parse_goal_state,
 )
-from exthandler._repository import parse_package_file_name
+from exthandler._packages.repository import parse_package_file_name
 
 
 @pytest.fixture

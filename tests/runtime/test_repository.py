@@ -16,9 +16,9 @@ import pytest
 from exthandler_sdk import ErrorCode
 
 from exthandler._errors import NoEligibleVersionError, PackageError
-from exthandler._manifest import HandlerManifest
 from exthandler._model import HandlerName, Version
-from exthandler._repository import (
+from exthandler._packages.manifest import HandlerManifest
+from exthandler._packages.repository import (
     DirectoryRepository,
     Installed,
     PackageCatalog,

@@ -24,8 +24,8 @@ from exthandler import (
     load_goal_state,
     open_runtime,
 )
-from exthandler._plan import Step
-from exthandler._progress import Progress
+from exthandler._cli.progress import Progress
+from exthandler._plan.planner import Step
 from tests.runtime.support import Agent, Packages, extension, goal, start_run, view_of
 
 SECRET = "s3cret-value-91c2"
@@ -339,7 +339,7 @@ def test_status_of_a_state_dir_where_nothing_was_applied_is_empty(agent: Agent) 
 
 def test_progress_line() -> None:
     from exthandler import HandlerName, Version
-    from exthandler._plan import StepKind
+    from exthandler._plan.planner import StepKind
 
     out = io.StringIO()
     progress = Progress(out=out)

@@ -124,8 +124,8 @@ def test_a_journal_that_cannot_grow_stops_the_pass_with_a_state_dir_error(
     # the CLI reports as one line and exit 2.
     from exthandler._errors import StateDirError
     from exthandler._model import HandlerName, Version
-    from exthandler._plan import HandlerRecord
-    from exthandler._store import Store
+    from exthandler._plan.planner import HandlerRecord
+    from exthandler._state.store import Store
 
     store = Store(root=small_disk / "state", log_root=small_disk / "state" / "log")
     store.acquire()
@@ -277,8 +277,8 @@ def test_rebuilt_multi_config_records_keep_every_extension(
 
 def test_rebuilt_records_read_nothing_through_a_link_the_handler_planted(tmp_path: Path) -> None:
     from exthandler._model import HandlerName
-    from exthandler._plan import HandlerState
-    from exthandler._recover import rebuild_records
+    from exthandler._plan.planner import HandlerState
+    from exthandler._state.recover import rebuild_records
 
     outside = tmp_path / "outside"
     outside.mkdir()

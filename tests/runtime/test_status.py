@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exthandler._fs import READ_LIMIT
-from exthandler._status import read_heartbeat, read_status_file
+from exthandler._report.status import read_heartbeat, read_status_file
 
 
 def status_file(body: dict[str, Any] | None = None, **top: Any) -> bytes:

@@ -11,7 +11,7 @@ import anyio
 from exthandler_sdk import Operation, hookimpl
 
 from exthandler import RuntimeConfig, StepResult, load_goal_state, open_runtime
-from exthandler._plan import Step
+from exthandler._plan.planner import Step
 from tests.runtime.support import Agent, Packages, extension, goal
 
 

@@ -16,8 +16,8 @@ import pytest
 from exthandler._errors import StateDirError
 from exthandler._fs import TEMP_SUFFIX
 from exthandler._model import HandlerName, Version
-from exthandler._plan import HandlerRecord, HandlerState
-from exthandler._store import Store
+from exthandler._plan.planner import HandlerRecord, HandlerState
+from exthandler._state.store import Store
 
 HANDLER = HandlerName.parse("Contoso.Demo")
 VERSION = Version.parse("1.0.0")

@@ -17,7 +17,7 @@ from exthandler_sdk.protocol import EVENT_MESSAGE_MAX_LENGTH as MESSAGE_MAX_LENG
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exthandler._telemetry import EventRateLimiter, collect_events
+from exthandler._report.telemetry import EventRateLimiter, collect_events
 
 HANDLER = "Microsoft.Azure.Extensions.CustomScript"
 

@@ -13,7 +13,7 @@ from exthandler_sdk.protocol import Substatus as SubStatus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exthandler._view import (
+from exthandler._report.view import (
     CommandFailure,
     ExtensionView,
     InstanceView,

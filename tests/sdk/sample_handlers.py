@@ -247,7 +247,7 @@ class Layout:
         """Write settings; protected ones are encrypted by the runtime's code."""
         handler: dict[str, Any] = {"publicSettings": dict(public) if public is not None else None}
         if protected is not None or encrypted is not None:
-            from exthandler._crypto import encrypt_protected_settings, ensure_certificate
+            from exthandler._state.crypto import encrypt_protected_settings, ensure_certificate
 
             certificate = ensure_certificate(self.lib)
             if encrypted is None:

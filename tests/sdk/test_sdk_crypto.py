@@ -16,7 +16,7 @@ from exthandler_sdk._crypto import (
     find_certificate,
 )
 
-from exthandler._crypto import encrypt_protected_settings, ensure_certificate
+from exthandler._state.crypto import encrypt_protected_settings, ensure_certificate
 
 SECRET = {"token": "s3cret-value", "n": 1}
 

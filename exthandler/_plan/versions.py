@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._errors import NoEligibleVersionError
-from ._model import HandlerName, Version
+from .._errors import NoEligibleVersionError
+from .._model import HandlerName, Version
 
 __all__ = ["select_version"]
 

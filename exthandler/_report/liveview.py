@@ -20,11 +20,11 @@ import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, StatusLevel
 
-from ._errors import StateDirError
-from ._fs import write_atomic
-from ._model import ExtensionGoal, HandlerName, RequestedState
-from ._plan import HandlerRecord, HandlerState, HandlerTarget
-from ._view import (
+from .._errors import StateDirError
+from .._fs import write_atomic
+from .._model import ExtensionGoal, HandlerName, RequestedState
+from .._plan.planner import HandlerRecord, HandlerState, HandlerTarget
+from .view import (
     ExtensionView,
     InstanceView,
     ShownStatus,

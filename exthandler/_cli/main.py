@@ -15,16 +15,16 @@ from typing import Any, TextIO, TypeVar
 import anyio
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from . import __version__
-from ._edit import delete_extension, set_extension
-from ._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
-from ._fs import open_regular
-from ._goalstate import load_goal_state
-from ._model import GoalState
-from ._progress import Progress
-from ._repository import DirectoryRepository, RepositorySet
-from ._runtime import RuntimeConfig, open_runtime, read_instance_view
-from ._view import InstanceView, align_columns, render_table
+from .. import __version__
+from .._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
+from .._fs import open_regular
+from .._goalstate import load_goal_state
+from .._model import GoalState
+from .._packages.repository import DirectoryRepository, RepositorySet
+from .._report.view import InstanceView, align_columns, render_table
+from .._runtime import RuntimeConfig, open_runtime, read_instance_view
+from .edit import delete_extension, set_extension
+from .progress import Progress
 
 __all__ = ["main"]
 
@@ -84,12 +84,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     """What `apply` checks before changing anything, with the handlers the repositories
     and the registered plugins offer (without repositories, only the plugins')."""
-    from ._checks import shared_handlers, single_config_problems
+    from .._plan.checks import shared_handlers, single_config_problems
 
     if not shared_handlers(goal):
         return  # nothing to check: no plugin needs loading, no repository listing
-    from ._executors.inprocess import InProcessHandlers
-    from ._plugins import make_plugin_manager
+    from .._executors.inprocess import InProcessHandlers
+    from .._plugins import make_plugin_manager
 
     inprocess = InProcessHandlers()
     for registered in make_plugin_manager().hook.exthandler_register_handlers():
@@ -98,8 +98,8 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     catalog = await sources.catalog(skip_unlistable=True)
 
     def manifest_of(handler: Any, version: Any) -> Any:
-        from ._checks import package_manifest
-        from ._executors.inprocess import class_manifest
+        from .._executors.inprocess import class_manifest
+        from .._plan.checks import package_manifest
 
         handler_class = inprocess.handler_class(handler, version)
         if handler_class is not None:

@@ -5,7 +5,7 @@ one JSON line each, appended and flushed in batches: the steps that finish while
 is under way share the next one. Loading replays the journal over the snapshot, then
 compacts: a new snapshot (generation + 1), then a fresh journal with that generation. A
 journal whose generation is not the snapshot's is already in it (a crash came between the
-two writes) and is ignored. Records that cannot be read are rebuilt (see _recover).
+two writes) and is ignored. Records that cannot be read are rebuilt (see recover.py).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import anyio.to_thread
 import attrs
 import cattrs
 
-from ._errors import StateDirError
-from ._fs import append_durable, read_regular, write_atomic
-from ._model import HandlerName, Version
-from ._plan import HandlerRecord
-from ._statedir import OWN_FILE_LIMIT, StateDir
+from .._errors import StateDirError
+from .._fs import append_durable, read_regular, write_atomic
+from .._model import HandlerName, Version
+from .._plan.planner import HandlerRecord
+from .statedir import OWN_FILE_LIMIT, StateDir
 
 __all__ = ["Journal"]
 
@@ -72,7 +72,7 @@ class Journal:
         """Every handler record.
 
         Records that cannot be read (a damaged records.json, a record that no longer
-        structures) are rebuilt from the handler dirs (see `_recover`), never forgotten:
+        structures) are rebuilt from the handler dirs (see `recover.py`), never forgotten:
         a forgotten handler would be fetched and installed again over itself.
         """
         snapshot, damaged = self._read_snapshot()
@@ -134,8 +134,8 @@ class Journal:
 
     def _recover(self, records: dict[HandlerName, HandlerRecord]) -> None:
         """Add a record rebuilt from its handler dir for every handler that has none."""
-        from ._recover import rebuild_records
-        from ._view import InstanceView
+        from .._report.view import InstanceView
+        from .recover import rebuild_records
 
         view, path = None, self.state.view_path
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):

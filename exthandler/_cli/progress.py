@@ -8,7 +8,7 @@ from typing import TextIO
 import attrs
 from exthandler_sdk import hookimpl
 
-from ._plan import Step
+from .._plan.planner import Step
 
 __all__ = ["Progress"]
 

@@ -30,8 +30,8 @@ import attrs
 from exthandler_sdk import ErrorCode
 from exthandler_sdk.files import fsync_dir
 
-from ._errors import PackageError
-from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from .._errors import PackageError
+from .manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 
 __all__ = ["DEFAULT_LIMITS", "ExtractionLimits", "extract_package"]
 

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ._errors import GoalStateError
-from ._fs import write_atomic
-from ._goalstate import parse_goal_state
-from ._model import GoalStateFormat
+from .._errors import GoalStateError
+from .._fs import write_atomic
+from .._goalstate import parse_goal_state
+from .._model import GoalStateFormat
 
 __all__ = ["delete_extension", "set_extension"]
 

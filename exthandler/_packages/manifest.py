@@ -16,8 +16,8 @@ from exthandler_sdk.protocol import (
 )
 from exthandler_sdk.protocol import parse_manifest as _parse_manifest
 
-from ._errors import PackageError
-from ._fs import READ_LIMIT, UnsafeFileError, read_regular
+from .._errors import PackageError
+from .._fs import READ_LIMIT, UnsafeFileError, read_regular
 
 __all__ = [
     "IN_PROCESS_KEY",

@@ -3,7 +3,7 @@
 Layout (the reference agent's `/var/lib/waagent`: docs/protocol.md#on-disk, docs/state-dir.md):
 
     <state>/Publisher.Type-Version/        handler dirs, as the reference agent lays them out
-    <state>/<THUMBPRINT>.crt|.prv          the runtime's certificate (see _crypto)
+    <state>/<THUMBPRINT>.crt|.prv          the runtime's certificate (see crypto.py)
     <state>/exthandler.log                 the runtime's own log
     <state>/.exthandler/lock               held by the one runtime using this dir
     <state>/.exthandler/records.json       every handler record, as of the last compaction
@@ -12,9 +12,9 @@ Layout (the reference agent's `/var/lib/waagent`: docs/protocol.md#on-disk, docs
     <state>/.exthandler/running/*.json     the process group of each command running now
     <logroot>/Publisher.Type/              CommandExecution.log and events/
 
-Handler records (see _journal) are the source of truth; every other file is derived from
+Handler records (see journal.py) are the source of truth; every other file is derived from
 them and rewritten when needed. Records are written durably (see _fs); derived files
-atomically. The handler dirs' files are laid out by _handlerdir.
+atomically. The handler dirs' files are laid out by handlerdir.py.
 
 Modes are set explicitly, whatever the umask: the state dir, the log root and each
 handler's log dir 0755 (extensions' logs are read by administrators, as under
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import attrs
 
-from ._errors import StateDirError, StateDirLockedError
-from ._fs import (
+from .._errors import StateDirError, StateDirLockedError
+from .._fs import (
     TEMP_SUFFIX,
     UnsafeFileError,
     make_dirs,

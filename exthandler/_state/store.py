@@ -1,7 +1,7 @@
 """The store: one runtime's hold on a state dir, as the engine sees it.
 
 A thin facade over its three parts: the state dir with its lock, log and trash
-(`_statedir`), the handler records (`_journal`) and the handler dirs' files
+X
 (`_handlerdir`). Every durable write goes through `_fs`.
 """
 
@@ -13,11 +13,11 @@ import anyio
 import attrs
 from exthandler_sdk.protocol import SUPPORTED_FEATURES as SUPPORTED_FEATURES
 
-from ._handlerdir import HandlerDirs, settings_name, status_name
-from ._journal import Journal
-from ._model import HandlerName, Version
-from ._plan import HandlerRecord, HandlerState
-from ._statedir import StateDir
+from .._model import HandlerName, Version
+from .._plan.planner import HandlerRecord, HandlerState
+from .handlerdir import HandlerDirs, settings_name, status_name
+from .journal import Journal
+from .statedir import StateDir
 
 __all__ = ["SUPPORTED_FEATURES", "Store"]
 
@@ -41,7 +41,7 @@ class Store:
         self.journal = Journal(state=self.state, limiter=self.io_limiter)
         self.handlers = HandlerDirs(state=self.state)
 
-    # -- the state dir (see _statedir) ------------------------------------------------------
+    # -- the state dir (see statedir.py) ------------------------------------------------------
 
     @property
     def meta(self) -> Path:
@@ -91,7 +91,7 @@ class Store:
     def empty_trash(self) -> None:
         self.state.empty_trash()
 
-    # -- the records (see _journal) -----------------------------------------------------------
+    # -- the records (see journal.py) -----------------------------------------------------------
 
     @property
     def snapshot_path(self) -> Path:
@@ -107,7 +107,7 @@ class Store:
     async def save_record(self, record: HandlerRecord) -> None:
         await self.journal.save(record)
 
-    # -- the handler dirs (see _handlerdir) ---------------------------------------------------
+    # -- the handler dirs (see handlerdir.py) ---------------------------------------------------
 
     settings_name = staticmethod(settings_name)
     status_name = staticmethod(status_name)

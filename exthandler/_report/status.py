@@ -20,7 +20,7 @@ from exthandler_sdk.protocol import (
     unknown_heartbeat,
 )
 
-from ._fs import open_regular, read_regular
+from .._fs import open_regular, read_regular
 
 __all__ = ["read_heartbeat", "read_status_file"]
 

@@ -13,11 +13,11 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._errors import NoEligibleVersionError, PackageError
-from ._manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
-from ._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Version
-from ._repository import PackageCatalog
-from ._targets import choose_version
+from .._errors import NoEligibleVersionError, PackageError
+from .._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Version
+from .._packages.manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
+from .._packages.repository import PackageCatalog
+from .targets import choose_version
 
 __all__ = [
     "MANIFEST_PEEK_LIMIT",

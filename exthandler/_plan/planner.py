@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import attrs
 from exthandler_sdk.protocol import NOT_RUN, HandlerState, Variable
 
-from ._model import HandlerName, RequestedState, Version
+from .._model import HandlerName, RequestedState, Version
 
 __all__ = [
     "NOT_RUN",

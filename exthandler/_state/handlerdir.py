@@ -3,7 +3,7 @@
 The protocol's files of each handler (docs/protocol.md#on-disk): `HandlerEnvironment.json`,
 config/, status/, `config/HandlerState`, and the log dir with CommandExecution.log and
 events/. Nothing in these dirs is trusted: the handler can write there, so no link is
-followed and every dir and file gets its mode (see _fs and _statedir).
+followed and every dir and file gets its mode (see _fs.py and statedir.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from exthandler_sdk.protocol import (
     status_file_name,
 )
 
-from ._fs import (
+from .._fs import (
     UnsafeFileError,
     copy_regular,
     ensure_dir,
@@ -38,8 +38,8 @@ from ._fs import (
     write_atomic,
     write_into,
 )
-from ._model import HandlerName, Version
-from ._statedir import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, StateDir
+from .._model import HandlerName, Version
+from .statedir import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, StateDir
 
 __all__ = ["HandlerDirs", "settings_name", "status_name"]
 

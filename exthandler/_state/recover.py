@@ -24,12 +24,12 @@ from pathlib import Path
 
 from exthandler_sdk.protocol import CONFIG_DIR, HANDLER_STATE_NAME, parse_settings_file_name
 
-from ._errors import PackageError, VersionError
-from ._fs import open_dir, read_regular
-from ._manifest import MANIFEST_NAME, parse_manifest
-from ._model import HandlerName, Version
-from ._plan import ExtensionRecord, HandlerRecord, HandlerState
-from ._view import InstanceView
+from .._errors import PackageError, VersionError
+from .._fs import open_dir, read_regular
+from .._model import HandlerName, Version
+from .._packages.manifest import MANIFEST_NAME, parse_manifest
+from .._plan.planner import ExtensionRecord, HandlerRecord, HandlerState
+from .._report.view import InstanceView
 
 __all__ = ["RECOVERED", "rebuild_records"]
 

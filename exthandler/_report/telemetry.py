@@ -28,7 +28,7 @@ from exthandler_sdk.protocol import (
     parse_event_file,
 )
 
-from ._fs import UnsafeFileError, open_dir, read_regular
+from .._fs import UnsafeFileError, open_dir, read_regular
 
 __all__ = ["Collected", "EventRateLimiter", "collect_all", "collect_events"]
 

@@ -33,11 +33,11 @@ import anyio.to_thread
 import attrs
 from exthandler_sdk import ErrorCode, protocol
 
-from ._errors import NoEligibleVersionError, PackageError, VersionError
-from ._extract import extract_package
-from ._fs import INLINE_LIMIT
-from ._manifest import HandlerManifest
-from ._model import HandlerName, Version
+from .._errors import NoEligibleVersionError, PackageError, VersionError
+from .._fs import INLINE_LIMIT
+from .._model import HandlerName, Version
+from .extract import extract_package
+from .manifest import HandlerManifest
 
 if TYPE_CHECKING:
     from hashlib import _Hash

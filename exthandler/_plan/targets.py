@@ -19,18 +19,18 @@ from typing import Any
 import attrs
 from exthandler_sdk import ErrorCode
 
-from ._errors import NoEligibleVersionError
-from ._model import (
+from .._errors import NoEligibleVersionError
+from .._model import (
     EncryptedProtectedSettings,
     ExtensionGoal,
     HandlerName,
     PlainProtectedSettings,
     Version,
 )
-from ._plan import ExtensionTarget, HandlerRecord, HandlerTarget
-from ._recover import RECOVERED
-from ._repository import PackageCatalog, PackageRef
-from ._versions import select_version
+from .._packages.repository import PackageCatalog, PackageRef
+from .._state.recover import RECOVERED
+from .planner import ExtensionTarget, HandlerRecord, HandlerTarget
+from .versions import select_version
 
 __all__ = [
     "Resolution",
@@ -181,7 +181,7 @@ def _extension_target(
         sequence = 0
     elif previous.settings_digest in (digest, RECOVERED):
         # RECOVERED: a record rebuilt from the handler dir, whose settings are taken as
-        # the goal's (see _recover).
+        # the goal's (see _state/recover.py).
         sequence = previous.sequence_number
     else:
         sequence = previous.sequence_number + 1

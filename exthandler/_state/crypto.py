@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from exthandler_sdk import ExtHandlerError
 from exthandler_sdk.protocol import THUMBPRINT_PATTERN, certificate_file_names
 
-from ._fs import write_atomic
+from .._fs import write_atomic
 
 __all__ = [
     "Certificate",

@@ -1,0 +1,1 @@
+"""The command line: argument parsing, printing, goal-file editing and progress."""

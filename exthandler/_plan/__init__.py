@@ -1,0 +1,1 @@
+"""Plan: the pure planner, the version policy, target resolution and the goal-state checks."""

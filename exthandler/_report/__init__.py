@@ -1,0 +1,1 @@
+"""Report: status files, heartbeats, the instance view and telemetry."""

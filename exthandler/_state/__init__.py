@@ -1,0 +1,1 @@
+"""State: the state dir, its lock, journal, handler dirs, recovery and certificate."""
