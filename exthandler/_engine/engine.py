@@ -27,10 +27,11 @@ from exthandler_sdk import ErrorCode, Operation
 from exthandler_sdk.procs import read_boot_id
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS
 
-from .._errors import GoalStateError, state_dir_error_alone
+from .._errors import GoalStateError, StateDirError, state_dir_error_alone
 from .._executors.base import Executor
 from .._executors.inprocess import InProcessExecutor, InProcessHandlers, class_manifest
 from .._executors.process import ProcessExecutor, base_environment, end_orphans
+from .._fs import make_dir
 from .._model import GoalState, HandlerName, Version
 from .._packages.manifest import HandlerManifest
 from .._packages.repository import PackageSource, RepositorySet, Workspace, package_token
@@ -150,6 +151,12 @@ class Engine:
             store.log(problem)
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
+        try:
+            make_dir(store.downloads_dir, 0o700)  # the package sources' workspace
+        except OSError as exc:
+            raise StateDirError(
+                f"{store.downloads_dir}: cannot be made: {exc.strerror or exc}"
+            ) from exc
         # Commands a killed runtime left running end before their steps run again.
         orphans = functools.partial(end_orphans, boot_id_path=self.options.boot_id_path)
         for line in await self._io(orphans, store.running_dir, self.options.kill_grace):

@@ -21,7 +21,6 @@ from exthandler_sdk.protocol import NOT_RUN, SUPPORTED_FEATURES, Variable
 from .._errors import NoEligibleVersionError, PackageError
 from .._executors.base import CommandRequest, Executor
 from .._executors.process import CommandResult, write_log_entry
-from .._fs import make_dir
 from .._packages.manifest import MANIFEST_NAME
 from .._packages.repository import Installed, Workspace, package_token
 from .._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, StepKind
@@ -113,7 +112,6 @@ class StepRunner:
                 raise PackageError(
                     ErrorCode.PACKAGE_DOWNLOAD, f"{ref.file_name}: no source offers it any longer"
                 )
-            make_dir(self.workspace.path, 0o700)
             installed: Installed = await source.install(ref, directory, self.workspace)
             try:
                 self.store.prepare_handler_dir(handler, version)
