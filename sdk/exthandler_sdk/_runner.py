@@ -30,7 +30,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -348,20 +348,25 @@ class _Run:
         `watch(first)` returns a newer sequence number that supersedes this one, looking
         first after `first` seconds. The status refresher and the watcher start only once
         the work has lasted `quiet` seconds, before which neither would act: most
-        operations are over by then and never pay for them. All three are tasks of one
-        task group, whose scope the work cancels when it ends and the watcher when a newer
-        sequence takes over; a cancellation from outside stops all three and goes on.
+        operations are over by then and never pay for them. The work runs in this task,
+        inside one task group; the refresher and the watcher are tasks of that group, started
+        (after `quiet` seconds) only if the work suspends at all. The work cancels the group
+        when it ends, and the watcher when a newer sequence takes over; a cancellation from
+        outside stops all three and goes on.
         """
         handler = self.handler_class()
         work = _Work(getattr(handler, self.operation.value))
         first = min(FIRST_REPORT, self.refresh)
         quiet = min(first, POLL_INTERVAL)
         async with anyio.create_task_group() as group:
-            group.start_soon(work.run, ctx, group.cancel_scope)
-            await anyio.sleep(quiet)  # cancelled, with the group, when the work ends first
-            group.start_soon(_refresh_forever, self.status, self.refresh, ctx, first - quiet)
-            if watch is not None:
-                group.start_soon(work.watch, watch, POLL_INTERVAL - quiet, group.cancel_scope)
+
+            async def helpers() -> None:
+                await anyio.sleep(quiet)  # cancelled, with the group, when the work ends first
+                group.start_soon(_refresh_forever, self.status, self.refresh, ctx, first - quiet)
+                if watch is not None:
+                    group.start_soon(work.watch, watch, POLL_INTERVAL - quiet, group.cancel_scope)
+
+            await work.run(ctx, group.cancel_scope, functools.partial(group.start_soon, helpers))
         if not work.finished and work.newer is not None:
             ctx.log.warning("superseded by sequence number %d; work cancelled", work.newer)
             return self._superseded(work.newer)
@@ -407,10 +412,23 @@ class _Work:
         # The newer sequence number that superseded this one, if any.
         self.newer: int | None = None
 
-    async def run(self, ctx: Context[Any, Any], scope: anyio.CancelScope) -> None:
-        """Call the method; then cancel `scope`, which stops the refresher and watcher."""
+    async def run(
+        self,
+        ctx: Context[Any, Any],
+        scope: anyio.CancelScope,
+        on_suspend: Callable[[], object],
+    ) -> None:
+        """Call the method (`on_suspend` is called if it suspends); then cancel `scope`,
+        which stops the refresher and the watcher, if they were started."""
+        suspended = False
+
+        def suspend() -> None:
+            nonlocal suspended
+            suspended = True
+            on_suspend()
+
         try:
-            await self.method(ctx)
+            await _eagerly(self.method(ctx), suspend)
         except anyio.get_cancelled_exc_class():
             if scope.cancel_called:
                 raise
@@ -421,7 +439,8 @@ class _Work:
         except (Exception, Detached) as exc:
             self.error = exc
         self.finished = not scope.cancel_called
-        scope.cancel()
+        if suspended:  # nothing else runs in the group otherwise: no cancellation to deliver
+            scope.cancel()
 
     async def watch(
         self, watch: Callable[[float], Awaitable[int]], first: float, scope: anyio.CancelScope
@@ -429,6 +448,55 @@ class _Work:
         """Wait for a newer sequence number to supersede this one; then cancel the work."""
         self.newer = await watch(first)
         scope.cancel()
+
+
+async def _eagerly(awaitable: Awaitable[None], on_suspend: Callable[[], object]) -> None:
+    """Await `awaitable`, running its coroutine in this task up to its first suspension
+    before anything else is set up: `on_suspend()` is called only if it suspends.
+
+    This is what `await` does (the same task, the same cancel scopes, every value the
+    coroutine yields passed to the event loop and every value or exception the loop sends
+    passed back), split at the first suspension; most operations never suspend, and then
+    no task is started for them.
+    """
+    coro = awaitable
+    if not (hasattr(coro, "send") and hasattr(coro, "throw")):
+        on_suspend()
+        await awaitable
+        return
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    on_suspend()
+    await _Resumed(coro, yielded)
+
+
+class _Resumed:
+    """The rest of a coroutine that has yielded `first` to the event loop (see `_eagerly`)."""
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the event loop: a cancellation
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
 
 
 async def _refresh_forever(

@@ -496,3 +496,49 @@ async def test_a_long_enable_reports_transitioning_after_the_first_delay(
     assert await task.wait() == 0
     assert ("transitioning", "Enable in progress") in seen
     assert seen[-1] == ("success", "Enable succeeded")
+
+
+class Scoped(Handler[None, None]):
+    """Opens cancel scopes before its first suspension and closes them after it, and
+    runs a worker thread and a task group of its own inside them."""
+
+    name = "Contoso.Testing.Scoped"
+    version = "1.0.0"
+    steps: ClassVar[list[str]] = []
+
+    async def enable(self, ctx: Any) -> None:
+        steps = type(self).steps
+        with anyio.fail_after(30):
+            steps.append("scope entered")
+            with anyio.move_on_after(0.05) as inner:
+                await anyio.sleep(30)  # the first suspension: cut short by the inner scope
+            steps.append(f"inner cut short: {inner.cancelled_caught}")
+            steps.append(await anyio.to_thread.run_sync(lambda: "thread"))
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio.sleep, 0)
+            steps.append("scope left")
+
+
+async def test_scopes_opened_before_the_first_suspension_work_across_it(layout: Layout) -> None:
+    Scoped.steps.clear()
+    assert await run(layout, Scoped) == 0
+    assert Scoped.steps == ["scope entered", "inner cut short: True", "thread", "scope left"]
+    assert layout.status(0)["status"]["status"] == "success"
+
+
+async def test_only_an_operation_that_lasts_starts_the_refresher(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    real = _runner._refresh_forever
+
+    async def counting(*args: Any) -> None:
+        started.append("refresher")
+        await real(*args)
+
+    monkeypatch.setattr(_runner, "_refresh_forever", counting)
+    layout.write_settings(0, {"action": "succeed"})
+    assert await run(layout, status_refresh=0.01) == 0
+    layout.write_settings(1, {"action": "sleep", "seconds": 0.5})
+    assert await run(layout, seq=1, status_refresh=0.01) == 0
+    assert started == ["refresher"]  # the sleeping enable only
