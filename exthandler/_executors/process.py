@@ -34,6 +34,7 @@ from exthandler_sdk.protocol import (
     format_excerpt,
 )
 
+from .._errors import StateDirError
 from .._packages.manifest import HandlerManifest
 from ._cmdlog import INLINE_COLLECT, LogRecord, append_entry, captured, collect, outcome_line, title
 from ._hints import failure_hint
@@ -167,7 +168,16 @@ async def run_command(
         # and add a hand-off to each command.
         out, err, child = spawn(argv, handler_dir, child_env)
         if not isinstance(child, OSError) and marker is not None:
-            write_marker(marker, child.pid, boot_id_path)
+            try:
+                write_marker(marker, child.pid, boot_id_path)
+            except OSError as exc:
+                # Unnamed, the command could not be ended by a later runtime if this one
+                # were killed: it is ended now, and the runtime's own file is the error.
+                with anyio.CancelScope(shield=True):
+                    await wait(child, limit=0, grace=grace)
+                raise StateDirError(
+                    f"{marker}: cannot name the running command: {exc.strerror or exc}"
+                ) from exc
         if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False

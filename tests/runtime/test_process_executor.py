@@ -16,6 +16,8 @@ import pytest
 from exthandler_sdk import Operation
 from exthandler_sdk.protocol import EXCERPT_LIMIT, format_excerpt
 
+from exthandler._errors import StateDirError
+from exthandler._executors import process as process_module
 from exthandler._executors._hints import exec_hint
 from exthandler._executors.process import (
     CommandResult,
@@ -60,6 +62,11 @@ def gone(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def reaped(pid: int) -> bool:
+    """Whether `pid` is gone and reaped (not even a zombie is left)."""
+    return not os.path.exists(f"/proc/{pid}")
 
 
 def all_gone(pids: list[int], within: float = 60.0) -> bool:
@@ -703,3 +710,33 @@ def test_end_orphans_ends_the_recorded_group_and_nothing_else(
     bystander.wait()
     assert list(running.iterdir()) == []
     assert end_orphans(tmp_path / "nowhere") == []
+
+
+@pytest.mark.anyio
+async def test_a_command_that_cannot_be_named_is_ended_and_reaped(
+    handler_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reaper: list[int]
+) -> None:
+    # The marker naming a running command cannot be written (a full disk, say): the command
+    # must not run on unnamed, where a killed runtime could never end it.
+    script(handler_dir, "enable.sh", "echo $$ > pid; exec sleep 30")
+    pid_file = handler_dir / "pid"
+
+    def failing_marker(marker: Path, pid: int, boot_id_path: Path) -> None:
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            time.sleep(0.01)  # the command runs: its marker is what fails
+        reaper.append(pid)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(process_module, "write_marker", failing_marker)
+    with pytest.raises(StateDirError, match="cannot name the running command"):
+        await run_command(
+            handler_dir=handler_dir,
+            command="bin/enable.sh",
+            operation=Operation.ENABLE,
+            env=PROTOCOL_ENV,
+            timeout=10.0,
+            grace=5.0,
+            marker=tmp_path / "running" / "P.T.json",
+        )
+    (pid,) = read_pids(pid_file)
+    assert reaped(pid)

@@ -72,7 +72,11 @@ def test_a_full_disk_during_extraction_fails_the_extension_and_is_retried(
         out.writestr("blob.bin", os.urandom(1536 * 1024))  # incompressible: does not fit
     big.with_suffix(".tmp").replace(big)
     state = small_disk / "state"
-    document = goal(extension("ext"), extension("big", "Test.Big"))
+    # The big package comes second (it depends on the small one): what fills the disk is
+    # its extraction alone, never the small handler's own files.
+    document = goal(
+        extension("ext"), extension("big", "Test.Big", provisionAfterExtensions=["ext"])
+    )
     code, _ = _apply(agent, state, document)
     assert code == 1
     view = json.loads(agent.cli("status", "--state-dir", str(state), "--json")[1])
