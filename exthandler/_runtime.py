@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import anyio
 import attrs
 import pluggy
-from exthandler_sdk import Handler
+from exthandler_sdk import Handler, Operation, hookimpl
 from exthandler_sdk.procs import BOOT_ID_PATH
 
 from ._engine import Engine, EngineOptions
@@ -19,8 +20,18 @@ from ._executors.base import Executor
 from ._fs import read_regular
 from ._model import GoalState
 from ._packages.repository import DirectoryRepository, PackageSource
-from ._plugins import make_plugin_manager
-from ._report.view import InstanceView
+from ._plan.planner import Step
+from ._plugins import StepResult, make_plugin_manager
+from ._report.events import (
+    EventHub,
+    EventStream,
+    ExtensionChanged,
+    PassFinished,
+    PassStarted,
+    StepFinished,
+    StepStarted,
+)
+from ._report.view import ExtensionView, InstanceView
 from ._state.statedir import OWN_FILE_LIMIT
 from ._state.store import Store
 
@@ -88,6 +99,39 @@ class RuntimeConfig:
         return [DirectoryRepository(r) if isinstance(r, Path) else r for r in self.repositories]
 
 
+class _Relay:
+    """Hands the runtime's hook calls to the open event streams (registered only while a
+    stream is open: building each extension's view for every change costs)."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+
+    @hookimpl
+    def exthandler_step_started(self, step: Step) -> None:
+        kind = str(step.kind.value)
+        operation = Operation(kind) if kind in _COMMAND_KINDS else None
+        self.hub.publish(
+            StepStarted(
+                kind=kind,
+                operation=operation,
+                handler=step.handler,
+                version=step.version,
+                extension=step.extension,
+            )
+        )
+
+    @hookimpl
+    def exthandler_step_finished(self, result: StepResult) -> None:
+        self.hub.publish(StepFinished(result=result))
+
+    @hookimpl
+    def exthandler_extension_changed(self, view: ExtensionView) -> None:
+        self.hub.publish(ExtensionChanged(view=view))
+
+
+_COMMAND_KINDS = frozenset(operation.value for operation in Operation)
+
+
 @attrs.define(eq=False)
 class Runtime:
     """A runtime holding its state dir; build it with `open_runtime`."""
@@ -96,11 +140,73 @@ class Runtime:
     plugin_manager: pluggy.PluginManager
     _engine: Engine
     _lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    _hub: EventHub = attrs.field(factory=EventHub)
+    _relay: _Relay | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._hub.on_change = self._listen
+
+    def _listen(self, on: bool) -> None:
+        if on and self._relay is None:
+            self._relay = _Relay(self._hub)
+            self.plugin_manager.register(self._relay, name="exthandler-events")
+        elif not on and self._relay is not None:
+            self.plugin_manager.unregister(self._relay)
+            self._relay = None
+
+    def events(self, *, limit: int = 1000) -> EventStream:
+        """A stream of what the runtime does from now on, until it is closed.
+
+        Iterate it from a task of your own (`async for event in stream`); close it with
+        `stream.close()` or by using it as an async context manager. Events are
+        `PassStarted`, `StepStarted`, `StepFinished`, `ExtensionChanged` and
+        `PassFinished`; the runtime never waits for a consumer: a stream keeps at most
+        `limit` events, drops the oldest beyond that, and says so with `EventsDropped`.
+        """
+        return self._hub.open(limit)
 
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge to `goal` (one apply at a time) and return the final instance view."""
         async with self._lock:
-            return await self._engine.apply(goal)
+            if not self._hub.listening:
+                return await self._engine.apply(goal)
+            return await self._apply_observed(goal)
+
+    async def _apply_observed(self, goal: GoalState) -> InstanceView:
+        hub = self._hub
+        hub.publish(PassStarted(goal_state_id=goal.id, extensions=len(goal.extensions)))
+        started = time.monotonic()
+        commands = 0
+
+        class Counter:
+            @hookimpl
+            def exthandler_step_finished(self, result: StepResult) -> None:
+                nonlocal commands
+                commands += result.operation is not None
+
+        counter = Counter()
+        self.plugin_manager.register(counter)
+        view: InstanceView | None = None
+        try:
+            view = await self._engine.apply(goal)
+            return view
+        finally:
+            self.plugin_manager.unregister(counter)
+            shown = view or self._engine.instance_view()
+            hub.publish(
+                PassFinished(
+                    goal_state_id=goal.id,
+                    view=shown,
+                    duration=time.monotonic() - started,
+                    commands=commands,
+                    failed=tuple(
+                        e.name
+                        for e in shown.extensions
+                        if any(s.level == "Error" for s in e.statuses)
+                    ),
+                    cancelled=view is None,
+                )
+            )
 
     def register_handler(self, handler_class: type[Handler[Any, Any]]) -> None:
         """Run `handler_class` in process from now on; its version becomes available."""

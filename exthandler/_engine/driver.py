@@ -93,6 +93,7 @@ class HandlerDriver:
                     break
                 self.plugins.hook.exthandler_step_started(step=step)
                 await slot.take()
+                self._show_running(step, target)
                 began = time.monotonic()
                 ran = await self.steps.run(step, record, target, work)
                 took = time.monotonic() - began
@@ -130,6 +131,19 @@ class HandlerDriver:
                 if slot.held:
                     clear_marker(self.store.marker_path(handler))  # its commands left it empty
                     slot.release()
+
+    def _show_running(self, step: Step, target: HandlerTarget) -> None:
+        """Show the extensions a fetch or a command acts on as transitioning, from the
+        moment it starts (in the live view, and in the view file at its next write)."""
+        if step.kind is StepKind.FETCH:
+            note = f"fetching {step.handler} {step.version}"
+        elif step.kind.runs_command:
+            note = f"{step.kind.value} of {step.handler} {step.version} is running"
+        else:
+            return
+        names = [step.extension] if step.extension else [e.name for e in target.extensions]
+        states = [self.view.extensions[n] for n in names if n in self.view.extensions]
+        self.view.transitioning(states, note)
 
     async def _settled(self, record: HandlerRecord, target: HandlerTarget, work: Pass) -> None:
         """No step is left: show what that means, and forget a failure the goal moved past."""

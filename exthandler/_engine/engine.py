@@ -164,6 +164,7 @@ class Engine:
         self._pass = work
         self.view.goal_id = goal.id
         self.view.extensions = {e.name: ExtensionState(goal=e) for e in goal.extensions}
+        self.view.dirty = True  # the view file shows the new goal's extensions at once
         await self._resolve_targets(work, await self._io(store.digest_key))
         self._statuses.refresh()
         try:
