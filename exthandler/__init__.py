@@ -2,6 +2,7 @@
 
 from exthandler_sdk import ExtHandlerError as ExtHandlerError
 
+from ._engine import Plan as Plan
 from ._errors import GoalStateError as GoalStateError
 from ._errors import NoEligibleVersionError as NoEligibleVersionError
 from ._errors import PackageError as PackageError
@@ -27,9 +28,17 @@ from ._packages.repository import PackageSource as PackageSource
 from ._packages.repository import RepositorySet as RepositorySet
 from ._packages.repository import Workspace as Workspace
 from ._packages.repository import install_zip as install_zip
+from ._plan.course import PlannedStep as PlannedStep
 from ._plan.versions import select_version as select_version
 from ._plugins import StepResult as StepResult
 from ._plugins import make_plugin_manager as make_plugin_manager
+from ._report.events import EventsDropped as EventsDropped
+from ._report.events import EventStream as EventStream
+from ._report.events import ExtensionChanged as ExtensionChanged
+from ._report.events import PassFinished as PassFinished
+from ._report.events import PassStarted as PassStarted
+from ._report.events import StepFinished as StepFinished
+from ._report.events import StepStarted as StepStarted
 from ._report.view import ExtensionView as ExtensionView
 from ._report.view import InstanceView as InstanceView
 from ._report.view import StatusView as StatusView
@@ -45,8 +54,11 @@ __all__ = [
     "CommandRequest",
     "CommandResult",
     "DirectoryRepository",
+    "EventStream",
+    "EventsDropped",
     "Executor",
     "ExtHandlerError",
+    "ExtensionChanged",
     "ExtensionGoal",
     "ExtensionView",
     "GoalState",
@@ -60,18 +72,23 @@ __all__ = [
     "PackageError",
     "PackageRef",
     "PackageSource",
+    "PassFinished",
+    "PassStarted",
+    "Plan",
+    "PlannedStep",
     "RepositorySet",
     "RequestedState",
     "Runtime",
     "RuntimeConfig",
     "StateDirLockedError",
     "StatusView",
+    "StepFinished",
     "StepResult",
+    "StepStarted",
     "SubstatusView",
     "Version",
     "VersionError",
     "Workspace",
-    "__version__",
     "install_zip",
     "load_goal_state",
     "make_plugin_manager",
@@ -80,4 +97,5 @@ __all__ = [
     "parse_manifest",
     "read_instance_view",
     "select_version",
+    "__version__",
 ]

@@ -15,7 +15,7 @@ import pluggy
 from exthandler_sdk import Handler, Operation, hookimpl
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._engine import Engine, EngineOptions
+from ._engine import Engine, EngineOptions, Plan
 from ._executors.base import Executor
 from ._fs import read_regular
 from ._model import GoalState
@@ -164,6 +164,13 @@ class Runtime:
         `limit` events, drops the oldest beyond that, and says so with `EventsDropped`.
         """
         return self._hub.open(limit)
+
+    async def plan(self, goal: GoalState) -> Plan:
+        """The steps `apply(goal)` would run, in order, with the reason for each, assuming
+        each succeeds; nothing runs and the state dir does not change. A goal that cannot
+        be carried out raises GoalStateError, as `apply` would."""
+        async with self._lock:
+            return await self._engine.plan(goal)
 
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge to `goal` (one apply at a time) and return the final instance view."""

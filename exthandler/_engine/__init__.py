@@ -1,5 +1,5 @@
 """The engine: converging goal states into a state dir (see engine.py for the parts)."""
 
-from .engine import DEFAULT_TIMEOUTS, Engine, EngineOptions
+from .engine import DEFAULT_TIMEOUTS, Engine, EngineOptions, Plan
 
-__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
+__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions", "Plan"]

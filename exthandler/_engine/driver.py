@@ -8,6 +8,7 @@ refused write stops this handler only, as a crash would: its step runs again nex
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 
@@ -62,7 +63,12 @@ class HandlerDriver:
             # read-only disk, say): it stops where it is, as after a crash, and the step
             # runs again at the next pass; the others go on.
             what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-            self.store.log(f"{target.handler}: stopped: {what}")
+            self.store.log(
+                f"{target.handler}: stopped: {what}",
+                level=logging.ERROR,
+                handler=target.handler,
+                version=target.version,
+            )
             for ext in target.extensions:
                 self.view.fail(
                     ext.name, ErrorCode.UNKNOWN, f"stopped: {what}; it runs again next time"
@@ -70,7 +76,10 @@ class HandlerDriver:
         except Exception as exc:  # one handler's fault must not end the pass
             self.store.log(
                 f"{target.handler}: stopped by an unexpected error: {exc!r}\n"
-                + "".join(traceback.format_exception(exc))
+                + "".join(traceback.format_exception(exc)),
+                level=logging.ERROR,
+                handler=target.handler,
+                version=target.version,
             )
             for ext in target.extensions:
                 self.view.fail(ext.name, ErrorCode.UNKNOWN, f"internal error: {exc}")
@@ -83,7 +92,7 @@ class HandlerDriver:
         unwritten: HandlerRecord | None = None
         try:
             while True:
-                target = self._with_manifest_facts(record, target)
+                target = self.with_manifest_facts(record, target)
                 step = next_step(record, target)
                 if unwritten is not None and (step is None or step.kind is not StepKind.ENABLE):
                     self._write_protocol_state(unwritten)
@@ -113,13 +122,10 @@ class HandlerDriver:
                 else:
                     self._write_protocol_state(record)
                     unwritten = None
+                result = StepResult.of(step, ran.outcome, ran.message, env=ran.env, duration=took)
+                _log_step(result)
                 self.plugins.hook.exthandler_step_finished(
-                    step=step,
-                    ok=ran.outcome.ok,
-                    message=ran.message,
-                    result=StepResult.of(
-                        step, ran.outcome, ran.message, env=ran.env, duration=took
-                    ),
+                    step=step, ok=ran.outcome.ok, message=ran.message, result=result
                 )
                 if not go_on:
                     break
@@ -197,7 +203,7 @@ class HandlerDriver:
                 self.store.prepare_handler_dir(record.handler, record.version)
         return record
 
-    def _with_manifest_facts(self, record: HandlerRecord, target: HandlerTarget) -> HandlerTarget:
+    def with_manifest_facts(self, record: HandlerRecord, target: HandlerTarget) -> HandlerTarget:
         """The target with what the target version's manifest says of updates and of
         multiple extensions, once its dir is there to say it."""
         if target.version is None:
@@ -233,6 +239,37 @@ class HandlerDriver:
                 if state is HandlerState.ENABLED and not ext.enabled:
                     state = HandlerState.INSTALLED
                 self.store.write_handler_state(directory, state, ext.name)
+
+
+_STEPS = logging.getLogger("exthandler.steps")
+
+
+def _log_step(result: StepResult) -> None:
+    """One record of the stdlib logger `exthandler.steps` per step: DEBUG when it
+    succeeded, WARNING when it failed; its fields as `extra` attributes."""
+    level = logging.DEBUG if result.ok else logging.WARNING
+    if not _STEPS.isEnabledFor(level):
+        return
+    what = f"{result.kind} {result.handler} {result.version}"
+    if result.extension:
+        what += f" ({result.extension})"
+    outcome = "ok" if result.ok else f"failed ({result.code}): {result.message}"
+    _STEPS.log(
+        level,
+        "%s: %s in %.3f s",
+        what,
+        outcome,
+        result.duration,
+        extra={
+            "handler": str(result.handler),
+            "version": str(result.version),
+            "extension": result.extension,
+            "operation": None if result.operation is None else result.operation.value,
+            "step": result.kind,
+            "ok": result.ok,
+            "code": result.code,
+        },
+    )
 
 
 def _remember_error(

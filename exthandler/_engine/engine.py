@@ -35,6 +35,7 @@ from .._fs import make_dir
 from .._model import GoalState, HandlerName, Version
 from .._packages.manifest import HandlerManifest
 from .._packages.repository import PackageSource, RepositorySet, Workspace, package_token
+from .._plan.course import PlannedStep, course
 from .._plan.planner import HandlerRecord, HandlerTarget
 from .._plan.targets import installed_versions, resolve_targets
 from .._report.liveview import ExtensionState, LiveView
@@ -48,7 +49,7 @@ from .state import Manifests, Pass
 from .statuses import Statuses
 from .steps import StepRunner
 
-__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions"]
+__all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions", "Plan"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -66,6 +67,22 @@ class EngineOptions:
     kill_grace: float
     dependency_wait: float
     boot_id_path: Path
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """What `apply` would do: its steps in order, and the extensions it could not serve."""
+
+    goal_state_id: str | None
+    steps: tuple[PlannedStep, ...]
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "goalStateId": self.goal_state_id,
+            "steps": [step.to_json() for step in self.steps],
+            "problems": list(self.problems),
+        }
 
 
 @attrs.define(eq=False)
@@ -181,6 +198,36 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await self._io(store.empty_trash)
         return self.instance_view()
+
+    async def plan(self, goal: GoalState) -> Plan:
+        """The steps `apply(goal)` would run, in order, each assumed to succeed, with the
+        reason for each; nothing is run and nothing in the state dir changes."""
+        records = await self._io(self.store.load_records)
+        sources = RepositorySet([self.inprocess, *self.sources])
+        catalog = await sources.catalog(skip_unlistable=True)
+        boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
+        work = Pass(goal, records, catalog, boot_id, {})
+        self.check_goal(goal, work)
+        targets, found = resolve_targets(
+            work.by_handler,
+            records,
+            catalog,
+            boot_id=boot_id,
+            key=await self._io(self.store.digest_key),
+            token_of=package_token,
+        )
+        steps: list[PlannedStep] = []
+        removals = [t for t in targets.values() if t.removes_handler]
+        for target in [*removals, *(t for t in targets.values() if not t.removes_handler)]:
+            record = records.get(target.handler)
+            if record is not None and target.version is not None:
+                target = self._driver.with_manifest_facts(record, target)
+            after = tuple(
+                name for ext in work.by_handler.get(target.handler, ()) for name in ext.depends_on
+            )
+            steps += course(record, target, after=after)
+        problems = tuple(f"{name}: {message} ({code})" for name, code, message in found.failures)
+        return Plan(goal_state_id=goal.id, steps=tuple(steps), problems=problems)
 
     def check_goal(self, goal: GoalState, work: Pass) -> None:
         """Refuse a goal state that cannot be carried out as written (GoalStateError),

@@ -9,6 +9,7 @@ talks to. How a step ended comes back as a `StepRun` for the driver to record.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -237,7 +238,13 @@ class StepRunner:
             result = await executor.run(request)
         if result.skipped is not None:
             warning = f"{handler} {step.version}: {result.skipped}; skipped {operation}"
-            self.store.log(warning)
+            self.store.log(
+                warning,
+                level=logging.WARNING,
+                handler=handler,
+                version=step.version,
+                operation=operation.value,
+            )
             return StepRun(outcome=_DONE, message=warning)
         self.statuses.command_ended(step, affected, result, multi=multi)
         message = "" if result.ok else f"{result.describe()} {result.excerpt}".strip()
@@ -265,7 +272,14 @@ class StepRunner:
         except anyio.get_cancelled_exc_class():
             operation = OPERATIONS[step.kind]
             note = f"{operation.value} was interrupted: the runtime was stopped while it ran"
-            self.store.log(f"{step.describe()}: {note}; it runs again at the next apply")
+            self.store.log(
+                f"{step.describe()}: {note}; it runs again at the next apply",
+                level=logging.WARNING,
+                handler=step.handler,
+                version=step.version,
+                extension=step.extension or "",
+                operation=operation.value,
+            )
             write_log_entry(
                 self.store.command_log(step.handler),
                 started=started,

@@ -7,6 +7,7 @@ X
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,8 @@ from .._plan.planner import HandlerRecord, HandlerState
 from .handlerdir import HandlerDirs, settings_name, status_name
 from .journal import Journal
 from .statedir import StateDir
+
+_LOGGER = logging.getLogger("exthandler")
 
 __all__ = ["SUPPORTED_FEATURES", "Store"]
 
@@ -79,8 +82,12 @@ class Store:
         self.journal.close()
         self.state.release()
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, *, level: int = logging.INFO, **fields: object) -> None:
+        """A line in exthandler.log, and a record of the stdlib logger `exthandler` with
+        `fields` (handler, version, extension, operation) as `extra` attributes."""
         self.state.log(message)
+        if _LOGGER.isEnabledFor(level):
+            _LOGGER.log(level, "%s", message, extra={k: str(v) for k, v in fields.items()})
 
     def digest_key(self) -> bytes:
         return self.state.digest_key()
