@@ -89,6 +89,7 @@ __all__ = [
     "Version",
     "VersionError",
     "Workspace",
+    "__version__",
     "install_zip",
     "load_goal_state",
     "make_plugin_manager",
@@ -97,5 +98,4 @@ __all__ = [
     "parse_manifest",
     "read_instance_view",
     "select_version",
-    "__version__",
 ]

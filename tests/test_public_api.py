@@ -52,6 +52,7 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "Version",
         "VersionError",
         "Workspace",
+        "__version__",
         "install_zip",
         "load_goal_state",
         "make_plugin_manager",
@@ -60,7 +61,6 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "parse_manifest",
         "read_instance_view",
         "select_version",
-        "__version__",
     ],
     exthandler_sdk: [
         "Context",
