@@ -13,10 +13,12 @@ from ._executors.base import Executor as Executor
 from ._executors.process import CommandResult as CommandResult
 from ._goalstate import load_goal_state as load_goal_state
 from ._goalstate import parse_goal_state as parse_goal_state
+from ._model import EncryptedProtectedSettings as EncryptedProtectedSettings
 from ._model import ExtensionGoal as ExtensionGoal
 from ._model import GoalState as GoalState
 from ._model import GoalStateFormat as GoalStateFormat
 from ._model import HandlerName as HandlerName
+from ._model import PlainProtectedSettings as PlainProtectedSettings
 from ._model import RequestedState as RequestedState
 from ._model import Version as Version
 from ._packages.manifest import HandlerManifest as HandlerManifest
@@ -54,6 +56,7 @@ __all__ = [
     "CommandRequest",
     "CommandResult",
     "DirectoryRepository",
+    "EncryptedProtectedSettings",
     "EventStream",
     "EventsDropped",
     "Executor",
@@ -74,6 +77,7 @@ __all__ = [
     "PackageSource",
     "PassFinished",
     "PassStarted",
+    "PlainProtectedSettings",
     "Plan",
     "PlannedStep",
     "RepositorySet",
