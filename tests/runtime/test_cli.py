@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -525,3 +526,43 @@ def test_extension_set_keeps_an_existing_auto_upgrade_and_says_what_changed(
     code, out, _ = run(capsys, *new)
     assert out == "other: added (Contoso.Examples.Notes 2.0, autoUpgradeMinorVersion true)\n"
     assert entry("other")["autoUpgradeMinorVersion"] is True  # as `az vm extension set`
+
+
+def test_a_builtin_handler_without_its_distribution_says_what_to_install(tmp_path: Path) -> None:
+    # An installation of exthandler without exthandler-plugins: the same site-packages
+    # minus that distribution, with the workspace's own sources on the path.
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.suffix != ".pth" and not entry.name.startswith("exthandler_plugins"):
+            (site / entry.name).symlink_to(entry)
+    (tmp_path / "boot_id").write_text("boot-1\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sdk"), str(site)]),
+        "EXTHANDLER_BOOT_ID_FILE": str(tmp_path / "boot_id"),
+    }
+    env.pop("EXTHANDLER_REPO", None)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", *argv], env=env, capture_output=True, text=True, check=False
+        )
+
+    assert "ModuleNotFoundError" in cli("-c", "import exthandler_plugins").stderr
+    goal_file = EXAMPLES / "customscript" / "goal.json"
+    result = cli("-m", "exthandler", "apply", str(goal_file), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 1, result.stderr
+    assert re.split(r"  +", result.stdout.splitlines()[1])[:5] == [
+        "inlineScript",
+        "Microsoft.Azure.Extensions.CustomScript",
+        "2.1",
+        "NotInstalled",
+        "failed/1004",
+    ]
+    result = cli("-m", "exthandler", "status", "inlinescript", "--state-dir", str(tmp_path / "s"))
+    assert result.stdout.splitlines()[-1] == (
+        "  no version of Microsoft.Azure.Extensions.CustomScript matches 2.* at or above 2.1"
+        " (available: none); it is a built-in handler of exthandler-plugins:"
+        ' pip install "exthandler[plugins]"'
+    )
