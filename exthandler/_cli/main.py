@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -304,7 +303,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ext = view.extension(args.name)
     if ext is None:
         names = {e.name.casefold(): e.name for e in view.extensions}
-        close = _suggestion(args.name.casefold(), names)
+        close = _suggestion(args.name.casefold(), list(names))
         hint = f"; did you mean {names[close]!r}?" if close else ""
         print(
             f"exthandler: {state_dir}: no extension named {args.name!r} in the instance view{hint}",
@@ -430,6 +429,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_seconds(text: str) -> float:
     """A duration in seconds: a finite number above 0."""
+    import math
+
     try:
         value = float(text)
     except ValueError:
@@ -439,11 +440,11 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _suggestion(word: str, known: Iterable[str]) -> str | None:
+def _suggestion(word: str, known: Sequence[str]) -> str | None:
     """The known word closest to `word`, when one is close enough to be a likely typo."""
     import difflib
 
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -454,7 +455,7 @@ class _Parser(argparse.ArgumentParser):
         if action.choices is None or value in action.choices:
             return
         choices = ", ".join(map(str, action.choices))
-        close = _suggestion(str(value), map(str, action.choices))
+        close = _suggestion(str(value), [str(c) for c in action.choices])
         hint = f"; did you mean {close!r}?" if close else ""
         if isinstance(action, argparse._SubParsersAction):
             message = f"unknown command {value!r}{hint} (commands: {choices})"
