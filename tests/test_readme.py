@@ -1,15 +1,17 @@
-"""The README's handler example is real code that runs."""
+"""The README's handler example is real code that runs; its commands are the CLI's."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state
+from exthandler._cli.main import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -58,3 +60,34 @@ def test_the_handler_example_runs_in_process(tmp_path: Path) -> None:
         status = view.extensions[0].statuses[0]
         assert status.code == code
         assert message in status.message
+
+
+def _commands() -> list[str]:
+    """Every line of the README's `sh` blocks, and the commands quoted in its text."""
+    text = README.read_text()
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+        for line in block.splitlines()
+    ]
+    quoted = re.findall(r"`(uv run [^`]*)`", text.replace("\n", " "))
+    return [*lines, *quoted]
+
+
+def test_the_readme_commands_are_what_the_cli_takes() -> None:
+    invocations = []
+    for line in _commands():
+        command = line.split("#", 1)[0].split("&&")[-1].strip()
+        words = shlex.split(command)
+        if "exthandler" in words:
+            invocations.append(words)
+            # The tool alone, never the development tools.
+            assert words[:3] == ["uv", "run", "--no-dev"], line
+            argv = words[words.index("exthandler") + 1 :]
+            if "--help" in argv:
+                continue
+            build_parser().parse_args(argv)  # exits 2 on an option the CLI does not take
+    assert len(invocations) >= 8
+    first = _commands()[0]
+    assert first.startswith("pip install uv && uv run --no-dev exthandler apply ")
+    assert "pip install uv && uv run pytest --cov" in _commands()

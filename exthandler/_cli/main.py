@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import anyio
 from exthandler_sdk.procs import BOOT_ID_PATH
@@ -21,7 +21,7 @@ from .._fs import open_regular
 from .._goalstate import load_goal_state
 from .._model import GoalState
 from .._packages.repository import DirectoryRepository, RepositorySet
-from .._report.view import InstanceView, align_columns, render_table
+from .._report.view import InstanceView, align_columns, render_extension, render_table
 from .._runtime import RuntimeConfig, open_runtime, read_instance_view
 from .edit import delete_extension, set_extension
 from .progress import Progress
@@ -54,6 +54,25 @@ def repositories(args: argparse.Namespace, environ: dict[str, str] | None = None
     return [*(Path(p) for p in args.repo or ()), *extra]
 
 
+def _missing_repositories(args: argparse.Namespace) -> list[str]:
+    """One line for each named repository that does not exist (`--repo`, then
+    `$EXTHANDLER_REPO`); a repository that is yet to be populated is empty, not missing."""
+    named = [("--repo", p) for p in args.repo or ()]
+    named += [
+        ("$EXTHANDLER_REPO entry", p) for p in os.environ.get("EXTHANDLER_REPO", "").split(":")
+    ]
+    return [
+        f"{what} {path} does not exist"
+        for what, path in named
+        if path and not os.path.lexists(path)
+    ]
+
+
+def _warn_missing_repositories(args: argparse.Namespace) -> None:
+    for line in _missing_repositories(args):
+        print(f"exthandler: warning: {line}", file=sys.stderr)
+
+
 def _problems(exc: GoalStateError, out: TextIO) -> int:
     for problem in exc.problems:
         out.write(f"{problem}\n")
@@ -61,6 +80,7 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    _warn_missing_repositories(args)
     try:
         goal = load_goal_state(args.goal)
         anyio.run(_check_handlers, goal, repositories(args))
@@ -136,7 +156,16 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
         indent = 2 if sys.stdout.isatty() else None
         print(json.dumps(view.to_json(), indent=indent))
     else:
-        print(render_table(view))
+        print(render_table(view, width=_table_width()))
+
+
+def _table_width() -> int | None:
+    """The terminal's width (or `$COLUMNS`) for a table; None (a fixed width) for a pipe."""
+    import shutil
+
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -144,6 +173,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         goal = load_goal_state(args.goal)
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
+    _warn_missing_repositories(args)
     progress = Progress(out=sys.stderr) if sys.stderr.isatty() and not args.json else None
     config = _config(args, [progress] if progress else [])
 
@@ -267,11 +297,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"exthandler: {exc.filename or state_dir}: {reason}", file=sys.stderr)
         return EXIT_INVALID
     view = read_instance_view(state_dir) or InstanceView(goal_state_id=None, extensions=())
-    _print_view(view, args.json)
+    if args.name is None:
+        _print_view(view, args.json)
+        return EXIT_OK
+    ext = view.extension(args.name)
+    if ext is None:
+        names = {e.name.casefold(): e.name for e in view.extensions}
+        close = _suggestion(args.name.casefold(), list(names))
+        hint = f"; did you mean {names[close]!r}?" if close else ""
+        print(
+            f"exthandler: {state_dir}: no extension named {args.name!r} in the instance view{hint}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    if args.json:
+        whole = view.to_json()["extensions"]
+        print(json.dumps(whole[view.extensions.index(ext)], indent=2))
+    else:
+        print(render_extension(ext))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _warn_missing_repositories(args)
     config = _config(args)
 
     def say(line: str) -> None:
@@ -294,6 +342,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_image_list(args: argparse.Namespace) -> int:
+    missing = _missing_repositories(args)
+    if missing:
+        for line in missing:
+            print(f"exthandler: {line}", file=sys.stderr)
+        return EXIT_INVALID
     sources = RepositorySet([DirectoryRepository(path) for path in repositories(args)])
     try:
         refs = anyio.run(sources.list_all)
@@ -338,7 +391,7 @@ def _json_argument(option: str, text: str | None) -> dict[str, Any] | None:
 
 def _cmd_extension_set(args: argparse.Namespace) -> int:
     try:
-        set_extension(
+        edit = set_extension(
             Path(args.goal_state),
             name=args.name,
             publisher=args.publisher,
@@ -346,10 +399,12 @@ def _cmd_extension_set(args: argparse.Namespace) -> int:
             version=args.version,
             settings=_json_argument("--settings", args.settings),
             protected_settings=_json_argument("--protected-settings", args.protected_settings),
-            auto_upgrade_minor=not args.no_auto_upgrade_minor,
+            auto_upgrade_minor=args.auto_upgrade_minor,
         )
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
+    for line in edit.changes():
+        print(line)
     return EXIT_OK
 
 
@@ -362,86 +417,228 @@ def _cmd_extension_delete(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """`--concurrency`: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+def _positive_seconds(text: str) -> float:
+    """A duration in seconds: a finite number above 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
-def _runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", metavar="DIR")
-    parser.add_argument("--repo", action="append", metavar="DIR")
+def _suggestion(word: str, known: Sequence[str]) -> str | None:
+    """The known word closest to `word`, when one is close enough to be a likely typo."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors that say what was wrong and what was probably meant."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is None or value in action.choices:
+            return
+        choices = ", ".join(map(str, action.choices))
+        close = _suggestion(str(value), [str(c) for c in action.choices])
+        hint = f"; did you mean {close!r}?" if close else ""
+        if isinstance(action, argparse._SubParsersAction):
+            message = f"unknown command {value!r}{hint} (commands: {choices})"
+            raise argparse.ArgumentError(None, message)
+        raise argparse.ArgumentError(
+            action, f"invalid choice {value!r}{hint} (choose from {choices})"
+        )
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --x: reason" reads as the `path: reason` of every other error.
+        super().error(message.removeprefix("argument "))
+
+    def unrecognized(self, extras: Sequence[str]) -> NoReturn:
+        """Stop on arguments this (sub)command does not take, naming the likely option."""
+        known = [o for action in self._actions for o in action.option_strings]
+        hints = []
+        for extra in extras:
+            option = extra.split("=", 1)[0]
+            if not option.startswith("-"):
+                continue
+            if option in known:
+                hints.append(f"{option} goes after the command")
+            elif (close := _suggestion(option, known)) is not None:
+                hints.append(f"did you mean {close}?")
+        text = f"unrecognized arguments: {' '.join(extras)}"
+        self.error("; ".join([text, *hints]))
+
+
+def _options_of_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the state dir (default: $EXTHANDLER_STATE_DIR, else /var/lib/exthandler for root,"
+        " else $XDG_STATE_HOME/exthandler or ~/.local/state/exthandler)",
+    )
+    _option_repo(parser)
+
+
+def _option_repo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repo",
+        action="append",
+        metavar="DIR",
+        help="a directory of handler packages; may repeat; the entries of $EXTHANDLER_REPO"
+        " (colon-separated) come after",
+    )
+
+
+def _option_command_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--command-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="one time limit for every handler command (default: per command, install,"
+        " update and disable 900 s, enable and uninstall 300 s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="exthandler", description="Run VM extension handlers to a goal state."
-    )
+    """The `exthandler` parser; each command's parser is its namespace's `parser`."""
+    parser = _Parser(prog="exthandler", description="Run VM extension handlers to a goal state.")
     parser.add_argument("--version", action="version", version=f"exthandler {__version__}")
+    parser.set_defaults(parser=parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    apply = commands.add_parser("apply", help="converge the state dir to a goal state, once")
-    apply.add_argument("goal", metavar="GOAL")
-    _runtime_options(apply)
-    apply.add_argument("--log-root", metavar="DIR")
-    apply.add_argument("--json", action="store_true", help="print the instance view as JSON")
-    apply.add_argument("--concurrency", type=_positive_int, default=8, metavar="N")
-    apply.add_argument("--command-timeout", type=_positive_float, metavar="SECONDS")
-    apply.set_defaults(func=_cmd_apply)
+    def command(
+        group: Any, name: str, func: Callable[[argparse.Namespace], int] | None, help: str
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
+        sub.set_defaults(parser=sub, func=func)
+        return sub
 
-    status = commands.add_parser("status", help="show the last instance view")
-    status.add_argument("--state-dir", metavar="DIR")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=_cmd_status)
+    apply = command(commands, "apply", _cmd_apply, "converge the state dir to a goal state, once")
+    apply.add_argument("goal", metavar="GOAL", help="the goal-state file (any of the four formats)")
+    _options_of_runtime(apply)
+    apply.add_argument(
+        "--log-root", metavar="DIR", help="where the handlers' logs go (default: <state-dir>/log)"
+    )
+    apply.add_argument(
+        "--json", action="store_true", help="print the instance view as JSON, and nothing else"
+    )
+    apply.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="at most N steps in flight across all handlers (default: 8)",
+    )
+    _option_command_timeout(apply)
 
-    run = commands.add_parser("run", help="keep converging to SOURCE as it changes")
-    run.add_argument("source", metavar="SOURCE")
-    _runtime_options(run)
-    run.add_argument("--interval", type=_positive_float, default=5.0, metavar="SECONDS")
-    run.add_argument("--command-timeout", type=_positive_float, metavar="SECONDS")
-    run.set_defaults(func=_cmd_run)
+    status = command(commands, "status", _cmd_status, "show the last instance view")
+    status.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",
+        help="one extension (any case): show its whole message and its substatuses",
+    )
+    status.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the state dir (default: as for apply)",
+    )
+    status.add_argument("--json", action="store_true", help="print the whole instance view as JSON")
 
-    validate = commands.add_parser("validate", help="check a goal state without touching state")
-    validate.add_argument("goal", metavar="GOAL")
-    validate.add_argument("--repo", action="append", metavar="DIR")
-    validate.set_defaults(func=_cmd_validate)
+    run = command(commands, "run", _cmd_run, "keep converging to SOURCE as it changes")
+    run.add_argument("source", metavar="SOURCE", help="a goal-state file, or a directory of them")
+    _options_of_runtime(run)
+    run.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often SOURCE is looked at (default: 5)",
+    )
+    _option_command_timeout(run)
 
-    extension = commands.add_parser("extension", help="handler images and goal-state editing")
+    validate = command(
+        commands, "validate", _cmd_validate, "check a goal state without touching state"
+    )
+    validate.add_argument(
+        "goal", metavar="GOAL", help="the goal-state file (any of the four formats)"
+    )
+    _option_repo(validate)
+
+    extension = command(commands, "extension", None, "handler images and goal-state editing")
     ext_commands = extension.add_subparsers(dest="ext_command", required=True, metavar="COMMAND")
-    image = ext_commands.add_parser("image", help="handler packages the repositories offer")
+    image = command(ext_commands, "image", None, "handler packages the repositories offer")
     image_commands = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
-    image_list = image_commands.add_parser("list", help="list every handler and version")
-    image_list.add_argument("--repo", action="append", metavar="DIR")
-    image_list.add_argument("--json", action="store_true")
-    image_list.set_defaults(func=_cmd_image_list)
+    image_list = command(image_commands, "list", _cmd_image_list, "list every handler and version")
+    _option_repo(image_list)
+    image_list.add_argument(
+        "--json", action="store_true", help="print [{publisher, type, version}] as JSON"
+    )
 
-    ext_set = ext_commands.add_parser("set", help="add or change an extension in a goal state")
-    ext_set.add_argument("--name", required=True)
-    ext_set.add_argument("--publisher", required=True)
-    ext_set.add_argument("--type", required=True)
-    ext_set.add_argument("--version", required=True)
-    ext_set.add_argument("--settings", metavar="JSON")
-    ext_set.add_argument("--protected-settings", metavar="JSON")
-    ext_set.add_argument("--no-auto-upgrade-minor", action="store_true")
-    ext_set.add_argument("--goal-state", required=True, metavar="FILE")
-    ext_set.set_defaults(func=_cmd_extension_set)
+    ext_set = command(
+        ext_commands, "set", _cmd_extension_set, "add or change an extension in a goal state"
+    )
+    ext_set.add_argument(
+        "--name", required=True, help="the extension's name (an existing one matches in any case)"
+    )
+    ext_set.add_argument(
+        "--publisher", required=True, help="the handler's publisher, e.g. Contoso.Examples"
+    )
+    ext_set.add_argument("--type", required=True, help="the handler's type, e.g. Hello")
+    ext_set.add_argument(
+        "--version", required=True, help="typeHandlerVersion, e.g. 1.0 (2 to 4 numbers)"
+    )
+    ext_set.add_argument(
+        "--settings", metavar="JSON", help="the public settings, a JSON object (replaces them)"
+    )
+    ext_set.add_argument(
+        "--protected-settings",
+        metavar="JSON",
+        help="the protected settings, a JSON object (replaces them; the file is made 0600)",
+    )
+    ext_set.add_argument(
+        "--auto-upgrade-minor",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="autoUpgradeMinorVersion: upgrade to newer minor versions (default: on for a new"
+        " extension; an existing one keeps its value)",
+    )
+    ext_set.add_argument(
+        "--goal-state",
+        required=True,
+        metavar="FILE",
+        help="the native goal-state file to edit (created if missing)",
+    )
 
-    ext_delete = ext_commands.add_parser("delete", help="remove an extension from a goal state")
-    ext_delete.add_argument("--name", required=True)
-    ext_delete.add_argument("--goal-state", required=True, metavar="FILE")
-    ext_delete.set_defaults(func=_cmd_extension_delete)
+    ext_delete = command(
+        ext_commands, "delete", _cmd_extension_delete, "remove an extension from a goal state"
+    )
+    ext_delete.add_argument("--name", required=True, help="the extension's name (any case)")
+    ext_delete.add_argument(
+        "--goal-state", required=True, metavar="FILE", help="the native goal-state file to edit"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        args.parser.unrecognized(extras)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)

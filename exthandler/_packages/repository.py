@@ -36,6 +36,7 @@ from exthandler_sdk import ErrorCode, protocol
 from .._errors import NoEligibleVersionError, PackageError, VersionError
 from .._fs import INLINE_LIMIT
 from .._model import HandlerName, Version
+from .builtin import missing_handler_hint
 from .extract import extract_package
 from .manifest import HandlerManifest
 
@@ -376,9 +377,11 @@ class PackageCatalog:
         for ref in self._by_handler.get(handler.key, ()):
             if ref.version == version:
                 return ref
-        offered = ", ".join(str(v) for v in self.available(handler)) or "none"
+        offered = ", ".join(str(v) for v in self.available(handler))
+        hint = "" if offered else missing_handler_hint(handler)
         raise NoEligibleVersionError(
-            f"{handler} {version} is not in any package repository (available: {offered})"
+            f"{handler} {version} is not in any package repository"
+            f" (available: {offered or 'none'}){hint}"
         )
 
 

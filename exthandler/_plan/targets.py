@@ -27,6 +27,7 @@ from .._model import (
     PlainProtectedSettings,
     Version,
 )
+from .._packages.builtin import missing_handler_hint
 from .._packages.repository import PackageCatalog, PackageRef
 from .._state.recover import RECOVERED
 from .planner import ExtensionTarget, HandlerRecord, HandlerTarget
@@ -117,7 +118,10 @@ def resolve_target(
             notes.append(_staying(handler, version, problems))
     except NoEligibleVersionError as exc:
         if not problems:
-            failures += [(e.name, int(ErrorCode.PACKAGE_DOWNLOAD), str(exc)) for e in exts]
+            message = str(exc)
+            if not installed and not catalog.available(handler):
+                message += missing_handler_hint(handler)
+            failures += [(e.name, int(ErrorCode.PACKAGE_DOWNLOAD), message) for e in exts]
             return Resolution(target=None, failures=tuple(failures))
         if record is None or record.version is None:
             # The versions on offer are unknown (the reference agent's 1001: the list of

@@ -7,6 +7,7 @@ extension wrote and how its command went; it is pure so that every case is teste
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,13 +20,17 @@ __all__ = [
     "ExtensionView",
     "InstanceView",
     "InstanceViewError",
+    "MessagePart",
     "StatusView",
     "SubstatusView",
     "ShownStatus",
     "align_columns",
     "compose_status",
     "error_view",
+    "message_headline",
+    "render_extension",
     "render_table",
+    "split_message",
     "status_view",
     "substatus_view",
 ]
@@ -39,7 +44,9 @@ _MAPPING: dict[StatusLevel, tuple[str, str, str]] = {
 }
 _KIND_NAMES = {str: "a string", int: "an integer", list: "a list"}
 MESSAGE_COLUMN_WIDTH = 60
-"""The longest MESSAGE shown by `render_table` (the first line of the message)."""
+"""The longest MESSAGE shown by `render_table` when it is given no width."""
+MESSAGE_MIN_WIDTH = 20
+"""The narrowest MESSAGE `render_table` cuts to, however narrow the terminal."""
 
 
 class InstanceViewError(ExtHandlerError, ValueError):
@@ -333,8 +340,76 @@ class _Reader:
         )
 
 
-def _first_line(message: str, width: int = MESSAGE_COLUMN_WIDTH) -> str:
-    line = message.strip().splitlines()[0] if message.strip() else ""
+_EXCERPT_START = re.compile(r"(?:^|(?<=[ \n]))\[stdout\]\n")
+_STDERR_START = "\n\n[stderr]\n"
+
+
+@attrs.frozen
+class MessagePart:
+    """A piece of a status message: `text`, or a command's `stdout` or `stderr` tail."""
+
+    kind: str
+    text: str
+
+
+def split_message(message: str) -> list[MessagePart]:
+    """A status message cut into its text and its output excerpts.
+
+    Excerpts are the reference agent's `[stdout]\\n...\\n\\n[stderr]\\n...` sections,
+    after a space (a failed command's description) or a line of their own (a handler's own
+    message); a message may hold several, one per report or command.
+    """
+    parts: list[MessagePart] = []
+    rest = message
+    while rest:
+        start = _EXCERPT_START.search(rest)
+        split = rest.find(_STDERR_START, start.end()) if start else -1
+        if start is None or split < 0:
+            parts.append(MessagePart("text", rest))
+            break
+        parts.append(MessagePart("text", rest[: start.start()].rstrip(" ")))
+        parts.append(MessagePart("stdout", rest[start.end() : split]))
+        rest = rest[split + len(_STDERR_START) :]
+        after = _EXCERPT_START.search(rest)
+        # The stderr tail runs to the line that starts the next excerpt, if any.
+        cut = len(rest) if after is None else rest.rfind("\n", 0, after.start()) + 1
+        parts.append(MessagePart("stderr", rest[:cut].removesuffix("\n")))
+        rest = rest[cut:]
+    return [part for part in parts if part.text.strip()]
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def message_headline(message: str, *, with_output: bool = False) -> str:
+    """The one line of a status message that says the most about it.
+
+    The first line of its text; a line that only introduces what follows ("invalid
+    settings:") is joined to the next one. With `with_output` (for a failure), the last
+    line of the command's stderr (else of its stdout) is added: the end of a failing
+    command's output is where the error usually is.
+    """
+    parts = split_message(message)
+    texts = [line for part in parts if part.kind == "text" for line in _lines(part.text)]
+    headline = texts[0] if texts else ""
+    if headline.endswith(":") and len(texts) > 1:
+        headline = f"{headline} {texts[1]}"
+    if with_output:
+        outputs = {part.kind: _lines(part.text) for part in reversed(parts) if part.kind != "text"}
+        kind = "stderr" if outputs.get("stderr") else "stdout"
+        if outputs.get(kind):
+            last = outputs[kind][-1]
+            if not headline:
+                headline = f"{kind}: {last}"
+            elif headline.endswith(":"):
+                headline = f"{headline} {last}"
+            else:
+                headline = f"{headline}; {kind}: {last}"
+    return headline
+
+
+def _cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
@@ -345,15 +420,21 @@ def _status_word(statuses: Sequence[StatusView]) -> str:
     return statuses[0].code.removeprefix("ProvisioningState/")
 
 
-def render_table(view: InstanceView) -> str:
+def render_table(view: InstanceView, *, width: int | None = None) -> str:
     """The `exthandler status` table: one row per extension, columns aligned.
 
-    MESSAGE is the first line of the first status's message, cut to 60 characters.
+    MESSAGE is `message_headline` of the first status's message (with the output's last
+    line for an error). Without `width` it is cut to 60 characters; with it (a terminal's
+    width) the other columns keep theirs and MESSAGE gets the rest of the line, at least
+    `MESSAGE_MIN_WIDTH` characters.
     """
     header = ("NAME", "TYPE", "VERSION", "STATE", "STATUS", "MESSAGE")
-    rows = [header]
+    rows: list[tuple[str, ...]] = []
     for ext in view.extensions:
-        message = _first_line(ext.statuses[0].message) if ext.statuses else ""
+        first = ext.statuses[0] if ext.statuses else None
+        message = (
+            message_headline(first.message, with_output=first.level == "Error") if first else ""
+        )
         rows.append(
             (
                 ext.name,
@@ -364,7 +445,50 @@ def render_table(view: InstanceView) -> str:
                 message,
             )
         )
-    return align_columns(rows)
+    limit = MESSAGE_COLUMN_WIDTH
+    if width is not None:
+        others = sum(max(len(row[i]) for row in [header, *rows]) + 2 for i in range(5))
+        limit = max(MESSAGE_MIN_WIDTH, width - others)
+    return align_columns([header, *((*row[:5], _cut(row[5], limit)) for row in rows)])
+
+
+def _indented(text: str, indent: str) -> list[str]:
+    return [indent + line.rstrip() if line.strip() else "" for line in text.splitlines()]
+
+
+def _message_lines(message: str) -> list[str]:
+    """A message, indented, with its output sections only where they are not empty."""
+    lines: list[str] = []
+    for part in split_message(message):
+        if part.kind == "text":
+            lines += _indented(part.text.strip("\n"), "  ")
+        else:
+            lines += [f"  [{part.kind}]", *_indented(part.text.strip("\n"), "    ")]
+    return lines
+
+
+def render_extension(ext: ExtensionView) -> str:
+    """`exthandler status NAME`: one extension, with its whole messages and substatuses."""
+    facts = [
+        ("name", ext.name),
+        ("type", ext.type),
+        ("version", ext.type_handler_version),
+        ("state", ext.handler_state),
+        ("sequence", "-" if ext.sequence_number is None else str(ext.sequence_number)),
+    ]
+    lines = align_columns(facts).splitlines()
+    for status in ext.statuses:
+        when = f", {status.time}" if status.time else ""
+        word = status.code.removeprefix("ProvisioningState/")
+        lines.append(f"status    {word} ({status.level}{when})")
+        lines += _message_lines(status.message)
+    for sub in ext.substatuses:
+        _, _, rest = sub.code.partition("ComponentStatus/")
+        name, _, word = rest.rpartition("/")
+        title = f"{name}: {word}" if rest and name else sub.code
+        lines.append(f"substatus {title} ({sub.level})")
+        lines += _message_lines(sub.message)
+    return "\n".join(lines)
 
 
 def align_columns(rows: Sequence[Sequence[str]]) -> str:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import subprocess
 import sys
+import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exthandler import __version__
-from exthandler._cli.main import default_state_dir, main
+from exthandler._cli.main import build_parser, default_state_dir, main
+from tests.runtime.support import Agent, Packages, extension, goal, view_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -262,3 +267,302 @@ def test_default_state_dir() -> None:
     assert default_state_dir({"EXTHANDLER_STATE_DIR": "/x"}) == Path("/x")
     if os.geteuid() == 0:
         assert default_state_dir({}) == Path("/var/lib/exthandler")
+
+
+# -- the command line explains itself -------------------------------------------------
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every (sub)command's words and parser, the top level included."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_help_describes_every_option_of_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen = 0
+    for path, parser in _commands(build_parser()):
+        with pytest.raises(SystemExit) as info:
+            main([*path, "--help"])
+        assert info.value.code == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{' '.join(path)} {action.option_strings or action.dest}"
+            assert " ".join(action.help.split()) in shown
+            seen += 1
+    assert seen > 30
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["apply", "g.json", "--command-timeout", "abc"],
+            "--command-timeout: expected a positive number of seconds, got 'abc'",
+        ),
+        (
+            ["run", "goals", "--command-timeout=-1"],
+            "--command-timeout: expected a positive number of seconds, got '-1'",
+        ),
+        (
+            ["run", "goals", "--interval", "nan"],
+            "--interval: expected a positive number of seconds, got 'nan'",
+        ),
+        (
+            ["apply", "g.json", "--concurrency", "many"],
+            "--concurrency: expected a whole number of at least 1, got 'many'",
+        ),
+        (
+            ["apply", "g.json", "--concurrency", "0"],
+            "--concurrency: expected a whole number of at least 1, got '0'",
+        ),
+    ],
+)
+def test_a_bad_value_says_what_was_expected(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"exthandler {argv[0]}: error: {message}\n" in err
+    assert "invalid" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "message"),
+    [
+        (
+            ["apply", "g.json", "--repos", "r"],
+            "exthandler apply",
+            "unrecognized arguments: --repos r; did you mean --repo?",
+        ),
+        (
+            ["status", "--stat-dir=/x"],
+            "exthandler status",
+            "unrecognized arguments: --stat-dir=/x; did you mean --state-dir?",
+        ),
+        (
+            ["--json", "status"],
+            "exthandler status",
+            "unrecognized arguments: --json; --json goes after the command",
+        ),
+        (["aply", "g.json"], "exthandler", "unknown command 'aply'; did you mean 'apply'?"),
+        (
+            ["extension", "image", "lst"],
+            "exthandler extension image",
+            "unknown command 'lst'; did you mean 'list'? (commands: list)",
+        ),
+        (["frobnicate"], "exthandler", "unknown command 'frobnicate' (commands: apply,"),
+    ],
+)
+def test_an_unknown_word_gets_a_suggestion(argv: list[str], usage: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exthandler", *argv], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"usage: {usage} [-h]")
+    assert f"\n{usage}: error: {message}" in result.stderr
+
+
+def _failing_enable(packages: Packages) -> None:
+    packages.build(
+        actions={
+            "enable": "echo 'reading /etc/hello.conf' >&2\n"
+            "echo 'hello: /etc/hello.conf: No such file or directory' >&2\nexit 3"
+        }
+    )
+
+
+def test_the_status_table_shows_the_cause_and_fits_the_terminal(
+    agent: Agent,
+    packages: Packages,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _failing_enable(packages)
+    agent.goal_path.write_text(json.dumps(goal(extension("broken"))))
+    state = ["--state-dir", str(agent.state)]
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, "apply", str(agent.goal_path), "--repo", str(agent.repo), *state)
+    assert code == 1
+    cause = "Enable failed: exit code 3; stderr: hello: /etc/hello.conf: No such file or directory"
+    assert re.split(r"  +", out.splitlines()[1]) == [
+        "broken",
+        "Test.Ext",
+        "1.0.0",
+        "Installed",
+        "failed/1009",
+        cause,
+    ]
+    code, status_out, _ = run(capsys, "status", *state)
+    assert (code, status_out) == (0, out)
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "status", *state)
+    header, row = out.splitlines()
+    assert len(row) == 80
+    assert row.endswith("  " + cause[: 80 - header.index("MESSAGE") - 3] + "...")
+    monkeypatch.setenv("COLUMNS", "30")  # the other columns keep their width
+    code, out, _ = run(capsys, "status", *state)
+    header, row = out.splitlines()
+    assert row[header.index("MESSAGE") :] == cause[:17] + "..."
+
+
+def test_status_of_one_extension_shows_its_whole_message(
+    agent: Agent, packages: Packages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _failing_enable(packages)
+    packages.build("Test.Good", actions={"enable": "echo all good\n" + _GOOD_STATUS})
+    agent.apply(goal(extension("broken"), extension("good", "Test.Good")))
+    state = ["--state-dir", str(agent.state)]
+    code, out, err = run(capsys, "status", "BROKEN", *state)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "name      broken",
+        "type      Test.Ext",
+        "version   1.0.0",
+        "state     Installed",
+        "sequence  0",
+    ]
+    assert re.fullmatch(r"status    failed/1009 \(Error, \S+Z\)", lines[5])
+    assert lines[6:] == [
+        "  Enable failed: exit code 3",
+        "  [stderr]",  # stdout was empty: no [stdout] section
+        "    reading /etc/hello.conf",
+        "    hello: /etc/hello.conf: No such file or directory",
+    ]
+    code, out, _ = run(capsys, "status", "good", *state)
+    assert "  good to go" in out.splitlines()
+    code, out, _ = run(capsys, "status", "broken", "--json", *state)
+    whole = json.loads((agent.state / ".exthandler" / "instance-view.json").read_text())
+    assert json.loads(out) == view_of(whole, "broken")
+    code, out, err = run(capsys, "status", "brokn", *state)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"exthandler: {agent.state}: no extension named 'brokn' in the instance view;"
+        " did you mean 'broken'?\n"
+    )
+    code, _, err = run(capsys, "status", "zzz", *state)
+    assert code == 2
+    assert "did you mean" not in err
+
+
+_GOOD_STATUS = 'write_status success 0 "good to go"'
+
+
+def test_a_missing_repository_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EXTHANDLER_REPO", raising=False)
+    monkeypatch.setenv("EXTHANDLER_BOOT_ID_FILE", str(tmp_path / "boot_id"))
+    (tmp_path / "boot_id").write_text("boot-1\n")
+    missing = tmp_path / "no-such-repo"
+    repos = ["--repo", str(EXAMPLES / "repo"), "--repo", str(missing)]
+    code, out, err = run(capsys, "extension", "image", "list", *repos)
+    assert (code, out, err) == (2, "", f"exthandler: --repo {missing} does not exist\n")
+    warning = f"exthandler: warning: --repo {missing} does not exist\n"
+    code, out, err = run(capsys, "validate", str(EXAMPLES / "goal.json"), *repos)
+    assert (code, err) == (0, warning)
+    assert "valid native goal state" in out
+    state = ["--state-dir", str(tmp_path / "state")]
+    code, out, err = run(capsys, "apply", str(EXAMPLES / "goal.json"), *repos, *state, "--json")
+    assert (code, err) == (0, warning)  # the other repository served the goal
+    assert len(json.loads(out)["extensions"]) == 2
+    monkeypatch.setenv("EXTHANDLER_REPO", f"{EXAMPLES / 'repo'}:{missing}")
+    code, _, err = run(capsys, "validate", str(EXAMPLES / "goal.json"))
+    assert (code, err) == (
+        0,
+        f"exthandler: warning: $EXTHANDLER_REPO entry {missing} does not exist\n",
+    )
+
+
+def test_extension_set_keeps_an_existing_auto_upgrade_and_says_what_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    goal_file = tmp_path / "goal.json"
+    goal_file.write_text(json.dumps(goal(extension("hello", "Contoso.Examples.Hello", "1.0"))))
+    base = ["extension", "set", "--goal-state", str(goal_file), "--name", "hello"]
+    base += ["--publisher", "Contoso.Examples", "--type", "Hello"]
+
+    def entry(name: str = "hello") -> dict[str, Any]:
+        return view_of(json.loads(goal_file.read_text()), name)
+
+    code, out, _ = run(capsys, *base, "--version", "1.1")
+    assert code == 0
+    assert "autoUpgradeMinorVersion" not in entry()  # still the format's default: off
+    assert out.splitlines() == [
+        "hello: typeHandlerVersion 1.0 -> 1.1",
+        "hello: autoUpgradeMinorVersion unchanged (not set, so false)",
+    ]
+    code, out, _ = run(capsys, *base, "--version", "1.1")
+    assert (code, out) == (0, "hello: no change\n")
+    code, out, _ = run(capsys, *base, "--version", "1.1", "--auto-upgrade-minor")
+    assert out == "hello: autoUpgradeMinorVersion set to true\n"
+    assert entry()["autoUpgradeMinorVersion"] is True
+    code, out, _ = run(capsys, *base, "--version", "1.2", "--settings", '{"greeting": "hi"}')
+    assert out.splitlines() == [
+        "hello: typeHandlerVersion 1.1 -> 1.2",
+        "hello: settings set",
+        "hello: autoUpgradeMinorVersion unchanged (true)",
+    ]
+    assert entry()["autoUpgradeMinorVersion"] is True
+    code, out, _ = run(
+        capsys, *base, "--version", "1.2", "--no-auto-upgrade-minor", "--protected-settings", "{}"
+    )
+    assert out.splitlines() == [
+        "hello: autoUpgradeMinorVersion true -> false",
+        "hello: protectedSettings set",  # never its value
+    ]
+    new = [*base[:5], "other", *base[6:-1], "Notes", "--version", "2.0"]
+    code, out, _ = run(capsys, *new)
+    assert out == "other: added (Contoso.Examples.Notes 2.0, autoUpgradeMinorVersion true)\n"
+    assert entry("other")["autoUpgradeMinorVersion"] is True  # as `az vm extension set`
+
+
+def test_a_builtin_handler_without_its_distribution_says_what_to_install(tmp_path: Path) -> None:
+    # An installation of exthandler without exthandler-plugins: the same site-packages
+    # minus that distribution, with the workspace's own sources on the path.
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.suffix != ".pth" and not entry.name.startswith("exthandler_plugins"):
+            (site / entry.name).symlink_to(entry)
+    (tmp_path / "boot_id").write_text("boot-1\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sdk"), str(site)]),
+        "EXTHANDLER_BOOT_ID_FILE": str(tmp_path / "boot_id"),
+    }
+    env.pop("EXTHANDLER_REPO", None)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", *argv], env=env, capture_output=True, text=True, check=False
+        )
+
+    assert "ModuleNotFoundError" in cli("-c", "import exthandler_plugins").stderr
+    goal_file = EXAMPLES / "customscript" / "goal.json"
+    result = cli("-m", "exthandler", "apply", str(goal_file), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 1, result.stderr
+    assert re.split(r"  +", result.stdout.splitlines()[1])[:5] == [
+        "inlineScript",
+        "Microsoft.Azure.Extensions.CustomScript",
+        "2.1",
+        "NotInstalled",
+        "failed/1004",
+    ]
+    result = cli("-m", "exthandler", "status", "inlinescript", "--state-dir", str(tmp_path / "s"))
+    assert result.stdout.splitlines()[-1] == (
+        "  no version of Microsoft.Azure.Extensions.CustomScript matches 2.* at or above 2.1"
+        " (available: none); it is a built-in handler of exthandler-plugins:"
+        ' pip install "exthandler[plugins]"'
+    )

@@ -324,8 +324,21 @@ async def test_repository_set_find_missing() -> None:
     assert isinstance(caught.value, LookupError)
     assert "Contoso.Hello 2.0" in str(caught.value)
     assert "1.0, 1.3" in str(caught.value)
-    with pytest.raises(NoEligibleVersionError, match="available: none"):
+    with pytest.raises(NoEligibleVersionError, match="available: none") as caught:
         catalog.find(OTHER, v("1.0"))
+    assert "pip install" not in str(caught.value)
+
+
+def test_a_missing_builtin_handler_names_the_distribution_to_install() -> None:
+    catalog = PackageCatalog()
+    custom_script = HandlerName.parse("microsoft.azure.extensions.customscript")
+    with pytest.raises(NoEligibleVersionError) as caught:
+        catalog.find(custom_script, v("2.1"))
+    assert str(caught.value) == (
+        "microsoft.azure.extensions.customscript 2.1 is not in any package repository"
+        " (available: none); it is a built-in handler of exthandler-plugins:"
+        ' pip install "exthandler[plugins]"'
+    )
 
 
 @pytest.mark.anyio

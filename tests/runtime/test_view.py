@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from exthandler_sdk import Operation, StatusLevel
-from exthandler_sdk.protocol import StatusReport, parse_status
+from exthandler_sdk.protocol import StatusReport, format_excerpt, parse_status
 from exthandler_sdk.protocol import Substatus as SubStatus
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +22,10 @@ from exthandler._report.view import (
     SubstatusView,
     compose_status,
     error_view,
+    message_headline,
+    render_extension,
     render_table,
+    split_message,
     status_view,
     substatus_view,
 )
@@ -490,7 +493,7 @@ def test_render_table() -> None:
             "2.1.3",
             "Enabled",
             "failed/1009",
-            "Enable failed: exit code 3 [stdout]",
+            "Enable failed: exit code 3; stderr: boom",
         ],
         ["other", "P.T", "1.0", "NotInstalled", "transitioning"],
         ["long", "P.T", "1.0", "Enabled", "succeeded", "x" * 57 + "..."],
@@ -523,3 +526,107 @@ def test_message_column_boundary() -> None:
     assert row_message("y" * 60).endswith("  " + "y" * 60)
     assert row_message("y" * 61).endswith("  " + "y" * 57 + "...")
     assert row_message("\n\n  first\nsecond").endswith("  first")
+
+
+# -- the headline of a message ------------------------------------------------------------
+
+FAILED_ENABLE = CommandFailure(
+    operation=Operation.ENABLE,
+    code=1009,
+    description="Enable failed: exit code 3",
+    excerpt=format_excerpt("step 1\nstep 2\n", "warning: slow\nfatal: no route to host\n"),
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "headline"),
+    [
+        # A failed command: its description, then the last line of its stderr.
+        (FAILED_ENABLE.text, True, "Enable failed: exit code 3; stderr: fatal: no route to host"),
+        # The same message in a succeeded status: only the text.
+        (FAILED_ENABLE.text, False, "Enable failed: exit code 3"),
+        # No stderr: stdout's last line; no output at all: the description alone.
+        (
+            "Enable failed: exit code 1 " + format_excerpt("done 1\ndone 2\n\n", ""),
+            True,
+            "Enable failed: exit code 1; stdout: done 2",
+        ),
+        (
+            "Enable failed: exit code 1 " + format_excerpt("", ""),
+            True,
+            "Enable failed: exit code 1",
+        ),
+        # The SDK's settings error: a header line, the problems below it.
+        (
+            "invalid settings:\n$.port: must be at most 65535\n$.host: missing",
+            True,
+            "invalid settings: $.port: must be at most 65535",
+        ),
+        # CustomScript's own report: the headline on a line of its own, then the excerpt.
+        (
+            "Enable failed: the script exited with code 2\n" + format_excerpt("", "bad flag\n"),
+            True,
+            "Enable failed: the script exited with code 2; stderr: bad flag",
+        ),
+        # A bare header whose cause is only in the output.
+        ("Enable failed:\n" + format_excerpt("", "disk full\n"), True, "Enable failed: disk full"),
+        # An extension's report followed by the failure of its command.
+        (
+            "could not reach the server\n" + FAILED_ENABLE.text,
+            True,
+            "could not reach the server; stderr: fatal: no route to host",
+        ),
+        ("\n\n  first\nsecond", False, "first"),
+        ("", True, ""),
+    ],
+)
+def test_message_headline(message: str, error: bool, headline: str) -> None:
+    assert message_headline(message, with_output=error) == headline
+
+
+def test_split_message_finds_every_excerpt() -> None:
+    report = "Enable failed: the script exited with code 2\n" + format_excerpt("out\n", "")
+    parts = split_message(report + "\n" + FAILED_ENABLE.text)
+    assert [(p.kind, p.text.strip()) for p in parts] == [
+        ("text", "Enable failed: the script exited with code 2"),
+        ("stdout", "out"),  # the empty stderr is left out
+        ("text", "Enable failed: exit code 3"),
+        ("stdout", "step 1\nstep 2"),
+        ("stderr", "warning: slow\nfatal: no route to host"),
+    ]
+    assert split_message("no excerpt [stdout] here") == [
+        split_message("no excerpt [stdout] here")[0]
+    ]
+    assert [p.kind for p in split_message("[stdout]\nonly stdout, no stderr header")] == ["text"]
+
+
+def test_render_table_fits_a_width() -> None:
+    ext = ExtensionView(
+        name="n",
+        type="t",
+        type_handler_version="1.0",
+        handler_state="Enabled",
+        sequence_number=0,
+        statuses=(status_view(StatusLevel.SUCCESS, 0, "m" * 200, NOW),),
+        substatuses=(),
+    )
+    view = InstanceView(goal_state_id=None, extensions=(ext,))
+    for width, cell in [(150, 150 - 41), (60, 20), (300, 200)]:
+        header, row = render_table(view, width=width).splitlines()
+        shown = row[header.index("MESSAGE") :]
+        assert len(shown) == cell
+        assert shown.endswith("..." if cell < 200 else "m")
+
+
+def test_render_extension_shows_substatuses() -> None:
+    lines = render_extension(sample_view().extensions[0]).splitlines()
+    assert lines[5:] == [
+        f"status    failed/1009 (Error, {NOW})",
+        "  Enable failed: exit code 3",
+        "  [stdout]",
+        "    hello",
+        "  [stderr]",
+        "    boom",
+        "substatus StdOut: succeeded (Info)",
+        "  hello",
+    ]
