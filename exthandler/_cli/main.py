@@ -168,6 +168,35 @@ def _table_width() -> int | None:
     return shutil.get_terminal_size().columns
 
 
+class _Tally:
+    """Counts the commands a pass ran, by operation (for the summary line of `apply`)."""
+
+    def __init__(self) -> None:
+        from exthandler_sdk import hookimpl
+
+        self.ran: dict[str, int] = {}
+
+        @hookimpl
+        def exthandler_step_finished(result: Any) -> None:
+            if result.operation is not None:
+                name = result.operation.value
+                self.ran[name] = self.ran.get(name, 0) + 1
+
+        self.exthandler_step_finished = exthandler_step_finished
+
+    def summary(self, view: InstanceView) -> str:
+        """`3 steps ran: 1 install, 2 enable; 1 extension failed`, or `nothing to do`."""
+        failed = sum(1 for e in view.extensions if any(s.level == "Error" for s in e.statuses))
+        total = sum(self.ran.values())
+        parts = []
+        if total:
+            counts = ", ".join(f"{n} {op}" for op, n in self.ran.items())
+            parts.append(f"{total} step{'s' if total != 1 else ''} ran: {counts}")
+        if failed:
+            parts.append(f"{failed} extension{'s' if failed != 1 else ''} failed")
+        return "; ".join(parts) or "nothing to do"
+
+
 def _cmd_apply(args: argparse.Namespace) -> int:
     try:
         goal = load_goal_state(args.goal)
@@ -175,7 +204,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         return _problems(exc, sys.stderr)
     _warn_missing_repositories(args)
     progress = Progress(out=sys.stderr) if sys.stderr.isatty() and not args.json else None
-    config = _config(args, [progress] if progress else [])
+    tally = _Tally()
+    config = _config(args, [progress, tally] if progress else [tally])
 
     async def main() -> InstanceView:
         async with open_runtime(config) as runtime:
@@ -212,7 +242,44 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         return 128 + signum
     assert view is not None
     _print_view(view, args.json)
+    print(f"exthandler: {tally.summary(view)}", file=sys.stderr)
     return EXIT_FAILED if _failed(view) else EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        goal = load_goal_state(args.goal)
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    _warn_missing_repositories(args)
+    config = _config(args)
+
+    async def main() -> Any:
+        async with open_runtime(config) as runtime:
+            return await runtime.plan(goal)
+
+    try:
+        plan, signum = _run_until_signal(main)
+    except GoalStateError as exc:
+        return _problems(exc, sys.stderr)
+    except StateDirLockedError as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (StateDirError, OSError) as exc:
+        return _unusable(exc, config.state_dir)
+    if signum is not None:
+        return 128 + signum
+    assert plan is not None
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2 if sys.stdout.isatty() else None))
+    else:
+        for number, step in enumerate(plan.steps, 1):
+            print(f"{number:3d}. {step.describe()}")
+        if not plan.steps:
+            print("nothing to do")
+    for problem in plan.problems:
+        print(f"exthandler: cannot be served: {problem}", file=sys.stderr)
+    return EXIT_FAILED if plan.problems else EXIT_OK
 
 
 def _unusable(exc: OSError, state_dir: Path) -> int:
@@ -545,6 +612,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N steps in flight across all handlers (default: 8)",
     )
     _option_command_timeout(apply)
+
+    plan = command(
+        commands, "plan", _cmd_plan, "show the steps apply would run, and why, changing nothing"
+    )
+    plan.add_argument("goal", metavar="GOAL", help="the goal-state file (any of the four formats)")
+    _options_of_runtime(plan)
+    plan.add_argument(
+        "--log-root", metavar="DIR", help="where the handlers' logs go (default: <state-dir>/log)"
+    )
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="accepted as for apply (the plan does not depend on it)",
+    )
+    _option_command_timeout(plan)
 
     status = command(commands, "status", _cmd_status, "show the last instance view")
     status.add_argument(

@@ -19,7 +19,7 @@ from exthandler._report.events import (
     StepFinished,
     StepStarted,
 )
-from tests.runtime.support import Packages
+from tests.runtime.support import Agent, Packages
 
 
 @pytest.fixture
@@ -189,3 +189,34 @@ async def test_the_stdlib_logger_gets_steps_and_runtime_lines(
     assert failed.code == 1009  # type: ignore[attr-defined]
     runtime_lines = [r.getMessage() for r in caplog.records if r.name == "exthandler"]
     assert any(f"{not_a_dir}" in line for line in runtime_lines)
+
+
+def test_cli_plan_lists_the_steps_and_apply_sums_them_up(
+    agent: Agent, packages: Packages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packages.build("Test.Ext", "1.0.0")
+    packages.build("Test.Bad", "1.0.0", actions={"enable": "exit 3"})
+    document = {"extensions": [ext("a"), ext("b", type_="Bad")]}
+    agent.goal_path.write_text(json.dumps(document))
+    where = ("--state-dir", str(agent.state), "--repo", str(agent.repo))
+    code, out = agent.cli("plan", str(agent.goal_path), *where)
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        "  1. fetch Test.Ext 1.0.0: not installed",
+        "  2. install Test.Ext 1.0.0: not installed",
+        "  3. enable Test.Ext 1.0.0 (a): not enabled yet",
+    ]
+    assert agent.ops() == []  # nothing ran
+    assert not (agent.state / "Test.Ext-1.0.0").exists()
+    capsys.readouterr()
+    code, _ = agent.apply(document)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "exthandler: 4 steps ran: 2 install, 2 enable; 1 extension failed" in err
+    code, out = agent.cli("plan", str(agent.goal_path), *where, "--json")
+    assert code == 0
+    assert json.loads(out)["steps"] == []  # a failure stands until the goal changes
+    agent.apply({"extensions": [ext("a")]})
+    capsys.readouterr()
+    agent.apply({"extensions": [ext("a")]})
+    assert "exthandler: nothing to do" in capsys.readouterr().err
