@@ -21,6 +21,9 @@ from .journal import Journal
 from .statedir import StateDir
 
 _LOGGER = logging.getLogger("exthandler")
+# A library's records go where the host's logging config sends them, and nowhere else (no
+# "last resort" printing of warnings on stderr when the host configured nothing).
+_LOGGER.addHandler(logging.NullHandler())
 
 __all__ = ["SUPPORTED_FEATURES", "Store"]
 
