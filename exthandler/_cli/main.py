@@ -10,21 +10,17 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
-
-import anyio
-from exthandler_sdk.procs import BOOT_ID_PATH
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from .. import __version__
 from .._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
-from .._fs import open_regular
-from .._goalstate import load_goal_state
-from .._model import GoalState
-from .._packages.repository import DirectoryRepository, RepositorySet
-from .._report.view import InstanceView, align_columns, render_table
-from .._runtime import RuntimeConfig, open_runtime, read_instance_view
-from .edit import delete_extension, set_extension
-from .progress import Progress
+
+# The runtime's modules are imported by the commands that use them: `--version` and
+# `status` never pay for the event loop, the engine or the plugins.
+if TYPE_CHECKING:
+    from .._model import GoalState
+    from .._report.view import InstanceView
+    from .._runtime import RuntimeConfig
 
 __all__ = ["main"]
 
@@ -61,6 +57,10 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._goalstate import load_goal_state
+
     try:
         goal = load_goal_state(args.goal)
         anyio.run(_check_handlers, goal, repositories(args))
@@ -89,6 +89,7 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     if not shared_handlers(goal):
         return  # nothing to check: no plugin needs loading, no repository listing
     from .._executors.inprocess import InProcessHandlers
+    from .._packages.repository import DirectoryRepository, RepositorySet
     from .._plugins import make_plugin_manager
 
     inprocess = InProcessHandlers()
@@ -112,6 +113,10 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
 
 
 def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> RuntimeConfig:
+    from exthandler_sdk.procs import BOOT_ID_PATH
+
+    from .._runtime import RuntimeConfig
+
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     return RuntimeConfig(
         state_dir=state_dir,
@@ -130,6 +135,8 @@ def _failed(view: InstanceView) -> bool:
 
 
 def _print_view(view: InstanceView, as_json: bool) -> None:
+    from .._report.view import render_table
+
     if as_json:
         # Indented for a person at a terminal; one line for a program (json's C encoder
         # serves only unindented output, and a view may hold thousands of extensions).
@@ -140,6 +147,12 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._goalstate import load_goal_state
+    from .._runtime import open_runtime
+    from .progress import Progress
+
     try:
         goal = load_goal_state(args.goal)
     except GoalStateError as exc:
@@ -210,6 +223,8 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
     A signal that comes before the event loop listens (while Python starts the loop)
     stops the call the same way, without a traceback.
     """
+    import anyio
+
     if threading.current_thread() is not threading.main_thread():
         return anyio.run(work), None  # only the main thread can take signals
     received: list[int] = []
@@ -250,6 +265,10 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .._fs import open_regular
+    from .._report.view import InstanceView
+    from .._runtime import read_instance_view
+
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     try:
         # A state dir must be there and readable; one where nothing was applied yet (no
@@ -272,6 +291,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .._runtime import open_runtime
+
     config = _config(args)
 
     def say(line: str) -> None:
@@ -294,6 +315,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_image_list(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._packages.repository import DirectoryRepository, RepositorySet
+    from .._report.view import align_columns
+
     sources = RepositorySet([DirectoryRepository(path) for path in repositories(args)])
     try:
         refs = anyio.run(sources.list_all)
@@ -337,6 +363,8 @@ def _json_argument(option: str, text: str | None) -> dict[str, Any] | None:
 
 
 def _cmd_extension_set(args: argparse.Namespace) -> int:
+    from .edit import set_extension
+
     try:
         set_extension(
             Path(args.goal_state),
@@ -354,6 +382,8 @@ def _cmd_extension_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_extension_delete(args: argparse.Namespace) -> int:
+    from .edit import delete_extension
+
     try:
         delete_extension(Path(args.goal_state), name=args.name)
     except GoalStateError as exc:
