@@ -6,23 +6,26 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
-import pluggy
-from exthandler_sdk import Handler
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._engine import Engine, EngineOptions
-from ._executors.base import Executor
 from ._fs import read_regular
-from ._model import GoalState
-from ._packages.repository import DirectoryRepository, PackageSource
-from ._plugins import make_plugin_manager
 from ._report.view import InstanceView
 from ._state.statedir import OWN_FILE_LIMIT
-from ._state.store import Store
+
+# The engine, the package sources, the plugins and the event loop are imported when a
+# runtime is opened: reading the last instance view (`exthandler status`) needs none.
+if TYPE_CHECKING:
+    import anyio
+    import pluggy
+    from exthandler_sdk import Handler
+
+    from ._engine import Engine
+    from ._executors.base import Executor
+    from ._model import GoalState
+    from ._packages.repository import PackageSource
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
@@ -85,7 +88,15 @@ class RuntimeConfig:
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
+        from ._packages.repository import DirectoryRepository
+
         return [DirectoryRepository(r) if isinstance(r, Path) else r for r in self.repositories]
+
+
+def _new_lock() -> anyio.Lock:
+    import anyio
+
+    return anyio.Lock()
 
 
 @attrs.define(eq=False)
@@ -95,7 +106,7 @@ class Runtime:
     config: RuntimeConfig
     plugin_manager: pluggy.PluginManager
     _engine: Engine
-    _lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    _lock: anyio.Lock = attrs.field(factory=_new_lock)
 
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge to `goal` (one apply at a time) and return the final instance view."""
@@ -126,6 +137,8 @@ class Runtime:
         commands returned. `notify` gets one line per goal state applied or refused (the
         runtime's log gets them too).
         """
+        import anyio
+
         from ._errors import GoalStateError
         from ._goalstate import load_goal_state
         from ._goalstate._source import SourceWatcher
@@ -165,6 +178,12 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
     """Take the state dir (StateDirLockedError if another runtime holds it) and yield a runtime."""
+    import anyio
+
+    from ._engine import Engine, EngineOptions
+    from ._plugins import make_plugin_manager
+    from ._state.store import Store
+
     log_root = config.log_root or config.state_dir / "log"
     store = Store(root=config.state_dir, log_root=log_root)
     await anyio.to_thread.run_sync(store.acquire)

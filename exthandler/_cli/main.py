@@ -57,13 +57,15 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    import anyio
-
     from .._goalstate import load_goal_state
+    from .._plan.checks import shared_handlers
 
     try:
         goal = load_goal_state(args.goal)
-        anyio.run(_check_handlers, goal, repositories(args))
+        if shared_handlers(goal):  # else there is nothing to check: no event loop needed
+            import anyio
+
+            anyio.run(_check_handlers, goal, repositories(args))
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
     broken = [e for e in goal.extensions if e.settings_error]
