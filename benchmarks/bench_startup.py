@@ -157,6 +157,21 @@ def measure(bench: Bench) -> list[Figure]:
             run.check_ok("python -c pass")
             bare.add(run)
 
+    models = Figure(
+        key="startup_import_attrs",
+        label="python -c 'import attrs' (the models' library alone)",
+        n=1,
+        unit="s",
+        floor=bare,
+        note="status, validate and every SDK handler define attrs classes: none starts faster",
+    )
+
+    def run_models() -> None:
+        for _ in range(repeat):
+            run = bench.run_argv([python, "-c", "import attrs"])
+            run.check_ok("import attrs")
+            models.add(run)
+
     def ratio_figure(key: str, label: str, ratio: float) -> Figure:
         return Figure(
             key=key, label=label, n=1, unit="s", ratio_target=ratio, floor=bare, quick=quick
@@ -245,6 +260,7 @@ def measure(bench: Bench) -> list[Figure]:
 
     figures = [
         attempt(bare, run_bare),
+        attempt(models, run_models),
         attempt(version, run_version),
         attempt(status, run_status),
         attempt(validate, run_validate),

@@ -8,11 +8,13 @@ extension wrote and how its command went; it is pure so that every case is teste
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from exthandler_sdk import ExtHandlerError, Operation, StatusLevel
-from exthandler_sdk.protocol import StatusReport, Substatus
+
+if TYPE_CHECKING:  # a view read back from its file (`exthandler status`) needs no parser
+    from exthandler_sdk.protocol import StatusReport, Substatus
 
 __all__ = [
     "CommandFailure",
