@@ -187,6 +187,10 @@ class Figure:
     error: str = ""
     extra: dict[str, float] = field(default_factory=dict)
     cpu: list[float] = field(default_factory=list)
+    ratio_target: float | None = None
+    """A target as a multiple of `floor` (judged instead of `target` when set)."""
+    floor: Figure | None = None
+    """The figure a ratio is taken to: the interpreter floor of the same run."""
 
     def add(self, run: CliRun) -> None:
         """Record one CLI run: its wall time as a sample, its CPU time beside it."""
@@ -203,13 +207,25 @@ class Figure:
         return statistics.median(self.samples) if self.samples else None
 
     @property
+    def ratio(self) -> float | None:
+        """The median as a multiple of the floor's median (None without a floor)."""
+        if self.floor is None or self.median is None or not self.floor.median:
+            return None
+        return self.median / self.floor.median
+
+    @property
     def passed(self) -> bool | None:
         """Judged on the median; None when there is no target (or N is not the target's).
 
-        A run that was wrong (see BenchError) never passes, whatever its time.
+        A ratio target is judged on `ratio`. A run that was wrong (see BenchError) never
+        passes, whatever its time.
         """
         if self.error:
             return False
+        if self.ratio_target is not None:
+            if self.quick or self.ratio is None:
+                return None
+            return self.ratio <= self.ratio_target
         if self.target is None or self.quick or self.median is None:
             return None
         return self.median <= self.target
@@ -225,6 +241,8 @@ class Figure:
             "median": None if self.median is None else round(self.median, 4),
             "samples": [round(s, 4) for s in self.samples],
             "passed": self.passed,
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "ratio_target": self.ratio_target,
             "note": self.note,
             "error": self.error,
             "extra": {k: round(v, 4) for k, v in self.extra.items()},
@@ -355,7 +373,13 @@ class Bench:
         """Run the CLI with `args`; time it from spawn to reap and take its rusage."""
         return self.run_argv((*self.settings.cli, *args), env=env)
 
-    def run_argv(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> CliRun:
+    def run_argv(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> CliRun:
         """Run any command as `run` runs the CLI (same timing, same rusage)."""
         argv = tuple(argv)
         with tempfile.TemporaryFile() as err:
@@ -366,6 +390,7 @@ class Bench:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env=dict(env if env is not None else self.env),
+                cwd=cwd,
             )
             assert process.stdout is not None
             with process.stdout:
@@ -585,6 +610,12 @@ def disk_figure(bench: Bench, when: str) -> Figure:
 # -- reporting ------------------------------------------------------------------------------
 
 
+def _target(fig: Figure) -> str:
+    if fig.ratio_target is not None:
+        return f"<= {fig.ratio_target:g}x floor"
+    return "<= " + _fmt(fig.target, fig.unit) if fig.target is not None else "-"
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -604,20 +635,21 @@ def _load() -> str:
 
 def print_report(figures: Sequence[Figure], settings: Settings, title: str) -> None:
     """The table for people, then one JSON line (the last line of stdout) for scripts."""
-    rows = [("figure", "N", "target", "best", "median", "cpu (median)", "result")]
+    rows = [("figure", "N", "target", "best", "median", "x floor", "cpu (median)", "result")]
     for fig in figures:
         verdict = {True: "PASS", False: "FAIL", None: "info"}[fig.passed]
         if fig.error:
             verdict = "BROKEN"
-        elif fig.quick and fig.target is not None:
+        elif fig.quick and (fig.target is not None or fig.ratio_target is not None):
             verdict = "n/a (quick)"
         rows.append(
             (
                 fig.label,
                 str(fig.n),
-                "<= " + _fmt(fig.target, fig.unit) if fig.target is not None else "-",
+                _target(fig),
                 _fmt(fig.best, fig.unit),
                 _fmt(fig.median, fig.unit),
+                f"{fig.ratio:.2f}x" if fig.ratio is not None else "-",
                 _fmt(statistics.median(fig.cpu), "s") if fig.cpu else "-",
                 verdict,
             )

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING
 
-from exthandler_sdk import ErrorCode, ExtHandlerError
+from exthandler_sdk import ExtHandlerError
+
+if TYPE_CHECKING:
+    from exthandler_sdk import ErrorCode
 
 __all__ = [
     "ExtHandlerError",

@@ -7,33 +7,27 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
-import pluggy
-from exthandler_sdk import Handler, Operation, hookimpl
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._engine import Engine, EngineOptions, Plan
-from ._executors.base import Executor
 from ._fs import read_regular
-from ._model import GoalState
-from ._packages.repository import DirectoryRepository, PackageSource
-from ._plan.planner import Step
-from ._plugins import StepResult, make_plugin_manager
-from ._report.events import (
-    EventHub,
-    EventStream,
-    ExtensionChanged,
-    PassFinished,
-    PassStarted,
-    StepFinished,
-    StepStarted,
-)
-from ._report.view import ExtensionView, InstanceView
+from ._report.view import InstanceView
 from ._state.statedir import OWN_FILE_LIMIT
-from ._state.store import Store
+
+# The engine, the package sources, the plugins and the event loop are imported when a
+# runtime is opened: reading the last instance view (`exthandler status`) needs none.
+if TYPE_CHECKING:
+    import anyio
+    import pluggy
+    from exthandler_sdk import Handler
+
+    from ._engine import Engine, Plan
+    from ._executors.base import Executor
+    from ._model import GoalState
+    from ._packages.repository import PackageSource
+    from ._report.events import EventHub, EventStream
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
@@ -96,40 +90,21 @@ class RuntimeConfig:
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
+        from ._packages.repository import DirectoryRepository
+
         return [DirectoryRepository(r) if isinstance(r, Path) else r for r in self.repositories]
 
 
-class _Relay:
-    """Hands the runtime's hook calls to the open event streams (registered only while a
-    stream is open: building each extension's view for every change costs)."""
+def _new_lock() -> anyio.Lock:
+    import anyio
 
-    def __init__(self, hub: EventHub) -> None:
-        self.hub = hub
-
-    @hookimpl
-    def exthandler_step_started(self, step: Step) -> None:
-        kind = str(step.kind.value)
-        operation = Operation(kind) if kind in _COMMAND_KINDS else None
-        self.hub.publish(
-            StepStarted(
-                kind=kind,
-                operation=operation,
-                handler=step.handler,
-                version=step.version,
-                extension=step.extension,
-            )
-        )
-
-    @hookimpl
-    def exthandler_step_finished(self, result: StepResult) -> None:
-        self.hub.publish(StepFinished(result=result))
-
-    @hookimpl
-    def exthandler_extension_changed(self, view: ExtensionView) -> None:
-        self.hub.publish(ExtensionChanged(view=view))
+    return anyio.Lock()
 
 
-_COMMAND_KINDS = frozenset(operation.value for operation in Operation)
+def _new_hub() -> EventHub:
+    from ._report.events import EventHub
+
+    return EventHub()
 
 
 @attrs.define(eq=False)
@@ -139,16 +114,20 @@ class Runtime:
     config: RuntimeConfig
     plugin_manager: pluggy.PluginManager
     _engine: Engine
-    _lock: anyio.Lock = attrs.field(factory=anyio.Lock)
-    _hub: EventHub = attrs.field(factory=EventHub)
-    _relay: _Relay | None = None
+    _lock: anyio.Lock = attrs.field(factory=_new_lock)
+    _hub: EventHub = attrs.field(factory=_new_hub)
+    _relay: object | None = None
 
     def __attrs_post_init__(self) -> None:
         self._hub.on_change = self._listen
 
     def _listen(self, on: bool) -> None:
+        """Relay the hooks to the streams while one is open (building each extension's
+        view for every change costs: nobody pays for it unless somebody listens)."""
+        from ._report.events import Relay
+
         if on and self._relay is None:
-            self._relay = _Relay(self._hub)
+            self._relay = Relay(self._hub)
             self.plugin_manager.register(self._relay, name="exthandler-events")
         elif not on and self._relay is not None:
             self.plugin_manager.unregister(self._relay)
@@ -180,18 +159,13 @@ class Runtime:
             return await self._apply_observed(goal)
 
     async def _apply_observed(self, goal: GoalState) -> InstanceView:
+        """`apply`, with the pass's start and end told to the event streams."""
+        from ._report.events import PassFinished, PassStarted, StepCounter
+
         hub = self._hub
         hub.publish(PassStarted(goal_state_id=goal.id, extensions=len(goal.extensions)))
         started = time.monotonic()
-        commands = 0
-
-        class Counter:
-            @hookimpl
-            def exthandler_step_finished(self, result: StepResult) -> None:
-                nonlocal commands
-                commands += result.operation is not None
-
-        counter = Counter()
+        counter = StepCounter()
         self.plugin_manager.register(counter)
         view: InstanceView | None = None
         try:
@@ -200,17 +174,16 @@ class Runtime:
         finally:
             self.plugin_manager.unregister(counter)
             shown = view or self._engine.instance_view()
+            failed = tuple(
+                e.name for e in shown.extensions if any(s.level == "Error" for s in e.statuses)
+            )
             hub.publish(
                 PassFinished(
                     goal_state_id=goal.id,
                     view=shown,
                     duration=time.monotonic() - started,
-                    commands=commands,
-                    failed=tuple(
-                        e.name
-                        for e in shown.extensions
-                        if any(s.level == "Error" for s in e.statuses)
-                    ),
+                    commands=counter.commands,
+                    failed=failed,
                     cancelled=view is None,
                 )
             )
@@ -239,6 +212,8 @@ class Runtime:
         commands returned. `notify` gets one line per goal state applied or refused (the
         runtime's log gets them too).
         """
+        import anyio
+
         from ._errors import GoalStateError
         from ._goalstate import load_goal_state
         from ._goalstate._source import SourceWatcher
@@ -278,6 +253,12 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
     """Take the state dir (StateDirLockedError if another runtime holds it) and yield a runtime."""
+    import anyio
+
+    from ._engine import Engine, EngineOptions
+    from ._plugins import make_plugin_manager
+    from ._state.store import Store
+
     log_root = config.log_root or config.state_dir / "log"
     store = Store(root=config.state_dir, log_root=log_root)
     await anyio.to_thread.run_sync(store.acquire)

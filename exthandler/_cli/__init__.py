@@ -1,1 +1,22 @@
 """The command line: argument parsing, printing, goal-file editing and progress."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["run"]
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The `exthandler` command and `python -m exthandler`: `main.main(argv)`, except that
+    a lone `--version` is answered before the parser or any of the runtime is imported
+    (scripts and agents ask it often, and it must not pay for the runtime's start-up)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from .. import __version__
+
+        sys.stdout.write(f"exthandler {__version__}\n")
+        return 0
+    from .main import main
+
+    return main(argv)

@@ -10,21 +10,17 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
-
-import anyio
-from exthandler_sdk.procs import BOOT_ID_PATH
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from .. import __version__
 from .._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
-from .._fs import open_regular
-from .._goalstate import load_goal_state
-from .._model import GoalState
-from .._packages.repository import DirectoryRepository, RepositorySet
-from .._report.view import InstanceView, align_columns, render_extension, render_table
-from .._runtime import RuntimeConfig, open_runtime, read_instance_view
-from .edit import delete_extension, set_extension
-from .progress import Progress
+
+# The runtime's modules are imported by the commands that use them: `--version` and
+# `status` never pay for the event loop, the engine or the plugins.
+if TYPE_CHECKING:
+    from .._model import GoalState
+    from .._report.view import InstanceView
+    from .._runtime import RuntimeConfig
 
 __all__ = ["main"]
 
@@ -80,10 +76,16 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from .._goalstate import load_goal_state
+    from .._plan.checks import shared_handlers
+
     _warn_missing_repositories(args)
     try:
         goal = load_goal_state(args.goal)
-        anyio.run(_check_handlers, goal, repositories(args))
+        if shared_handlers(goal):  # else there is nothing to check: no event loop needed
+            import anyio
+
+            anyio.run(_check_handlers, goal, repositories(args))
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
     broken = [e for e in goal.extensions if e.settings_error]
@@ -109,6 +111,7 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     if not shared_handlers(goal):
         return  # nothing to check: no plugin needs loading, no repository listing
     from .._executors.inprocess import InProcessHandlers
+    from .._packages.repository import DirectoryRepository, RepositorySet
     from .._plugins import make_plugin_manager
 
     inprocess = InProcessHandlers()
@@ -132,6 +135,10 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
 
 
 def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> RuntimeConfig:
+    from exthandler_sdk.procs import BOOT_ID_PATH
+
+    from .._runtime import RuntimeConfig
+
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     return RuntimeConfig(
         state_dir=state_dir,
@@ -150,6 +157,8 @@ def _failed(view: InstanceView) -> bool:
 
 
 def _print_view(view: InstanceView, as_json: bool) -> None:
+    from .._report.view import render_table
+
     if as_json:
         # Indented for a person at a terminal; one line for a program (json's C encoder
         # serves only unindented output, and a view may hold thousands of extensions).
@@ -198,6 +207,12 @@ class _Tally:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._goalstate import load_goal_state
+    from .._runtime import open_runtime
+    from .progress import Progress
+
     try:
         goal = load_goal_state(args.goal)
     except GoalStateError as exc:
@@ -247,6 +262,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from .._goalstate import load_goal_state
+    from .._runtime import open_runtime
+
     try:
         goal = load_goal_state(args.goal)
     except GoalStateError as exc:
@@ -307,6 +325,8 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
     A signal that comes before the event loop listens (while Python starts the loop)
     stops the call the same way, without a traceback.
     """
+    import anyio
+
     if threading.current_thread() is not threading.main_thread():
         return anyio.run(work), None  # only the main thread can take signals
     received: list[int] = []
@@ -347,6 +367,10 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .._fs import open_regular
+    from .._report.view import InstanceView
+    from .._runtime import read_instance_view
+
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     try:
         # A state dir must be there and readable; one where nothing was applied yet (no
@@ -381,11 +405,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         whole = view.to_json()["extensions"]
         print(json.dumps(whole[view.extensions.index(ext)], indent=2))
     else:
+        from .._report.view import render_extension
+
         print(render_extension(ext))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .._runtime import open_runtime
+
     _warn_missing_repositories(args)
     config = _config(args)
 
@@ -409,6 +437,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_image_list(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._packages.repository import DirectoryRepository, RepositorySet
+    from .._report.view import align_columns
+
     missing = _missing_repositories(args)
     if missing:
         for line in missing:
@@ -457,6 +490,8 @@ def _json_argument(option: str, text: str | None) -> dict[str, Any] | None:
 
 
 def _cmd_extension_set(args: argparse.Namespace) -> int:
+    from .edit import set_extension
+
     try:
         edit = set_extension(
             Path(args.goal_state),
@@ -476,6 +511,8 @@ def _cmd_extension_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_extension_delete(args: argparse.Namespace) -> int:
+    from .edit import delete_extension
+
     try:
         delete_extension(Path(args.goal_state), name=args.name)
     except GoalStateError as exc:

@@ -15,11 +15,10 @@ from typing import Any, NoReturn
 from exthandler._errors import GoalStateError
 from exthandler._model import GoalState
 
-from ._arm import is_extension_resource, parse_arm
 from ._common import content_id
-from ._native import parse_native
-from ._vmsettings import is_vm_settings, parse_vm_settings
-from ._xml import parse_extensions_config
+
+# Each format's parser is imported when a document of that format comes: a JSON goal
+# state never loads the XML parser.
 
 __all__ = ["load_goal_state", "parse_goal_state"]
 
@@ -48,6 +47,8 @@ def _load_json(text: str, source: str) -> Any:
 
 
 def _is_arm(document: object) -> bool:
+    from ._arm import is_extension_resource
+
     if isinstance(document, list):
         return True
     if not isinstance(document, Mapping):
@@ -62,13 +63,23 @@ def _parse(data: bytes | str, source: str) -> GoalState:
     if text.lstrip(_WHITESPACE).startswith("<"):
         # The XML parser reads the encoding declaration itself, so it gets the bytes.
         xml = text.lstrip(_WHITESPACE) if isinstance(data, str) else raw
+        from ._xml import parse_extensions_config
+
         return parse_extensions_config(xml, default_id=default_id, source=source)
     document = _load_json(text, source)
+    from ._vmsettings import is_vm_settings
+
     if is_vm_settings(document):
+        from ._vmsettings import parse_vm_settings
+
         return parse_vm_settings(document, default_id=default_id)
     if _is_arm(document):
+        from ._arm import parse_arm
+
         return parse_arm(document, default_id=default_id)
     if isinstance(document, Mapping) and "extensions" in document:
+        from ._native import parse_native
+
         return parse_native(document, default_id=default_id)
     raise GoalStateError(
         [

@@ -9,15 +9,22 @@ Such a goal state is refused as a whole, by `apply` before anything is changed a
 from __future__ import annotations
 
 import contextlib
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exthandler_sdk.protocol import MANIFEST_NAME
 
 from .._errors import NoEligibleVersionError, PackageError
 from .._model import GoalState, GoalStateFormat, HandlerName, RequestedState, Version
-from .._packages.manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
-from .._packages.repository import PackageCatalog
-from .targets import choose_version
+
+# `shared_handlers` is all `validate` needs of this module for most goal states: the
+# version choice, the packages and the manifests are imported when a handler is shared.
+if TYPE_CHECKING:
+    from .._packages.manifest import HandlerManifest
+    from .._packages.repository import PackageCatalog
+
+    ManifestLookup = Callable[[HandlerName, Version], HandlerManifest | None]
 
 __all__ = [
     "MANIFEST_PEEK_LIMIT",
@@ -29,8 +36,6 @@ __all__ = [
 
 MANIFEST_PEEK_LIMIT = 64 * 1024
 """The most of a package's HandlerManifest.json read to learn what the handler supports."""
-
-ManifestLookup = Callable[[HandlerName, Version], HandlerManifest | None]
 
 
 def single_config_problems(
@@ -46,6 +51,8 @@ def single_config_problems(
     manifest can be had (no repository offers the handler), nothing is said: the fetch
     reports what is missing.
     """
+    from .targets import choose_version
+
     problems: list[str] = []
     for handler, indexes in shared_handlers(goal).items():
         first = goal.extensions[indexes[0]]
@@ -89,6 +96,8 @@ def peek_manifest(catalog: PackageCatalog, handler: HandlerName, version: Versio
     None when the package is not a local file or holds no readable manifest: the fetch
     then reports the problem with its own error code.
     """
+    import zipfile
+
     try:
         ref = catalog.find(handler, version)
     except NoEligibleVersionError:
@@ -116,6 +125,8 @@ def package_manifest(
     catalog: PackageCatalog, handler: HandlerName, version: Version
 ) -> HandlerManifest | None:
     """`peek_manifest`, parsed; None when it cannot be had or does not parse."""
+    from .._packages.manifest import parse_manifest
+
     data = peek_manifest(catalog, handler, version)
     if data is None:
         return None

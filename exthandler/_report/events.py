@@ -15,9 +15,10 @@ from types import TracebackType
 
 import anyio
 import attrs
-from exthandler_sdk import Operation
+from exthandler_sdk import Operation, hookimpl
 
 from .._model import HandlerName, Version
+from .._plan.planner import Step
 from .._plugins import StepResult
 from .view import ExtensionView, InstanceView
 
@@ -29,6 +30,8 @@ __all__ = [
     "ExtensionChanged",
     "PassFinished",
     "PassStarted",
+    "Relay",
+    "StepCounter",
     "StepFinished",
     "StepStarted",
 ]
@@ -204,3 +207,45 @@ class EventHub:
     def publish(self, event: Event) -> None:
         for stream in self.streams:
             stream.push(event)
+
+
+_COMMAND_KINDS = frozenset(operation.value for operation in Operation)
+
+
+class Relay:
+    """Hands the runtime's hook calls to the open event streams of `hub`."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+
+    @hookimpl
+    def exthandler_step_started(self, step: Step) -> None:
+        kind = str(step.kind.value)
+        self.hub.publish(
+            StepStarted(
+                kind=kind,
+                operation=Operation(kind) if kind in _COMMAND_KINDS else None,
+                handler=step.handler,
+                version=step.version,
+                extension=step.extension,
+            )
+        )
+
+    @hookimpl
+    def exthandler_step_finished(self, result: StepResult) -> None:
+        self.hub.publish(StepFinished(result=result))
+
+    @hookimpl
+    def exthandler_extension_changed(self, view: ExtensionView) -> None:
+        self.hub.publish(ExtensionChanged(view=view))
+
+
+class StepCounter:
+    """Counts the steps of a pass that ran a command."""
+
+    def __init__(self) -> None:
+        self.commands = 0
+
+    @hookimpl
+    def exthandler_step_finished(self, result: StepResult) -> None:
+        self.commands += result.operation is not None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from exthandler_sdk import ExtHandlerError, Operation, StatusLevel
-from exthandler_sdk.protocol import StatusReport, Substatus
+
+if TYPE_CHECKING:  # a view read back from its file (`exthandler status`) needs no parser
+    from exthandler_sdk.protocol import StatusReport, Substatus
 
 __all__ = [
     "CommandFailure",

@@ -30,7 +30,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -217,7 +216,7 @@ class StateDir:
         try:
             return read_regular(path, 4096)
         except (FileNotFoundError, UnsafeFileError):  # a link or FIFO there is replaced
-            key = secrets.token_bytes(32)
+            key = os.urandom(32)
             write_atomic(path, key, mode=0o600)
             return key
 
@@ -233,7 +232,7 @@ class StateDir:
         pass that upgrades creates many files after it removes the old versions.
         """
         if directory.exists():
-            doomed = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}.removing")
+            doomed = directory.with_name(f".{directory.name}.{os.urandom(4).hex()}.removing")
             directory.rename(doomed)
             self._trash.append(doomed)
 

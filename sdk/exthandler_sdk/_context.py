@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import attrs
 
 from ._errors import ExtHandlerError
-from ._events import Events
-from ._heartbeat import Heartbeat
-from ._status import StatusWriter
 from .protocol import HandlerEnvironment, Operation, Variable
+
+# Handler modules import `Context` for their annotations: the reporters' modules are
+# imported by the runner when an operation runs, not with the handler.
+if TYPE_CHECKING:
+    import logging
+
+    from ._events import Events
+    from ._heartbeat import Heartbeat
+    from ._status import StatusWriter
 
 __all__ = ["Context", "Detached"]
 
@@ -106,6 +110,8 @@ class Context(Generic[S, P]):
 
 def _spawn_worker(spec: str, handler_dir: Path, env: Mapping[str, str], sequence: int) -> int:
     """Start `python -m exthandler_sdk run SPEC enable --detached` in a new session."""
+    import subprocess
+
     command = [sys.executable, "-m", "exthandler_sdk", "run", spec, "enable", "--detached"]
     environment = dict(env)
     environment[Variable.SEQUENCE_NUMBER] = str(sequence)

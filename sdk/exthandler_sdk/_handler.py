@@ -9,16 +9,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._errors import ExtHandlerError
-from .protocol import (
-    HANDLER_NAME_PATTERN,
-    VERSION_PATTERN,
-    HandlerManifest,
-    Operation,
-    manifest_document,
-)
+from .protocol import HANDLER_NAME_PATTERN, VERSION_PATTERN, Operation
 
 if TYPE_CHECKING:
     from ._context import Context
+    from .protocol import HandlerManifest
 
 __all__ = ["Handler", "HandlerDefinitionError", "P", "S", "manifest"]
 
@@ -99,6 +94,8 @@ class Handler(Generic[S, P]):
     def manifest(cls) -> HandlerManifest:
         """The HandlerManifest.json of the class (docs/protocol.md#packages): the same in a
         package and in a handler dir laid out for an in-process run."""
+        from .protocol import HandlerManifest  # the manifest's model, only when asked for
+
         return HandlerManifest(
             name=cls.name.rpartition(".")[2],
             version="1.0",
@@ -128,6 +125,8 @@ class Handler(Generic[S, P]):
 def manifest(handler_class: type[Handler[Any, Any]]) -> list[dict[str, Any]]:
     """The HandlerManifest.json document for `handler_class` (docs/protocol.md#packages):
     the same in a package and in a handler dir laid out for an in-process run."""
+    from .protocol import manifest_document
+
     return manifest_document(handler_class.manifest())
 
 

@@ -29,30 +29,24 @@ import math
 import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from logging import Logger
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.lowlevel
-
-from ._context import Context, Detached
 from ._environment import load_handler_environment
 from ._errors import ExtHandlerError, HandlerError
-from ._events import Events
 from ._files import write_atomic
 from ._handler import Handler
-from ._heartbeat import Heartbeat
 from ._logging import close_logger, make_logger
 from ._runonce import POLL_INTERVAL, RunOnce
-from ._settings import SettingsError, load_settings, read_settings_file
 from ._status import StatusWriteError, StatusWriter
 from .protocol import (
     COMMAND_TIMEOUTS,
     ErrorCode,
     HandlerEnvironment,
     Operation,
+    ProtocolVariables,
     StatusLevel,
     parse_settings_file_name,
     read_protocol_variables,
@@ -61,10 +55,22 @@ from .protocol import (
     utc_timestamp,
 )
 
+# The event loop, the settings converter (and the cryptography behind it) and the context
+# are imported once an operation is to run: an enable whose sequence number was already
+# applied, the commonest command of all, is answered without them (see `main_run`).
+if TYPE_CHECKING:
+    import anyio
+
+    from ._context import Context, Detached
+    from ._events import Events
+
 __all__ = ["DETACHED_BUDGET", "HandlerLoadError", "load_handler", "main_run", "run_operation"]
 
 DETACHED_BUDGET = 90 * 60.0
 """Default time budget of a detached enable (the platform's budget for long extensions)."""
+
+STATUS_REFRESH = 60.0
+"""Default seconds between rewrites of a `transitioning` status."""
 
 _USAGE = "usage: python -m exthandler_sdk run MODULE:CLASS OPERATION [--detached]\n"
 
@@ -116,7 +122,7 @@ async def run_operation(
     *,
     handler_dir: Path,
     env: Mapping[str, str],
-    status_refresh: float = 60.0,
+    status_refresh: float = STATUS_REFRESH,
     spec: str | None = None,
     detached: bool = False,
     time_budget: float | None = None,
@@ -131,6 +137,33 @@ async def run_operation(
     rewritten.
     Cancellation is never swallowed: background tasks are cancelled and awaited.
     """
+    started = _start(
+        handler_class,
+        operation,
+        handler_dir=handler_dir,
+        env=env,
+        status_refresh=status_refresh,
+        detached=detached,
+    )
+    if isinstance(started, int):
+        return started
+    return await started.finish(
+        spec=spec, time_budget=time_budget, use_crypto_library=use_crypto_library
+    )
+
+
+def _start(
+    handler_class: type[Handler[Any, Any]],
+    operation: Operation,
+    *,
+    handler_dir: Path,
+    env: Mapping[str, str],
+    status_refresh: float,
+    detached: bool,
+) -> int | _Started:
+    """The part of `run_operation` that needs no event loop: paths, log and status file,
+    and for enable the run-once precheck. Its exit code when nothing is to be run (the
+    log is then closed), else what `_Started.finish` needs to run the operation."""
     handler_class.check()
     operation = Operation(operation)
     environment = load_handler_environment(handler_dir)
@@ -143,16 +176,12 @@ async def run_operation(
     log = make_logger(
         environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{handler_class.name}"
     )
-    status = StatusWriter(
-        path=environment.status_folder / status_file_name(extension, sequence),
-        name=extension or handler_class.name,
-        operation=operation,
-    )
-    version = variables.handler_version or handler_class.version
-    budget = time_budget
-    if budget is None:
-        budget = DETACHED_BUDGET if detached else COMMAND_TIMEOUTS[operation]
     try:
+        status = StatusWriter(
+            path=environment.status_folder / status_file_name(extension, sequence),
+            name=extension or handler_class.name,
+            operation=operation,
+        )
         log.info("%s seq %d starting (pid %d)", operation.value, sequence, os.getpid())
         run = _Run(
             handler_class=handler_class,
@@ -166,7 +195,66 @@ async def run_operation(
         if operation is Operation.ENABLE:
             skip = run.precheck()
             if skip is not None:
+                close_logger(log)
                 return skip
+    except BaseException:
+        close_logger(log)
+        raise
+    return _Started(
+        run=run,
+        handler_dir=handler_dir,
+        env=env,
+        environment=environment,
+        variables=variables,
+        log=log,
+    )
+
+
+class _Started:
+    """An operation past `_start`: what is left to do runs in the event loop."""
+
+    def __init__(
+        self,
+        *,
+        run: _Run,
+        handler_dir: Path,
+        env: Mapping[str, str],
+        environment: HandlerEnvironment,
+        variables: ProtocolVariables,
+        log: Logger,
+    ) -> None:
+        self.run = run
+        self.handler_dir = handler_dir
+        self.env = env
+        self.environment = environment
+        self.variables = variables
+        self.log = log
+
+    async def finish(
+        self, *, spec: str | None, time_budget: float | None, use_crypto_library: bool
+    ) -> int:
+        """Read the settings, build the context and run the operation; the log is closed
+        at the end whatever happens."""
+        try:
+            return await self._finish(spec, time_budget, use_crypto_library)
+        finally:
+            close_logger(self.log)
+
+    async def _finish(
+        self, spec: str | None, time_budget: float | None, use_crypto_library: bool
+    ) -> int:
+        from ._context import Context
+        from ._heartbeat import Heartbeat
+        from ._settings import SettingsError, load_settings, read_settings_file
+
+        run, environment, variables, log = self.run, self.environment, self.variables, self.log
+        handler_class, operation, sequence = run.handler_class, run.operation, run.sequence
+        extension = variables.extension_name
+        status = run.status
+        version = variables.handler_version or handler_class.version
+        budget = time_budget
+        if budget is None:
+            budget = DETACHED_BUDGET if run.detached else COMMAND_TIMEOUTS[operation]
         try:
             settings_path = environment.config_folder / settings_file_name(extension, sequence)
             if operation is not Operation.ENABLE and not settings_path.exists():
@@ -181,7 +269,7 @@ async def run_operation(
                 raw,
                 public_type,
                 protected_type,
-                lib_dir=handler_dir.parent,
+                lib_dir=self.handler_dir.parent,
                 use_library=use_crypto_library,
             )
         except SettingsError as exc:
@@ -195,7 +283,7 @@ async def run_operation(
             extension_name=extension,
             operation=operation,
             handler_name=handler_class.name,
-            handler_dir=handler_dir,
+            handler_dir=self.handler_dir,
             handler_version=version,
             updating_from_version=variables.updating_from_version,
             update_to_version=variables.update_to_version,
@@ -210,8 +298,8 @@ async def run_operation(
                 environment.heartbeat_file, bool(getattr(handler_class, "report_heartbeat", False))
             ),
             events=_events(environment, version, operation, log),
-            detached=detached,
-            env=dict(env),
+            detached=run.detached,
+            env=dict(self.env),
             spec=spec,
         )
         if operation is Operation.ENABLE:
@@ -219,8 +307,6 @@ async def run_operation(
         if operation in _REPORTING:
             status.stage(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
         return await run.execute(ctx, None)
-    finally:
-        close_logger(log)
 
 
 # The status file of a sequence number tells how its settings were applied: enable and
@@ -232,6 +318,10 @@ _REPORTING = frozenset({Operation.ENABLE, Operation.DISABLE})
 def _events(
     environment: HandlerEnvironment, version: str, operation: Operation, log: Any
 ) -> Events:
+    import uuid
+
+    from ._events import Events
+
     return Events(
         folder=environment.events_folder,
         version=version,
@@ -354,6 +444,8 @@ class _Run:
         when it ends, and the watcher when a newer sequence takes over; a cancellation from
         outside stops all three and goes on.
         """
+        import anyio
+
         handler = self.handler_class()
         work = _Work(getattr(handler, self.operation.value))
         first = min(FIRST_REPORT, self.refresh)
@@ -373,6 +465,8 @@ class _Run:
         return self._outcome(work, ctx)
 
     def _outcome(self, work: _Work, ctx: Context[Any, Any]) -> int:
+        from ._context import Detached
+
         error = work.error
         if work.cancelled:
             # The handler cancelled itself (a cancellation of ours is never caught).
@@ -420,6 +514,11 @@ class _Work:
     ) -> None:
         """Call the method (`on_suspend` is called if it suspends); then cancel `scope`,
         which stops the refresher and the watcher, if they were started."""
+        import anyio
+        import anyio.lowlevel
+
+        from ._context import Detached
+
         suspended = False
 
         def suspend() -> None:
@@ -504,6 +603,8 @@ async def _refresh_forever(
 ) -> None:
     """Write the `transitioning` status after `first` seconds, then rewrite it every
     `interval` seconds (new timestamp); nothing while the status is terminal."""
+    import anyio
+
     delay = first
     while True:
         await anyio.sleep(delay)
@@ -539,17 +640,23 @@ def main_run(argv: list[str]) -> int:
     except HandlerLoadError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    run = functools.partial(
-        run_operation,
-        handler_class,
-        operation,
-        handler_dir=Path.cwd(),
-        env=dict(os.environ),
-        spec=spec,
-        detached=detached,
-    )
     try:
-        return anyio.run(run, backend="asyncio")
+        started = _start(
+            handler_class,
+            operation,
+            handler_dir=Path.cwd(),
+            env=dict(os.environ),
+            status_refresh=STATUS_REFRESH,
+            detached=detached,
+        )
+        if isinstance(started, int):
+            return started  # nothing to run (an applied sequence): no event loop needed
+        import anyio
+
+        finish = functools.partial(
+            started.finish, spec=spec, time_budget=None, use_crypto_library=True
+        )
+        return anyio.run(finish, backend="asyncio")
     except ExtHandlerError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -19,7 +19,6 @@ import functools
 import os
 from pathlib import Path
 
-import anyio
 import attrs
 
 from ._files import write_atomic
@@ -132,6 +131,8 @@ class RunOnce:
 
     async def acquire(self, sequence: int) -> None:
         """Wait for the lock, polling (the event loop is never blocked)."""
+        import anyio  # not at import: the run-once precheck runs without an event loop
+
         while True:
             if self.try_acquire(sequence):
                 return
@@ -152,6 +153,8 @@ class RunOnce:
         The first look comes after `first` seconds (the caller has just looked itself),
         the next ones every `interval`.
         """
+        import anyio
+
         delay = first
         while True:
             await anyio.sleep(delay)

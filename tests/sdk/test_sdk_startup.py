@@ -1,0 +1,87 @@
+"""An enable of an already applied sequence number, the commonest command of an SDK
+handler, is answered before the event loop, the settings converter or the cryptography
+are imported; one that has work to do imports them as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.sdk.sample_handlers import NAME, Layout
+
+# A handler module as authors write them: attrs settings, Context in the annotations,
+# a plugin hook. It imports nothing the runner would not.
+HANDLER = f'''\
+from __future__ import annotations
+
+import os
+
+import attrs
+from exthandler_sdk import Context, Handler, hookimpl
+
+
+@attrs.frozen
+class Settings:
+    message: str
+
+
+class Quiet(Handler[Settings, None]):
+    name = "{NAME}"
+    version = "1.0.0"
+
+    async def enable(self, ctx: Context[Settings, None]) -> None:
+        with open(ctx.handler_dir / "runs.log", "a") as log:
+            log.write(f"enable {{ctx.sequence_number}}\\n")
+
+
+@hookimpl
+def exthandler_register_handlers() -> list[type[Handler[Settings, None]]]:
+    return [Quiet]
+'''
+LOADED_TO_RUN = ("anyio", "asyncio", "cattrs", "cryptography", "exthandler_sdk._settings")
+
+
+def enable(layout: Layout, source: Path, seq: int) -> tuple[int, set[str]]:
+    """`main_run` of `enable` in a fresh interpreter: its exit code and its modules."""
+    script = (
+        "import json, sys\n"
+        "from exthandler_sdk._runner import main_run\n"
+        "code = main_run(['quiet_handler:Quiet', 'enable'])\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    env = layout.process_env(seq)
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=layout.handler_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, modules = json.loads(done.stdout.splitlines()[-1])
+    return code, set(modules)
+
+
+def test_an_applied_sequence_is_answered_without_the_event_loop(
+    layout: Layout, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "quiet_handler.py").write_text(HANDLER)
+    layout.write_settings(0, {"message": "hi"})
+
+    code, first = enable(layout, source, 0)
+    assert code == 0
+    assert layout.runs() == ["enable 0"]
+    assert {"anyio", "cattrs"} <= first  # work to do: everything it needs is there
+
+    code, again = enable(layout, source, 0)
+    assert code == 0
+    assert layout.runs() == ["enable 0"]  # not run again
+    body = layout.status(0)["status"]
+    assert (body["status"], body["operation"]) == ("success", "Enable")
+    assert sorted(m for m in again if m.startswith(LOADED_TO_RUN)) == []
