@@ -179,7 +179,11 @@ async def test_the_stdlib_logger_gets_steps_and_runtime_lines(
     async with open_runtime(settings) as runtime:
         await runtime.apply(goal(ext("a"), ext("bad", type_="Other")))
     steps = [r for r in caplog.records if r.name == "exthandler.steps"]
-    enable = next(r for r in steps if getattr(r, "step", "") == "enable")
+    enable = next(
+        r
+        for r in steps
+        if getattr(r, "step", "") == "enable" and getattr(r, "extension", "") == "a"
+    )
     assert enable.handler == "Test.Ext"  # type: ignore[attr-defined]
     assert enable.extension == "a"  # type: ignore[attr-defined]
     assert enable.operation == "enable"  # type: ignore[attr-defined]
