@@ -239,15 +239,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             progress.clear()
             return view
 
-    try:
-        view, signum = _run_until_signal(main)
-    except GoalStateError as exc:  # what the handlers say makes the goal impossible
-        return _problems(exc, sys.stderr)
-    except StateDirLockedError as exc:
-        print(f"exthandler: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (StateDirError, OSError) as exc:
-        return _unusable(exc, config.state_dir)
+    view, signum, failed = _run_runtime(main, config)
+    if failed is not None:
+        return failed
     if signum is not None:
         print(
             f"exthandler: stopped by {signal.Signals(signum).name}: what finished is recorded;"
@@ -276,15 +270,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         async with open_runtime(config) as runtime:
             return await runtime.plan(goal)
 
-    try:
-        plan, signum = _run_until_signal(main)
-    except GoalStateError as exc:
-        return _problems(exc, sys.stderr)
-    except StateDirLockedError as exc:
-        print(f"exthandler: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (StateDirError, OSError) as exc:
-        return _unusable(exc, config.state_dir)
+    plan, signum, failed = _run_runtime(main, config)
+    if failed is not None:
+        return failed
     if signum is not None:
         return 128 + signum
     assert plan is not None
@@ -298,6 +286,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for problem in plan.problems:
         print(f"exthandler: cannot be served: {problem}", file=sys.stderr)
     return EXIT_FAILED if plan.problems else EXIT_OK
+
+
+def _run_runtime(
+    work: Callable[[], Awaitable[_T]], config: RuntimeConfig
+) -> tuple[_T | None, int | None, int | None]:
+    """Run `work` until it ends or a signal stops it: (its result, the signal, None), or
+    (None, None, the exit status) after saying what made it impossible."""
+    try:
+        result, signum = _run_until_signal(work)
+    except GoalStateError as exc:  # what the handlers say makes the goal impossible
+        return None, None, _problems(exc, sys.stderr)
+    except StateDirLockedError as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return None, None, EXIT_LOCKED
+    except (StateDirError, OSError) as exc:
+        return None, None, _unusable(exc, config.state_dir)
+    return result, signum, None
 
 
 def _unusable(exc: OSError, state_dir: Path) -> int:
