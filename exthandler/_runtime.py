@@ -174,9 +174,7 @@ class Runtime:
         finally:
             self.plugin_manager.unregister(counter)
             shown = view or self._engine.instance_view()
-            failed = tuple(
-                e.name for e in shown.extensions if any(s.level == "Error" for s in e.statuses)
-            )
+            failed = shown.failed()
             hub.publish(
                 PassFinished(
                     goal_state_id=goal.id,
@@ -235,7 +233,7 @@ class Runtime:
                     for problem in exc.problems:
                         say(f"{path}: {problem}")
                 else:
-                    failed = any(s.level == "Error" for e in view.extensions for s in e.statuses)
+                    failed = bool(view.failed())
                     say(
                         f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
                         f" {'with errors' if failed else 'ok'}"

@@ -152,10 +152,6 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
     )
 
 
-def _failed(view: InstanceView) -> bool:
-    return any(s.level == "Error" for e in view.extensions for s in e.statuses)
-
-
 def _print_view(view: InstanceView, as_json: bool) -> None:
     from .._report.view import render_table
 
@@ -177,39 +173,11 @@ def _table_width() -> int | None:
     return shutil.get_terminal_size().columns
 
 
-class _Tally:
-    """Counts the commands a pass ran, by operation (for the summary line of `apply`)."""
-
-    def __init__(self) -> None:
-        from exthandler_sdk import hookimpl
-
-        self.ran: dict[str, int] = {}
-
-        @hookimpl
-        def exthandler_step_finished(result: Any) -> None:
-            if result.operation is not None:
-                name = result.operation.value
-                self.ran[name] = self.ran.get(name, 0) + 1
-
-        self.exthandler_step_finished = exthandler_step_finished
-
-    def summary(self, view: InstanceView) -> str:
-        """`3 steps ran: 1 install, 2 enable; 1 extension failed`, or `nothing to do`."""
-        failed = sum(1 for e in view.extensions if any(s.level == "Error" for s in e.statuses))
-        total = sum(self.ran.values())
-        parts = []
-        if total:
-            counts = ", ".join(f"{n} {op}" for op, n in self.ran.items())
-            parts.append(f"{total} step{'s' if total != 1 else ''} ran: {counts}")
-        if failed:
-            parts.append(f"{failed} extension{'s' if failed != 1 else ''} failed")
-        return "; ".join(parts) or "nothing to do"
-
-
 def _cmd_apply(args: argparse.Namespace) -> int:
     import anyio
 
     from .._goalstate import load_goal_state
+    from .._report.events import StepCounter
     from .._runtime import open_runtime
     from .progress import Progress
 
@@ -219,7 +187,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         return _problems(exc, sys.stderr)
     _warn_missing_repositories(args)
     progress = Progress(out=sys.stderr) if sys.stderr.isatty() and not args.json else None
-    tally = _Tally()
+    tally = StepCounter()
     config = _config(args, [progress, tally] if progress else [tally])
 
     async def main() -> InstanceView:
@@ -252,7 +220,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     assert view is not None
     _print_view(view, args.json)
     print(f"exthandler: {tally.summary(view)}", file=sys.stderr)
-    return EXIT_FAILED if _failed(view) else EXIT_OK
+    return EXIT_FAILED if view.failed() else EXIT_OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -241,11 +241,29 @@ class Relay:
 
 
 class StepCounter:
-    """Counts the steps of a pass that ran a command."""
+    """Counts the steps of a pass that ran a command, by operation."""
 
     def __init__(self) -> None:
-        self.commands = 0
+        self.ran: dict[str, int] = {}
+
+    @property
+    def commands(self) -> int:
+        return sum(self.ran.values())
 
     @hookimpl
     def exthandler_step_finished(self, result: StepResult) -> None:
-        self.commands += result.operation is not None
+        if result.operation is not None:
+            name = result.operation.value
+            self.ran[name] = self.ran.get(name, 0) + 1
+
+    def summary(self, view: InstanceView) -> str:
+        """`3 steps ran: 1 install, 2 enable; 1 extension failed`, or `nothing to do`."""
+        failed = len(view.failed())
+        total = self.commands
+        parts = []
+        if total:
+            counts = ", ".join(f"{n} {op}" for op, n in self.ran.items())
+            parts.append(f"{total} step{'s' if total != 1 else ''} ran: {counts}")
+        if failed:
+            parts.append(f"{failed} extension{'s' if failed != 1 else ''} failed")
+        return "; ".join(parts) or "nothing to do"

@@ -214,6 +214,10 @@ class InstanceView:
     goal_state_id: str | None
     extensions: tuple[ExtensionView, ...]
 
+    def failed(self) -> tuple[str, ...]:
+        """The names of the extensions whose status is an error."""
+        return tuple(e.name for e in self.extensions if any(s.level == "Error" for s in e.statuses))
+
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape, docs/instance-view.md#shape (`time` is null when unknown)."""
         return {
