@@ -19,13 +19,15 @@ from typing import Any
 import attrs
 from exthandler_sdk import ErrorCode, HandlerError
 
-from ._redact import redact_url
+from .._shared.download import FileSource, StorageAccount
+from .._shared.redact import redact_url
 
 __all__ = [
     "CustomScriptProtectedSettings",
     "CustomScriptSettings",
     "FileSource",
     "Plan",
+    "StorageAccount",
     "resolve",
 ]
 
@@ -52,27 +54,6 @@ class CustomScriptSettings:
 @attrs.frozen
 class CustomScriptProtectedSettings(CustomScriptSettings):
     """Protected settings: the same keys, encrypted in transit."""
-
-
-@attrs.frozen(kw_only=True)
-class FileSource:
-    """One entry of `fileUris`: where it comes from and what it is saved as."""
-
-    url: str
-    name: str
-    sha256: str | None = None
-
-    @property
-    def redacted(self) -> str:
-        return redact_url(self.url)
-
-
-@attrs.frozen(kw_only=True)
-class StorageAccount:
-    """Credentials to sign blob requests with (SharedKey)."""
-
-    name: str
-    key: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,4 +1,7 @@
-"""Fetching `fileUris` into the download dir: retries, a deadline, checksums, redaction.
+"""Fetching files into a handler's dir: retries, a deadline, checksums, redaction.
+
+Shared by the built-in handlers that download (CustomScript's `fileUris`, Run Command's
+`source.scriptUri`).
 
 Each file is tried up to `DownloadPolicy.attempts` times. Timeouts, connection errors,
 408, 429 and 5xx are transient: the next attempt waits `backoff * 2**n` seconds (capped,
@@ -28,13 +31,20 @@ import anyio.to_thread
 import attrs
 from exthandler_sdk import HandlerError
 
-from ._redact import protect_http_logs, redact_text
-from ._settings import FileSource, StorageAccount
+from .redact import protect_http_logs, redact_text, redact_url
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DOWNLOAD_FAILED", "DownloadError", "DownloadPolicy", "download_all", "shared_key"]
+__all__ = [
+    "DOWNLOAD_FAILED",
+    "DownloadError",
+    "DownloadPolicy",
+    "FileSource",
+    "StorageAccount",
+    "download_all",
+    "shared_key",
+]
 
 DOWNLOAD_FAILED = 1
 """The status code of a failed download."""
@@ -44,8 +54,30 @@ _TRANSIENT_STATUS = frozenset({408, 429})
 
 
 @attrs.frozen(kw_only=True)
+class FileSource:
+    """One file to fetch: where it comes from and what it is saved as."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self.url)
+
+
+@attrs.frozen(kw_only=True)
+class StorageAccount:
+    """Credentials to sign blob requests with (SharedKey)."""
+
+    name: str
+    key: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
 class DownloadPolicy:
-    """How hard to try (the handler's `download_policy` class attribute)."""
+    """How hard to try (the handler's `download_policy` class attribute), and the
+    `User-Agent` the requests carry."""
 
     attempts: int = 7
     backoff: float = 2.0
@@ -53,6 +85,7 @@ class DownloadPolicy:
     deadline: float = 30 * 60.0
     connect_timeout: float = 30.0
     read_timeout: float = 120.0
+    user_agent: str = "exthandler"
 
 
 class DownloadError(HandlerError):
@@ -104,8 +137,10 @@ def _signs_for(account: StorageAccount, host: str) -> bool:
     return True
 
 
-def _headers(url: str, storage: StorageAccount | None) -> dict[str, str]:
-    headers = {"User-Agent": "exthandler-customscript"}
+def _headers(
+    url: str, storage: StorageAccount | None, user_agent: str = "exthandler"
+) -> dict[str, str]:
+    headers = {"User-Agent": user_agent}
     host = urllib.parse.urlsplit(url).hostname or ""
     if storage is not None and _signs_for(storage, host):
         import email.utils
@@ -132,14 +167,18 @@ def _check(source: FileSource, digest: str) -> None:
 
 
 async def _fetch_http_once(
-    client: httpx.AsyncClient, source: FileSource, target: Path, storage: StorageAccount | None
+    client: httpx.AsyncClient,
+    source: FileSource,
+    target: Path,
+    storage: StorageAccount | None,
+    user_agent: str,
 ) -> None:
     import httpx
 
     partial = target.with_name(target.name + ".part")
     try:
         async with client.stream(
-            "GET", source.url, headers=_headers(source.url, storage)
+            "GET", source.url, headers=_headers(source.url, storage, user_agent)
         ) as response:
             code = response.status_code
             if code in _TRANSIENT_STATUS or code >= 500:
@@ -171,7 +210,7 @@ async def _fetch_http(
 ) -> None:
     for attempt in range(1, policy.attempts + 1):
         try:
-            await _fetch_http_once(client, source, target, storage)
+            await _fetch_http_once(client, source, target, storage, policy.user_agent)
         except _Transient as problem:
             if attempt == policy.attempts:
                 raise DownloadError(
