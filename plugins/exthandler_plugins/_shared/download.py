@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import random
+import re
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "FileSource",
     "StorageAccount",
     "download_all",
+    "file_source",
     "shared_key",
 ]
 
@@ -51,6 +53,8 @@ DOWNLOAD_FAILED = 1
 STORAGE_API_VERSION = "2020-10-02"
 _CHUNK = 64 * 1024
 _TRANSIENT_STATUS = frozenset({408, 429})
+_SCHEMES = ("http", "https", "file")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +97,43 @@ class DownloadError(HandlerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(DOWNLOAD_FAILED, redact_text(message))
+
+
+def file_source(where: str, url: str, errors: list[str]) -> FileSource | None:
+    """The source a settings URL names (saved under the last segment of its path), or None
+    with a `where: reason` line added to `errors`: http, https or file URLs only, an
+    optional `#sha256=<64 hex digits>` fragment (never sent) giving the file's digest."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        errors.append(f"{where}: not a URL ({redact_url(url)})")
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        errors.append(
+            f"{where}: unsupported URL scheme {scheme or '(none)'!r} in {redact_url(url)}; "
+            "use http, https or file"
+        )
+        return None
+    name = urllib.parse.unquote(parts.path.rpartition("/")[2])
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        errors.append(f"{where}: {redact_url(url)} does not end in a usable file name")
+        return None
+    digest: str | None = None
+    if parts.fragment:
+        key, _, value = parts.fragment.partition("=")
+        if key.lower() != "sha256" or not _SHA256.fullmatch(value):
+            errors.append(
+                f"{where}: the URL fragment must be '#sha256=<64 hex digits>', "
+                f"got '#{parts.fragment[:80]}'"
+            )
+            return None
+        digest = value.lower()
+    if scheme == "file" and parts.netloc not in ("", "localhost"):
+        errors.append(f"{where}: a file URL must name a local path, got host {parts.netloc!r}")
+        return None
+    clean = urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+    return FileSource(url=clean, name=name, sha256=digest)
 
 
 class _Transient(Exception):
