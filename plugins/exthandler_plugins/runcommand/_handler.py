@@ -123,18 +123,27 @@ def instance_view(
     if room < 0:  # only a very long message does this: it is cut, keeping its start
         message = message[: max(0, len(message) + room - 4)] + " ..."
         room = limit - len(render("", ""))
-    out_len = min(len(output), max(room // 2, room - len(error)))
-    err_len = min(len(error), room - out_len)
-    while True:
-        text = render(_last(output, out_len), _last(error, err_len))
-        over = len(text) - limit
-        if over <= 0:
-            return text
-        # Escapes (newlines, quotes, control characters) take more room than they hold.
-        if out_len >= err_len:
-            out_len = max(0, out_len - max(1, over // 2 if err_len else over))
+    out_room = max(room // 2, room - _encoded(error))
+    out = _last(output, _fit(output, out_room))
+    err = _last(error, _fit(error, room - _encoded(out)))
+    return render(out, err)
+
+
+def _encoded(text: str) -> int:
+    """The characters `text` takes in the JSON message (escapes included)."""
+    return len(json.dumps(text, ensure_ascii=False)) - 2
+
+
+def _fit(text: str, room: int) -> int:
+    """How many trailing characters of `text` take at most `room` characters in JSON."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _encoded(text[len(text) - middle :]) <= room:
+            low = middle
         else:
-            err_len = max(0, err_len - max(1, over // 2 if out_len else over))
+            high = middle - 1
+    return low
 
 
 def _last(text: str, count: int) -> str:
@@ -265,6 +274,8 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             with contextlib.suppress(OSError):
                 (run.directory / _process.PID_FILE).unlink()
         finally:
+            with contextlib.suppress(OSError):  # it holds the parameters, secrets included
+                (run.directory / LAUNCHER_NAME).unlink()
             if work != run.directory:
                 await anyio.to_thread.run_sync(shutil.rmtree, work, True)
         run.end = utc_timestamp()
