@@ -405,3 +405,29 @@ def test_a_running_status_is_reported_while_the_script_runs(
     assert running["executionState"] == "Running"
     assert running["startTime"]
     assert not running["endTime"]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_documented_example_is_the_example_file_and_does_what_the_page_says(
+    agent: Agent,
+) -> None:
+    page = (ROOT / "docs" / "runcommand.md").read_text()
+    example = (ROOT / "examples" / "runcommand" / "goal.json").read_text()
+    section = page.partition("\n## Example\n")[2]
+    block = section.partition("```json\n")[2].partition("```")[0]
+    assert block == example
+    agent.apply(json.loads(example))
+    outputs = {}
+    for name in ("diskReport", "strictCheck"):
+        code, view = view_of(agent, name)
+        assert code == "ProvisioningState/succeeded"
+        assert view["executionState"] == "Succeeded"
+        outputs[name] = view["output"]
+    assert outputs == {
+        "diskReport": "disks on Linux\nreport for ops\n",
+        "strictCheck": "token received\n",
+    }
+    for name, output in outputs.items():
+        assert json.dumps(output) in section, name  # as the page quotes it
