@@ -212,7 +212,7 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
         root = _extension_root(ctx)
         for path in (root.parent, root):
             path.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(path, 0o700, follow_symlinks=False)
+            os.chmod(path, 0o700)
         directory = root / str(ctx.sequence_number)
         if directory.exists():  # an earlier, failed attempt of this sequence number
             _process.stop_recorded(directory)
