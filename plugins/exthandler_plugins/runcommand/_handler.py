@@ -181,7 +181,7 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             instance_view(ExecutionState.PENDING, "Execution pending", start=run.start)
         )
         try:
-            script = await self._script(ctx, plan, run)
+            await self._fetch(ctx, plan, run)
         except DownloadError as exc:
             run.end = utc_timestamp()
             message = instance_view(
@@ -190,7 +190,7 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             ctx.log.error("%s", exc.message)
             await ctx.status.error(message, exc.code)
             return
-        await self._execute(ctx, plan, run, script, account)
+        await self._execute(ctx, plan, run, account)
         self._clean_older(ctx)
 
     async def disable(self, ctx: Ctx) -> None:
@@ -221,10 +221,12 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
         os.chmod(directory, 0o700)
         return directory
 
-    async def _script(self, ctx: Ctx, plan: Plan, run: _Run) -> bytes:
+    async def _fetch(self, ctx: Ctx, plan: Plan, run: _Run) -> None:
+        """Put the script in the run dir as `script.sh` (0700): written, or downloaded."""
         if plan.download is None:
             assert plan.script is not None
-            return plan.script
+            _process.write_private(run.directory / SCRIPT_NAME, plan.script)
+            return
         await download_all(
             [plan.download],
             run.directory,
@@ -232,17 +234,13 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             storage=None,
             log=ctx.log,
         )
-        path = run.directory / SCRIPT_NAME
-        data = await anyio.to_thread.run_sync(path.read_bytes)
-        path.unlink()  # rewritten below with the mode and owner the run needs
-        return data
 
     async def _execute(
-        self, ctx: Ctx, plan: Plan, run: _Run, script: bytes, account: _process.Account | None
+        self, ctx: Ctx, plan: Plan, run: _Run, account: _process.Account | None
     ) -> None:
         budget = max(0.0, min(plan.timeout, ctx.remaining()))
         env = _environment(ctx, plan)
-        work = await anyio.to_thread.run_sync(_prepare, run.directory, script, plan, account)
+        work = await anyio.to_thread.run_sync(_prepare, run.directory, plan, account)
         shell = next((path for path in _SHELLS if os.access(path, os.X_OK)), "/bin/sh")
         try:
             # The thread is waited for even when we are cancelled: the process it starts
@@ -392,22 +390,22 @@ def _launcher(args: tuple[str, ...]) -> bytes:
     return f"set -- {words}\n. ./{SCRIPT_NAME}\n".encode()
 
 
-def _prepare(directory: Path, script: bytes, plan: Plan, account: _process.Account | None) -> Path:
-    """Write the script and launcher where the script runs (the run dir, or for another
-    user a fresh private dir it owns) and return that dir."""
+def _prepare(directory: Path, plan: Plan, account: _process.Account | None) -> Path:
+    """Write the launcher beside the script and return the dir the script runs in: the
+    run dir, or for another user a fresh private dir that user owns, holding copies."""
     if account is None:
-        _process.write_private(directory / SCRIPT_NAME, script)
         _process.write_private(directory / LAUNCHER_NAME, _launcher(plan.args))
         return directory
     # The run dir may sit where the user cannot reach; and what it holds (the pid record
     # disable trusts, the output files) must stay out of the user's hands.
     work = Path(tempfile.mkdtemp(prefix="runcommand-"))
     try:
-        for name, data in ((SCRIPT_NAME, script), (LAUNCHER_NAME, _launcher(plan.args))):
-            _process.write_private(work / name, data)
-            # Nobody but us can reach the (0700, ours) dir yet: the names are ours.
-            os.chown(work / name, account.uid, account.gid, follow_symlinks=False)
-        os.chown(work, account.uid, account.gid, follow_symlinks=False)
+        _process.write_private(work / LAUNCHER_NAME, _launcher(plan.args))
+        shutil.copyfile(directory / SCRIPT_NAME, work / SCRIPT_NAME, follow_symlinks=False)
+        # Nobody but us can reach the (0700, ours) dir yet: the names are ours.
+        for path in (work / LAUNCHER_NAME, work / SCRIPT_NAME, work):
+            os.chmod(path, 0o700)
+            os.chown(path, account.uid, account.gid, follow_symlinks=False)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
