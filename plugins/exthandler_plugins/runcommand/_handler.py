@@ -176,6 +176,10 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
     async def enable(self, ctx: Ctx) -> None:
         plan = resolve(ctx.settings, ctx.protected)
         account = _account(plan)
+        await self._run_plan(ctx, plan, account)
+
+    async def _run_plan(self, ctx: Ctx, plan: Plan, account: _process.Account | None) -> None:
+        """Fetch and run the script, reporting as it goes and at the end."""
         run = _Run(directory=self._fresh_dir(ctx), start=utc_timestamp())
         await ctx.status.transitioning(
             instance_view(ExecutionState.PENDING, "Execution pending", start=run.start)
