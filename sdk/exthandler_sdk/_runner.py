@@ -161,10 +161,12 @@ def _start(
     env: Mapping[str, str],
     status_refresh: float,
     detached: bool,
+    worker: str | None = None,
 ) -> int | _Started:
     """The part of `run_operation` that needs no event loop: paths, log and status file,
-    and for enable the run-once precheck. Its exit code when nothing is to be run (the
-    log is then closed), else what `_Started.finish` needs to run the operation."""
+    and for enable the run-once precheck (not for a `worker`, the name of the method a
+    background worker runs). Its exit code when nothing is to be run (the log is then
+    closed), else what `_Started.finish` needs to run the operation."""
     handler_class.check()
     operation = Operation(operation)
     environment = load_handler_environment(handler_dir)
@@ -192,8 +194,9 @@ def _start(
             refresh=status_refresh,
             runonce=RunOnce(handler_dir, environment.config_folder, extension),
             detached=detached,
+            method=worker,
         )
-        if operation is Operation.ENABLE:
+        if operation is Operation.ENABLE and worker is None:
             skip = run.precheck()
             if skip is not None:
                 log.write_plain()
@@ -256,6 +259,8 @@ class _Started:
         budget = time_budget
         if budget is None:
             budget = DETACHED_BUDGET if run.detached else COMMAND_TIMEOUTS[operation]
+        if run.method is not None:
+            budget = math.inf  # a background worker runs until it is stopped
         try:
             settings_path = environment.config_folder / settings_file_name(extension, sequence)
             if operation is not Operation.ENABLE and not settings_path.exists():
@@ -303,8 +308,17 @@ class _Started:
             env=dict(self.env),
             spec=spec,
         )
+        if run.method is not None:
+            return await run.execute(ctx, None)
         if operation is Operation.ENABLE:
             return await run.enable(ctx)
+        if operation in _STOPPING_WORKERS:
+            # Before the handler's own method: a worker must not report after it.
+            from ._workers import WorkerRecords
+
+            stopped = await WorkerRecords(environment.config_folder, extension).stop_all()
+            if stopped:
+                log.info("stopped background worker(s): %s", ", ".join(stopped))
         if operation in _REPORTING:
             status.stage(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
         return await run.execute(ctx, None)
@@ -314,6 +328,8 @@ class _Started:
 # disable report there. Install, update and uninstall write to it only when they fail (or
 # when the handler itself reports), so that they never overwrite the enable's outcome.
 _REPORTING = frozenset({Operation.ENABLE, Operation.DISABLE})
+# The operations that stop the extension's background workers (ctx.start_worker).
+_STOPPING_WORKERS = frozenset({Operation.DISABLE, Operation.UNINSTALL})
 
 
 def _events(
@@ -345,6 +361,7 @@ class _Run:
         refresh: float,
         runonce: RunOnce,
         detached: bool,
+        method: str | None = None,
     ) -> None:
         self.handler_class = handler_class
         self.operation = operation
@@ -353,6 +370,8 @@ class _Run:
         self.refresh = refresh
         self.runonce = runonce
         self.detached = detached
+        # The method a background worker runs instead of the operation's.
+        self.method = method
         self.rerun = bool(getattr(handler_class, "enable_runs_on_same_sequence", False))
 
     def precheck(self) -> int | None:
@@ -448,7 +467,7 @@ class _Run:
         import anyio
 
         handler = self.handler_class()
-        work = _Work(getattr(handler, self.operation.value))
+        work = _Work(getattr(handler, self.method or self.operation.value))
         first = min(FIRST_REPORT, self.refresh)
         quiet = min(first, POLL_INTERVAL)
         async with anyio.create_task_group() as group:
