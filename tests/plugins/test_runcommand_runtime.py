@@ -126,7 +126,7 @@ def test_parameters_reach_the_script_and_protected_ones_no_process_arguments(
     # grep's own arguments from matching.
     text = (
         'printf "%s|" "$#" "$1" "$2" "$3" "$4"; echo "$PUB/$PRIV"\n'
-        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done "
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' 2>/dev/null < $f; echo; done "
         "| grep -c 'TopSecret[A]rg\\|TopSecret[E]nv' >&2\n"
         "exit 0\n"
     )

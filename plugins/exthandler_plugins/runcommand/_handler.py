@@ -40,6 +40,7 @@ from exthandler_sdk.protocol import STATUS_MESSAGE_LIMIT, utc_timestamp
 from .._shared import process as _process
 from .._shared.download import DownloadError, DownloadPolicy, download_all
 from .._shared.redact import redact_text
+from . import _upload
 from ._settings import (
     DEFAULT_TIMEOUT,
     SCRIPT_NAME,
@@ -281,7 +282,8 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             if work != run.directory:
                 await anyio.to_thread.run_sync(shutil.rmtree, work, True)
         run.end = utc_timestamp()
-        await self._report(ctx, plan, run, code, budget)
+        problems = await self._upload_streams(ctx, plan, run)
+        await self._report(ctx, plan, run, code, budget, problems)
 
     async def _wait(
         self, ctx: Ctx, process: subprocess.Popen[bytes], run: _Run, deadline: float
@@ -318,12 +320,37 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             end=run.end,
         )
 
+    async def _upload_streams(self, ctx: Ctx, plan: Plan, run: _Run) -> list[str]:
+        """Upload stdout and stderr to the blobs the settings name; what failed."""
+        problems: list[str] = []
+        for target, file in (
+            (plan.output_blob, _process.STDOUT_FILE),
+            (plan.error_blob, _process.STDERR_FILE),
+        ):
+            if target is None:
+                continue
+            path = run.directory / file
+            problem = await anyio.to_thread.run_sync(_upload.upload, target, path)
+            if problem is None:
+                ctx.log.info("uploaded %s to %s", file, target.redacted)
+            else:
+                ctx.log.error("uploading %s failed: %s", file, problem)
+                problems.append(f"uploading {file} failed: {problem}")
+        return problems
+
     async def _report(
-        self, ctx: Ctx, plan: Plan, run: _Run, code: int | None, budget: float
+        self,
+        ctx: Ctx,
+        plan: Plan,
+        run: _Run,
+        code: int | None,
+        budget: float,
+        problems: list[str],
     ) -> None:
         """The final status: `success` with the exit code in the instance view, unless
         the script timed out, or failed with `treatFailureAsDeploymentFailure`: then
-        `error` (code 1011 for a timeout, the exit code for a failure)."""
+        `error` (code 1011 for a timeout, the exit code for a failure). An upload that
+        failed turns a `success` into a `warning` and is named in the message."""
         if code is None:
             state, level, status_code = ExecutionState.TIMED_OUT, StatusLevel.ERROR, TIMEOUT_CODE
             message = f"Execution timed out after {budget:g} seconds; the script was killed"
@@ -336,9 +363,16 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             message = f"Execution completed with exit code {code}"
             level = StatusLevel.ERROR if plan.fail_on_error else StatusLevel.SUCCESS
             status_code = code if plan.fail_on_error else 0
+        if problems:
+            message = "; ".join([message, *problems])
+            if level is StatusLevel.SUCCESS:
+                level = StatusLevel.WARNING
         view = self._view(run, state, message, exit_code)
         substatus = _tails(run, level)
-        if level is StatusLevel.SUCCESS:
+        if level is StatusLevel.WARNING:
+            ctx.log.warning("%s", message)
+            await ctx.status.warning(view, substatus=substatus)
+        elif level is StatusLevel.SUCCESS:
             ctx.log.info("%s", message)
             await ctx.status.success(view, substatus=substatus)
         else:

@@ -267,12 +267,6 @@ def resolve(
         "errorBlobSASToken",
     )
     errors += problems
-    for where, target in (("outputBlobUri", output_blob), ("errorBlobUri", error_blob)):
-        if target is not None:
-            errors.append(
-                f"{_PUBLIC}.{where}: uploading the output to a blob is not supported by this "
-                "version of the handler"
-            )
     if errors:
         text = "invalid settings:\n" + "\n".join(errors)
         raise HandlerError(int(ErrorCode.CONFIGURATION), text)
