@@ -12,7 +12,9 @@ parameters in its environment (`.._shared.process`): no parameter, protected or 
 ever in a process's arguments. With `runAsUser` the script runs as that user, from a
 private work dir the user owns; the run dir (output, pid record) stays the handler's.
 While it runs, the status is `transitioning` with the instance view of the run; at the
-end it is `success` (or `error`, see `_outcome`) with the final one.
+end it is `success` (or `error`, `warning`: see `_report`) with the final one. With
+`asyncExecution` enable reports `success` (`Pending`) at once and all of that happens in
+the SDK's background worker (`run_in_background`).
 """
 
 from __future__ import annotations
@@ -177,10 +179,29 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
     async def enable(self, ctx: Ctx) -> None:
         plan = resolve(ctx.settings, ctx.protected)
         account = _account(plan)
-        await self._run_plan(ctx, plan, account)
+        if not plan.async_execution:
+            await self._run_plan(ctx, plan, account)
+            return
+        # The enable reports at once; the worker starts once that report is written, and
+        # its reports follow it.
+        await ctx.status.success(
+            instance_view(
+                ExecutionState.PENDING,
+                "Execution continues in the background",
+                start=utc_timestamp(),
+            )
+        )
+        pid = await ctx.start_worker(self.run_in_background)
+        ctx.log.info("the script runs in background worker %d", pid)
+
+    async def run_in_background(self, ctx: Ctx) -> None:
+        """The run of an `asyncExecution` run command, in the SDK's background worker."""
+        plan = resolve(ctx.settings, ctx.protected)
+        await self._run_plan(ctx, plan, _account(plan))
 
     async def _run_plan(self, ctx: Ctx, plan: Plan, account: _process.Account | None) -> None:
         """Fetch and run the script, reporting as it goes and at the end."""
+        _stop_older(ctx)
         run = _Run(directory=self._fresh_dir(ctx), start=utc_timestamp())
         await ctx.status.transitioning(
             instance_view(ExecutionState.PENDING, "Execution pending", start=run.start)
@@ -386,6 +407,16 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
             if entry.name.isdigit() and int(entry.name) < ctx.sequence_number:
                 _process.stop_recorded(entry)
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _stop_older(ctx: Ctx) -> None:
+    """Stop the scripts this extension still runs for older sequence numbers (a background
+    run, or one whose enable was superseded)."""
+    root = _extension_root(ctx)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.isdigit() and int(entry.name) < ctx.sequence_number:
+                _process.stop_recorded(entry)
 
 
 def _extension_root(ctx: Ctx) -> Path:
