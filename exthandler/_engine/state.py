@@ -16,6 +16,7 @@ from .._model import ExtensionGoal, GoalState, HandlerName, Version
 from .._packages.manifest import MANIFEST_NAME, HandlerManifest, read_manifest
 from .._packages.repository import PackageCatalog
 from .._plan.planner import HandlerRecord, HandlerTarget
+from .._policy.policy import PolicyState
 from .._state.store import Store
 
 __all__ = ["Manifests", "Pass"]
@@ -80,6 +81,8 @@ class Pass:
     by_handler: dict[HandlerName, list[ExtensionGoal]] = attrs.field(init=False)
     # Settings files written in this pass: (path, sequence number).
     written: set[tuple[str, int]] = attrs.field(factory=set)
+    # The policy this pass runs under (processing on or off, the policy file's rules).
+    policy: PolicyState = attrs.field(factory=PolicyState)
 
     def __attrs_post_init__(self) -> None:
         self.by_handler = {}
