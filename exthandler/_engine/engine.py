@@ -35,7 +35,7 @@ from .._executors.process import ProcessExecutor, base_environment, end_orphans
 from .._fs import make_dir
 from .._model import GoalState, HandlerName, Version
 from .._packages.manifest import HandlerManifest
-from .._packages.repository import PackageSource, RepositorySet, Workspace, package_token
+from .._packages.repository import PackageSource, RepositorySet, Workspace
 from .._plan.course import PlannedStep, course
 from .._plan.planner import HandlerRecord, HandlerTarget
 from .._plan.targets import installed_versions, resolve_targets
@@ -247,7 +247,7 @@ class Engine:
             catalog,
             boot_id=boot_id,
             key=await self._io(self.store.digest_key),
-            token_of=package_token,
+            token_of=work.package_token,
             refused=refusals(work.policy, goal.extensions),
             blocked=work.policy.blocks,
         )
@@ -302,7 +302,7 @@ class Engine:
             work.catalog,
             boot_id=work.boot_id,
             key=key,
-            token_of=package_token,
+            token_of=work.package_token,
             refused=refusals(work.policy, work.goal.extensions),
             blocked=work.policy.blocks,
         )

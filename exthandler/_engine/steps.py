@@ -23,7 +23,7 @@ from .._errors import NoEligibleVersionError, PackageError
 from .._executors.base import CommandRequest, Executor
 from .._executors.process import CommandResult, write_log_entry
 from .._packages.manifest import MANIFEST_NAME
-from .._packages.repository import Installed, Workspace, package_token
+from .._packages.repository import Installed, Workspace
 from .._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, StepKind
 from .._policy.signature import CheckOutcome, PackageVerifier, SignatureCheck
 from .._report.liveview import ExtensionState, LiveView
@@ -119,14 +119,7 @@ class StepRunner:
             check = SignatureCheck(
                 handler=handler,
                 version=version,
-                encoded_signature=next(
-                    (
-                        e.encoded_signature
-                        for e in work.by_handler.get(handler, ())
-                        if e.encoded_signature
-                    ),
-                    None,
-                ),
+                encoded_signature=work.signature_of(handler),
                 required=work.policy.requires_signature(handler),
             )
             checked = CheckOutcome()
@@ -183,7 +176,7 @@ class StepRunner:
         package = ""
         if not transient:
             with contextlib.suppress(NoEligibleVersionError):
-                package = package_token(work.catalog.find(handler, version))
+                package = work.package_token(work.catalog.find(handler, version))
         for ext in target.extensions:
             self.view.fail(ext.name, code, message)
         outcome = Outcome(

@@ -122,9 +122,10 @@ class PackageVerifier:
         else:
             if check.required:
                 self._refuse(
-                    f"{where}: the policy requires a signed package, and this one is not"
-                    f" signed (no encodedSignature in the goal state, no"
-                    f" {zip_path.name}{SIGNATURE_SUFFIX} beside the package)"
+                    where,
+                    "the policy requires a signed package, and this one is not signed (no"
+                    f" encodedSignature in the goal state, no {zip_path.name}{SIGNATURE_SUFFIX}"
+                    " beside the package)",
                 )
             return
         problem = await self._verify(zip_path, text, source, check)
@@ -132,14 +133,14 @@ class PackageVerifier:
             problem = await self._signing_info(zip_path, check)
         if problem is None:
             return
-        message = f"{where}: {problem}"
         if check.required:
-            self._refuse(message)
-        outcome.warning = f"{message} (a signature is not required: the package was used)"
-        self.log(outcome.warning)
+            self._refuse(where, problem)
+        outcome.warning = f"{problem} (a signature is not required: the package was used)"
+        self.log(f"{where}: {outcome.warning}")
 
-    def _refuse(self, message: str) -> None:
-        self.log(message)
+    def _refuse(self, where: str, message: str) -> None:
+        """Refuse the package (1004; the refusal stands until the package changes)."""
+        self.log(f"{where}: {message}")
         raise PackageError(ErrorCode.PACKAGE_DOWNLOAD, message)
 
     async def _verify(

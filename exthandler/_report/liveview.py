@@ -8,6 +8,7 @@ event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -76,8 +77,16 @@ class LiveView:
     warnings: dict[tuple[HandlerName, Version], SubstatusView] = attrs.field(factory=dict)
 
     def restore(self, view: InstanceView) -> None:
-        """Show `view` (the last one written) until the first pass of this runtime."""
+        """Show `view` (the last one written) until the first pass of this runtime; the
+        signature warnings it shows stay with their handler versions."""
         self.restored = view
+        prefix = f"ComponentStatus/{SIGNATURE_SUBSTATUS}/"
+        for ext in view.extensions:
+            for sub in ext.substatuses:
+                if sub.code.startswith(prefix):
+                    with contextlib.suppress(ValueError):
+                        key = (HandlerName.parse(ext.type), Version.parse(ext.type_handler_version))
+                        self.warnings[key] = sub
 
     def instance_view(self) -> InstanceView:
         if self.goal_id is None and self.restored is not None:
