@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from exthandler_sdk._signing import Signer, sign_detached, write_signature
+from exthandler_sdk.signing import Signer, sign_detached, write_signature
 
 __all__ = ["Identity", "SigningCA"]
 

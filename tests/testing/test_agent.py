@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from exthandler import open_runtime
-from exthandler.testing import Agent, Fault, TestingUsageError, check_lifecycle
+from exthandler.testing import Agent, Fault, SigningCA, TestingUsageError, check_lifecycle
 from tests.testing.handlers import Greeter, GreeterNext, Plain
 
 SECRETS = {"token": "open-sesame"}
@@ -382,3 +382,29 @@ def test_lifecycle_reports_the_phase_that_failed(exthandler_agent: Agent) -> Non
             settings={"greeting": "x"},
             protected_settings=SECRETS,
         )
+
+
+def test_signed_packages_with_the_session_ca(
+    exthandler_agent: Agent, exthandler_signing_ca: SigningCA
+) -> None:
+    exthandler_agent.signing_ca = exthandler_signing_ca
+    exthandler_agent.set_policy(
+        {"policyVersion": "0.1.0", "extensionPolicies": {"signatureRequired": True}}
+    )
+    package = exthandler_agent.add_built_package(Greeter, sign=True)
+    assert package.with_name(package.name + ".sig").is_file()
+    exthandler_agent.apply(greeter())
+    assert exthandler_agent.status("greeter").code == "ProvisioningState/succeeded"
+    # Unsigned, the next version is refused before anything of it runs.
+    exthandler_agent.take_commands()
+    exthandler_agent.add_built_package(GreeterNext)
+    exthandler_agent.apply(greeter("1.0.1", exact=True))
+    status = exthandler_agent.status("greeter")
+    assert status.code == "ProvisioningState/failed/1004"
+    assert "the policy requires a signed package" in status.message
+    assert exthandler_agent.take_commands() == []
+
+
+def test_signing_needs_a_ca(exthandler_agent: Agent) -> None:
+    with pytest.raises(TestingUsageError, match="signing_ca"):
+        exthandler_agent.add_built_package(Greeter, sign=True)
