@@ -14,7 +14,7 @@ import pytest
 
 from exthandler import open_runtime
 from exthandler.testing import Agent, Fault, SigningCA, TestingUsageError, check_lifecycle
-from tests.testing.handlers import Greeter, GreeterNext, Plain
+from tests.testing.handlers import Governed, Greeter, GreeterNext, Plain
 
 SECRETS = {"token": "open-sesame"}
 
@@ -408,3 +408,36 @@ def test_signed_packages_with_the_session_ca(
 def test_signing_needs_a_ca(exthandler_agent: Agent) -> None:
     with pytest.raises(TestingUsageError, match="signing_ca"):
         exthandler_agent.add_built_package(Greeter, sign=True)
+
+
+@pytest.mark.parametrize("packaged", [False, True], ids=["in-process", "packaged"])
+def test_handlers_read_their_runtime_policy(exthandler_agent: Agent, packaged: bool) -> None:
+    if packaged:
+        exthandler_agent.add_built_package(Governed)
+    else:
+        exthandler_agent.add_handler(Governed)
+    rules = {"maxCommands": 3, "paths": ["/opt"]}
+    exthandler_agent.set_policy(
+        {
+            "policyVersion": "0.1.0",
+            "extensionPolicies": {
+                "extensions": {"contoso.testing.governed": {"runtimePolicy": rules}}
+            },
+        }
+    )
+    goal: dict[str, Any] = {
+        "extensions": [
+            {
+                "name": "governed",
+                "publisher": "Contoso.Testing",
+                "type": "Governed",
+                "typeHandlerVersion": "1.0.0",
+            }
+        ]
+    }
+    exthandler_agent.apply(goal)
+    assert json.loads(exthandler_agent.status("governed").message) == rules
+    exthandler_agent.set_policy(None)
+    goal["extensions"][0]["settings"] = {}
+    exthandler_agent.apply(goal)
+    assert exthandler_agent.status("governed").message == "null"
