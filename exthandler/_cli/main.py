@@ -81,9 +81,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     if args.goal is None and args.policy is None:
         args.parser.error("give GOAL, --policy FILE, or both")
-    policy = _validate_policy(args.policy) if args.policy is not None else None
-    if args.goal is None or policy is False:
-        return EXIT_INVALID if policy is False else EXIT_OK
+    policy = None
+    if args.policy is not None:
+        from .._policy.policy import PolicyError, load_policy
+
+        try:
+            policy = load_policy(args.policy)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_INVALID
+        print(
+            f"{args.policy}: valid policy,"
+            f" allowListedExtensionsOnly={str(policy.allow_listed_only).lower()},"
+            f" signatureRequired={str(policy.signature_required).lower()},"
+            f" {len(policy.extensions)} extension(s) named"
+        )
+    if args.goal is None:
+        return EXIT_OK
     _warn_missing_repositories(args)
     try:
         goal = load_goal_state(args.goal)
@@ -105,31 +120,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"  warning: {ext.name}: settings unusable, will be reported in error: "
             f"{ext.settings_error}"
         )
-    if policy is not None and policy is not False:
+    if policy is not None:
         from .._policy.policy import PolicyState, refusals
 
         for name, (code, message) in refusals(PolicyState(policy=policy), goal.extensions).items():
             print(f"  warning: {name}: refused by the policy ({code}): {message}")
     return EXIT_OK
-
-
-def _validate_policy(path: str) -> Any:
-    """Check the policy file at `path`: its summary printed and the policy returned, or
-    its problems printed to stderr and False."""
-    from .._policy.policy import PolicyError, load_policy
-
-    try:
-        policy = load_policy(path)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return False
-    print(
-        f"{path}: valid policy, allowListedExtensionsOnly={str(policy.allow_listed_only).lower()},"
-        f" signatureRequired={str(policy.signature_required).lower()},"
-        f" {len(policy.extensions)} extension(s) named"
-    )
-    return policy
 
 
 async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
