@@ -11,6 +11,7 @@ code and message; it reads nothing and runs nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from exthandler_sdk.protocol import (
 )
 
 from .._errors import ExtHandlerError
-from .._fs import UnsafeFileError, read_regular
+from .._fs import UnsafeFileError, open_regular
 from .._model import ExtensionGoal, HandlerName, RequestedState
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "PolicyState",
     "load_policy",
     "parse_policy",
+    "read_admin_file",
     "refusals",
 ]
 
@@ -206,12 +208,27 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
     )
 
 
+def read_admin_file(path: str | Path, cap: int) -> bytes:
+    """The bytes of a file only the administrator may write (the policy, a trusted root):
+    a regular file, not a link, of at most `cap` bytes, owned by root or by the runtime's
+    user, and writable by nobody else. UnsafeFileError (an OSError) when it is not."""
+    with open_regular(path) as file:
+        info = file.info
+        if info.st_uid not in (0, os.geteuid()):
+            raise UnsafeFileError(
+                path, f"owned by uid {info.st_uid}, neither root nor the runtime's user"
+            )
+        if info.st_mode & 0o022:
+            raise UnsafeFileError(path, f"writable by other users (mode {info.st_mode & 0o777:o})")
+        return file.read(cap)
+
+
 def load_policy(path: str | Path) -> Policy:
-    """Read and parse the policy file at `path` (a regular file, not a link, at most
+    """Read and parse the policy file at `path` (see `read_admin_file`; at most
     `POLICY_FILE_LIMIT` bytes). PolicyError when it cannot be read or used."""
     where = str(path)
     try:
-        data = read_regular(path, POLICY_FILE_LIMIT)
+        data = read_admin_file(path, POLICY_FILE_LIMIT)
     except UnsafeFileError as exc:
         raise PolicyError([f"{where}: cannot be read: {exc.reason}"]) from None
     except OSError as exc:

@@ -28,8 +28,10 @@ from exthandler_sdk import ErrorCode
 from exthandler_sdk.protocol import MANIFEST_NAME, READ_LIMIT, SIGNATURE_SUFFIX, TelemetryEvent
 
 from .._errors import PackageError
+from .._fs import UnsafeFileError
 from .._model import HandlerName, Version
 from ._openssl import OpenSSLMissingError, cms_verify
+from .policy import read_admin_file
 
 __all__ = [
     "SIGNATURE_LIMIT",
@@ -43,6 +45,7 @@ __all__ = [
 SIGNATURE_LIMIT = 1 << 20
 """An encoded signature longer than this (1 MiB of base64) is refused unread."""
 
+_ROOT_LIMIT = 1 << 20
 SIGNATURE_TASK = "PackageSignatureValidation"
 """The `TaskName` of the telemetry event each verification emits."""
 
@@ -160,11 +163,12 @@ class PackageVerifier:
                 " configured (--trusted-root)"
             )
         try:
-            bundle = b"".join(root.read_bytes() + b"\n" for root in self.roots)
+            bundle = b"".join(read_admin_file(root, _ROOT_LIMIT) + b"\n" for root in self.roots)
         except OSError as exc:
+            reason = exc.reason if isinstance(exc, UnsafeFileError) else exc.strerror or exc
             raise PackageError(
                 ErrorCode.PACKAGE_DOWNLOAD,
-                f"a trusted root cannot be read: {exc.filename}: {exc.strerror}",
+                f"a trusted root cannot be read: {exc.filename}: {reason}",
                 transient=True,
             ) from exc
         content = await anyio.to_thread.run_sync(_digest_file, zip_path)

@@ -447,3 +447,13 @@ def test_api_policy_and_switch(tmp_path: Path, packages: Packages) -> None:
         "Extension 'Test.Ext' will not be processed since extension processing is disabled."
     )
     assert view_of(view, "a")["handlerState"] == "NotInstalled"
+
+
+def test_policy_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = policy_file(tmp_path, {"policyVersion": "0.1.0"})
+    path.chmod(0o666)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems == (f"{path}: cannot be read: writable by other users (mode 666)",)
+    path.chmod(0o644)
+    assert load_policy(path).path == str(path)

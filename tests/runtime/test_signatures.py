@@ -565,3 +565,19 @@ def test_sdk_package_command_refuses_bad_signing_options(
     stale.write_text("old")
     assert main_package([FLAGGED, "--out", str(tmp_path)]) == 0
     assert not stale.exists()
+
+
+def test_a_trusted_root_others_can_write_is_not_used(
+    agent: Agent, ca: SigningCA, tmp_path: Path, signed: Path
+) -> None:
+    root = tmp_path / "root.pem"
+    root.write_bytes(ca.root.certificate_path.read_bytes())
+    root.chmod(0o664)
+    code, view = agent.apply(
+        goal(extension("a")), "--policy", str(policy(tmp_path)), "--trusted-root", str(root)
+    )
+    assert code == 1
+    assert status_of(view, "a")["message"] == (
+        f"Test.Ext 1.0.0: a trusted root cannot be read: {root}: writable by other users (mode 664)"
+    )
+    assert agent.ops() == []
