@@ -58,6 +58,12 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path).absolute()
 
 
+def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    if isinstance(paths, str | Path):
+        raise TypeError("trusted_roots: a sequence of paths, not one path")
+    return tuple(Path(p).absolute() for p in paths)
+
+
 @attrs.frozen(kw_only=True)
 class RuntimeConfig:
     """Where a runtime keeps its state and finds its packages, and how it runs commands.
@@ -69,6 +75,9 @@ class RuntimeConfig:
     besides those the plugins register through `exthandler_register_handlers`.
     `repositories` are directories of packages, or any `PackageSource`; `executors` run
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
+    `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
+    certificates package signatures must chain to; `extensions_enabled=False` processes no
+    extension at all (docs/policy.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -84,6 +93,9 @@ class RuntimeConfig:
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
+    policy: Path | None = attrs.field(default=None, converter=_optional_path)
+    trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    extensions_enabled: bool = True
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -272,6 +284,9 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
                 kill_grace=config.kill_grace,
                 dependency_wait=config.dependency_wait,
                 boot_id_path=config.boot_id_path,
+                policy=config.policy,
+                trusted_roots=config.trusted_roots,
+                extensions_enabled=config.extensions_enabled,
             ),
             plugins=manager,
         )

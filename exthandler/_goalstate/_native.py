@@ -46,6 +46,7 @@ __all__ = [
 ExtensionName = NewType("ExtensionName", str)
 GoalStateId = NewType("GoalStateId", str)
 UpdateTag = NewType("UpdateTag", str)
+EncodedSignature = NewType("EncodedSignature", str)
 Thumbprint = NewType("Thumbprint", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 # A plain object (PlainProtectedSettings) or encrypted base64 text (str).
@@ -70,6 +71,7 @@ class ExtensionProperties:
     protectedSettingsCertThumbprint: Thumbprint | None = None
     forceUpdateTag: UpdateTag | None = None
     provisionAfterExtensions: list[ExtensionName] | None = None
+    encodedSignature: EncodedSignature | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -111,6 +113,10 @@ def _update_tag(value: object, _: object) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise Invalid(f"must be a string or a number, not {json_kind(value)}")
+
+
+def _encoded_signature(value: object, _: object) -> str:
+    return str(_reason(parse_encrypted, value))
 
 
 def _json_object(value: object, _: object) -> dict[str, Any]:
@@ -191,6 +197,7 @@ def goal_state_converter() -> Converter:
     converter.register_structure_hook(ExtensionName, _extension_name)
     converter.register_structure_hook(GoalStateId, _goal_state_id)
     converter.register_structure_hook(UpdateTag, _update_tag)
+    converter.register_structure_hook(EncodedSignature, _encoded_signature)
     converter.register_structure_hook(JsonObject, _json_object)
     converter.register_structure_hook(ProtectedValue, _protected)
     for cls in (ExtensionProperties, NativeExtension):
@@ -222,6 +229,7 @@ def to_goal(name: str, props: ExtensionProperties) -> ExtensionGoal:
         protected_settings=protected,
         force_update_tag=props.forceUpdateTag,
         depends_on=tuple(props.provisionAfterExtensions or ()),
+        encoded_signature=props.encodedSignature,
     )
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
 from ._errors import ExtHandlerError
-from .protocol import HandlerEnvironment, Operation, Variable
+from .protocol import READ_LIMIT, RUNTIME_POLICY_FILE, HandlerEnvironment, Operation, Variable
 
 # Handler modules import `Context` for their annotations: the reporters' modules are
 # imported by the runner when an operation runs, not with the handler.
@@ -86,6 +88,30 @@ class Context(Generic[S, P]):
     def remaining(self) -> float:
         """Seconds left before `deadline` (never negative; inf without a deadline)."""
         return max(0.0, self.deadline - self.clock())
+
+    def runtime_policy(self) -> dict[str, Any] | None:
+        """The `runtimePolicy` the administrator's extension policy gives this handler
+        (`<config folder>/runtimePolicy.json`, written by the runtime before each command),
+        or None when it gives none. Its meaning is the handler's to define. A file that is
+        a link, too large or not a JSON object raises ExtHandlerError."""
+        path = self.environment.config_folder / RUNTIME_POLICY_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ExtHandlerError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        with open(fd, "rb") as stream:
+            data = stream.read(READ_LIMIT + 1)
+        if len(data) > READ_LIMIT:
+            raise ExtHandlerError(f"{path}: larger than {READ_LIMIT} bytes")
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise ExtHandlerError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ExtHandlerError(f"{path}: not a JSON object")
+        return value
 
     async def detach(self) -> None:
         """Continue this `enable` in a background process and let the command return.

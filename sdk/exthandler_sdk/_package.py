@@ -5,7 +5,9 @@ POSIX sh shim per operation in `bin/`, and `lib/` holding this SDK, its pure-Pyt
 dependencies and the handler's own top-level module or package, so that the handler runs
 on a machine that has nothing but `python3`. Builds are byte-for-byte reproducible
 (sorted entries, fixed timestamps and modes), and a `sha256sum`-style sidecar is written
-next to the zip for repositories that verify packages.
+next to the zip for repositories that verify packages. With `--sign-key` and
+`--sign-cert`, the manifest carries `signingInfo` and the zip's detached signature is
+written beside it as `.zip.sig` (docs/policy.md).
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from . import protocol
 from ._errors import ExtHandlerError
 from ._handler import Handler, HandlerDefinitionError
-from .protocol import MANIFEST_NAME, Operation, render_manifest
+from .protocol import MANIFEST_NAME, Operation, SigningInfo, render_manifest
+
+if TYPE_CHECKING:
+    from ._signing import Signer
 
 __all__ = [
     "PackageError",
@@ -96,8 +103,17 @@ def load_handler_class(spec: str) -> type[Handler[Any, Any]]:
         raise PackageError(str(exc)) from exc
 
 
-def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Path) -> Path:
+def build_package(
+    handler_class: type[Handler[Any, Any]],
+    spec: str,
+    out_dir: Path,
+    *,
+    signer: Signer | None = None,
+) -> Path:
     """Write `out_dir/Publisher.Type__Version.zip` (and its `.sha256`); return the zip's path.
+
+    With a `signer`, the manifest names what is signed (`signingInfo`) and the zip's
+    detached signature is written as `<zip>.sig`.
 
     `spec` is the `MODULE:CLASS` the shims run; its top-level module or package is
     vendored into `lib/` with the SDK and its dependencies, and with the dependencies of
@@ -112,7 +128,12 @@ def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Pa
     if load_handler_class(spec) is not handler_class:
         raise PackageError(f"{spec} does not name {handler_class.__qualname__}")
     entries: dict[str, bytes] = {}
-    entries[MANIFEST_NAME] = render_manifest(handler_class.manifest(), indent=2)
+    manifest = handler_class.manifest()
+    if signer is not None:
+        publisher, _, type_ = handler_class.name.rpartition(".")
+        info = SigningInfo(type=type_, publisher=publisher, version=handler_class.version)
+        manifest = attrs.evolve(manifest, signing_info=info)
+    entries[MANIFEST_NAME] = render_manifest(manifest, indent=2)
     for op in Operation:
         shim = _SHIM.format(operation=op.value, spec=shlex.quote(spec))
         entries[f"bin/{op.value}"] = shim.encode()
@@ -128,6 +149,13 @@ def build_package(handler_class: type[Handler[Any, Any]], spec: str, out_dir: Pa
     path.write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
     path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    signature = path.with_name(path.name + protocol.SIGNATURE_SUFFIX)
+    if signer is not None:
+        from ._signing import write_signature
+
+        write_signature(path, signer)
+    else:
+        signature.unlink(missing_ok=True)  # a signature of an earlier build is not this one's
     return path
 
 
@@ -139,14 +167,28 @@ def main_package(argv: Sequence[str]) -> int:
     )
     parser.add_argument("spec", metavar="MODULE:CLASS")
     parser.add_argument("--out", metavar="DIR", type=Path, required=True)
+    parser.add_argument("--sign-key", metavar="KEY", type=Path, help="PEM private key to sign with")
+    parser.add_argument("--sign-cert", metavar="CERT", type=Path, help="PEM certificate of the key")
+    parser.add_argument(
+        "--chain", metavar="CHAIN", type=Path, help="PEM intermediate certificates to carry"
+    )
     args = parser.parse_args(list(argv))
+    if (args.sign_key is None) != (args.sign_cert is None) or (
+        args.chain is not None and args.sign_key is None
+    ):
+        parser.error("--sign-key and --sign-cert go together (and --chain needs them)")
     # Like `python -m`, resolve the handler's module from the current directory too.
     if "" not in sys.path:
         sys.path.insert(0, "")
+    from ._signing import SigningError, load_signer
+
     try:
+        signer = None
+        if args.sign_key is not None:
+            signer = load_signer(args.sign_key, args.sign_cert, args.chain)
         handler_class = load_handler_class(args.spec)
-        path = build_package(handler_class, args.spec, args.out)
-    except (PackageError, OSError) as exc:
+        path = build_package(handler_class, args.spec, args.out, signer=signer)
+    except (PackageError, SigningError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)
