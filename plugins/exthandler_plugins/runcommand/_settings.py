@@ -44,8 +44,11 @@ class ScriptSource:
     """`source`: the script inline or where to download it from."""
 
     script: str | None = None
+    """The script itself (plain text)."""
     scriptUri: str | None = None
+    """An http, https or file URL to download the script from."""
     commandId: str | None = None
+    """The platform's built-in commands: refused (not shipped with this handler)."""
 
 
 @attrs.frozen
@@ -54,6 +57,7 @@ class Parameter:
     variable of the script; unnamed, a positional argument."""
 
     name: str | None = None
+    """An environment variable name; absent or empty: a positional argument."""
     value: str = attrs.field(default="", repr=False)
 
 
@@ -63,12 +67,19 @@ class RunCommandSettings:
 
     source: ScriptSource | None = None
     parameters: list[Parameter] | None = None
+    """Named: environment variables of the script; unnamed: its positional arguments."""
     timeoutInSeconds: int | None = None
+    """Kill the script after this many seconds (absent or 0: 90 minutes)."""
     runAsUser: str | None = None
+    """Run the script as this user of the machine."""
     outputBlobUri: str | None = None
+    """An Azure blob URL the script's stdout is uploaded to."""
     errorBlobUri: str | None = None
+    """An Azure blob URL the script's stderr is uploaded to."""
     asyncExecution: bool = False
+    """Report at once and run the script in a background worker."""
     treatFailureAsDeploymentFailure: bool = False
+    """A non-zero exit fails the extension (else it succeeds, reporting the code)."""
     scriptUriManagedIdentity: dict[str, Any] | None = None
     outputBlobManagedIdentity: dict[str, Any] | None = None
     errorBlobManagedIdentity: dict[str, Any] | None = None
@@ -79,10 +90,15 @@ class RunCommandProtectedSettings:
     """Protected settings (secrets: encrypted in transit, never in a message or argv)."""
 
     protectedParameters: list[Parameter] | None = attrs.field(default=None, repr=False)
+    """As `parameters`, secret: never in a message, a log or a process's arguments."""
     runAsPassword: str | None = attrs.field(default=None, repr=False)
+    """Accepted, not used: the handler runs as root and switches user without it."""
     sourceSASToken: str | None = attrs.field(default=None, repr=False)
+    """The SAS token appended to `source.scriptUri`."""
     outputBlobSASToken: str | None = attrs.field(default=None, repr=False)
+    """The SAS token appended to `outputBlobUri`."""
     errorBlobSASToken: str | None = attrs.field(default=None, repr=False)
+    """The SAS token appended to `errorBlobUri`."""
 
 
 @attrs.frozen(kw_only=True)
