@@ -6,6 +6,7 @@ import base64
 import datetime
 import re
 import struct
+from pathlib import Path
 from typing import Any
 
 import exthandler_plugins
@@ -253,3 +254,17 @@ def test_sudoers_lines() -> None:
         "line 2: not a line this handler writes ('@include x')",
         "line 3: not a line this handler writes ('alice ALL=(ALL)  ALL')",
     ]
+
+
+def test_the_error_shown_in_the_docs() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "vmaccess.md").read_text()
+    shown = re.search(r"```\n(invalid settings:\n.*?)\n```", doc, re.DOTALL)
+    assert shown is not None
+    with pytest.raises(SettingsError) as caught:
+        resolve(
+            VMAccessSettings(password=SECRET),
+            VMAccessProtectedSettings(
+                username="Bad User", password=SECRET, expiration="2031-02-30"
+            ),
+        )
+    assert caught.value.message == shown[1]

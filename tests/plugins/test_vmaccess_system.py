@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -34,8 +35,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from exthandler_plugins.vmaccess import VMAccess
 from exthandler_plugins.vmaccess._sshd import DEFAULT_CONFIG
+from exthandler_sdk._package import build_package
 
-from exthandler.testing import Agent
+from exthandler import InstanceView
+from exthandler.testing import Agent, Fault, check_lifecycle
+from tests.sdk.standin_agent import StandinAgent, clean_path, read_status
 
 T = TypeVar("T")
 
@@ -565,3 +569,124 @@ def test_reset_ssh_without_an_ssh_server(sandbox: Sandbox, agent: Agent) -> None
     code, message = apply(sandbox, agent, goal({"reset_ssh": True}))
     assert code == "ProvisioningState/failed/52"
     assert message == "reset_ssh: /etc/ssh does not exist: is an OpenSSH server installed?"
+
+
+def _normal(view: InstanceView) -> Any:
+    data = view.to_json()
+    data.pop("goalStateId", None)
+    for extension in data["extensions"]:
+        for entry in extension["statuses"]:
+            entry.pop("time", None)
+            # The process executor appends the command's own (empty) output to the
+            # runtime's failure note; the in-process executor has none to append.
+            entry["message"] = entry["message"].removesuffix(" [stdout]\n\n\n[stderr]\n")
+    return data
+
+
+def test_in_process_and_packaged_give_the_same_view(
+    tmp_path: Path, agent: Agent, exthandler_certificate_dir: Path
+) -> None:
+    packaged = Agent(root=tmp_path / "packaged-agent", certificate_dir=exthandler_certificate_dir)
+    packaged.add_built_package(VMAccess, "exthandler_plugins.vmaccess:VMAccess")
+    documents = [
+        goal({"username": "nina", "password": PASSWORD, "ssh_key": KEY, "remove_user": "gone"}),
+        goal({"username": "root", "ssh_key": KEY}),
+        goal({"username": "nina", "ssh_key": KEY, "expiration": "2040-01-01"}),
+    ]
+    views = {}
+    for name, runner in (("inproc", agent), ("packaged", packaged)):
+        sandbox = Sandbox(tmp_path / f"sandbox-{name}")
+        views[name] = [_normal(sandbox.run(functools.partial(runner.apply, d))) for d in documents]
+        home = sandbox.homes / "nina"
+        assert (home / ".ssh" / "authorized_keys").read_text() == KEY + "\n"
+        assert sandbox.entry("/etc/passwd", "nina") is not None
+    assert json.dumps(views["inproc"], indent=1) == json.dumps(views["packaged"], indent=1)
+    messages = [view["extensions"][0]["statuses"][0]["message"] for view in views["packaged"]]
+    assert (
+        messages[0]
+        == "user gone not found, user nina created, password set, key added, sudo granted"
+    )
+    assert messages[1].startswith("protectedSettings.username: root is a system account (uid 0")
+    assert messages[2] == "expiry set to 2040-01-01, key already present"
+    assert not (packaged.handler_dir(HANDLER, VMAccess.version) / ".exthandler-inprocess").exists()
+
+
+def test_the_package_runs_under_a_bare_python(tmp_path: Path, sandbox: Sandbox) -> None:
+    package = build_package(VMAccess, "exthandler_plugins.vmaccess:VMAccess", tmp_path / "repo")
+    standin = StandinAgent(lib=tmp_path / "lib", log_root=tmp_path / "log")
+    assert standin.base_env["PATH"] == clean_path()
+    protected = {"username": "olga", "password": PASSWORD, "ssh_key": KEY}
+    handler_dir = sandbox.run(lambda: standin.install_and_enable(package, 0, None, protected))
+    status = read_status(handler_dir, 0)
+    assert status is not None
+    assert status["status"]["status"] == "success", status
+    assert status["status"]["formattedMessage"]["message"] == (
+        "user olga created, password set, key added, sudo granted"
+    )
+    shadow = sandbox.entry("/etc/shadow", "olga")
+    assert shadow is not None
+    assert password_matches(shadow[1], PASSWORD)
+
+
+class _Older(VMAccess):
+    version = "1.4.9"
+
+
+def test_lifecycle_and_upgrade(sandbox: Sandbox, agent: Agent) -> None:
+    agent.add_handler(_Older)
+
+    def lifecycle() -> list[str]:
+        report = check_lifecycle(
+            agent,
+            VMAccess,
+            previous=_Older,
+            protected_settings={"username": "pat", "ssh_key": KEY},
+            extension="access",
+        )
+        return [phase.name for phase in report.phases]
+
+    phases = sandbox.run(lifecycle)
+    assert phases[0] == "install and enable"
+    assert any(name.startswith("upgrade 1.4.9 -> 1.5") for name in phases)
+    # Disable and uninstall leave the account and its key where they were.
+    assert sandbox.entry("/etc/passwd", "pat") is not None
+    assert (sandbox.homes / "pat" / ".ssh" / "authorized_keys").read_text() == KEY + "\n"
+    assert sandbox.path("/etc/sudoers.d/waagent").exists()
+
+
+def test_a_failed_enable_is_run_again(sandbox: Sandbox, agent: Agent) -> None:
+    agent.add_handler(VMAccess, fault=Fault.exit("enable", 3))
+    document = goal({"username": "quinn", "ssh_key": KEY})
+    code, _ = apply(sandbox, agent, document)
+    assert code == "ProvisioningState/failed/3"
+    assert sandbox.entry("/etc/passwd", "quinn") is None
+    agent.add_handler(VMAccess)
+    code, message = apply(
+        sandbox, agent, goal({"username": "quinn", "ssh_key": KEY}, forceUpdateTag="again")
+    )
+    assert (code, message) == (
+        "ProvisioningState/succeeded",
+        "user quinn created, key added, sudo granted without a password",
+    )
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "vmaccess.md"
+_EXAMPLE = re.compile(r"```json\n(\{\"extensions\".*?)```", re.DOTALL)
+_SHOWN = re.compile(r"The status then reads:\n\n```\n(.*?)\n```", re.DOTALL)
+
+
+def test_the_example_of_the_docs(sandbox: Sandbox, agent: Agent) -> None:
+    text = DOC.read_text()
+    document = json.loads(_EXAMPLE.findall(text)[0])
+    code, message = apply(sandbox, agent, document)
+    assert code == "ProvisioningState/succeeded"
+    shown = _SHOWN.search(text)
+    assert shown is not None
+    assert message == shown[1]
+    protected = document["extensions"][0]["protectedSettings"]
+    name = protected["username"]
+    keys = sandbox.homes / name / ".ssh" / "authorized_keys"
+    assert keys.read_text() == protected["ssh_key"] + "\n"
+    shadow = sandbox.entry("/etc/shadow", name)
+    assert shadow is not None
+    assert password_matches(shadow[1], protected["password"])
