@@ -314,11 +314,15 @@ def test_the_next_sequence_adds_only_what_is_missing(sandbox: Sandbox, agent: Ag
     # The user's own edits stay; the same key with other options and comment is the same.
     kind, blob, _ = first.split(" ", 2)
     keys.write_text(f'{first}\nfrom="10.0.0.0/8" {kind} {blob} renamed\n')
+    owner = keys.stat().st_uid, keys.stat().st_gid
+    os.chown(keys, 0, 0)
+    keys.chmod(0o644)
     code, message = apply(
         sandbox, agent, goal({"username": "bob", "ssh_key": f"  {kind}   {blob}  other  "})
     )
     assert (code, message) == ("ProvisioningState/succeeded", "key already present")
     assert keys.read_text().count(blob) == 2
+    assert (keys.stat().st_uid, keys.stat().st_gid, mode(keys)) == (*owner, 0o600)
     _, message = apply(sandbox, agent, goal({"username": "bob", "ssh_key": second}))
     assert message == "key added"
     assert keys.read_text().endswith(f"renamed\n{second}\n")
@@ -690,3 +694,18 @@ def test_the_example_of_the_docs(sandbox: Sandbox, agent: Agent) -> None:
     shadow = sandbox.entry("/etc/shadow", name)
     assert shadow is not None
     assert password_matches(shadow[1], protected["password"])
+
+
+def test_a_pid_file_naming_another_process_is_not_signalled(sandbox: Sandbox, agent: Agent) -> None:
+    sandbox.path("/etc/ssh").mkdir(exist_ok=True)
+    sandbox.path("/etc/ssh/sshd_config").write_text("Port 2222\n")
+    other = subprocess.Popen([shutil.which("sleep") or "/bin/sleep", "60"])
+    try:
+        sandbox.path("/run/sshd.pid").write_text(f"{other.pid}\n")
+        code, message = apply(sandbox, agent, goal({"reset_ssh": True}))
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+    assert code == "ProvisioningState/succeeded"
+    assert message.endswith("), sshd not running")
