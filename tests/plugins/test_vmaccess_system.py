@@ -44,7 +44,7 @@ from tests.sdk.standin_agent import StandinAgent, clean_path, read_status
 T = TypeVar("T")
 
 HANDLER = "Microsoft.OSTCExtensions.VMAccessForLinux"
-PASSWORD = "Correct-Horse-7-Battery"
+PASSWORD = "Correct:Horse 7-Battery"
 _CLONE_NEWNS = 0x00020000
 _MS_BIND = 0x1000
 _MS_REC = 0x4000

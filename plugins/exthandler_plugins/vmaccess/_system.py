@@ -1,7 +1,7 @@
 """The machine's own tools and account files, as VM Access uses them.
 
 Tools are looked up on a fixed system PATH (never the caller's) and run with a minimal
-environment, stdin closed or holding the one input they read (`chpasswd`: a password
+environment, stdin empty or holding the one input they read (`chpasswd`: a password
 travels only there, never in arguments, which every user can read). Account files are
 read with a cap and without following a link at their own name.
 """
