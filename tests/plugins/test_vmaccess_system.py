@@ -387,6 +387,14 @@ def test_remove_user(sandbox: Sandbox, agent: Agent) -> None:
         ({"username": "root", "password": PASSWORD}, "protectedSettings.username: root is"),
         ({"username": "daemon", "ssh_key": KEY}, "protectedSettings.username: daemon is"),
         ({"remove_user": "root"}, "protectedSettings.remove_user: root is a system account"),
+        (
+            {"remove_user": "someone", "username": "bin", "password": PASSWORD},
+            "protectedSettings.username: bin is a system account",
+        ),
+        (
+            {"remove_user": "daemon", "username": "newcomer", "password": PASSWORD},
+            "protectedSettings.remove_user: daemon is a system account",
+        ),
     ],
 )
 def test_system_accounts_are_refused(
@@ -399,6 +407,7 @@ def test_system_accounts_are_refused(
     assert "VM Access changes regular users only" in message
     assert sandbox.text("/etc/shadow") == shadow
     assert not sandbox.path("/etc/sudoers.d/waagent").exists()
+    assert not message.startswith("user ")  # nothing was done before the refusal
 
 
 def _planted(sandbox: Sandbox, agent: Agent, plant: Callable[[Path], None]) -> tuple[str, str]:

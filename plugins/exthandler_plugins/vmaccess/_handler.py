@@ -40,6 +40,11 @@ class VMAccess(Handler[VMAccessSettings, VMAccessProtectedSettings]):
 
     async def enable(self, ctx: Ctx) -> None:
         plan = resolve(ctx.settings, ctx.protected)
+        # A system account named anywhere stops the enable before anything changes.
+        for key, name in (("remove_user", plan.remove_user), ("username", plan.username)):
+            entry = lookup_user(name) if name is not None else None
+            if name is not None and entry is not None:
+                _regular(name, key, entry)
         done: list[str] = []
         try:
             if plan.remove_user is not None:
