@@ -52,6 +52,20 @@ class AppServer:
     port: int = 0
     answers: dict[str, Answer] = attrs.field(factory=dict)
     hits: list[tuple[str, dict[str, str]]] = attrs.field(factory=list)
+    # Answers given once each, in order, before `answers` is consulted again.
+    script: dict[str, list[Answer]] = attrs.field(factory=dict)
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def next_answer(self, path: str) -> Answer:
+        with self.lock:
+            queued = self.script.get(path)
+            if queued:
+                return queued.pop(0)
+            return self.answers.get(path, Answer(code=404))
+
+    def pending(self, path: str) -> int:
+        with self.lock:
+            return len(self.script.get(path, []))
 
     def count(self, path: str) -> int:
         return sum(1 for seen, _ in self.hits if seen == path)
@@ -61,7 +75,7 @@ def _request_handler(server: AppServer) -> type[http.server.BaseHTTPRequestHandl
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             server.hits.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-            reply = server.answers.get(self.path, Answer(code=404))
+            reply = server.next_answer(self.path)
             self.send_response(reply.code)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
@@ -135,8 +149,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 @attrs.define(eq=False)
 class Listener:
-    """A TCP listener on 127.0.0.1 that accepts and closes connections; `close()` stops it,
-    after which connections to its port are refused."""
+    """A TCP socket on 127.0.0.1 that, once started, accepts and closes connections; before
+    `start()` (bound, not listening) and after `close()` connections to it are refused."""
 
     sock: socket.socket
     port: int
@@ -144,6 +158,7 @@ class Listener:
     _thread: threading.Thread | None = None
 
     def start(self) -> Listener:
+        self.sock.listen(16)
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
         return self
@@ -165,11 +180,15 @@ class Listener:
             self._thread.join(5)
 
 
-def listen() -> Listener:
+def bound() -> Listener:
+    """A port held by this process that refuses connections until `start()`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    return Listener(sock=sock, port=int(sock.getsockname()[1])).start()
+    return Listener(sock=sock, port=int(sock.getsockname()[1]))
+
+
+def listen() -> Listener:
+    return bound().start()
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ from tests.plugins.apphealth_support import (
     UNHEALTHY,
     Answer,
     answer,
+    bound,
     free_port,
     health,
     kill_workers,
@@ -112,9 +113,10 @@ def test_registered_through_the_entry_point_hook_and_known_as_builtin() -> None:
 
 
 def test_tcp_initializing_then_healthy_then_unhealthy(agent: Agent) -> None:
-    listener = listen()
+    listener = bound()  # refuses connections: Initializing for the whole grace period
     try:
-        view = agent.apply(goal({"protocol": "tcp", "port": listener.port}))
+        settings = {"protocol": "tcp", "port": listener.port, "gracePeriod": 14400}
+        view = agent.apply(goal(settings))
         entry = view.extensions[0].statuses[0]
         assert entry.code == "ProvisioningState/succeeded"
         assert substatus(view) == {
@@ -128,6 +130,7 @@ def test_tcp_initializing_then_healthy_then_unhealthy(agent: Agent) -> None:
             ),
         }
         path = status_path(agent)
+        listener.start()
         assert wait_state(path, "Healthy") == ("Application found to be healthy", "Healthy")
         assert listener.accepted >= 1
     finally:
@@ -137,7 +140,7 @@ def test_tcp_initializing_then_healthy_then_unhealthy(agent: Agent) -> None:
     heartbeat = json.loads((agent.handler_dir(HANDLER, "2.0.0") / "heartbeat.log").read_text())
     assert heartbeat[0]["heartbeat"]["status"] == "NotReady"
     # The runtime shows what the worker wrote.
-    view = agent.apply(goal({"protocol": "tcp", "port": listener.port}))
+    view = agent.apply(goal(settings))
     assert substatus(view)["ApplicationHealthState"][1] == "Unhealthy"
     assert substatus(view)["AppHealthStatus"] == (
         "ComponentStatus/AppHealthStatus/failed",
@@ -213,10 +216,8 @@ def test_number_of_probes_must_agree_before_the_state_changes(agent: Agent) -> N
         agent.apply(goal({"protocol": "http", "port": app.port, "numberOfProbes": 2}))
         path = status_path(agent)
         wait_state(path, "Healthy")
-        served = len(app.hits)
-        app.answers["/"] = answer(UNHEALTHY)
-        wait_for(lambda: len(app.hits) > served, what="an unhealthy answer")
-        app.answers["/"] = answer(HEALTHY)
+        app.script["/"] = [answer(UNHEALTHY)]  # served once, then healthy again
+        wait_for(lambda: app.pending("/") == 0, what="the unhealthy answer")
         served = len(app.hits)
         wait_for(lambda: len(app.hits) >= served + 3, what="three more healthy answers")
         assert transitions(agent) == ["Healthy"]
@@ -375,5 +376,5 @@ def test_the_docs_example_goal_state(agent: Agent) -> None:
         settings["port"] = app.port  # the page's port, 8080, is this machine's to use
         view = agent.apply(document)
         assert view.extensions[0].statuses[0].code == "ProvisioningState/succeeded"
-        assert substatus(view)["ApplicationHealthState"][1] == "Initializing"
+        assert set(substatus(view)) == {"AppHealthStatus", "ApplicationHealthState"}
         wait_state(status_path(agent), "Healthy")
