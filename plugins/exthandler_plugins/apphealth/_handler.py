@@ -135,11 +135,12 @@ def _message(state: HealthState, plan: Plan, result: Result | None) -> str:
 
 
 async def _report(ctx: Ctx, plan: Plan, state: HealthState, result: Result | None) -> None:
-    await ctx.status.success(_message(state, plan, result), substatus=substatus(state))
+    # The heartbeat first: whoever sees the new state in the status file sees it there too.
     if state in (HealthState.HEALTHY, HealthState.INITIALIZING):
         await ctx.heartbeat.ready(f"Application health: {state.value}")
     else:
         await ctx.heartbeat.not_ready(f"Application health: {state.value}")
+    await ctx.status.success(_message(state, plan, result), substatus=substatus(state))
 
 
 def _reported_state(ctx: Ctx) -> HealthState | None:
