@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -12,9 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._fs import read_regular
-from ._report.view import InstanceView
-from ._state.statedir import OWN_FILE_LIMIT
+from ._report.view import InstanceView, read_instance_view
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -287,12 +284,3 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
         yield Runtime(config=config, plugin_manager=manager, engine=engine)
     finally:
         store.release()
-
-
-def read_instance_view(state_dir: Path) -> InstanceView | None:
-    """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
-    path = Path(state_dir) / ".exthandler" / "instance-view.json"
-    try:
-        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -341,8 +341,7 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from .._fs import open_regular
-    from .._report.view import InstanceView
-    from .._runtime import read_instance_view
+    from .._report.view import InstanceView, read_instance_view
 
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     try:

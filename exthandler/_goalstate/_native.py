@@ -11,11 +11,8 @@ from collections.abc import Mapping
 from typing import Any, NewType
 
 import attrs
-import cattrs
-from cattrs.errors import ClassValidationError
-from cattrs.gen import make_dict_structure_fn
 
-from exthandler._convert import Invalid, error_lines, json_kind, make_converter
+from exthandler._convert import Converter, Invalid, error_lines, json_kind, make_converter
 from exthandler._errors import GoalStateError
 from exthandler._model import (
     EncryptedProtectedSettings,
@@ -169,21 +166,15 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def _with_cross_checks(cls: type[Any], converter: cattrs.Converter) -> Any:
-    inner = make_dict_structure_fn(cls, converter)
-
+def _with_cross_checks(cls: type[Any], converter: Converter) -> Any:
     def structure(value: Any, cl: Any) -> Any:
         if not isinstance(value, Mapping):
             raise Invalid(f"must be an object, not {json_kind(value)}")
         problems = _cross_field_problems(value)
         try:
-            document = inner(value, cl)
-        except ClassValidationError as exc:
-            if problems:
-                raise ClassValidationError(
-                    exc.message, [*exc.exceptions, Invalid.many(problems)], cl
-                ) from None
-            raise
+            document = converter.structure_attrs(value, cl)
+        except Invalid as exc:
+            raise Invalid.many([*exc.problems, *problems]) from None
         if problems:
             raise Invalid.many(problems)
         return document
@@ -191,7 +182,7 @@ def _with_cross_checks(cls: type[Any], converter: cattrs.Converter) -> Any:
     return structure
 
 
-def goal_state_converter() -> cattrs.Converter:
+def goal_state_converter() -> Converter:
     """The project's converter with the hooks that read goal-state documents."""
     converter = make_converter()
     converter.register_structure_hook(Version, lambda v, _: _reason(parse_version, v))
@@ -239,7 +230,7 @@ def parse_native(document: object, *, default_id: str) -> GoalState:
     converter = goal_state_converter()
     try:
         structured = converter.structure(document, NativeDocument)
-    except (ClassValidationError, Invalid) as exc:
+    except Invalid as exc:
         raise GoalStateError(error_lines(exc)) from None
     extensions = tuple(to_goal(ext.name, ext) for ext in structured.extensions)
     problems = located_consistency_problems(

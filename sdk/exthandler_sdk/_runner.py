@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from logging import Logger
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from ._environment import load_handler_environment
 from ._errors import ExtHandlerError, HandlerError
 from ._files import write_atomic
 from ._handler import Handler
-from ._logging import close_logger, make_logger
+from ._logging import PendingLog, close_logger
 from ._runonce import POLL_INTERVAL, RunOnce
 from ._status import StatusWriteError, StatusWriter
 from .protocol import (
@@ -59,6 +58,8 @@ from .protocol import (
 # are imported once an operation is to run: an enable whose sequence number was already
 # applied, the commonest command of all, is answered without them (see `main_run`).
 if TYPE_CHECKING:
+    from logging import Logger
+
     import anyio
 
     from ._context import Context, Detached
@@ -175,7 +176,7 @@ def _start(
     if sequence is None:
         sequence = _latest_sequence(environment.config_folder, extension)
     type_name = handler_class.name.rpartition(".")[2]
-    log = make_logger(
+    log = PendingLog(
         environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{handler_class.name}"
     )
     try:
@@ -198,10 +199,10 @@ def _start(
         if operation is Operation.ENABLE and worker is None:
             skip = run.precheck()
             if skip is not None:
-                close_logger(log)
+                log.write_plain()
                 return skip
     except BaseException:
-        close_logger(log)
+        log.write_plain()
         raise
     return _Started(
         run=run,
@@ -209,7 +210,7 @@ def _start(
         env=env,
         environment=environment,
         variables=variables,
-        log=log,
+        log=log.open(),
     )
 
 
