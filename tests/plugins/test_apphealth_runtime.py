@@ -280,9 +280,12 @@ def test_the_worker_is_kept_replaced_stopped_and_restarted_after_a_reboot(agent:
         agent.apply(goal(settings))
         wait_state(status_path(agent), "Healthy")
         first = the_worker(agent)
-        # The same goal again (a new runtime, the same sequence number): the same worker,
-        # and the status still says Healthy.
-        view = agent.apply(goal(settings))
+        # Enabled again with the same sequence number (a new forceUpdateTag): the same
+        # worker, and the status still says Healthy.
+        agent.take_commands()
+        view = agent.apply(goal(settings, forceUpdateTag="again"))
+        assert [c.operation for c in agent.take_commands()] == ["enable"]
+        assert view.extensions[0].sequence_number == 0
         assert the_worker(agent) == first
         assert substatus(view)["ApplicationHealthState"][1] == "Healthy"
         # New settings, a new sequence number: a new worker reports for it.

@@ -125,8 +125,9 @@ class ApplicationHealth(Handler[ApplicationHealthSettings, None]):
                     ctx.log.info("application health still %s (%s)", state.value, result.detail)
                 await _report(ctx, plan, state, result)
                 reported, last_write = state, time.monotonic()
-            next_probe += interval
-            await anyio.sleep(max(0.0, next_probe - time.monotonic()))
+            # Every interval from the start; after a probe that took longer, from now.
+            next_probe = max(next_probe + interval, time.monotonic())
+            await anyio.sleep(next_probe - time.monotonic())
 
 
 def _message(state: HealthState, plan: Plan, result: Result | None) -> str:
