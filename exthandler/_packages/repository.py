@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -43,7 +43,10 @@ from .manifest import HandlerManifest
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+    from .cache import PackageCache
+
 __all__ = [
+    "SIDECAR_SUFFIX",
     "DirectoryRepository",
     "Installed",
     "PackageCatalog",
@@ -87,10 +90,12 @@ class PackageRef:
 @attrs.frozen
 class Workspace:
     """What the runtime lends a source while it installs a package: a private scratch dir
-    (`path`, mode 0700, emptied by nobody but the source) and the runtime's I/O threads."""
+    (`path`, mode 0700, emptied by nobody but the source), the runtime's I/O threads, and
+    the state dir's cache of downloaded packages (None: downloads are not kept)."""
 
     path: Path
     limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
+    cache: PackageCache | None = None
 
     async def run_sync(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run blocking file work (a copy, an extraction) in one of the runtime's I/O threads."""
@@ -334,6 +339,8 @@ class PackageCatalog:
     refs: tuple[PackageRef, ...] = ()
     # Sources that could not be listed, each as "what: why" (see RepositorySet.catalog).
     problems: tuple[str, ...] = ()
+    # Problems of one handler's own source (its artifact manifest), by handler key.
+    handler_problems: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     _by_handler: dict[str, list[PackageRef]] = attrs.field(factory=dict, repr=False, eq=False)
     _sources: dict[tuple[str, Version], PackageSource] = attrs.field(
         factory=dict, repr=False, eq=False
@@ -344,6 +351,8 @@ class PackageCatalog:
         cls,
         listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]],
         problems: Sequence[str] = (),
+        *,
+        handler_problems: Mapping[str, tuple[str, ...]] | None = None,
     ) -> PackageCatalog:
         """Merge listings in precedence order (the first ref for a package wins),
         remembering the source of each listing (None: a listing without a source)."""
@@ -361,8 +370,17 @@ class PackageCatalog:
         for ref in ordered:
             by_handler.setdefault(ref.handler.key, []).append(ref)
         return cls(
-            refs=tuple(ordered), problems=tuple(problems), by_handler=by_handler, sources=sources
+            refs=tuple(ordered),
+            problems=tuple(problems),
+            handler_problems=dict(handler_problems or {}),
+            by_handler=by_handler,
+            sources=sources,
         )
+
+    def problems_for(self, handler: HandlerName) -> tuple[str, ...]:
+        """Why what is offered for `handler` may be incomplete: the sources that could not
+        be listed, and the problem of its own artifact manifest."""
+        return self.problems + tuple(self.handler_problems.get(handler.key, ()))
 
     def available(self, handler: HandlerName) -> list[Version]:
         """The versions offered for `handler`, lowest first."""

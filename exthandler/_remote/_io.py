@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import secrets
-import ssl
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -324,12 +323,14 @@ def _store_write(location: Location, data: bytes, io_timeout: float) -> None:
 
 # -- plain HTTP (httpx) -----------------------------------------------------------------
 
-_ssl_context: ssl.SSLContext | None = None
+_ssl_context: Any = None
 
 
 def _client(io_timeout: float) -> httpx.AsyncClient:
     """A client for one operation (clients belong to one event loop; the costly part, the
     TLS context, is made once and shared)."""
+    import ssl
+
     import httpx
 
     global _ssl_context
