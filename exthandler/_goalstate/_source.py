@@ -189,6 +189,7 @@ class SourcePoller:
     _local: SourceWatcher | None = attrs.field(init=False, default=None)
     _remote: RemoteSource | None = attrs.field(init=False, default=None)
     _seen: bytes | None = attrs.field(init=False, default=None)
+    _invalid: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         from exthandler._remote._url import is_url, parse_location, redact
@@ -232,18 +233,19 @@ class SourcePoller:
         self._seen = None
 
     def answered(self) -> None:
-        """The source was read (whatever it held)."""
+        """The source was read (whatever it held): Ready again, unless what it holds is
+        still the goal state found invalid."""
         now = _stamp(self.pacing.now())
         self.failures = 0
-        if self.health.status == "Invalid":
-            self.health = attrs.evolve(self.health, last_success=now)
+        self.health = attrs.evolve(self.health, last_success=now, failures=0)
+        if self._invalid is not None:
+            self.invalid(self._invalid)
         else:
-            self.health = attrs.evolve(
-                self.health, status="Ready", message="", since=None, last_success=now, failures=0
-            )
+            self.health = attrs.evolve(self.health, status="Ready", message="", since=None)
 
     def applied(self) -> None:
         """The goal state the source holds was valid (and applied)."""
+        self._invalid = None
         self.health = attrs.evolve(self.health, status="Ready", message="", since=None)
 
     def failed(self, message: str) -> bool:
@@ -262,6 +264,7 @@ class SourcePoller:
 
     def invalid(self, message: str) -> None:
         """The source holds a goal state that cannot be used."""
+        self._invalid = message
         self.health = attrs.evolve(
             self.health,
             status="Invalid",
