@@ -195,6 +195,11 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
         print(json.dumps(view.to_json(), indent=indent))
     else:
         print(render_table(view, width=_table_width()))
+        source = view.source
+        if source is not None:  # written by `run`: how its goal-state source fares
+            since = f" since {source.since}" if source.since else ""
+            why = f": {source.message}" if source.message else ""
+            print(f"goal-state source {source.location}: {source.status}{since}{why}")
 
 
 def _table_width() -> int | None:

@@ -372,3 +372,23 @@ def test_repo_environment_variable_keeps_urls_whole(
     args = build_parser().parse_args(["validate", "g.json"])
     monkeypatch.setenv("EXTHANDLER_REPO", f"/srv/a:{http.url('/repo')}:s3://bucket/pkgs")
     assert repositories(args) == [Path("/srv/a"), http.url("/repo"), "s3://bucket/pkgs"]
+
+
+async def test_a_source_unreachable_from_the_start_is_reported(
+    tmp_path: Path, http: FileServer, ops: Path
+) -> None:
+    http.down = True
+    async with open_runtime(config(tmp_path)) as runtime:
+        script, lines = await run_script(runtime, http.url("/vm1.json"), [nothing, nothing])
+        view = runtime.instance_view()
+    assert view.goal_state_id is None
+    assert view.source is not None
+    assert (view.source.status, view.source.failures) == ("Unreachable", 3)
+    assert len(lines) == 1
+    assert script.delays == [pytest.approx(d * 0.75) for d in (14.0, 28.0, 56.0)]
+    code, out, _ = cli("status", "--state-dir", str(tmp_path / "state"), "--json")
+    assert code == 0
+    assert json.loads(out)["source"]["status"] == "Unreachable"
+    code, out, _ = cli("status", "--state-dir", str(tmp_path / "state"))
+    assert code == 0
+    assert f"goal-state source {http.url('/vm1.json')}: Unreachable since " in out
