@@ -488,7 +488,7 @@ async def download(
     part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     try:
         if location.kind == "file":
-            result = _file_download(location, part, limit)
+            result = await _in_thread(lambda: _file_download(location, part, limit))
         elif location.kind == "http":
             digest = hashlib.sha256()
             with open(part, "xb") as out:  # noqa: ASYNC230 (chunks written as they come)
