@@ -13,7 +13,7 @@ import pytest
 
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state
 from exthandler._model import HandlerName, Version
-from exthandler._packages.cache import PackageCache
+from exthandler._packages.cache import PackageCache, file_digest
 from exthandler._report.view import InstanceView
 from tests.fleet.sources_support import (
     Fault,
@@ -344,3 +344,36 @@ def test_cache_refuses_an_object_altered_on_disk(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="altered"):
         cache.copy_to(kept, tmp_path / "out.zip")
     assert cache.lookup(handler, version) is None
+
+
+async def test_local_manifest_and_paths(tmp_path: Path, ops: Path) -> None:
+    data = package_bytes(tmp_path, HANDLER, "1.0.0")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "pkg.zip").write_bytes(data)
+    (store / "manifest.xml").write_bytes(version_manifest(("1.0.0", [str(store / "pkg.zip")])))
+    async with open_runtime(config(tmp_path)) as runtime:
+        view = await runtime.apply(goal(location=(store / "manifest.xml").as_uri()))
+        assert status(view)[:2] == ("1.0.0", "ProvisioningState/succeeded")
+        # A cached package altered on disk is not used: it is downloaded again.
+        objects = tmp_path / "state" / ".exthandler" / "packages" / "objects"
+        (cached,) = objects.iterdir()
+        cached.write_bytes(b"altered")
+        await runtime.apply(parse_goal_state(json.dumps({"id": "none", "extensions": []})))
+        view = await runtime.apply(goal(location=str(store / "manifest.xml"), id="g2"))
+    assert status(view)[:2] == ("1.0.0", "ProvisioningState/succeeded")
+    assert ops_seen(ops).count("install") == 2
+    assert file_digest(cached) == cached.stem  # downloaded again, whole
+
+
+async def test_remote_repository_missing_or_unlistable(
+    tmp_path: Path, http: FileServer, ops: Path
+) -> None:
+    http.files["/bad/index.json"] = b"not json"
+    async with open_runtime(config(tmp_path, http.url("/missing/"), http.url("/bad/"))) as runtime:
+        view = await runtime.apply(goal())
+    _, code, message = status(view)
+    # The missing one lists as empty; the broken one is a problem: the versions on offer
+    # are unknown (1001), not known to be missing.
+    assert code == "ProvisioningState/failed/1001"
+    assert "index.json: not valid JSON" in message
