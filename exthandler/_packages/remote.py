@@ -323,8 +323,12 @@ async def goal_catalog(goal: GoalState, sources: Sequence[PackageSource]) -> Pac
     locations offers what its manifest lists (a manifest that cannot be had is a problem
     of that handler alone); every other handler, what `sources` offer (a source that
     cannot be listed is a problem of all of them, as in `RepositorySet.catalog`)."""
+    from .._model import RequestedState
+
     located: dict[str, ManifestSource] = {}
     for ext in goal.extensions:
+        if ext.state is RequestedState.UNINSTALL:
+            continue  # being removed: no package needed
         if ext.package_locations and ext.handler.key not in located:
             located[ext.handler.key] = ManifestSource(ext.handler, ext.package_locations)
     listings: list[tuple[PackageSource | None, Sequence[PackageRef]]] = []

@@ -377,3 +377,18 @@ async def test_remote_repository_missing_or_unlistable(
     # are unknown (1001), not known to be missing.
     assert code == "ProvisioningState/failed/1001"
     assert "index.json: not valid JSON" in message
+
+
+async def test_an_extension_being_removed_needs_no_manifest(
+    tmp_path: Path, http: FileServer, ops: Path
+) -> None:
+    serve_packages(http, tmp_path, "1.0.0")
+    async with open_runtime(config(tmp_path)) as runtime:
+        await runtime.apply(goal(location=http.url("/manifest.xml")))
+        reads = http.count("/manifest.xml")
+        view = await runtime.apply(
+            goal(location=http.url("/manifest.xml"), state="uninstall", id="g2")
+        )
+    assert http.count("/manifest.xml") == reads
+    assert view.extensions == ()
+    assert ops_seen(ops)[-1] == "uninstall"
