@@ -192,6 +192,8 @@ class ExtensionGoal:
     `package_locations` name the handler's PluginVersionManifest (the `location` first,
     then the failover ones); when there is one, packages come from it, not from the
     repositories.
+    `encoded_signature` is the base64 DER CMS detached signature of the handler's package,
+    when the goal state gives one (see docs/policy.md).
     """
 
     name: str
@@ -209,6 +211,7 @@ class ExtensionGoal:
     multi_config: bool | None = None
     settings_error: str | None = None
     package_locations: tuple[str, ...] = ()
+    encoded_signature: str | None = attrs.field(default=None, repr=False)
 
     @property
     def has_settings(self) -> bool:

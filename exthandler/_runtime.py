@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -12,9 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._fs import read_regular
-from ._report.view import InstanceView, SourceView
-from ._state.statedir import OWN_FILE_LIMIT
+from ._report.view import InstanceView, SourceView, read_instance_view
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -69,6 +66,12 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path).absolute()
 
 
+def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    if isinstance(paths, str | Path):
+        raise TypeError("trusted_roots: a sequence of paths, not one path")
+    return tuple(Path(p).absolute() for p in paths)
+
+
 @attrs.frozen(kw_only=True)
 class RuntimeConfig:
     """Where a runtime keeps its state and finds its packages, and how it runs commands.
@@ -81,6 +84,9 @@ class RuntimeConfig:
     `repositories` are directories of packages, URLs of such directories (file, http(s),
     s3, gs, az), or any `PackageSource`; `executors` run
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
+    `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
+    certificates package signatures must chain to; `extensions_enabled=False` processes no
+    extension at all (docs/policy.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -96,6 +102,9 @@ class RuntimeConfig:
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
+    policy: Path | None = attrs.field(default=None, converter=_optional_path)
+    trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    extensions_enabled: bool = True
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -337,6 +346,9 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
                 kill_grace=config.kill_grace,
                 dependency_wait=config.dependency_wait,
                 boot_id_path=config.boot_id_path,
+                policy=config.policy,
+                trusted_roots=config.trusted_roots,
+                extensions_enabled=config.extensions_enabled,
             ),
             plugins=manager,
         )
@@ -355,12 +367,3 @@ def _download_failed(view: InstanceView) -> bool:
     """Whether a pass left an extension failed for want of its package or manifest."""
     codes = ("/1001", "/1004")
     return any(status.code.endswith(codes) for ext in view.extensions for status in ext.statuses)
-
-
-def read_instance_view(state_dir: Path) -> InstanceView | None:
-    """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
-    path = Path(state_dir) / ".exthandler" / "instance-view.json"
-    try:
-        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

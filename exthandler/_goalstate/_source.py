@@ -237,24 +237,23 @@ class SourcePoller:
         still the goal state found invalid."""
         now = _stamp(self.pacing.now())
         self.failures = 0
-        self.health = attrs.evolve(self.health, last_success=now, failures=0)
+        self.health = self.health.replace(last_success=now, failures=0)
         if self._invalid is not None:
             self.invalid(self._invalid)
         else:
-            self.health = attrs.evolve(self.health, status="Ready", message="", since=None)
+            self.health = self.health.replace(status="Ready", message="", since=None)
 
     def applied(self) -> None:
         """The goal state the source holds was valid (and applied)."""
         self._invalid = None
-        self.health = attrs.evolve(self.health, status="Ready", message="", since=None)
+        self.health = self.health.replace(status="Ready", message="", since=None)
 
     def failed(self, message: str) -> bool:
         """The source could not be read; True when this is news (a new reason)."""
         self.failures += 1
         news = self.health.status != "Unreachable" or self.health.message != message
         since = self.health.since if self.health.status == "Unreachable" else None
-        self.health = attrs.evolve(
-            self.health,
+        self.health = self.health.replace(
             status="Unreachable",
             message=message,
             since=since or _stamp(self.pacing.now()),
@@ -265,8 +264,7 @@ class SourcePoller:
     def invalid(self, message: str) -> None:
         """The source holds a goal state that cannot be used."""
         self._invalid = message
-        self.health = attrs.evolve(
-            self.health,
+        self.health = self.health.replace(
             status="Invalid",
             message=message,
             since=(

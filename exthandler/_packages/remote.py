@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import attrs
-from exthandler_sdk import ErrorCode
+from exthandler_sdk import ErrorCode, protocol
 
 from .._errors import PackageError
 from .._model import HandlerName, Version
@@ -61,6 +61,7 @@ PACKAGE_LIMIT: Final = 1024 * 1024 * 1024
 MANIFEST_LIMIT: Final = 4 * 1024 * 1024
 """The largest artifact manifest read (bytes)."""
 _SIDECAR_LIMIT = 4096
+_SIGNATURE_LIMIT = 1024 * 1024
 _DIGEST = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 # Manifests read, by URL: (tag, plugins). A later read of an unchanged manifest is one
@@ -233,7 +234,28 @@ class RemoteRepository:
         sidecar = package.with_suffix_name(SIDECAR_SUFFIX) if listed else None
         candidate = Candidate(package, sidecar, sidecar_known=listed)
         zip_path = await fetch_package(ref.handler, ref.version, [candidate], workspace)
-        return await install_zip(zip_path, directory, workspace)
+        signature: str | None = None
+        if ref.file_name + protocol.SIGNATURE_SUFFIX in self._names:
+            try:
+                signature = await _read_signature(
+                    package.with_suffix_name(protocol.SIGNATURE_SUFFIX)
+                )
+            except PackageError:
+                zip_path.unlink(missing_ok=True)
+                raise
+        return await install_zip(zip_path, directory, workspace, signature=signature)
+
+
+async def _read_signature(location: Location) -> str:
+    """The base64 text of a `.zip.sig` listed beside a package (at most 1 MiB)."""
+    from .._remote import Fetched, read
+
+    try:
+        fetched = await read(location, limit=_SIGNATURE_LIMIT)
+    except RemoteError as exc:
+        raise _download_error(f"signature {exc.message}") from exc
+    assert isinstance(fetched, Fetched)
+    return fetched.data.decode("ascii", "replace")
 
 
 async def fetch_manifest(
