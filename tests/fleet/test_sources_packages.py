@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state
@@ -392,3 +393,58 @@ async def test_an_extension_being_removed_needs_no_manifest(
     assert http.count("/manifest.xml") == reads
     assert view.extensions == ()
     assert ops_seen(ops)[-1] == "uninstall"
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+async def test_remote_packages_are_verified_like_local_ones(
+    tmp_path: Path, http: FileServer, ops: Path
+) -> None:
+    from exthandler._testing._ca import SigningCA
+    from tests.runtime.support import Packages
+
+    ca = SigningCA(tmp_path / "ca")
+    build = tmp_path / "signed"
+    build.mkdir()
+    signing = {"signingInfo": {"type": "Runner", "publisher": "Example.Fleet", "version": "1.0.0"}}
+    package = Packages(repo=build).build(HANDLER, "1.0.0", entry=signing)
+    ca.sign_package(package)
+    signature = package.with_name(package.name + ".sig").read_text().strip()
+    # A repository over HTTP whose index lists the .sig beside the zip.
+    http.files[f"/repo/{package.name}"] = package.read_bytes()
+    http.files[f"/repo/{package.name}.sig"] = signature.encode()
+    http.files["/repo/index.json"] = json.dumps([package.name, package.name + ".sig"]).encode()
+    # The same package named by a manifest, its signature in the goal state.
+    http.files["/pkg.zip"] = package.read_bytes()
+    http.files["/manifest.xml"] = version_manifest(("1.0.0", [http.url("/pkg.zip")]))
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"policyVersion": "0.1.0", "extensionPolicies": {"signatureRequired": True}})
+    )
+
+    def signed_config(name: str, *repositories: Any) -> RuntimeConfig:
+        return attrs.evolve(
+            config(tmp_path / name, *repositories),
+            policy=policy,
+            trusted_roots=[ca.root.certificate_path],
+        )
+
+    (tmp_path / "repo-run").mkdir()
+    async with open_runtime(signed_config("repo-run", http.url("/repo"))) as runtime:
+        view = await runtime.apply(goal())
+    assert status(view)[:2] == ("1.0.0", "ProvisioningState/succeeded")
+    (tmp_path / "manifest-run").mkdir()
+    async with open_runtime(signed_config("manifest-run")) as runtime:
+        view = await runtime.apply(
+            goal(location=http.url("/manifest.xml"), encodedSignature=signature)
+        )
+        assert status(view)[:2] == ("1.0.0", "ProvisioningState/succeeded")
+    # Without a signature, the manifest's package is refused: nothing unsigned runs.
+    unsigned = tmp_path / "unsigned-run"
+    unsigned.mkdir()
+    async with open_runtime(signed_config("unsigned-run")) as runtime:
+        view = await runtime.apply(goal(location=http.url("/manifest.xml")))
+    _, code, message = status(view)
+    assert code == "ProvisioningState/failed/1004"
+    assert "not signed" in message
