@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._report.view import InstanceView, read_instance_view
+from ._report.view import InstanceView, SourceView, read_instance_view
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ._engine import Engine, Plan
     from ._executors.base import Executor
+    from ._goalstate._source import Pacing
     from ._model import GoalState
     from ._packages.repository import PackageSource
     from ._report.events import EventHub, EventStream
@@ -32,10 +33,17 @@ __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 def _repositories(
     repositories: Sequence[str | Path | PackageSource],
 ) -> tuple[Path | PackageSource, ...]:
-    """Paths made absolute (a directory of packages each); any other source kept as is."""
+    """Paths made absolute (a directory of packages each); a URL (`s3://`, `https://`...)
+    becomes a `RemoteRepository`; any other source kept as is."""
+    from ._remote._url import is_url
+
     kept: list[Path | PackageSource] = []
     for repository in repositories:
-        if isinstance(repository, str | Path):
+        if isinstance(repository, str) and is_url(repository):
+            from ._packages.remote import RemoteRepository
+
+            kept.append(RemoteRepository(repository))
+        elif isinstance(repository, str | Path):
             kept.append(Path(repository).absolute())
         elif callable(getattr(repository, "list_packages", None)) and callable(
             getattr(repository, "install", None)
@@ -73,7 +81,8 @@ class RuntimeConfig:
     manager next to those found through the `exthandler` entry-point group (unless
     `load_entry_points` is false). `handlers` are SDK handler classes to run in process,
     besides those the plugins register through `exthandler_register_handlers`.
-    `repositories` are directories of packages, or any `PackageSource`; `executors` run
+    `repositories` are directories of packages, URLs of such directories (file, http(s),
+    s3, gs, az), or any `PackageSource`; `executors` run
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
     `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
     certificates package signatures must chain to; `extensions_enabled=False` processes no
@@ -209,47 +218,100 @@ class Runtime:
         *,
         interval: float = 5.0,
         notify: Callable[[str], None] | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         """Converge to the goal state at `source` whenever it changes, until cancelled.
 
-        `source` is a goal-state file, or a directory of them (see `SourceWatcher`: the
-        file whose content changed last). Every `interval` seconds it is looked at; a new
-        goal state is applied, an invalid one reported (the last good one stays), and in
-        between the view is refreshed, since extensions keep reporting after their
-        commands returned. `notify` gets one line per goal state applied or refused (the
-        runtime's log gets them too).
+        `source` is a goal-state file, a directory of them (see `SourceWatcher`: the file
+        whose content changed last), or a URL (`http(s)://`, `s3://`, `gs://`, `az://`, an
+        Azure Blob URL with a SAS) read with conditional requests. It is looked at every
+        `interval` seconds, with jitter; a new goal state is applied, an invalid one
+        reported (the last good one stays), and in between the view is refreshed, since
+        extensions keep reporting after their commands returned. A source that cannot be
+        read is retried with exponential backoff and never stops the loop; its health is
+        the instance view's `source` key. A pass whose packages or manifests could not be
+        downloaded (1001, 1004) is run again at the next look. `notify` gets one line per
+        goal state applied or refused and per change of the source's health (the
+        runtime's log gets them too). `pacing` replaces the clock (see `Pacing`).
         """
-        import anyio
+        import attrs as _attrs
 
         from ._errors import GoalStateError
-        from ._goalstate import load_goal_state
-        from ._goalstate._source import SourceWatcher
+        from ._goalstate import parse_goal_state
+        from ._goalstate._source import Pacing, SourceError, SourcePoller
 
         def say(line: str) -> None:
             self._engine.store.log(f"run: {line}")
             if notify is not None:
                 notify(line)
 
-        watcher = SourceWatcher(Path(source))
-        seen: bytes | None = None
+        pacing = _attrs.evolve(pacing, interval=interval) if pacing else Pacing(interval=interval)
+        poller = SourcePoller(source, pacing)
+        current: GoalState | None = None
+        # A pass that could not download a package runs again after 1, 2, 4 ... 64 looks.
+        retry_every, retry_in = 0, 0
         while True:
-            found = await anyio.to_thread.run_sync(watcher.poll)
-            if found is not None and found[1] != seen:
-                path, seen = found
+            health = poller.health
+            try:
+                found = await poller.poll()
+            except SourceError as exc:
+                if poller.failed(exc.message):
+                    say(f"goal-state source unreachable: {exc.message} (keeping the last one)")
+                found = None
+            else:
+                if health.status == "Unreachable":
+                    say(f"goal-state source reachable again: {poller.health.location}")
+                poller.answered()
+            goal: GoalState | None = None
+            if found is not None:
+                name, data = found
                 try:
-                    view = await self.apply(load_goal_state(seen))
+                    goal = parse_goal_state(data, source=name)
                 except GoalStateError as exc:
+                    poller.invalid("; ".join(exc.problems))
                     for problem in exc.problems:
-                        say(f"{path}: {problem}")
-                else:
-                    failed = bool(view.failed())
-                    say(
-                        f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
-                        f" {'with errors' if failed else 'ok'}"
-                    )
-            elif seen is not None:
+                        say(f"{name}: {problem}")
+            elif retry_every and current is not None:
+                retry_in -= 1
+                if retry_in <= 0:
+                    goal = current
+            if goal is not None:
+                again = goal is current
+                try:
+                    view = await self.apply(goal)
+                except GoalStateError as exc:  # cannot be carried out: nothing was changed
+                    poller.invalid("; ".join(exc.problems))
+                    self._show_source(poller.health)
+                    for problem in exc.problems:
+                        say(f"{poller.health.location}: {problem}")
+                    await self.refresh()
+                    await pacing.sleep(poller.delay())
+                    continue
+                poller.applied()
+                self._show_source(poller.health)
                 await self.refresh()
-            await anyio.sleep(interval)
+                current = goal
+                if not _download_failed(view):
+                    retry_every = 0
+                else:
+                    retry_every = min(retry_every * 2, 64) if again else 1
+                    retry_in = retry_every
+                failed = bool(view.failed())
+                say(
+                    f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
+                    f" {'with errors' if failed else 'ok'}"
+                )
+            else:
+                self._show_source(poller.health)
+                if current is not None or self._engine.view.dirty:
+                    await self.refresh()
+            await pacing.sleep(poller.delay())
+
+    def _show_source(self, health: SourceView) -> None:
+        view = self._engine.view
+        if view.source != health:
+            view.source = health
+            view.dirty = True
 
     async def refresh(self) -> InstanceView:
         """Re-read status files and heartbeats, collect telemetry; the updated view."""
@@ -299,3 +361,9 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
         yield Runtime(config=config, plugin_manager=manager, engine=engine)
     finally:
         store.release()
+
+
+def _download_failed(view: InstanceView) -> bool:
+    """Whether a pass left an extension failed for want of its package or manifest."""
+    codes = ("/1001", "/1004")
+    return any(status.code.endswith(codes) for ext in view.extensions for status in ext.statuses)

@@ -43,24 +43,55 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(base) / "exthandler"
 
 
-def repositories(args: argparse.Namespace, environ: dict[str, str] | None = None) -> list[Path]:
-    """`--repo` values in order, then the colon-separated entries of `$EXTHANDLER_REPO`."""
+def _repo_entries(value: str) -> list[str]:
+    """The colon-separated entries of `$EXTHANDLER_REPO`; a URL's own colons (after its
+    scheme, before a port) do not separate entries."""
+    from .._remote._url import split_search_path
+
+    return split_search_path(value)
+
+
+def _repository(entry: str) -> Path | str:
+    """A `--repo` entry: a URL stays a string (a remote repository), a path is a Path."""
+    from .._remote._url import is_url
+
+    return entry if is_url(entry) else Path(entry)
+
+
+def repositories(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> list[Path | str]:
+    """`--repo` values in order, then the colon-separated entries of `$EXTHANDLER_REPO`
+    (paths, or URLs kept as strings)."""
     env = os.environ if environ is None else environ
-    extra = [Path(p) for p in env.get("EXTHANDLER_REPO", "").split(":") if p]
-    return [*(Path(p) for p in args.repo or ()), *extra]
+    extra = [_repository(p) for p in _repo_entries(env.get("EXTHANDLER_REPO", ""))]
+    return [*(_repository(p) for p in args.repo or ()), *extra]
+
+
+def _package_source(repository: Path | str) -> Any:
+    """The package source for a `repositories()` entry."""
+    if isinstance(repository, str):
+        from .._packages.remote import RemoteRepository
+
+        return RemoteRepository(repository)
+    from .._packages.repository import DirectoryRepository
+
+    return DirectoryRepository(repository)
 
 
 def _missing_repositories(args: argparse.Namespace) -> list[str]:
     """One line for each named repository that does not exist (`--repo`, then
     `$EXTHANDLER_REPO`); a repository that is yet to be populated is empty, not missing."""
+    from .._remote._url import is_url
+
     named = [("--repo", p) for p in args.repo or ()]
     named += [
-        ("$EXTHANDLER_REPO entry", p) for p in os.environ.get("EXTHANDLER_REPO", "").split(":")
+        ("$EXTHANDLER_REPO entry", p) for p in _repo_entries(os.environ.get("EXTHANDLER_REPO", ""))
     ]
     return [
         f"{what} {path} does not exist"
         for what, path in named
-        if path and not os.path.lexists(path)
+        if path and not is_url(path) and not os.path.lexists(path)
     ]
 
 
@@ -109,8 +140,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
     broken = [e for e in goal.extensions if e.settings_error]
+    from .._remote._url import redact
+
     print(
-        f"{args.goal}: valid {goal.format} goal state {goal.id}, "
+        f"{redact(args.goal)}: valid {goal.format} goal state {goal.id}, "
         f"{len(goal.extensions)} extension(s)"
     )
     for ext in goal.extensions:
@@ -128,7 +161,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
+async def _check_handlers(goal: GoalState, repos: Sequence[Path | str]) -> None:
     """What `apply` checks before changing anything, with the handlers the repositories
     and the registered plugins offer (without repositories, only the plugins')."""
     from .._plan.checks import shared_handlers, single_config_problems
@@ -136,13 +169,13 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path]) -> None:
     if not shared_handlers(goal):
         return  # nothing to check: no plugin needs loading, no repository listing
     from .._executors.inprocess import InProcessHandlers
-    from .._packages.repository import DirectoryRepository, RepositorySet
+    from .._packages.repository import RepositorySet
     from .._plugins import make_plugin_manager
 
     inprocess = InProcessHandlers()
     for registered in make_plugin_manager().hook.exthandler_register_handlers():
         inprocess.register_all(registered)
-    sources = RepositorySet([inprocess, *(DirectoryRepository(p) for p in repos)])
+    sources = RepositorySet([inprocess, *(_package_source(p) for p in repos)])
     catalog = await sources.catalog(skip_unlistable=True)
 
     def manifest_of(handler: Any, version: Any) -> Any:
@@ -190,6 +223,11 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
         print(json.dumps(view.to_json(), indent=indent))
     else:
         print(render_table(view, width=_table_width()))
+        source = view.source
+        if source is not None:  # written by `run`: how its goal-state source fares
+            since = f" since {source.since}" if source.since else ""
+            why = f": {source.message}" if source.message else ""
+            print(f"goal-state source {source.location}: {source.status}{since}{why}")
 
 
 def _table_width() -> int | None:
@@ -422,7 +460,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with open_runtime(config) as runtime:
-            await runtime.run(Path(args.source), interval=args.interval, notify=say)
+            await runtime.run(args.source, interval=args.interval, notify=say)
 
     try:
         _, signum = _run_until_signal(main)
@@ -439,7 +477,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_image_list(args: argparse.Namespace) -> int:
     import anyio
 
-    from .._packages.repository import DirectoryRepository, RepositorySet
+    from .._packages.repository import RepositorySet
     from .._report.view import align_columns
 
     missing = _missing_repositories(args)
@@ -447,7 +485,7 @@ def _cmd_image_list(args: argparse.Namespace) -> int:
         for line in missing:
             print(f"exthandler: {line}", file=sys.stderr)
         return EXIT_INVALID
-    sources = RepositorySet([DirectoryRepository(path) for path in repositories(args)])
+    sources = RepositorySet([_package_source(path) for path in repositories(args)])
     try:
         refs = anyio.run(sources.list_all)
     except PackageError as exc:
@@ -623,8 +661,8 @@ def _option_repo(parser: argparse.ArgumentParser) -> None:
         "--repo",
         action="append",
         metavar="DIR",
-        help="a directory of handler packages; may repeat; the entries of $EXTHANDLER_REPO"
-        " (colon-separated) come after",
+        help="a directory of handler packages, or its URL (http(s) with index.json, s3, gs,"
+        " az); may repeat; the entries of $EXTHANDLER_REPO (colon-separated) come after",
     )
 
 
@@ -703,7 +741,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the whole instance view as JSON")
 
     run = command(commands, "run", _cmd_run, "keep converging to SOURCE as it changes")
-    run.add_argument("source", metavar="SOURCE", help="a goal-state file, or a directory of them")
+    run.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a goal-state file, a directory of them, or a URL (http(s), s3, gs, az)",
+    )
     _options_of_runtime(run)
     run.add_argument(
         "--interval",

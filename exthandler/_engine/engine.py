@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 import attrs
@@ -35,7 +35,7 @@ from .._executors.process import ProcessExecutor, base_environment, end_orphans
 from .._fs import make_dir
 from .._model import GoalState, HandlerName, Version
 from .._packages.manifest import HandlerManifest
-from .._packages.repository import PackageSource, RepositorySet, Workspace
+from .._packages.repository import PackageCatalog, PackageSource, RepositorySet, Workspace
 from .._plan.course import PlannedStep, course
 from .._plan.planner import HandlerRecord, HandlerTarget
 from .._plan.targets import installed_versions, resolve_targets
@@ -51,6 +51,9 @@ from .settings import SettingsWriter
 from .state import Manifests, Pass
 from .statuses import Statuses
 from .steps import StepRunner
+
+if TYPE_CHECKING:
+    from .._packages.cache import PackageCache
 
 __all__ = ["DEFAULT_TIMEOUTS", "Engine", "EngineOptions", "Plan"]
 
@@ -91,6 +94,13 @@ class Plan:
             "steps": [step.to_json() for step in self.steps],
             "problems": list(self.problems),
         }
+
+
+def _package_cache(store: Store) -> PackageCache:
+    """The state dir's cache of downloaded packages (made when the first one is kept)."""
+    from .._packages.cache import PackageCache
+
+    return PackageCache(root=store.meta / "packages", state_root=store.root)
 
 
 @attrs.define(eq=False)
@@ -149,7 +159,7 @@ class Engine:
             manifests=self._manifests,
             executors=executors,
             settings=SettingsWriter(store.root),
-            workspace=Workspace(store.downloads_dir, self._io_limiter),
+            workspace=Workspace(store.downloads_dir, self._io_limiter, cache=_package_cache(store)),
             command_timeout=self.options.command_timeout,
             handler_timeouts=self.options.handler_timeouts,
             verifier=self.verifier,
@@ -190,14 +200,16 @@ class Engine:
         loaded = await self._io(store.load_records)
         self._records.clear()
         self._records.update(loaded)
-        sources = RepositorySet([self.inprocess, *self.sources])
-        catalog = await sources.catalog(skip_unlistable=True)
+        catalog = await self._catalog(goal)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, self._records, catalog, boot_id, base_environment())
         work.policy = self.policy_state()
         self.check_goal(goal, work)  # a goal that cannot be carried out changes nothing
         for problem in catalog.problems:
             store.log(problem)
+        for found in catalog.handler_problems.values():
+            for problem in found:
+                store.log(problem)
         if store.needs_sweep:  # the last runtime was killed: its temp files may remain
             await self._io(store.sweep)
         try:
@@ -235,8 +247,7 @@ class Engine:
         """The steps `apply(goal)` would run, in order, each assumed to succeed, with the
         reason for each; nothing is run and nothing in the state dir changes."""
         records = await self._io(self.store.load_records)
-        sources = RepositorySet([self.inprocess, *self.sources])
-        catalog = await sources.catalog(skip_unlistable=True)
+        catalog = await self._catalog(goal)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, records, catalog, boot_id, {})
         work.policy = self.policy_state()
@@ -263,6 +274,16 @@ class Engine:
             steps += course(record, target, after=after)
         problems = tuple(f"{name}: {message} ({code})" for name, code, message in found.failures)
         return Plan(goal_state_id=goal.id, steps=tuple(steps), problems=problems)
+
+    async def _catalog(self, goal: GoalState) -> PackageCatalog:
+        """What the sources offer for one pass; handlers whose goal names package locations
+        get their versions from their artifact manifests instead."""
+        sources = [self.inprocess, *self.sources]
+        if any(ext.package_locations for ext in goal.extensions):
+            from .._packages.remote import goal_catalog
+
+            return await goal_catalog(goal, sources)
+        return await RepositorySet(sources).catalog(skip_unlistable=True)
 
     def check_goal(self, goal: GoalState, work: Pass) -> None:
         """Refuse a goal state that cannot be carried out as written (GoalStateError),

@@ -104,12 +104,20 @@ def parse_goal_state(data: bytes | str, *, source: str = "<goal state>") -> Goal
 
 
 def load_goal_state(source: str | os.PathLike[str] | bytes) -> GoalState:
-    """Parse a goal state from a file (a path) or from bytes.
+    """Parse a goal state from a file (a path), a URL (`file://`, `http(s)://`, `s3://`,
+    `gs://`, `az://`, an Azure Blob URL with a SAS), or from bytes.
 
-    An unreadable file is a GoalStateError like any other problem.
+    An unreadable file or URL is a GoalStateError like any other problem; a URL is named
+    in problems with its credentials redacted. Reading a URL blocks the caller (from async
+    code, read it with `exthandler._remote.read` and call `parse_goal_state`).
     """
     if isinstance(source, bytes):
         return parse_goal_state(source)
+    if isinstance(source, str):
+        from exthandler._remote._url import is_url
+
+        if is_url(source):
+            return _load_url(source)
     path = os.fspath(source)
     try:
         with open(path, "rb") as stream:
@@ -117,3 +125,34 @@ def load_goal_state(source: str | os.PathLike[str] | bytes) -> GoalState:
     except OSError as exc:
         raise GoalStateError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     return parse_goal_state(data, source=path)
+
+
+def _load_url(url: str) -> GoalState:
+    """Fetch and parse the goal state at `url`, in a thread of its own with its own event
+    loop (so that it works whether or not the caller runs one)."""
+    import threading
+
+    import anyio
+
+    from exthandler._remote import Fetched, RemoteError, read, redact
+
+    outcome: list[bytes | RemoteError] = []
+
+    async def fetch() -> None:
+        try:
+            fetched = await read(url)
+        except RemoteError as exc:
+            outcome.append(exc)
+            return
+        assert isinstance(fetched, Fetched)
+        outcome.append(fetched.data)
+
+    worker = threading.Thread(target=anyio.run, args=(fetch,), name="exthandler-goal-fetch")
+    worker.start()
+    worker.join()
+    if not outcome:
+        raise GoalStateError([f"{redact(url)}: cannot read: the download did not finish"])
+    result = outcome[0]
+    if isinstance(result, RemoteError):
+        raise GoalStateError([f"{result.location}: cannot read: {result.reason}"])
+    return parse_goal_state(result, source=redact(url))

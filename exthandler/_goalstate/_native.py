@@ -49,6 +49,7 @@ UpdateTag = NewType("UpdateTag", str)
 EncodedSignature = NewType("EncodedSignature", str)
 Thumbprint = NewType("Thumbprint", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
+PackageLocation = NewType("PackageLocation", str)
 # A plain object (PlainProtectedSettings) or encrypted base64 text (str).
 ProtectedValue = PlainProtectedSettings | str | None
 
@@ -71,6 +72,8 @@ class ExtensionProperties:
     protectedSettingsCertThumbprint: Thumbprint | None = None
     forceUpdateTag: UpdateTag | None = None
     provisionAfterExtensions: list[ExtensionName] | None = None
+    location: PackageLocation | None = None
+    failoverLocations: list[PackageLocation] | None = None
     encodedSignature: EncodedSignature | None = None
 
 
@@ -113,6 +116,22 @@ def _update_tag(value: object, _: object) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise Invalid(f"must be a string or a number, not {json_kind(value)}")
+
+
+def _package_location(value: object, _: object) -> str:
+    """A PluginVersionManifest location: a path or a URL of a scheme the runtime reads.
+    The reason never quotes the value's credentials."""
+    from exthandler._remote import parse_location
+
+    if not isinstance(value, str):
+        raise Invalid(f"must be a path or URL string, not {json_kind(value)}")
+    if not value.strip():
+        raise Invalid("must be a path or URL, not empty")
+    try:
+        parse_location(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return value
 
 
 def _encoded_signature(value: object, _: object) -> str:
@@ -199,6 +218,7 @@ def goal_state_converter() -> Converter:
     converter.register_structure_hook(UpdateTag, _update_tag)
     converter.register_structure_hook(EncodedSignature, _encoded_signature)
     converter.register_structure_hook(JsonObject, _json_object)
+    converter.register_structure_hook(PackageLocation, _package_location)
     converter.register_structure_hook(ProtectedValue, _protected)
     for cls in (ExtensionProperties, NativeExtension):
         converter.register_structure_hook(cls, _with_cross_checks(cls, converter))
@@ -229,6 +249,11 @@ def to_goal(name: str, props: ExtensionProperties) -> ExtensionGoal:
         protected_settings=protected,
         force_update_tag=props.forceUpdateTag,
         depends_on=tuple(props.provisionAfterExtensions or ()),
+        package_locations=tuple(
+            dict.fromkeys(
+                [*([props.location] if props.location else []), *(props.failoverLocations or ())]
+            )
+        ),
         encoded_signature=props.encodedSignature,
     )
 

@@ -102,6 +102,7 @@ class _Reader:
             "state": state,
             "auto_upgrade_minor": wire_flag(fields.get("autoupgrade"), default=False),
             "use_exact_version": wire_flag(fields.get("useexactversion"), default=True),
+            "package_locations": _locations(fields),
             "encoded_signature": self.field(fields, path, "encodedSignature", parse_encrypted),
         }
         seq_error: str | None = None
@@ -181,6 +182,17 @@ class _Reader:
     def add(self, path: str, goal: ExtensionGoal) -> None:
         self.goals.append(goal)
         self.paths.append(path)
+
+
+def _locations(fields: dict[str, Any]) -> tuple[str, ...]:
+    """`location`, `failoverLocation`, then `additionalLocations`: where the handler's
+    PluginVersionManifest can be had, in the order to try them (non-strings ignored)."""
+    found: list[object] = [fields.get("location"), fields.get("failoverlocation")]
+    additional = fields.get("additionallocations")
+    if isinstance(additional, list):
+        found.extend(additional)
+    texts = (item.strip() for item in found if isinstance(item, str))
+    return tuple(dict.fromkeys(text for text in texts if text))
 
 
 def _optional_number(value: object) -> int | None:

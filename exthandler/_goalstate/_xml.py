@@ -188,6 +188,7 @@ class _Reader:
             "state": state,
             "auto_upgrade_minor": wire_flag(_attr(plugin, "autoUpgrade"), default=False),
             "use_exact_version": wire_flag(_attr(plugin, "useExactVersion"), default=True),
+            "package_locations": _locations(plugin),
             "encoded_signature": self.required(
                 plugin, path, "encodedSignature", parse_encrypted, optional=True
             ),
@@ -267,6 +268,15 @@ class _Reader:
     def add(self, path: str, goal: ExtensionGoal) -> None:
         self.goals.append(goal)
         self.paths.append(path)
+
+
+def _locations(plugin: Element) -> tuple[str, ...]:
+    """`location`, `failoverlocation`, then each `additionalLocations/additionalLocation`:
+    where the handler's PluginVersionManifest can be had, in the order to try them."""
+    found = [_attr(plugin, "location"), _attr(plugin, "failoverlocation")]
+    for group in _children(plugin, "additionalLocations"):
+        found.extend(item.text for item in _children(group, "additionalLocation"))
+    return tuple(dict.fromkeys(text.strip() for text in found if text and text.strip()))
 
 
 def _same_version(text: str | None, version: Version) -> bool:

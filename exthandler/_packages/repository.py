@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -44,7 +44,10 @@ from .manifest import HandlerManifest
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+    from .cache import PackageCache
+
 __all__ = [
+    "SIDECAR_SUFFIX",
     "DirectoryRepository",
     "Installed",
     "PackageCatalog",
@@ -89,7 +92,8 @@ class PackageRef:
 @attrs.frozen
 class Workspace:
     """What the runtime lends a source while it installs a package: a private scratch dir
-    (`path`, mode 0700, emptied by nobody but the source) and the runtime's I/O threads.
+    (`path`, mode 0700, emptied by nobody but the source), the runtime's I/O threads, and
+    the state dir's cache of downloaded packages (`cache`; None: downloads are not kept).
 
     `check` is the runtime's verification of a package zip (its signature, see
     docs/policy.md), which `install_zip` runs before extracting anything; None: none.
@@ -100,6 +104,7 @@ class Workspace:
     check: Callable[[Path, str | None], Awaitable[None]] | None = attrs.field(
         default=None, kw_only=True
     )
+    cache: PackageCache | None = attrs.field(default=None, kw_only=True)
 
     async def run_sync(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run blocking file work (a copy, an extraction) in one of the runtime's I/O threads."""
@@ -380,6 +385,8 @@ class PackageCatalog:
     refs: tuple[PackageRef, ...] = ()
     # Sources that could not be listed, each as "what: why" (see RepositorySet.catalog).
     problems: tuple[str, ...] = ()
+    # Problems of one handler's own source (its artifact manifest), by handler key.
+    handler_problems: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     _by_handler: dict[str, list[PackageRef]] = attrs.field(factory=dict, repr=False, eq=False)
     _sources: dict[tuple[str, Version], PackageSource] = attrs.field(
         factory=dict, repr=False, eq=False
@@ -390,6 +397,8 @@ class PackageCatalog:
         cls,
         listings: Iterable[tuple[PackageSource | None, Sequence[PackageRef]]],
         problems: Sequence[str] = (),
+        *,
+        handler_problems: Mapping[str, tuple[str, ...]] | None = None,
     ) -> PackageCatalog:
         """Merge listings in precedence order (the first ref for a package wins),
         remembering the source of each listing (None: a listing without a source)."""
@@ -407,8 +416,17 @@ class PackageCatalog:
         for ref in ordered:
             by_handler.setdefault(ref.handler.key, []).append(ref)
         return cls(
-            refs=tuple(ordered), problems=tuple(problems), by_handler=by_handler, sources=sources
+            refs=tuple(ordered),
+            problems=tuple(problems),
+            handler_problems=dict(handler_problems or {}),
+            by_handler=by_handler,
+            sources=sources,
         )
+
+    def problems_for(self, handler: HandlerName) -> tuple[str, ...]:
+        """Why what is offered for `handler` may be incomplete: the sources that could not
+        be listed, and the problem of its own artifact manifest."""
+        return self.problems + tuple(self.handler_problems.get(handler.key, ()))
 
     def available(self, handler: HandlerName) -> list[Version]:
         """The versions offered for `handler`, lowest first."""

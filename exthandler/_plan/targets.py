@@ -122,7 +122,7 @@ def resolve_target(
         return Resolution(target=None, failures=tuple(failures))
     notes: list[str] = []
     first = exts[0]
-    problems = catalog.problems
+    problems = catalog.problems_for(handler)
     try:
         # What is installed is available too: re-applying an unchanged goal state needs
         # no repository, and never takes down what runs for want of one.

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import secrets
-import ssl
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -324,12 +323,14 @@ def _store_write(location: Location, data: bytes, io_timeout: float) -> None:
 
 # -- plain HTTP (httpx) -----------------------------------------------------------------
 
-_ssl_context: ssl.SSLContext | None = None
+_ssl_context: Any = None
 
 
 def _client(io_timeout: float) -> httpx.AsyncClient:
     """A client for one operation (clients belong to one event loop; the costly part, the
     TLS context, is made once and shared)."""
+    import ssl
+
     import httpx
 
     global _ssl_context
@@ -487,7 +488,7 @@ async def download(
     part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     try:
         if location.kind == "file":
-            result = _file_download(location, part, limit)
+            result = await _in_thread(lambda: _file_download(location, part, limit))
         elif location.kind == "http":
             digest = hashlib.sha256()
             with open(part, "xb") as out:  # noqa: ASYNC230 (chunks written as they come)

@@ -20,6 +20,7 @@ __all__ = [
     "parse_location",
     "redact",
     "redact_text",
+    "split_search_path",
 ]
 
 Kind = Literal["file", "http", "s3", "gs", "azure"]
@@ -56,6 +57,25 @@ def is_url(text: str | os.PathLike[str]) -> bool:
         return False
     scheme, sep, _ = text.partition("://")
     return bool(sep) and scheme.lower() in _SCHEMES
+
+
+def split_search_path(value: str) -> list[str]:
+    """The entries of a colon-separated list of paths and URLs (`$EXTHANDLER_REPO`): the
+    colon of a URL's scheme (`https://`) and of a port (`host:8080`) separate nothing."""
+    entries: list[str] = []
+    for piece in value.split(":"):
+        last = entries[-1] if entries else ""
+        scheme = piece.startswith("//") and last.lower() in _SCHEMES
+        port = (
+            "://" in last
+            and "/" not in last.partition("://")[2]
+            and re.match(r"\A[0-9]+(/|\Z)", piece) is not None
+        )
+        if scheme or port:
+            entries[-1] += ":" + piece
+        else:
+            entries.append(piece)
+    return [entry for entry in entries if entry]
 
 
 def _secret_key(name: str) -> bool:
@@ -216,7 +236,7 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
             account, endpoint = match["account"], f"{parts.scheme}://{host}"
         else:
             if len(segments) < 2 or not segments[0]:
-                raise ValueError(f"{redact(text)}: no account and container in the path")
+                return Location("http", text)  # not a blob: a plain URL with a query
             account, endpoint = segments[0], f"{parts.scheme}://{host}/{segments[0]}"
             segments = segments[1].split("/", 1)
         container = segments[0]

@@ -30,6 +30,7 @@ from .view import (
     ExtensionView,
     InstanceView,
     ShownStatus,
+    SourceView,
     StatusView,
     SubstatusView,
     error_view,
@@ -69,6 +70,8 @@ class LiveView:
     extensions: dict[str, ExtensionState] = attrs.field(factory=dict)
     goal_id: str | None = None
     restored: InstanceView | None = None
+    # The health of `run`'s goal-state source, when a run loop reports one.
+    source: SourceView | None = None
     dirty: bool = False
     # Where a durable write (an fsync or two) waits: a worker thread, never the loop.
     limiter: anyio.CapacityLimiter | None = None
@@ -90,13 +93,16 @@ class LiveView:
 
     def instance_view(self) -> InstanceView:
         if self.goal_id is None and self.restored is not None:
-            return self.restored  # nothing applied by this runtime yet
+            # Nothing applied by this runtime yet: the last view, with today's source.
+            if self.source is None:
+                return self.restored
+            return self.restored.replace(source=self.source)
         views = []
         for state in self.extensions.values():
             view = self.extension_view(state)
             if view is not None:
                 views.append(view)
-        return InstanceView(goal_state_id=self.goal_id, extensions=tuple(views))
+        return InstanceView(goal_state_id=self.goal_id, extensions=tuple(views), source=self.source)
 
     def extension_view(self, state: ExtensionState) -> ExtensionView | None:
         goal = state.goal

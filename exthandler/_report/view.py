@@ -206,11 +206,41 @@ def compose_status(
     return _shown(StatusLevel.TRANSITIONING, 0, message, now, substatuses)
 
 
+class SourceView(Value):
+    """The health of the goal-state source of `exthandler run` (the view's `source` key).
+
+    `status` is `Ready` (the last look at the source worked), `Unreachable` (it could not
+    be read: the last good goal state stays applied) or `Invalid` (it holds a goal state
+    that does not parse: likewise). `message` says why, `since` when the source left
+    `Ready` (null while Ready), `lastSuccess` when it last answered, and `failures` how
+    many looks in a row failed. `location` never holds a credential.
+    """
+
+    location: str
+    status: str = "Ready"
+    message: str = ""
+    since: str | None = None
+    last_success: str | None = None
+    failures: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "location": self.location,
+            "status": self.status,
+            "message": self.message,
+            "since": self.since,
+            "lastSuccess": self.last_success,
+            "failures": self.failures,
+        }
+
+
 class InstanceView(Value):
-    """Every (not uninstalled) extension's state after a goal state was processed."""
+    """Every (not uninstalled) extension's state after a goal state was processed, and,
+    for a long-running runtime, the health of its goal-state source (`source`)."""
 
     goal_state_id: str | None
     extensions: tuple[ExtensionView, ...]
+    source: SourceView | None = None
 
     def failed(self) -> tuple[str, ...]:
         """The names of the extensions whose status is an error."""
@@ -249,6 +279,7 @@ class InstanceView(Value):
                 }
                 for ext in self.extensions
             ],
+            **({"source": self.source.to_json()} if self.source is not None else {}),
         }
 
     @classmethod
@@ -320,6 +351,27 @@ class _Reader:
         return InstanceView(
             goal_state_id=self._field(data, "goalStateId", "$", str, None),
             extensions=tuple(self.extension(p, e) for p, e in self._items(data, "extensions", "$")),
+            source=self.source(data.get("source")),
+        )
+
+    def source(self, data: object) -> SourceView | None:
+        """The optional `source` key; an unreadable one is left out, not an error (it is
+        the runtime's own report, not part of the extensions' view)."""
+        if not isinstance(data, Mapping):
+            return None
+        failures = data.get("failures")
+        texts = {k: data.get(k) for k in ("location", "status", "message", "since", "lastSuccess")}
+        if not isinstance(texts["location"], str) or not isinstance(texts["status"], str):
+            return None
+        return SourceView(
+            location=texts["location"],
+            status=texts["status"],
+            message=texts["message"] if isinstance(texts["message"], str) else "",
+            since=texts["since"] if isinstance(texts["since"], str) else None,
+            last_success=texts["lastSuccess"] if isinstance(texts["lastSuccess"], str) else None,
+            failures=failures
+            if isinstance(failures, int) and not isinstance(failures, bool)
+            else 0,
         )
 
     def extension(self, path: str, data: Mapping[str, Any]) -> ExtensionView:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
-import json
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -152,42 +150,6 @@ def file_server() -> Iterator[FileServer]:
         server.stop()
 
 
-def handler_zip(name: str = "Sample", version: str = "1.0.0", enable: str = "true") -> bytes:
-    """A real handler package: a manifest and an enable script that reports success."""
-    manifest = [
-        {
-            "name": name,
-            "version": 1.0,
-            "handlerManifest": {
-                "installCommand": "install.sh",
-                "enableCommand": "enable.sh",
-                "disableCommand": "noop.sh",
-                "uninstallCommand": "noop.sh",
-                "updateCommand": "noop.sh",
-            },
-        }
-    ]
-    status = (
-        '[{"version": 1.0, "timestampUTC": "2026-01-01T00:00:00Z", "status": {"name": "x",'
-        ' "operation": "Enable", "status": "success", "code": 0,'
-        ' "formattedMessage": {"lang": "en-US", "message": "' + version + '"}}}]'
-    )
-    enable_script = (
-        "#!/bin/sh\nset -e\n"
-        + enable
-        + "\n"
-        + 'seq=$(ls config | sed -n "s/\\.settings$//p" | sort -n | tail -1)\n'
-        + f"printf '%s' '{status}' > status/$seq.status\n"
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("HandlerManifest.json", json.dumps(manifest))
-        archive.writestr("install.sh", "#!/bin/sh\nexit 0\n")
-        archive.writestr("noop.sh", "#!/bin/sh\nexit 0\n")
-        archive.writestr("enable.sh", enable_script)
-    return buffer.getvalue()
-
-
 def version_manifest(*plugins: tuple[str, list[str]]) -> bytes:
     """A PluginVersionManifest listing each (version, [uris])."""
     items = "".join(
@@ -202,3 +164,18 @@ def version_manifest(*plugins: tuple[str, list[str]]) -> bytes:
         '<?xml version="1.0" encoding="utf-8"?>\n<PluginVersionManifest>'
         f"<Plugins>{items}</Plugins><InternalPlugins/></PluginVersionManifest>"
     ).encode()
+
+
+def package_bytes(tmp: Path, handler: str, version: str, **actions: str) -> bytes:
+    """A real handler package (built by the runtime tests' `Packages`) as bytes."""
+    from tests.runtime.support import Packages
+
+    build = tmp / f"build-{handler}-{version}"
+    build.mkdir(parents=True, exist_ok=True)
+    path = Packages(repo=build).build(handler, version, actions=actions or None)
+    return path.read_bytes()
+
+
+def sha256_line(data: bytes, name: str) -> bytes:
+    """What `sha256sum` prints for `data` named `name`."""
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()

@@ -115,10 +115,30 @@ def test_unsupported_scheme_is_refused_without_credentials() -> None:
 def test_importing_the_layer_loads_no_network_client() -> None:
     code = (
         "import sys, exthandler._remote as r; r.parse_location('s3://b/k');"
-        "print(sorted(m for m in ('obstore', 'httpx') if m in sys.modules))"
+        "print(sorted(m for m in ('obstore', 'httpx', 'anyio', 'exthandler._remote._io')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["status", "--state-dir", "/nonexistent"], ["validate", "GOAL"]],
+)
+def test_quick_commands_load_no_network_client(argv: list[str], tmp_path: Path) -> None:
+    goal = tmp_path / "goal.json"
+    goal.write_text('{"extensions": []}')
+    argv = [str(goal) if arg == "GOAL" else arg for arg in argv]
+    code = (
+        "import sys\nfrom exthandler._cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('obstore', 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- plain HTTP ----------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_given_ciphertext_is_passed_through(agent: Agent, packages: Packages) ->
 MULTI_XML = """<?xml version="1.0" encoding="utf-8"?>
 <Extensions goalStateIncarnation="{incarnation}">
   <Plugins>
-    <Plugin name="Test.Multi" version="1.0.0" location="x" state="enabled" autoUpgrade="false"/>
+    <Plugin name="Test.Multi" version="1.0.0" state="enabled" autoUpgrade="false"/>
   </Plugins>
   <PluginSettings>
     <Plugin name="Test.Multi" version="1.0.0">
