@@ -77,7 +77,9 @@ class RuntimeConfig:
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
     `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
     certificates package signatures must chain to; `extensions_enabled=False` processes no
-    extension at all (docs/policy.md).
+    extension at all (docs/policy.md). `log_file` is the runtime's own log (default:
+    `<state_dir>/exthandler.log`), rotated past `log_max_bytes` (0: never) keeping
+    `log_backups` old files (docs/operating.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -96,6 +98,9 @@ class RuntimeConfig:
     policy: Path | None = attrs.field(default=None, converter=_optional_path)
     trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
     extensions_enabled: bool = True
+    log_file: Path | None = attrs.field(default=None, converter=_optional_path)
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -209,6 +214,7 @@ class Runtime:
         *,
         interval: float = 5.0,
         notify: Callable[[str], None] | None = None,
+        looked: Callable[[], None] | None = None,
     ) -> None:
         """Converge to the goal state at `source` whenever it changes, until cancelled.
 
@@ -217,7 +223,8 @@ class Runtime:
         goal state is applied, an invalid one reported (the last good one stays), and in
         between the view is refreshed, since extensions keep reporting after their
         commands returned. `notify` gets one line per goal state applied or refused (the
-        runtime's log gets them too).
+        runtime's log gets them too); `looked` is called after each look at `source`,
+        before what it found is applied.
         """
         import anyio
 
@@ -234,6 +241,8 @@ class Runtime:
         seen: bytes | None = None
         while True:
             found = await anyio.to_thread.run_sync(watcher.poll)
+            if looked is not None:
+                looked()
             if found is not None and found[1] != seen:
                 path, seen = found
                 try:
@@ -251,6 +260,17 @@ class Runtime:
                 await self.refresh()
             await anyio.sleep(interval)
 
+    @contextlib.asynccontextmanager
+    async def between_passes(self) -> AsyncIterator[None]:
+        """Hold the runtime between two passes: wait for a running apply or refresh to
+        end, and keep the next from starting until the block exits (a reload's moment)."""
+        async with self._lock:
+            yield
+
+    def log(self, line: str) -> None:
+        """A line in the runtime's log (exthandler.log) and the stdlib logger `exthandler`."""
+        self._engine.store.log(line)
+
     async def refresh(self) -> InstanceView:
         """Re-read status files and heartbeats, collect telemetry; the updated view."""
         async with self._lock:
@@ -267,7 +287,13 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
     from ._state.store import Store
 
     log_root = config.log_root or config.state_dir / "log"
-    store = Store(root=config.state_dir, log_root=log_root)
+    store = Store(
+        root=config.state_dir,
+        log_root=log_root,
+        log_file=config.log_file,
+        log_max_bytes=config.log_max_bytes,
+        log_backups=config.log_backups,
+    )
     await anyio.to_thread.run_sync(store.acquire)
     try:
         manager = make_plugin_manager(

@@ -319,9 +319,12 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int | None]:
+def _run_until_signal(
+    work: Callable[[], Awaitable[_T]], on_signal: Callable[[int], None] | None = None
+) -> tuple[_T | None, int | None]:
     """Run `work` until it returns, or until SIGINT or SIGTERM: then it is cancelled (its
     commands' process groups are ended) and the signal's number is returned instead.
+    `on_signal` is told the signal before the cancellation starts.
 
     A signal that comes before the event loop listens (while Python starts the loop)
     stops the call the same way, without a traceback.
@@ -341,6 +344,8 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         received.append(signum)
+                        if on_signal is not None:
+                            on_signal(signum)
                         group.cancel_scope.cancel()
                         return
 
@@ -412,27 +417,84 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .._runtime import open_runtime
+    import attrs
 
-    _warn_missing_repositories(args)
-    config = _config(args)
+    from .._service.config import (
+        RUN_KEYS,
+        ConfigError,
+        config_path,
+        given_options,
+        read_settings,
+    )
+    from .._service.notify import Notifier
+    from .._service.serve import Settings, StepStatus, serve
+
+    # Taken out of the environment: the commands run must not talk to systemd.
+    notifier = Notifier.from_environ(os.environ)
+    hangups: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        # Until the loop listens, a SIGHUP is kept for it rather than ending the process.
+        signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    path = config_path(args.config)
+    given = given_options(args)
+    plugins = [StepStatus(notifier)] if notifier is not None else []
+
+    def read() -> Settings:
+        resolved, service = read_settings(args, path, given)
+        _warn_missing_repositories(resolved)
+        runtime = attrs.evolve(
+            _config(resolved, plugins),
+            log_file=service.log.file,
+            log_max_bytes=service.log.max_bytes,
+            log_backups=service.log.backups,
+        )
+        values = {key.name: getattr(resolved, key.name) for key in RUN_KEYS}
+        values.update(service.flat())
+        return Settings(runtime, resolved.source, resolved.interval, values)
+
+    try:
+        first = read()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    told: list[int] = []
+
+    def stopping(signum: int) -> None:
+        if notifier is not None and not told:
+            told.append(signum)
+            notifier.send("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
+
     async def main() -> None:
-        async with open_runtime(config) as runtime:
-            await runtime.run(Path(args.source), interval=args.interval, notify=say)
+        await serve(first, read, say=say, notifier=notifier, pending_reloads=len(hangups))
 
     try:
-        _, signum = _run_until_signal(main)
+        _, signum = _run_until_signal(main, on_signal=stopping)
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except (StateDirError, OSError) as exc:
-        return _unusable(exc, config.state_dir)
+        return _unusable(exc, first.runtime.state_dir)
     if signum is not None:
+        stopping(signum)  # a signal before the loop listened says so too
         print(f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from .._service.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.file}: valid configuration, {len(config.run)} run option(s) set")
     return EXIT_OK
 
 
@@ -703,16 +765,40 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the whole instance view as JSON")
 
     run = command(commands, "run", _cmd_run, "keep converging to SOURCE as it changes")
-    run.add_argument("source", metavar="SOURCE", help="a goal-state file, or a directory of them")
+    run.add_argument(
+        "source",
+        metavar="SOURCE",
+        nargs="?",
+        help="a goal-state file, or a directory of them (default: `source` in the"
+        " configuration file)",
+    )
     _options_of_runtime(run)
     run.add_argument(
         "--interval",
         type=_positive_seconds,
-        default=5.0,
         metavar="SECONDS",
         help="how often SOURCE is looked at (default: 5)",
     )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="at most N steps in flight across all handlers (default: 8)",
+    )
     _option_command_timeout(run)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file (default: /etc/exthandler/exthandler.toml when it"
+        " exists); the command line's options win; SIGHUP reads it again",
+    )
+
+    config = command(commands, "config", None, "the service's configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    config_check = command(
+        config_commands, "check", _cmd_config_check, "check a configuration file"
+    )
+    config_check.add_argument("file", metavar="FILE", help="the TOML configuration file")
 
     validate = command(
         commands, "validate", _cmd_validate, "check a goal state without touching state"
