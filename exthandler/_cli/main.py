@@ -485,6 +485,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_config_unit(args: argparse.Namespace) -> int:
+    """The systemd unit shipped in the package, starting this Python's exthandler."""
+    from importlib import resources
+
+    unit = (resources.files("exthandler") / "data" / "exthandler.service").read_text()
+    print(
+        unit.replace(
+            "ExecStart=/usr/bin/exthandler ", f"ExecStart={sys.executable} -m exthandler "
+        ),
+        end="",
+    )
+    return EXIT_OK
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from .._service.config import ConfigError, load_config
 
@@ -799,6 +813,12 @@ def build_parser() -> argparse.ArgumentParser:
         config_commands, "check", _cmd_config_check, "check a configuration file"
     )
     config_check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+    command(
+        config_commands,
+        "unit",
+        _cmd_config_unit,
+        "print the systemd unit file, starting this exthandler",
+    )
 
     validate = command(
         commands, "validate", _cmd_validate, "check a goal state without touching state"
