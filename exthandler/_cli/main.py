@@ -485,6 +485,85 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+    from .._service.logs import Follower, handler_logs, last_lines, printable
+
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    configured = service.run.get("state_dir")
+    state_dir = Path(args.state_dir or configured or default_state_dir())
+    clean = printable if sys.stdout.isatty() else (lambda text: text)
+    last: list[Path] = []  # the file shown last
+
+    def write(file: Path, data: bytes) -> None:
+        if len(follower.positions) > 1 and last != [file]:
+            sys.stdout.write(f"\n==> {file} <==\n")
+        last[:] = [file]
+        sys.stdout.write(clean(data.decode("utf-8", "replace")))
+        sys.stdout.flush()
+
+    follower = Follower(write)
+    try:
+        if args.name is None:
+            files = [service.log.file or state_dir / "exthandler.log"]
+            notes: list[str] = []
+        else:
+            directory = _handler_log_dir(args, state_dir)
+            if directory is None:
+                return EXIT_INVALID
+            files, notes = handler_logs(directory)
+        for number, file in enumerate(files):
+            data, inode, offset = last_lines(file, args.lines)
+            if args.name is not None:
+                sys.stdout.write(f"{'' if number == 0 else chr(10)}==> {file} <==\n")
+            sys.stdout.write(clean(data.decode("utf-8", "replace")))
+            follower.watch(file, inode, offset)
+            last[:] = [file]
+        sys.stdout.flush()
+        for note in notes:
+            print(f"exthandler: {note}", file=sys.stderr)
+        if args.follow:
+            follower.run()
+    except OSError as exc:
+        print(f"exthandler: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return EXIT_OK
+
+
+def _handler_log_dir(args: argparse.Namespace, state_dir: Path) -> Path | None:
+    """The log folder of the extension (any case) or handler (`Publisher.Type`) NAME."""
+    from .._report.view import read_instance_view
+
+    log_root = Path(args.log_root) if args.log_root else state_dir / "log"
+    view = read_instance_view(state_dir)
+    names = {e.name.casefold(): e.type for e in view.extensions} if view else {}
+    handler = names.get(args.name.casefold())
+    if handler is None:
+        try:
+            folders = {name.casefold(): name for name in os.listdir(log_root)}
+        except OSError:
+            folders = {}
+        handler = folders.get(args.name.casefold())
+    if handler is None:
+        known = sorted({*(e.name for e in view.extensions)} if view else set())
+        close = _suggestion(args.name, known)
+        hint = f"; did you mean {close!r}?" if close else ""
+        print(
+            f"exthandler: {state_dir}: no extension or handler named {args.name!r}{hint}",
+            file=sys.stderr,
+        )
+        return None
+    return log_root / handler
+
+
 def _cmd_config_unit(args: argparse.Namespace) -> int:
     """The systemd unit shipped in the package, starting this Python's exthandler."""
     from importlib import resources
@@ -605,6 +684,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _lines(text: str) -> int:
+    """`--lines`: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of lines, got {text!r}")
+    return int(text)
 
 
 def _positive_seconds(text: str) -> float:
@@ -805,6 +891,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the configuration file (default: /etc/exthandler/exthandler.toml when it"
         " exists); the command line's options win; SIGHUP reads it again",
+    )
+
+    logs = command(commands, "logs", _cmd_logs, "show the runtime's log, or one extension's logs")
+    logs.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",
+        help="an extension (any case) or a handler (Publisher.Type): its CommandExecution.log"
+        " and the rest of its log folder",
+    )
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep showing what is appended (Ctrl-C ends)"
+    )
+    logs.add_argument(
+        "--lines",
+        "-n",
+        type=_lines,
+        default=50,
+        metavar="N",
+        help="how many last lines of each file (default: 50)",
+    )
+    logs.add_argument("--state-dir", metavar="DIR", help="the state dir (default: as for run)")
+    logs.add_argument(
+        "--log-root", metavar="DIR", help="where the handlers' logs are (default: <state-dir>/log)"
+    )
+    logs.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file naming the state dir and the log file (default:"
+        " /etc/exthandler/exthandler.toml when it exists)",
     )
 
     config = command(commands, "config", None, "the service's configuration file")
