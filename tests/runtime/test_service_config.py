@@ -188,3 +188,17 @@ def test_the_default_file_is_read_when_it_exists(
     monkeypatch.setattr(config, "DEFAULT_CONFIG", path)
     assert main(["run", "g.json"]) == 2
     assert f"{path}: interval:" in capsys.readouterr().err
+
+
+def test_the_operating_page_documents_a_valid_file_and_every_key() -> None:
+    import re
+
+    from exthandler._service.config import parse_config
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", page, re.DOTALL)
+    assert example is not None
+    config = parse_config(example[1].encode(), Path("/etc/exthandler/exthandler.toml"))
+    assert set(config.run) == {key.name for key in RUN_KEYS}
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", page, re.MULTILINE))
+    assert documented == {key.name for key in RUN_KEYS} | set(config.flat())
