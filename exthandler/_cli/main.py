@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .._model import GoalState
     from .._report.view import InstanceView
     from .._runtime import RuntimeConfig
+    from .._service.notify import Notifier
 
 __all__ = ["main"]
 
@@ -417,6 +418,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .._service.notify import Notifier
+
+    # Taken out of the environment: the commands run must not talk to systemd.
+    notifier = Notifier.from_environ(os.environ)
+    hangups: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        # Until the loop listens, a SIGHUP is kept for it rather than ending the process.
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    try:
+        return _serve(args, notifier, hangups, main_thread)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGHUP, previous)
+
+
+def _serve(
+    args: argparse.Namespace, notifier: Notifier | None, hangups: list[int], main_thread: bool
+) -> int:
+    """`run` from its configuration: see `_cmd_run`."""
     import attrs
 
     from .._service.config import (
@@ -426,15 +447,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         given_options,
         read_settings,
     )
-    from .._service.notify import Notifier
     from .._service.serve import Settings, StepStatus, serve
 
-    # Taken out of the environment: the commands run must not talk to systemd.
-    notifier = Notifier.from_environ(os.environ)
-    hangups: list[int] = []
-    if threading.current_thread() is threading.main_thread():
-        # Until the loop listens, a SIGHUP is kept for it rather than ending the process.
-        signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     path = config_path(args.config)
     given = given_options(args)
     plugins = [StepStatus(notifier)] if notifier is not None else []
@@ -470,7 +484,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             notifier.send("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
 
     async def main() -> None:
-        await serve(first, read, say=say, notifier=notifier, pending_reloads=len(hangups))
+        await serve(
+            first,
+            read,
+            say=say,
+            notifier=notifier,
+            pending_reloads=len(hangups),
+            reload_on_hangup=main_thread,  # only the main thread can take signals
+        )
 
     try:
         _, signum = _run_until_signal(main, on_signal=stopping)

@@ -78,17 +78,20 @@ async def serve(
     say: Callable[[str], None],
     notifier: Notifier | None,
     pending_reloads: int = 0,
+    reload_on_hangup: bool = True,
 ) -> None:
     """Run the loop with `first` until cancelled; on SIGHUP, `reload()` (ConfigError:
     kept as is). `say` gets one line per reload (stderr); the runtime's log gets it too.
-    `pending_reloads` are SIGHUPs received before this was called."""
+    `pending_reloads` are SIGHUPs received before this was called; without
+    `reload_on_hangup`, SIGHUP is not listened for (off the main thread)."""
     from .._runtime import open_runtime
 
     send: MemoryObjectSendStream[int]
     receive: MemoryObjectReceiveStream[int]
     send, receive = anyio.create_memory_object_stream[int](math.inf)
     async with anyio.create_task_group() as group:
-        group.start_soon(_forward_hangups, send)
+        if reload_on_hangup:
+            group.start_soon(_forward_hangups, send)
         for _ in range(pending_reloads):
             send.send_nowait(signal.SIGHUP)
         if notifier is not None and notifier.watchdog is not None:
