@@ -145,6 +145,11 @@ def test_reload_waits_for_the_pass_in_flight_and_keeps_its_work(
     try:
         wait_until(lambda: (agent.state / "started").exists(), what="enable started")
         wait_until(lambda: notify_path.seen("READY=1"), what="READY=1")
+        # What runs is told: the blocked enable is the step in flight.
+        wait_until(
+            lambda: any(f.startswith("STATUS=running enable") for f in notify_path.fields()),
+            what="a STATUS= line naming the enable",
+        )
         service_config.write_text(service_config.read_text() + "concurrency = 2\n")
         service.process.send_signal(signal.SIGHUP)
         wait_until(lambda: notify_path.seen("RELOADING=1"), what="RELOADING=1")
