@@ -86,7 +86,9 @@ class RuntimeConfig:
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
     `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
     certificates package signatures must chain to; `extensions_enabled=False` processes no
-    extension at all (docs/policy.md).
+    extension at all (docs/policy.md). `log_file` is the runtime's own log (default:
+    `<state_dir>/exthandler.log`), rotated past `log_max_bytes` (0: never) keeping
+    `log_backups` old files (docs/operating.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -105,6 +107,9 @@ class RuntimeConfig:
     policy: Path | None = attrs.field(default=None, converter=_optional_path)
     trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
     extensions_enabled: bool = True
+    log_file: Path | None = attrs.field(default=None, converter=_optional_path)
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -219,6 +224,7 @@ class Runtime:
         interval: float = 5.0,
         notify: Callable[[str], None] | None = None,
         pacing: Pacing | None = None,
+        looked: Callable[[], None] | None = None,
     ) -> None:
         """Converge to the goal state at `source` whenever it changes, until cancelled.
 
@@ -232,7 +238,8 @@ class Runtime:
         the instance view's `source` key. A pass whose packages or manifests could not be
         downloaded (1001, 1004) is run again at the next look. `notify` gets one line per
         goal state applied or refused and per change of the source's health (the
-        runtime's log gets them too). `pacing` replaces the clock (see `Pacing`).
+        runtime's log gets them too). `pacing` replaces the clock (see `Pacing`); `looked` is
+        called after each look at `source`, before what it found is applied.
         """
         import attrs as _attrs
 
@@ -262,6 +269,8 @@ class Runtime:
                 if health.status == "Unreachable":
                     say(f"goal-state source reachable again: {poller.health.location}")
                 poller.answered()
+            if looked is not None:
+                looked()
             goal: GoalState | None = None
             if found is not None:
                 name, data = found
@@ -287,20 +296,21 @@ class Runtime:
                     await self.refresh()
                     await pacing.sleep(poller.delay())
                     continue
+                failed = bool(view.failed())
+                # Said as soon as the pass ends: a reload may stop the loop at its next wait.
+                say(
+                    f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
+                    f" {'with errors' if failed else 'ok'}"
+                )
                 poller.applied()
                 self._show_source(poller.health)
-                await self.refresh()
                 current = goal
                 if not _download_failed(view):
                     retry_every = 0
                 else:
                     retry_every = min(retry_every * 2, 64) if again else 1
                     retry_in = retry_every
-                failed = bool(view.failed())
-                say(
-                    f"applied {view.goal_state_id}: {len(view.extensions)} extension(s),"
-                    f" {'with errors' if failed else 'ok'}"
-                )
+                await self.refresh()
             else:
                 self._show_source(poller.health)
                 if current is not None or self._engine.view.dirty:
@@ -312,6 +322,17 @@ class Runtime:
         if view.source != health:
             view.source = health
             view.dirty = True
+
+    @contextlib.asynccontextmanager
+    async def between_passes(self) -> AsyncIterator[None]:
+        """Hold the runtime between two passes: wait for a running apply or refresh to
+        end, and keep the next from starting until the block exits (a reload's moment)."""
+        async with self._lock:
+            yield
+
+    def log(self, line: str) -> None:
+        """A line in the runtime's log (exthandler.log) and the stdlib logger `exthandler`."""
+        self._engine.store.log(line)
 
     async def refresh(self) -> InstanceView:
         """Re-read status files and heartbeats, collect telemetry; the updated view."""
@@ -329,7 +350,13 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
     from ._state.store import Store
 
     log_root = config.log_root or config.state_dir / "log"
-    store = Store(root=config.state_dir, log_root=log_root)
+    store = Store(
+        root=config.state_dir,
+        log_root=log_root,
+        log_file=config.log_file,
+        log_max_bytes=config.log_max_bytes,
+        log_backups=config.log_backups,
+    )
     await anyio.to_thread.run_sync(store.acquire)
     try:
         manager = make_plugin_manager(

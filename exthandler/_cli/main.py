@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .._model import GoalState
     from .._report.view import InstanceView
     from .._runtime import RuntimeConfig
+    from .._service.notify import Notifier
 
 __all__ = ["main"]
 
@@ -357,9 +358,12 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int | None]:
+def _run_until_signal(
+    work: Callable[[], Awaitable[_T]], on_signal: Callable[[int], None] | None = None
+) -> tuple[_T | None, int | None]:
     """Run `work` until it returns, or until SIGINT or SIGTERM: then it is cancelled (its
     commands' process groups are ended) and the signal's number is returned instead.
+    `on_signal` is told the signal before the cancellation starts.
 
     A signal that comes before the event loop listens (while Python starts the loop)
     stops the call the same way, without a traceback.
@@ -379,6 +383,8 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         received.append(signum)
+                        if on_signal is not None:
+                            on_signal(signum)
                         group.cancel_scope.cancel()
                         return
 
@@ -450,27 +456,197 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .._runtime import open_runtime
+    from .._service.notify import Notifier
 
-    _warn_missing_repositories(args)
-    config = _config(args)
+    # Taken out of the environment: the commands run must not talk to systemd.
+    notifier = Notifier.from_environ(os.environ)
+    hangups: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        # Until the loop listens, a SIGHUP is kept for it rather than ending the process.
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    try:
+        return _serve(args, notifier, hangups, main_thread)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGHUP, previous)
+
+
+def _serve(
+    args: argparse.Namespace, notifier: Notifier | None, hangups: list[int], main_thread: bool
+) -> int:
+    """`run` from its configuration: see `_cmd_run`."""
+    import attrs
+
+    from .._service.config import (
+        RUN_KEYS,
+        ConfigError,
+        config_path,
+        given_options,
+        read_settings,
+    )
+    from .._service.serve import Settings, StepStatus, serve
+
+    path = config_path(args.config)
+    given = given_options(args)
+    plugins = [StepStatus(notifier)] if notifier is not None else []
+
+    def read() -> Settings:
+        resolved, service = read_settings(args, path, given)
+        _warn_missing_repositories(resolved)
+        runtime = attrs.evolve(
+            _config(resolved, plugins),
+            log_file=service.log.file,
+            log_max_bytes=service.log.max_bytes,
+            log_backups=service.log.backups,
+        )
+        values = {key.name: getattr(resolved, key.name) for key in RUN_KEYS}
+        values.update(service.flat())
+        return Settings(runtime, resolved.source, resolved.interval, values)
+
+    try:
+        first = read()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    told: list[int] = []
+
+    def stopping(signum: int) -> None:
+        if notifier is not None and not told:
+            told.append(signum)
+            notifier.send("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
+
     async def main() -> None:
-        async with open_runtime(config) as runtime:
-            await runtime.run(args.source, interval=args.interval, notify=say)
+        await serve(
+            first,
+            read,
+            say=say,
+            notifier=notifier,
+            pending_reloads=len(hangups),
+            reload_on_hangup=main_thread,  # only the main thread can take signals
+        )
 
     try:
-        _, signum = _run_until_signal(main)
+        _, signum = _run_until_signal(main, on_signal=stopping)
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except (StateDirError, OSError) as exc:
-        return _unusable(exc, config.state_dir)
+        return _unusable(exc, first.runtime.state_dir)
     if signum is not None:
+        stopping(signum)  # a signal before the loop listened says so too
         print(f"exthandler: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+    from .._service.logs import Follower, handler_logs, last_lines, printable
+
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    configured = service.run.get("state_dir")
+    state_dir = Path(args.state_dir or configured or default_state_dir())
+    clean = printable if sys.stdout.isatty() else (lambda text: text)
+    last: list[Path] = []  # the file shown last
+
+    def write(file: Path, data: bytes) -> None:
+        if len(follower.positions) > 1 and last != [file]:
+            sys.stdout.write(f"\n==> {file} <==\n")
+        last[:] = [file]
+        sys.stdout.write(clean(data.decode("utf-8", "replace")))
+        sys.stdout.flush()
+
+    follower = Follower(write)
+    try:
+        if args.name is None:
+            files = [service.log.file or state_dir / "exthandler.log"]
+            notes: list[str] = []
+        else:
+            directory = _handler_log_dir(args, state_dir)
+            if directory is None:
+                return EXIT_INVALID
+            files, notes = handler_logs(directory)
+        for number, file in enumerate(files):
+            data, inode, offset = last_lines(file, args.lines)
+            if args.name is not None:
+                sys.stdout.write(f"{'' if number == 0 else chr(10)}==> {file} <==\n")
+            sys.stdout.write(clean(data.decode("utf-8", "replace")))
+            follower.watch(file, inode, offset)
+            last[:] = [file]
+        sys.stdout.flush()
+        for note in notes:
+            print(f"exthandler: {note}", file=sys.stderr)
+        if args.follow:
+            follower.run()
+    except OSError as exc:
+        print(f"exthandler: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return EXIT_OK
+
+
+def _handler_log_dir(args: argparse.Namespace, state_dir: Path) -> Path | None:
+    """The log folder of the extension (any case) or handler (`Publisher.Type`) NAME."""
+    from .._report.view import read_instance_view
+
+    log_root = Path(args.log_root) if args.log_root else state_dir / "log"
+    view = read_instance_view(state_dir)
+    names = {e.name.casefold(): e.type for e in view.extensions} if view else {}
+    handler = names.get(args.name.casefold())
+    if handler is None:
+        try:
+            folders = {name.casefold(): name for name in os.listdir(log_root)}
+        except OSError:
+            folders = {}
+        handler = folders.get(args.name.casefold())
+    if handler is None:
+        known = sorted({*(e.name for e in view.extensions)} if view else set())
+        close = _suggestion(args.name, known)
+        hint = f"; did you mean {close!r}?" if close else ""
+        print(
+            f"exthandler: {state_dir}: no extension or handler named {args.name!r}{hint}",
+            file=sys.stderr,
+        )
+        return None
+    return log_root / handler
+
+
+def _cmd_config_unit(args: argparse.Namespace) -> int:
+    """The systemd unit shipped in the package, starting this Python's exthandler."""
+    from importlib import resources
+
+    unit = (resources.files("exthandler") / "data" / "exthandler.service").read_text()
+    print(
+        unit.replace(
+            "ExecStart=/usr/bin/exthandler ", f"ExecStart={sys.executable} -m exthandler "
+        ),
+        end="",
+    )
+    return EXIT_OK
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from .._service.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.file}: valid configuration, {len(config.run)} run option(s) set")
     return EXIT_OK
 
 
@@ -567,6 +743,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _lines(text: str) -> int:
+    """`--lines`: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of lines, got {text!r}")
+    return int(text)
 
 
 def _positive_seconds(text: str) -> float:
@@ -744,17 +927,73 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "source",
         metavar="SOURCE",
-        help="a goal-state file, a directory of them, or a URL (http(s), s3, gs, az)",
+        nargs="?",
+        help="a goal-state file, a directory of them, or a URL (http(s), s3, gs, az);"
+        " default: `source` in the configuration file",
     )
     _options_of_runtime(run)
     run.add_argument(
         "--interval",
         type=_positive_seconds,
-        default=5.0,
         metavar="SECONDS",
         help="how often SOURCE is looked at (default: 5)",
     )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="at most N steps in flight across all handlers (default: 8)",
+    )
     _option_command_timeout(run)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file (default: /etc/exthandler/exthandler.toml when it"
+        " exists); the command line's options win; SIGHUP reads it again",
+    )
+
+    logs = command(commands, "logs", _cmd_logs, "show the runtime's log, or one extension's logs")
+    logs.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",
+        help="an extension (any case) or a handler (Publisher.Type): its CommandExecution.log"
+        " and the rest of its log folder",
+    )
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="keep showing what is appended (Ctrl-C ends)"
+    )
+    logs.add_argument(
+        "--lines",
+        "-n",
+        type=_lines,
+        default=50,
+        metavar="N",
+        help="how many last lines of each file (default: 50)",
+    )
+    logs.add_argument("--state-dir", metavar="DIR", help="the state dir (default: as for run)")
+    logs.add_argument(
+        "--log-root", metavar="DIR", help="where the handlers' logs are (default: <state-dir>/log)"
+    )
+    logs.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file naming the state dir and the log file (default:"
+        " /etc/exthandler/exthandler.toml when it exists)",
+    )
+
+    config = command(commands, "config", None, "the service's configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    config_check = command(
+        config_commands, "check", _cmd_config_check, "check a configuration file"
+    )
+    config_check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+    command(
+        config_commands,
+        "unit",
+        _cmd_config_unit,
+        "print the systemd unit file, starting this exthandler",
+    )
 
     validate = command(
         commands, "validate", _cmd_validate, "check a goal state without touching state"

@@ -32,6 +32,7 @@ import fcntl
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 import attrs
@@ -94,7 +95,14 @@ class StateDir:
 
     root: Path
     log_root: Path
+    # The runtime's own log (None: `<state dir>/exthandler.log`) and its rotation: past
+    # `log_max_bytes` (0: never, logrotate's job) it becomes `.1`, `.1` becomes `.2`... and
+    # the oldest beyond `log_backups` is deleted.
+    log_file: Path | None = None
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
     _lock_fd: int | None = None
+    _log_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     needs_sweep: bool = attrs.field(default=True, init=False)
     # Handler dirs renamed out of the way, deleted by `empty_trash` at the end of a pass.
     _trash: list[Path] = attrs.field(factory=list)
@@ -114,7 +122,7 @@ class StateDir:
 
     @property
     def log_path(self) -> Path:
-        return self.root / "exthandler.log"
+        return self.log_file or self.root / "exthandler.log"
 
     # -- the lock -------------------------------------------------------------------------
 
@@ -140,6 +148,9 @@ class StateDir:
     def _acquire(self) -> None:
         for directory in (self.root, self.log_root):
             _check_owned(directory, _make_public_dir(directory))
+        if self.log_file is not None:  # a log elsewhere must be writable from the start
+            fd, _ = open_append(self.log_file, 0o600)
+            os.close(fd)
         try:
             meta_fd = open_dir(self.meta)
         except FileNotFoundError:
@@ -263,19 +274,42 @@ class StateDir:
 
     def log(self, message: str) -> None:
         """Append a line to exthandler.log, 0600 (never holds settings: callers pass no
-        secrets). A link or FIFO in its place is replaced, not written through."""
+        secrets). A link or FIFO in its place is replaced, not written through. The file
+        is opened for each line: one moved away (logrotate) is followed by a new one at
+        once. A line that would take it past `log_max_bytes` rotates it first."""
         from datetime import UTC, datetime
 
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        data = f"{stamp} {message}\n".encode("utf-8", "replace")
         # The log must never be what fails a pass (a full disk is reported elsewhere).
         with contextlib.suppress(OSError):
-            fd, _ = open_append(self.log_path, 0o600)
+            fd, size = open_append(self.log_path, 0o600)
+            if self.log_max_bytes and size and size + len(data) > self.log_max_bytes:
+                os.close(fd)
+                with self._log_lock:
+                    fd, size = open_append(self.log_path, 0o600)
+                    if size and size + len(data) > self.log_max_bytes:
+                        os.close(fd)
+                        self._rotate_log()
+                        fd, _ = open_append(self.log_path, 0o600)
             try:
-                view = memoryview(f"{stamp} {message}\n".encode("utf-8", "replace"))
+                view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
+
+    def _rotate_log(self) -> None:
+        """`exthandler.log` becomes `.1`, each `.N` becomes `.N+1`; past `log_backups`
+        the oldest is deleted (renames never follow a link: they move the name)."""
+        path = self.log_path
+        for number in range(self.log_backups, 0, -1):
+            older = path.with_name(f"{path.name}.{number}")
+            newer = path if number == 1 else path.with_name(f"{path.name}.{number - 1}")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(newer, older)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # with no backups kept (with backups, already renamed)
 
 
 def _remove_tree(path: Path) -> None:

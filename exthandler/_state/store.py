@@ -34,6 +34,9 @@ class Store:
 
     root: Path
     log_root: Path
+    log_file: Path | None = None
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
     state: StateDir = attrs.field(init=False)
     journal: Journal = attrs.field(init=False)
     handlers: HandlerDirs = attrs.field(init=False)
@@ -42,7 +45,13 @@ class Store:
     io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.state = StateDir(root=self.root, log_root=self.log_root)
+        self.state = StateDir(
+            root=self.root,
+            log_root=self.log_root,
+            log_file=self.log_file,
+            log_max_bytes=self.log_max_bytes,
+            log_backups=self.log_backups,
+        )
         self.io_limiter = anyio.CapacityLimiter(4)
         self.journal = Journal(state=self.state, limiter=self.io_limiter)
         self.handlers = HandlerDirs(state=self.state)
