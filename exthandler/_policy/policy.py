@@ -26,6 +26,8 @@ from exthandler_sdk.protocol import (
     processing_disabled_message,
 )
 
+from exthandler._convert import json_kind
+
 from .._errors import ExtHandlerError
 from .._fs import UnsafeFileError, open_regular
 from .._model import ExtensionGoal, HandlerName, RequestedState
@@ -110,18 +112,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def parse_policy(data: bytes, *, where: str) -> Policy:
     """The policy `data` holds (`where` names it in problems and in the messages the
     runtime reports). PolicyError listing every problem otherwise."""
@@ -135,7 +125,7 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PolicyError([f"{where}: $: not valid JSON ({exc})"]) from None
     if not isinstance(document, dict):
-        raise PolicyError([f"{where}: $: must be a JSON object, not {_kind(document)}"])
+        raise PolicyError([f"{where}: $: must be a JSON object, not {json_kind(document)}"])
 
     def unknown(obj: dict[str, Any], known: frozenset[str], path: str) -> None:
         for key in sorted(set(obj) - known):
@@ -146,7 +136,7 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
         if value is None and key not in obj:
             return None
         if not isinstance(value, bool):
-            problem(f"{path}.{key}", f"must be true or false, not {_kind(value)}")
+            problem(f"{path}.{key}", f"must be true or false, not {json_kind(value)}")
             return None
         return value
 
@@ -166,7 +156,7 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
     allow_only = signature = None
     rules: dict[str, ExtensionRules] = {}
     if not isinstance(policies, dict):
-        problem("$.extensionPolicies", f"must be an object, not {_kind(policies)}")
+        problem("$.extensionPolicies", f"must be an object, not {json_kind(policies)}")
     else:
         path = "$.extensionPolicies"
         unknown(policies, _POLICIES_KEYS, path)
@@ -174,7 +164,7 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
         signature = flag(policies, "signatureRequired", path)
         extensions = policies.get("extensions", {})
         if not isinstance(extensions, dict):
-            problem(f"{path}.extensions", f"must be an object, not {_kind(extensions)}")
+            problem(f"{path}.extensions", f"must be an object, not {json_kind(extensions)}")
         else:
             spelled: dict[str, str] = {}
             for name, body in extensions.items():
@@ -187,12 +177,12 @@ def parse_policy(data: bytes, *, where: str) -> Policy:
                     continue
                 spelled[name.lower()] = name
                 if not isinstance(body, dict):
-                    problem(here, f"must be an object, not {_kind(body)}")
+                    problem(here, f"must be an object, not {json_kind(body)}")
                     continue
                 unknown(body, _EXTENSION_KEYS, here)
                 runtime = body.get("runtimePolicy")
                 if "runtimePolicy" in body and not isinstance(runtime, dict):
-                    problem(f"{here}.runtimePolicy", f"must be an object, not {_kind(runtime)}")
+                    problem(f"{here}.runtimePolicy", f"must be an object, not {json_kind(runtime)}")
                     runtime = None
                 rules[name.lower()] = ExtensionRules(
                     signature_required=flag(body, "signatureRequired", here),

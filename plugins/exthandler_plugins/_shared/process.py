@@ -16,9 +16,11 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+import anyio
 import attrs
 from exthandler_sdk.files import write_atomic
 from exthandler_sdk.procs import identify, read_identity, still_running
@@ -125,6 +127,30 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     except PermissionError:  # the id was reused by someone else's group
         return False
     return True
+
+
+async def wait_for_exit(
+    process: subprocess.Popen[bytes],
+    deadline: float,
+    *,
+    report: Callable[[], Awaitable[None]],
+    every: float,
+    poll: float = 0.05,
+) -> int | None:
+    """The process's exit status, or None when the monotonic `deadline` passed first;
+    `report()` is awaited every `every` seconds while it runs."""
+    next_report = time.monotonic() + every
+    while True:
+        returncode = process.poll()
+        if returncode is not None:
+            return exit_status(returncode)
+        now = time.monotonic()
+        if now >= deadline:
+            return None
+        if now >= next_report:
+            next_report = now + every
+            await report()
+        await anyio.sleep(min(poll, max(0.0, deadline - now)))
 
 
 def exit_status(returncode: int) -> int:

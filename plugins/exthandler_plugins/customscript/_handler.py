@@ -180,21 +180,16 @@ async def _wait(
     ctx: Ctx, process: subprocess.Popen[bytes], directory: Path, deadline: float
 ) -> int | None:
     """The script's exit status, or None when `deadline` passed first."""
-    next_report = time.monotonic() + STATUS_INTERVAL
-    while True:
-        returncode = process.poll()
-        if returncode is not None:
-            return _process.exit_status(returncode)
-        now = time.monotonic()
-        if now >= deadline:
-            return None
-        if now >= next_report:
-            next_report = now + STATUS_INTERVAL
-            await ctx.status.transitioning(
-                "the script is running",
-                substatus=_tails(directory, StatusLevel.TRANSITIONING),
-            )
-        await anyio.sleep(min(_POLL, max(0.0, deadline - now)))
+
+    async def report() -> None:
+        await ctx.status.transitioning(
+            "the script is running",
+            substatus=_tails(directory, StatusLevel.TRANSITIONING),
+        )
+
+    return await _process.wait_for_exit(
+        process, deadline, report=report, every=STATUS_INTERVAL, poll=_POLL
+    )
 
 
 def _tails(directory: Path, level: StatusLevel) -> list[Substatus]:

@@ -311,18 +311,13 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
     ) -> int | None:
         """The script's exit status, or None when `deadline` passed first."""
         await self._progress(ctx, run)
-        next_report = time.monotonic() + STATUS_INTERVAL
-        while True:
-            returncode = process.poll()
-            if returncode is not None:
-                return _process.exit_status(returncode)
-            now = time.monotonic()
-            if now >= deadline:
-                return None
-            if now >= next_report:
-                next_report = now + STATUS_INTERVAL
-                await self._progress(ctx, run)
-            await anyio.sleep(min(_POLL, max(0.0, deadline - now)))
+        return await _process.wait_for_exit(
+            process,
+            deadline,
+            report=lambda: self._progress(ctx, run),
+            every=STATUS_INTERVAL,
+            poll=_POLL,
+        )
 
     async def _progress(self, ctx: Ctx, run: _Run) -> None:
         await ctx.status.transitioning(
