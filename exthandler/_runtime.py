@@ -13,7 +13,7 @@ import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
 from ._fs import read_regular
-from ._report.view import InstanceView
+from ._report.view import ExtensionView, InstanceView
 from ._state.statedir import OWN_FILE_LIMIT
 
 # The engine, the package sources, the plugins and the event loop are imported when a
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._model import GoalState
     from ._packages.repository import PackageSource
     from ._report.events import EventHub, EventStream
+    from ._upload.uploader import StatusUploader
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
@@ -61,6 +62,19 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path).absolute()
 
 
+def _status_url(url: str | Path | None) -> str | None:
+    """A status destination, checked (ValueError, without the URL's credentials): a path
+    is made absolute."""
+    if url is None:
+        return None
+    from ._upload.targets import destination
+
+    found = destination(url)
+    if found.kind == "file" and "://" not in str(url):
+        return str(found.path)
+    return str(url)
+
+
 @attrs.frozen(kw_only=True)
 class RuntimeConfig:
     """Where a runtime keeps its state and finds its packages, and how it runs commands.
@@ -72,6 +86,10 @@ class RuntimeConfig:
     besides those the plugins register through `exthandler_register_handlers`.
     `repositories` are directories of packages, or any `PackageSource`; `executors` run
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
+    `status_url` is where the aggregate status document is uploaded when the goal state
+    names no status blob of its own: at most every `status_interval` seconds when it
+    changes, and every `status_heartbeat` seconds in any case, each upload given
+    `status_timeout` seconds (see docs/fleet.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -87,6 +105,10 @@ class RuntimeConfig:
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
+    status_url: str | None = attrs.field(default=None, converter=_status_url)
+    status_interval: float = 10.0
+    status_heartbeat: float = 60.0
+    status_timeout: float = 30.0
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -117,6 +139,7 @@ class Runtime:
     _lock: anyio.Lock = attrs.field(factory=_new_lock)
     _hub: EventHub = attrs.field(factory=_new_hub)
     _relay: object | None = None
+    _uploader: StatusUploader | None = None
 
     def __attrs_post_init__(self) -> None:
         self._hub.on_change = self._listen
@@ -154,9 +177,24 @@ class Runtime:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge to `goal` (one apply at a time) and return the final instance view."""
         async with self._lock:
-            if not self._hub.listening:
-                return await self._engine.apply(goal)
-            return await self._apply_observed(goal)
+            uploader = self._uploader
+            if uploader is None:
+                return await self._apply(goal)
+            from ._errors import GoalStateError
+
+            uploader.goal_started(goal)
+            try:
+                view = await self._apply(goal)
+            except GoalStateError as exc:
+                uploader.goal_refused(goal, "; ".join(exc.problems))
+                raise
+            uploader.goal_finished(goal)
+            return view
+
+    async def _apply(self, goal: GoalState) -> InstanceView:
+        if not self._hub.listening:
+            return await self._engine.apply(goal)
+        return await self._apply_observed(goal)
 
     async def _apply_observed(self, goal: GoalState) -> InstanceView:
         """`apply`, with the pass's start and end told to the event streams."""
@@ -284,9 +322,55 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
         previous = read_instance_view(config.state_dir)
         if previous is not None:
             engine.view.restore(previous)
-        yield Runtime(config=config, plugin_manager=manager, engine=engine)
+        uploader = _status_uploader(config, engine, store)
+        manager.register(uploader, name="exthandler-status-upload")
+        runtime = Runtime(config=config, plugin_manager=manager, engine=engine, uploader=uploader)
+        # The uploader runs beside everything else, for as long as the runtime is open; a
+        # runtime left normally uploads the last status first. What ends the block is
+        # raised again outside the task group, as it came (not in an exception group).
+        ended: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(uploader.run)
+            try:
+                yield runtime
+            except BaseException as exc:
+                ended = exc
+            else:
+                await uploader.flush()
+            group.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
     finally:
         store.release()
+
+
+def _status_uploader(config: RuntimeConfig, engine: Engine, store: Any) -> StatusUploader:
+    from . import __version__
+    from ._model import ExtensionGoal, HandlerName, Version
+    from ._upload.uploader import StatusUploader
+
+    def log(message: str, level: int) -> None:
+        store.log(f"status upload: {message}", level=level)
+
+    def is_multi(ext: ExtensionView, goal: ExtensionGoal | None) -> bool:
+        if goal is not None and goal.multi_config is not None:
+            return goal.multi_config
+        try:
+            handler, version = HandlerName.parse(ext.type), Version.parse(ext.type_handler_version)
+        except ValueError:
+            return False
+        return engine.is_multi_config(handler, version)
+
+    return StatusUploader(
+        view=engine.instance_view,
+        default_url=config.status_url,
+        interval=config.status_interval,
+        heartbeat=config.status_heartbeat,
+        timeout=config.status_timeout,
+        log=log,
+        is_multi=is_multi,
+        agent_version=__version__,
+    )
 
 
 def read_instance_view(state_dir: Path) -> InstanceView | None:

@@ -146,6 +146,7 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
         log_root=Path(args.log_root) if getattr(args, "log_root", None) else None,
         concurrency=getattr(args, "concurrency", 8),
         command_timeout=getattr(args, "command_timeout", None),
+        status_url=getattr(args, "status_url", None),
         plugins=plugins,
         # Where the boot id comes from; containers and tests may point it elsewhere.
         boot_id_path=Path(os.environ.get("EXTHANDLER_BOOT_ID_FILE", str(BOOT_ID_PATH))),
@@ -591,6 +592,28 @@ def _option_command_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _status_destination(text: str) -> str:
+    """`--status-url`: checked when the command line is read; the reason never quotes
+    the URL's credentials."""
+    from .._upload.targets import destination
+
+    try:
+        destination(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _option_status_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status-url",
+        type=_status_destination,
+        metavar="URL",
+        help="upload the aggregate status document there (a path, file://, or an Azure blob"
+        " URL with a SAS); the goal state's own status blob wins",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `exthandler` parser; each command's parser is its namespace's `parser`."""
     parser = _Parser(prog="exthandler", description="Run VM extension handlers to a goal state.")
@@ -622,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N steps in flight across all handlers (default: 8)",
     )
     _option_command_timeout(apply)
+    _option_status_url(apply)
 
     plan = command(
         commands, "plan", _cmd_plan, "show the steps apply would run, and why, changing nothing"
@@ -666,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often SOURCE is looked at (default: 5)",
     )
     _option_command_timeout(run)
+    _option_status_url(run)
 
     validate = command(
         commands, "validate", _cmd_validate, "check a goal state without touching state"

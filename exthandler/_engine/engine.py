@@ -143,6 +143,10 @@ class Engine:
     def instance_view(self) -> InstanceView:
         return self.view.instance_view()
 
+    def is_multi_config(self, handler: HandlerName, version: Version) -> bool:
+        """Whether the installed `handler` at `version` takes several extensions."""
+        return self._manifests.is_multi(handler, version)
+
     def _targets(self) -> Mapping[HandlerName, HandlerTarget]:
         """The targets of the current (or last) pass."""
         return {} if self._pass is None else self._pass.targets
