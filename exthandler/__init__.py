@@ -49,10 +49,10 @@ if TYPE_CHECKING:
     from ._report.view import InstanceView as InstanceView
     from ._report.view import StatusView as StatusView
     from ._report.view import SubstatusView as SubstatusView
+    from ._report.view import read_instance_view as read_instance_view
     from ._runtime import Runtime as Runtime
     from ._runtime import RuntimeConfig as RuntimeConfig
     from ._runtime import open_runtime as open_runtime
-    from ._runtime import read_instance_view as read_instance_view
 del TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -157,7 +157,7 @@ _HOMES = {
     "open_runtime": "._runtime",
     "parse_goal_state": "._goalstate",
     "parse_manifest": "._packages.manifest",
-    "read_instance_view": "._runtime",
+    "read_instance_view": "._report.view",
     "select_version": "._plan.versions",
 }
 

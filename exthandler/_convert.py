@@ -1,30 +1,31 @@
-"""The project's cattrs converter and the translation of its errors into `path: reason` lines.
+"""The project's converter from JSON to attrs classes, and its `path: reason` lines.
 
 Documents read from JSON are structured into private attrs classes with one converter built
 by `make_converter()` (never a module-level global, so nobody registers hooks into a
 converter someone else relies on). The converter is strict: JSON scalars are not coerced
 (`"1"` is not an int, `1` is not a string), unknown keys are errors, and every problem of a
-document is collected before anything is reported.
+document is collected before anything is reported. It is the project's own, small and
+built for exactly this: `exthandler validate` is mostly start-up, and a general-purpose
+converter library costs more to import than the parse itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import attrs
-import cattrs
-from cattrs.cols import is_mutable_sequence, list_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn
 
-__all__ = ["Invalid", "error_items", "error_lines", "json_kind", "key_suffix", "make_converter"]
-
-# Separates the encoded reason from the path that cattrs.transform_error appends. Reasons
-# never contain a raw NUL: user text only reaches them through repr().
-_END = "\x00"
-_ITEM = "\x1f"
-_FIELD = "\x1e"
+__all__ = [
+    "Converter",
+    "Invalid",
+    "error_items",
+    "error_lines",
+    "json_kind",
+    "key_suffix",
+    "make_converter",
+]
 
 
 class Invalid(ValueError):
@@ -94,69 +95,140 @@ def _strict_float(value: object, _: object) -> float:
     return float(value)
 
 
-def _list_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], list[Any]]:
-    """Lists must be JSON arrays: a string or an object is not silently iterated."""
-    inner = list_structure_factory(type_, converter)
-
-    def structure(value: Any, cl: Any) -> list[Any]:
-        if not isinstance(value, list | tuple):
-            raise Invalid(f"must be an array, not {json_kind(value)}")
-        result: list[Any] = inner(value, cl)
-        return result
-
-    return structure
+Hook = Callable[[Any, Any], Any]
+_Fn = Callable[[Any], Any]
 
 
-def _attrs_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    """attrs classes come from JSON objects; anything else is one clear problem."""
-    inner = make_dict_structure_fn(type_, converter)
+class Converter:
+    """Structures JSON values into attrs classes, strictly, collecting every problem.
 
-    def structure(value: Any, cl: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise Invalid(f"must be an object, not {json_kind(value)}")
-        return inner(value, cl)
+    Hooks are looked up by the exact type (a class, a `NewType`, a union alias); `X | None`
+    accepts null; `list[X]` needs a JSON array; an attrs class needs a JSON object with its
+    required keys and no others. Problems are raised together as one `Invalid` whose
+    suffixes point at where each sits, in document order: a class's fields in order, then
+    its unknown keys (sorted). Each type is turned into one structuring function on first
+    use, so that a document of 10,000 extensions pays for the type analysis once.
+    """
 
-    return structure
+    def __init__(self) -> None:
+        self._hooks: dict[Any, Hook] = {
+            str: _strict_str,
+            bool: _strict_bool,
+            int: _strict_int,
+            float: _strict_float,
+        }
+        self._compiled: dict[Any, _Fn] = {}
+        self._classes: dict[type, _Fn] = {}
+
+    def register_structure_hook(self, type_: Any, hook: Hook) -> None:
+        """Structure values of `type_` with `hook(value, type_)` (it raises `Invalid`)."""
+        self._hooks[type_] = hook
+        self._compiled.clear()
+
+    def structure(self, value: Any, type_: Any) -> Any:
+        """`value` as a `type_`, or `Invalid` listing every problem."""
+        function = self._compiled.get(type_)
+        if function is None:
+            function = self._compiled[type_] = self._compile(type_)
+        return function(value)
+
+    def structure_attrs(self, value: Any, cls: type[Any]) -> Any:
+        """An attrs class from a JSON object, ignoring any hook registered for `cls`."""
+        function = self._classes.get(cls)
+        if function is None:
+            function = self._classes[cls] = self._compile_class(cls)
+        return function(value)
+
+    def _compile(self, type_: Any) -> _Fn:
+        hook = self._hooks.get(type_)
+        if hook is not None:
+            return lambda value: hook(value, type_)
+        if type_ is Any:
+            return lambda value: value
+        origin = get_origin(type_)
+        if origin is list:
+            return self._compile_list(get_args(type_)[0])
+        if origin in (Union, UnionType):
+            members = get_args(type_)
+            if len(members) == 2 and type(None) in members:
+                inner = next(m for m in members if m is not type(None))
+                return lambda value: None if value is None else self.structure(value, inner)
+        if isinstance(type_, type) and attrs.has(type_):
+            return lambda value: self.structure_attrs(value, type_)
+        raise TypeError(f"no way to structure {type_!r}")  # a programming error
+
+    def _compile_class(self, cls: type[Any]) -> _Fn:
+        attrs.resolve_types(cls)
+        fields = tuple(
+            (f.name, key_suffix(f.name), f.type, f.default is attrs.NOTHING)
+            for f in attrs.fields(cls)
+        )
+        known = frozenset(f[0] for f in fields)
+        structure = self.structure
+
+        def structure_class(value: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise Invalid(f"must be an object, not {json_kind(value)}")
+            problems: list[tuple[str, str]] = []
+            kwargs: dict[str, Any] = {}
+            for name, where, type_, required in fields:
+                if name not in value:
+                    if required:
+                        problems.append((where, "required"))
+                    continue
+                try:
+                    kwargs[name] = structure(value[name], type_)
+                except Exception as exc:  # a hook's bug is still reported by path
+                    problems.extend((where + suffix, reason) for suffix, reason in _problems(exc))
+            if not known.issuperset(value):
+                extra = sorted((key for key in value if key not in known), key=str)
+                problems.extend((key_suffix(key), "unknown key") for key in extra)
+            if problems:
+                raise Invalid.many(problems)
+            return cls(**kwargs)
+
+        return structure_class
+
+    def _compile_list(self, item: Any) -> _Fn:
+        structure = self.structure
+
+        def structure_list(value: Any) -> list[Any]:
+            if not isinstance(value, list | tuple):
+                raise Invalid(f"must be an array, not {json_kind(value)}")
+            problems: list[tuple[str, str]] = []
+            result: list[Any] = []
+            for index, entry in enumerate(value):
+                try:
+                    result.append(structure(entry, item))
+                except Exception as exc:  # a hook's bug is still reported by path
+                    problems.extend((f"[{index}]{s}", reason) for s, reason in _problems(exc))
+            if problems:
+                raise Invalid.many(problems)
+            return result
+
+        return structure_list
 
 
-def make_converter() -> cattrs.Converter:
-    """A fresh strict converter: no coercion of scalars, unknown keys forbidden."""
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(str, _strict_str)
-    converter.register_structure_hook(bool, _strict_bool)
-    converter.register_structure_hook(int, _strict_int)
-    converter.register_structure_hook(float, _strict_float)
-    converter.register_structure_hook_factory(is_mutable_sequence, _list_factory)
-    converter.register_structure_hook_factory(attrs.has, _attrs_factory)
-    return converter
-
-
-def _format(exc: BaseException, type_: type | None) -> str:
-    """Encode an exception's problems for `error_items` to decode."""
+def _problems(exc: Exception) -> tuple[tuple[str, str], ...]:
     if isinstance(exc, Invalid):
-        problems = exc.problems
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        problems = tuple((key_suffix(k), "unknown key") for k in sorted(exc.extra_fields, key=str))
-    elif isinstance(exc, KeyError):
-        problems = (("", "required"),)
-    else:
-        problems = (("", cattrs.v.format_exception(exc, type_)),)
-    return _ITEM.join(f"{s}{_FIELD}{r}" for s, r in problems) + _END
+        return exc.problems
+    if isinstance(exc, TypeError) and str(exc).startswith("no way to structure"):
+        raise exc  # a type the converter was never taught: a programming error
+    return (("", f"unknown error ({exc})"),)
+
+
+def make_converter() -> Converter:
+    """A fresh strict converter: no coercion of scalars, unknown keys forbidden."""
+    return Converter()
 
 
 def error_items(exc: BaseException, *, path: str = "$") -> list[tuple[str, str]]:
-    """Every problem in a cattrs error as `(path, reason)`, in document order."""
-    if not isinstance(exc, ClassValidationError | IterableValidationError | Invalid):
+    """Every problem in an `Invalid` as `(path, reason)`, in document order."""
+    if not isinstance(exc, Invalid):
         return [(path, str(exc) or type(exc).__name__)]
-    items: list[tuple[str, str]] = []
-    for line in cattrs.transform_error(exc, path=path, format_exception=_format):
-        encoded, _, where = line.partition(_END + " @ ")
-        for item in encoded.split(_ITEM):
-            suffix, _, reason = item.partition(_FIELD)
-            items.append((where + suffix, reason))
-    return items
+    return [(path + suffix, reason) for suffix, reason in exc.problems]
 
 
 def error_lines(exc: BaseException, *, path: str = "$") -> list[str]:
-    """Every problem in a cattrs error as a `path: reason` line."""
+    """Every problem in an `Invalid` as a `path: reason` line."""
     return [f"{where}: {reason}" for where, reason in error_items(exc, path=path)]

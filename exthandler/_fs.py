@@ -25,6 +25,7 @@ from exthandler_sdk.files import write_atomic as _write_atomic
 from exthandler_sdk.protocol import READ_LIMIT
 
 __all__ = [
+    "OWN_FILE_LIMIT",
     "INLINE_LIMIT",
     "READ_LIMIT",
     "TEMP_SUFFIX",
@@ -43,6 +44,11 @@ __all__ = [
     "write_into",
     "write_unless_same",
 ]
+
+OWN_FILE_LIMIT = 1 << 30
+"""The most read of one of the runtime's own files (records, journal, view): they hold a
+line per handler, and nothing but the runtime writes them; the cap only keeps a planted
+device or a runaway file from exhausting memory."""
 
 # Files up to this size are read, copied or extracted on the event loop: a worker thread
 # costs a hand-off and holds the interpreter lock for most of such work anyway. Larger

@@ -191,6 +191,8 @@ class ExtensionGoal:
     `settings_error` is set when the wire format carried settings that cannot be used: the
     extension is still listed, and reported in error.
     `multi_config` is `None` when the format does not say; the manifest decides then.
+    `encoded_signature` is the base64 DER CMS detached signature of the handler's package,
+    when the goal state gives one (see docs/policy.md).
     """
 
     name: str
@@ -207,6 +209,7 @@ class ExtensionGoal:
     dependency_level: int = 0
     multi_config: bool | None = None
     settings_error: str | None = None
+    encoded_signature: str | None = attrs.field(default=None, repr=False)
 
     @property
     def has_settings(self) -> bool:

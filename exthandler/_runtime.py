@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -12,9 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._fs import read_regular
-from ._report.view import ExtensionView, InstanceView
-from ._state.statedir import OWN_FILE_LIMIT
+from ._report.view import InstanceView, read_instance_view
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -28,6 +25,7 @@ if TYPE_CHECKING:
     from ._model import GoalState
     from ._packages.repository import PackageSource
     from ._report.events import EventHub, EventStream
+    from ._report.view import ExtensionView
     from ._upload.uploader import StatusUploader
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
@@ -75,6 +73,12 @@ def _status_url(url: str | Path | None) -> str | None:
     return str(url)
 
 
+def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    if isinstance(paths, str | Path):
+        raise TypeError("trusted_roots: a sequence of paths, not one path")
+    return tuple(Path(p).absolute() for p in paths)
+
+
 @attrs.frozen(kw_only=True)
 class RuntimeConfig:
     """Where a runtime keeps its state and finds its packages, and how it runs commands.
@@ -90,6 +94,9 @@ class RuntimeConfig:
     names no status blob of its own: at most every `status_interval` seconds when it
     changes, and every `status_heartbeat` seconds in any case, each upload given
     `status_timeout` seconds (see docs/fleet.md).
+    `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
+    certificates package signatures must chain to; `extensions_enabled=False` processes no
+    extension at all (docs/policy.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -109,6 +116,9 @@ class RuntimeConfig:
     status_interval: float = 10.0
     status_heartbeat: float = 60.0
     status_timeout: float = 30.0
+    policy: Path | None = attrs.field(default=None, converter=_optional_path)
+    trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    extensions_enabled: bool = True
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -313,6 +323,9 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
                 kill_grace=config.kill_grace,
                 dependency_wait=config.dependency_wait,
                 boot_id_path=config.boot_id_path,
+                policy=config.policy,
+                trusted_roots=config.trusted_roots,
+                extensions_enabled=config.extensions_enabled,
             ),
             plugins=manager,
         )
@@ -371,12 +384,3 @@ def _status_uploader(config: RuntimeConfig, engine: Engine, store: Any) -> Statu
         is_multi=is_multi,
         agent_version=__version__,
     )
-
-
-def read_instance_view(state_dir: Path) -> InstanceView | None:
-    """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
-    path = Path(state_dir) / ".exthandler" / "instance-view.json"
-    try:
-        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

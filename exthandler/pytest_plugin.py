@@ -21,15 +21,30 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import Agent, Harness
+    from .testing import Agent, Harness, SigningCA
 
-__all__ = ["exthandler_agent", "exthandler_certificate_dir", "exthandler_harness"]
+__all__ = [
+    "exthandler_agent",
+    "exthandler_certificate_dir",
+    "exthandler_harness",
+    "exthandler_signing_ca",
+]
 
 
 @pytest.fixture(scope="session")
 def exthandler_certificate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the session's certificate pair lives (generated once, reused by every test)."""
     return tmp_path_factory.mktemp("exthandler-certificate")
+
+
+@pytest.fixture(scope="session")
+def exthandler_signing_ca(tmp_path_factory: pytest.TempPathFactory) -> SigningCA:
+    """A throwaway CA for signed packages, made once per session: give it to an agent
+    (`exthandler_agent.signing_ca = exthandler_signing_ca`) to sign what it adds with
+    `sign=True` and to trust its root."""
+    from .testing import SigningCA
+
+    return SigningCA(tmp_path_factory.mktemp("exthandler-signing-ca"))
 
 
 @pytest.fixture

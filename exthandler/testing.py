@@ -5,6 +5,8 @@
 - `Agent` is a real runtime on temporary dirs: add handler classes and packages, apply
   goal states, read the instance view and the commands it ran (observed through the
   runtime's step hooks), inject faults, reboot, kill the runtime mid-operation.
+- `SigningCA` is a throwaway certificate authority that signs packages as a publisher
+  would, for runtimes that require signed packages.
 - `check_lifecycle` drives a handler through its whole life; `validate_status` and
   `validate_heartbeat` check files strictly against the protocol.
 
@@ -14,6 +16,8 @@ fixtures are built from these classes.
 
 from ._testing._agent import Agent as Agent
 from ._testing._agent import KilledApply as KilledApply
+from ._testing._ca import Identity as Identity
+from ._testing._ca import SigningCA as SigningCA
 from ._testing._faults import Fault as Fault
 from ._testing._faults import FaultKind as FaultKind
 from ._testing._faults import faulty_class as faulty_class
@@ -37,9 +41,11 @@ __all__ = [
     "FaultKind",
     "Harness",
     "HarnessResult",
+    "Identity",
     "KilledApply",
     "LifecyclePhase",
     "LifecycleReport",
+    "SigningCA",
     "Status",
     "SubstatusEntry",
     "TestingUsageError",

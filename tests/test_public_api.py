@@ -87,9 +87,11 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "FaultKind",
         "Harness",
         "HarnessResult",
+        "Identity",
         "KilledApply",
         "LifecyclePhase",
         "LifecycleReport",
+        "SigningCA",
         "Status",
         "SubstatusEntry",
         "TestingUsageError",
@@ -104,6 +106,7 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "exthandler_agent",
         "exthandler_certificate_dir",
         "exthandler_harness",
+        "exthandler_signing_ca",
     ],
 }
 # Modules whose only job is to re-export: every public name they hold is in __all__.

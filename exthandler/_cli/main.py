@@ -79,6 +79,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .._goalstate import load_goal_state
     from .._plan.checks import shared_handlers
 
+    if args.goal is None and args.policy is None:
+        args.parser.error("give GOAL, --policy FILE, or both")
+    policy = None
+    if args.policy is not None:
+        from .._policy.policy import PolicyError, load_policy
+
+        try:
+            policy = load_policy(args.policy)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_INVALID
+        print(
+            f"{args.policy}: valid policy,"
+            f" allowListedExtensionsOnly={str(policy.allow_listed_only).lower()},"
+            f" signatureRequired={str(policy.signature_required).lower()},"
+            f" {len(policy.extensions)} extension(s) named"
+        )
+    if args.goal is None:
+        return EXIT_OK
     _warn_missing_repositories(args)
     try:
         goal = load_goal_state(args.goal)
@@ -100,6 +120,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"  warning: {ext.name}: settings unusable, will be reported in error: "
             f"{ext.settings_error}"
         )
+    if policy is not None:
+        from .._policy.policy import PolicyState, refusals
+
+        for name, (code, message) in refusals(PolicyState(policy=policy), goal.extensions).items():
+            print(f"  warning: {name}: refused by the policy ({code}): {message}")
     return EXIT_OK
 
 
@@ -147,6 +172,9 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
         concurrency=getattr(args, "concurrency", 8),
         command_timeout=getattr(args, "command_timeout", None),
         status_url=getattr(args, "status_url", None),
+        policy=getattr(args, "policy", None) or os.environ.get("EXTHANDLER_POLICY") or None,
+        trusted_roots=getattr(args, "trusted_root", None) or (),
+        extensions_enabled=not getattr(args, "no_extensions", False),
         plugins=plugins,
         # Where the boot id comes from; containers and tests may point it elsewhere.
         boot_id_path=Path(os.environ.get("EXTHANDLER_BOOT_ID_FILE", str(BOOT_ID_PATH))),
@@ -342,8 +370,7 @@ def _run_until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, int
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from .._fs import open_regular
-    from .._report.view import InstanceView
-    from .._runtime import read_instance_view
+    from .._report.view import InstanceView, read_instance_view
 
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     try:
@@ -570,6 +597,26 @@ def _options_of_runtime(parser: argparse.ArgumentParser) -> None:
         " else $XDG_STATE_HOME/exthandler or ~/.local/state/exthandler)",
     )
     _option_repo(parser)
+    _options_of_policy(parser)
+
+
+def _options_of_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the extension policy file (default: $EXTHANDLER_POLICY; see docs/policy.md)",
+    )
+    parser.add_argument(
+        "--trusted-root",
+        action="append",
+        metavar="PEM",
+        help="a root certificate package signatures may chain to; may repeat",
+    )
+    parser.add_argument(
+        "--no-extensions",
+        action="store_true",
+        help="process no extension: report each as not processed",
+    )
 
 
 def _option_repo(parser: argparse.ArgumentParser) -> None:
@@ -696,9 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "validate", _cmd_validate, "check a goal state without touching state"
     )
     validate.add_argument(
-        "goal", metavar="GOAL", help="the goal-state file (any of the four formats)"
+        "goal", metavar="GOAL", nargs="?", help="the goal-state file (any of the four formats)"
     )
     _option_repo(validate)
+    validate.add_argument("--policy", metavar="FILE", help="check this extension policy file")
 
     extension = command(commands, "extension", None, "handler images and goal-state editing")
     ext_commands = extension.add_subparsers(dest="ext_command", required=True, metavar="COMMAND")

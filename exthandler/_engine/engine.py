@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple, Unpack
@@ -34,10 +35,12 @@ from .._executors.process import ProcessExecutor, base_environment, end_orphans
 from .._fs import make_dir
 from .._model import GoalState, HandlerName, Version
 from .._packages.manifest import HandlerManifest
-from .._packages.repository import PackageSource, RepositorySet, Workspace, package_token
+from .._packages.repository import PackageSource, RepositorySet, Workspace
 from .._plan.course import PlannedStep, course
 from .._plan.planner import HandlerRecord, HandlerTarget
 from .._plan.targets import installed_versions, resolve_targets
+from .._policy.policy import PolicyError, PolicyState, load_policy, refusals
+from .._policy.signature import PackageVerifier
 from .._report.liveview import ExtensionState, LiveView
 from .._report.telemetry import Collected, EventRateLimiter, collect_all
 from .._report.view import InstanceView
@@ -67,6 +70,11 @@ class EngineOptions:
     kill_grace: float
     dependency_wait: float
     boot_id_path: Path
+    # The extension policy (docs/policy.md): the policy file, the roots signatures must
+    # chain to, and whether extensions are processed at all.
+    policy: Path | None = None
+    trusted_roots: Sequence[Path] = ()
+    extensions_enabled: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +116,7 @@ class Engine:
     _statuses: Statuses = attrs.field(init=False)
     _driver: HandlerDriver = attrs.field(init=False)
     _events: EventRateLimiter = attrs.field(init=False, factory=EventRateLimiter)
+    verifier: PackageVerifier = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         store, records = self.store, self._records
@@ -120,6 +129,14 @@ class Engine:
         )
         self._manifests = Manifests(store)
         self._statuses = Statuses(store, self.view, self._manifests, records, self._targets)
+        hook = self.plugins.hook
+        self.verifier = PackageVerifier(
+            roots=tuple(self.options.trusted_roots),
+            emit=lambda event: hook.exthandler_telemetry_events(
+                handler=event.handler, events=[event]
+            ),
+            log=lambda line: store.log(line, level=logging.WARNING),
+        )
         executors = [
             *self.executors,
             InProcessExecutor(self.inprocess),
@@ -135,6 +152,7 @@ class Engine:
             workspace=Workspace(store.downloads_dir, self._io_limiter),
             command_timeout=self.options.command_timeout,
             handler_timeouts=self.options.handler_timeouts,
+            verifier=self.verifier,
         )
         self._driver = HandlerDriver(
             store, self.view, self._statuses, self._manifests, steps, self.plugins
@@ -146,6 +164,19 @@ class Engine:
     def is_multi_config(self, handler: HandlerName, version: Version) -> bool:
         """Whether the installed `handler` at `version` takes several extensions."""
         return self._manifests.is_multi(handler, version)
+
+    def policy_state(self) -> PolicyState:
+        """What governs the next pass: processing on or off, and the policy file as it
+        reads now (read at every pass: an administrator may change it while `run` runs)."""
+        options = self.options
+        if not options.extensions_enabled or options.policy is None:
+            return PolicyState(extensions_enabled=options.extensions_enabled)
+        try:
+            return PolicyState(policy=load_policy(options.policy))
+        except PolicyError as exc:
+            for problem in exc.problems:
+                self.store.log(f"policy: {problem}", level=logging.ERROR)
+            return PolicyState(error=exc)
 
     def _targets(self) -> Mapping[HandlerName, HandlerTarget]:
         """The targets of the current (or last) pass."""
@@ -167,6 +198,7 @@ class Engine:
         catalog = await sources.catalog(skip_unlistable=True)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, self._records, catalog, boot_id, base_environment())
+        work.policy = self.policy_state()
         self.check_goal(goal, work)  # a goal that cannot be carried out changes nothing
         for problem in catalog.problems:
             store.log(problem)
@@ -211,6 +243,7 @@ class Engine:
         catalog = await sources.catalog(skip_unlistable=True)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, records, catalog, boot_id, {})
+        work.policy = self.policy_state()
         self.check_goal(goal, work)
         targets, found = resolve_targets(
             work.by_handler,
@@ -218,7 +251,9 @@ class Engine:
             catalog,
             boot_id=boot_id,
             key=await self._io(self.store.digest_key),
-            token_of=package_token,
+            token_of=work.package_token,
+            refused=refusals(work.policy, goal.extensions),
+            blocked=work.policy.blocks,
         )
         steps: list[PlannedStep] = []
         removals = [t for t in targets.values() if t.removes_handler]
@@ -238,6 +273,11 @@ class Engine:
         before anything is changed: two extensions on a handler that takes one."""
         from .._plan.checks import package_manifest, shared_handlers, single_config_problems
 
+        if work.policy.error is not None or not work.policy.extensions_enabled:
+            return  # nothing of the goal is processed
+        if work.policy.policy is not None:  # nothing of a disallowed handler is fetched
+            allowed = tuple(e for e in goal.extensions if not work.policy.blocks(e.handler))
+            goal = attrs.evolve(goal, extensions=allowed)
         if not shared_handlers(goal):
             return
 
@@ -266,7 +306,9 @@ class Engine:
             work.catalog,
             boot_id=work.boot_id,
             key=key,
-            token_of=package_token,
+            token_of=work.package_token,
+            refused=refusals(work.policy, work.goal.extensions),
+            blocked=work.policy.blocks,
         )
         for name, code, message in found.failures:
             self.view.fail(name, code, message)

@@ -7,13 +7,19 @@ own certificate (made once per state dir: the key generation runs in a worker th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-from exthandler_sdk.protocol import CONFIG_DIR, render_settings, settings_file_name
+from exthandler_sdk.protocol import (
+    CONFIG_DIR,
+    RUNTIME_POLICY_FILE,
+    render_settings,
+    settings_file_name,
+)
 
 from .._fs import make_dir, write_unless_same
 from .._model import EncryptedProtectedSettings, ExtensionGoal, PlainProtectedSettings
@@ -56,6 +62,17 @@ class SettingsWriter:
             make_dir(path.parent, 0o700)  # a link the handler put there is replaced
             await self._write_file(path, state.goal)
             written.add(key)
+
+    def write_runtime_policy(self, directory: Path, value: Mapping[str, Any] | None) -> None:
+        """Write the policy's `runtimePolicy` for the handler as `config/runtimePolicy.json`
+        of the handler dir `directory`, or remove that file when the policy gives none."""
+        path = directory / CONFIG_DIR / RUNTIME_POLICY_FILE
+        if value is None:
+            path.unlink(missing_ok=True)
+            return
+        make_dir(path.parent, 0o700)  # a link the handler put there is replaced
+        data = json.dumps(value, sort_keys=True, indent=2).encode() + b"\n"
+        write_unless_same(path, data, mode=0o600)
 
     async def _write_file(self, path: Path, goal: ExtensionGoal) -> None:
         if not goal.has_settings:

@@ -7,6 +7,7 @@ one goal state leaks into the next.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import attrs
@@ -14,8 +15,9 @@ import attrs
 from .._errors import PackageError
 from .._model import ExtensionGoal, GoalState, HandlerName, Version
 from .._packages.manifest import MANIFEST_NAME, HandlerManifest, read_manifest
-from .._packages.repository import PackageCatalog
+from .._packages.repository import PackageCatalog, PackageRef, package_token
 from .._plan.planner import HandlerRecord, HandlerTarget
+from .._policy.policy import PolicyState
 from .._state.store import Store
 
 __all__ = ["Manifests", "Pass"]
@@ -80,8 +82,27 @@ class Pass:
     by_handler: dict[HandlerName, list[ExtensionGoal]] = attrs.field(init=False)
     # Settings files written in this pass: (path, sequence number).
     written: set[tuple[str, int]] = attrs.field(factory=set)
+    # The policy this pass runs under (processing on or off, the policy file's rules).
+    policy: PolicyState = attrs.field(factory=PolicyState)
 
     def __attrs_post_init__(self) -> None:
         self.by_handler = {}
         for ext in self.goal.extensions:
             self.by_handler.setdefault(ext.handler, []).append(ext)
+
+    def signature_of(self, handler: HandlerName) -> str | None:
+        """The goal state's `encodedSignature` for the package of `handler`, if any."""
+        exts = self.by_handler.get(handler, ())
+        return next((e.encoded_signature for e in exts if e.encoded_signature), None)
+
+    def package_token(self, ref: PackageRef) -> str:
+        """What identifies the package at `ref` for a remembered refusal: its file (see
+        `package_token`), and the signature and the policy's requirement it was checked
+        with, so that a new signature or a changed policy is tried again."""
+        token = package_token(ref)
+        signature = self.signature_of(ref.handler)
+        required = self.policy.requires_signature(ref.handler)
+        if signature is None and not required:
+            return token
+        digest = "-" if signature is None else hashlib.sha256(signature.encode()).hexdigest()
+        return f"{token}/signature:{digest[:16]}:{'required' if required else 'optional'}"

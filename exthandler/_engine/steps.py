@@ -23,8 +23,9 @@ from .._errors import NoEligibleVersionError, PackageError
 from .._executors.base import CommandRequest, Executor
 from .._executors.process import CommandResult, write_log_entry
 from .._packages.manifest import MANIFEST_NAME
-from .._packages.repository import Installed, Workspace, package_token
+from .._packages.repository import Installed, Workspace
 from .._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, StepKind
+from .._policy.signature import CheckOutcome, PackageVerifier, SignatureCheck
 from .._report.liveview import ExtensionState, LiveView
 from .._state.store import Store
 from .settings import SettingsWriter
@@ -73,6 +74,8 @@ class StepRunner:
     # The runtime's command timeouts: one for all, or per handler (`Publisher.Type`).
     command_timeout: float | None = None
     handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    # Checks each package's signature before it is extracted (docs/policy.md).
+    verifier: PackageVerifier | None = None
 
     async def run(
         self, step: Step, record: HandlerRecord, target: HandlerTarget, work: Pass
@@ -113,7 +116,24 @@ class StepRunner:
                 raise PackageError(
                     ErrorCode.PACKAGE_DOWNLOAD, f"{ref.file_name}: no source offers it any longer"
                 )
-            installed: Installed = await source.install(ref, directory, self.workspace)
+            check = SignatureCheck(
+                handler=handler,
+                version=version,
+                encoded_signature=work.signature_of(handler),
+                required=work.policy.requires_signature(handler),
+            )
+            checked = CheckOutcome()
+            workspace = self.workspace
+            if self.verifier is not None:
+                workspace = attrs.evolve(workspace, check=self.verifier.bind(check, checked))
+            installed: Installed = await source.install(ref, directory, workspace)
+            if check.required and not checked.done and not installed.rebuildable:
+                raise PackageError(
+                    ErrorCode.PACKAGE_DOWNLOAD,
+                    "the policy requires a signed package, and its source installed it"
+                    " without letting the runtime verify its signature",
+                )
+            self.view.signature_warning(handler, version, checked.warning)
             try:
                 self.store.prepare_handler_dir(handler, version)
             except OSError as exc:  # e.g. a package holding a file named config or status
@@ -156,7 +176,7 @@ class StepRunner:
         package = ""
         if not transient:
             with contextlib.suppress(NoEligibleVersionError):
-                package = package_token(work.catalog.find(handler, version))
+                package = work.package_token(work.catalog.find(handler, version))
         for ext in target.extensions:
             self.view.fail(ext.name, code, message)
         outcome = Outcome(
@@ -199,6 +219,7 @@ class StepRunner:
         await self.settings.write(
             directory, self.view.extensions, names, multi=multi, written=work.written
         )
+        self.settings.write_runtime_policy(directory, work.policy.runtime_policy(handler))
         env = {
             Variable.SEQUENCE_NUMBER: str(_sequence_for(step, record, target)),
             Variable.EXTENSION_PATH: str(directory),

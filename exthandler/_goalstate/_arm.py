@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import cattrs
-from cattrs.errors import ClassValidationError
-
-from exthandler._convert import Invalid, error_items, json_kind, key_suffix
+from exthandler._convert import Converter, Invalid, error_items, json_kind, key_suffix
 from exthandler._errors import GoalStateError
 from exthandler._model import ExtensionGoal, GoalState, GoalStateFormat, validate_extension_name
 
@@ -84,7 +81,7 @@ def _resources(value: object, path: str, problems: list[str]) -> Iterator[tuple[
 
 
 def _extension(
-    where: str, resource: Mapping[str, Any], problems: list[str], converter: cattrs.Converter
+    where: str, resource: Mapping[str, Any], problems: list[str], converter: Converter
 ) -> ExtensionGoal | None:
     expressions: list[str] = []
     name = _literal(resource.get("name"), f"{where}.name", expressions)
@@ -107,7 +104,7 @@ def _extension(
         used = {k: v for k, v in properties.items() if k not in _IGNORED_PROPERTIES}
         try:
             props = converter.structure(used, ExtensionProperties)
-        except (ClassValidationError, Invalid) as exc:
+        except Invalid as exc:
             for path, reason in error_items(exc, path=f"{where}.properties"):
                 # A field holding an expression was already reported as such.
                 if not any(path == e or path.startswith((e + ".", e + "[")) for e in expressions):

@@ -98,7 +98,8 @@ def parse_thumbprint(value: object) -> str:
 
 
 def parse_encrypted(value: object) -> str:
-    """Encrypted protected settings: non-empty base64 text (whitespace is dropped)."""
+    """Encrypted protected settings, or a package's `encodedSignature`: non-empty base64
+    text (whitespace is dropped)."""
     if not isinstance(value, str):
         raise ValueError(f"must be a base64 string, not {json_kind(value)}")
     compact = "".join(value.split())

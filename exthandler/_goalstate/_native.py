@@ -11,11 +11,8 @@ from collections.abc import Mapping
 from typing import Any, NewType
 
 import attrs
-import cattrs
-from cattrs.errors import ClassValidationError
-from cattrs.gen import make_dict_structure_fn
 
-from exthandler._convert import Invalid, error_lines, json_kind, make_converter
+from exthandler._convert import Converter, Invalid, error_lines, json_kind, make_converter
 from exthandler._errors import GoalStateError
 from exthandler._model import (
     EncryptedProtectedSettings,
@@ -49,6 +46,7 @@ __all__ = [
 ExtensionName = NewType("ExtensionName", str)
 GoalStateId = NewType("GoalStateId", str)
 UpdateTag = NewType("UpdateTag", str)
+EncodedSignature = NewType("EncodedSignature", str)
 Thumbprint = NewType("Thumbprint", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 # A plain object (PlainProtectedSettings) or encrypted base64 text (str).
@@ -73,6 +71,7 @@ class ExtensionProperties:
     protectedSettingsCertThumbprint: Thumbprint | None = None
     forceUpdateTag: UpdateTag | None = None
     provisionAfterExtensions: list[ExtensionName] | None = None
+    encodedSignature: EncodedSignature | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +113,10 @@ def _update_tag(value: object, _: object) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise Invalid(f"must be a string or a number, not {json_kind(value)}")
+
+
+def _encoded_signature(value: object, _: object) -> str:
+    return str(_reason(parse_encrypted, value))
 
 
 def _json_object(value: object, _: object) -> dict[str, Any]:
@@ -169,21 +172,15 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def _with_cross_checks(cls: type[Any], converter: cattrs.Converter) -> Any:
-    inner = make_dict_structure_fn(cls, converter)
-
+def _with_cross_checks(cls: type[Any], converter: Converter) -> Any:
     def structure(value: Any, cl: Any) -> Any:
         if not isinstance(value, Mapping):
             raise Invalid(f"must be an object, not {json_kind(value)}")
         problems = _cross_field_problems(value)
         try:
-            document = inner(value, cl)
-        except ClassValidationError as exc:
-            if problems:
-                raise ClassValidationError(
-                    exc.message, [*exc.exceptions, Invalid.many(problems)], cl
-                ) from None
-            raise
+            document = converter.structure_attrs(value, cl)
+        except Invalid as exc:
+            raise Invalid.many([*exc.problems, *problems]) from None
         if problems:
             raise Invalid.many(problems)
         return document
@@ -191,7 +188,7 @@ def _with_cross_checks(cls: type[Any], converter: cattrs.Converter) -> Any:
     return structure
 
 
-def goal_state_converter() -> cattrs.Converter:
+def goal_state_converter() -> Converter:
     """The project's converter with the hooks that read goal-state documents."""
     converter = make_converter()
     converter.register_structure_hook(Version, lambda v, _: _reason(parse_version, v))
@@ -200,6 +197,7 @@ def goal_state_converter() -> cattrs.Converter:
     converter.register_structure_hook(ExtensionName, _extension_name)
     converter.register_structure_hook(GoalStateId, _goal_state_id)
     converter.register_structure_hook(UpdateTag, _update_tag)
+    converter.register_structure_hook(EncodedSignature, _encoded_signature)
     converter.register_structure_hook(JsonObject, _json_object)
     converter.register_structure_hook(ProtectedValue, _protected)
     for cls in (ExtensionProperties, NativeExtension):
@@ -231,6 +229,7 @@ def to_goal(name: str, props: ExtensionProperties) -> ExtensionGoal:
         protected_settings=protected,
         force_update_tag=props.forceUpdateTag,
         depends_on=tuple(props.provisionAfterExtensions or ()),
+        encoded_signature=props.encodedSignature,
     )
 
 
@@ -239,7 +238,7 @@ def parse_native(document: object, *, default_id: str) -> GoalState:
     converter = goal_state_converter()
     try:
         structured = converter.structure(document, NativeDocument)
-    except (ClassValidationError, Invalid) as exc:
+    except Invalid as exc:
         raise GoalStateError(error_lines(exc)) from None
     extensions = tuple(to_goal(ext.name, ext) for ext in structured.extensions)
     problems = located_consistency_problems(

@@ -25,6 +25,7 @@ from exthandler._model import (
 from ._common import (
     WireSettings,
     located_consistency_problems,
+    parse_encrypted,
     parse_handler_name,
     parse_state,
     parse_status_blob_type,
@@ -128,6 +129,7 @@ class _Reader:
             "state": state,
             "auto_upgrade_minor": wire_flag(fields.get("autoupgrade"), default=False),
             "use_exact_version": wire_flag(fields.get("useexactversion"), default=True),
+            "encoded_signature": self.field(fields, path, "encodedSignature", parse_encrypted),
         }
         seq_error: str | None = None
         try:

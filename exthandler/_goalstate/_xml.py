@@ -33,6 +33,7 @@ from exthandler._model import (
 from ._common import (
     WireSettings,
     located_consistency_problems,
+    parse_encrypted,
     parse_handler_name,
     parse_state,
     parse_status_blob_type,
@@ -211,6 +212,9 @@ class _Reader:
             "state": state,
             "auto_upgrade_minor": wire_flag(_attr(plugin, "autoUpgrade"), default=False),
             "use_exact_version": wire_flag(_attr(plugin, "useExactVersion"), default=True),
+            "encoded_signature": self.required(
+                plugin, path, "encodedSignature", parse_encrypted, optional=True
+            ),
         }
         matches = [s for s in settings if s[2] == handler.key]
         same = [s for s in matches if _same_version(s[3], version)]

@@ -11,12 +11,13 @@ extracted is what was checked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -63,6 +64,7 @@ SIDECAR_SUFFIX = ".sha256"
 _CHUNK = 1 << 20
 # A sidecar holds a digest and perhaps a file name; anything longer is not a sidecar.
 _SIDECAR_MAX_BYTES = 4096
+_SIGNATURE_MAX_BYTES = 1 << 20
 _DIGEST_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 
@@ -87,10 +89,17 @@ class PackageRef:
 @attrs.frozen
 class Workspace:
     """What the runtime lends a source while it installs a package: a private scratch dir
-    (`path`, mode 0700, emptied by nobody but the source) and the runtime's I/O threads."""
+    (`path`, mode 0700, emptied by nobody but the source) and the runtime's I/O threads.
+
+    `check` is the runtime's verification of a package zip (its signature, see
+    docs/policy.md), which `install_zip` runs before extracting anything; None: none.
+    """
 
     path: Path
     limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
+    check: Callable[[Path, str | None], Awaitable[None]] | None = attrs.field(
+        default=None, kw_only=True
+    )
 
     async def run_sync(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run blocking file work (a copy, an extraction) in one of the runtime's I/O threads."""
@@ -129,9 +138,23 @@ class PackageSource(Protocol):
         ...
 
 
-async def install_zip(zip_path: Path, directory: Path, workspace: Workspace) -> Installed:
+async def install_zip(
+    zip_path: Path, directory: Path, workspace: Workspace, *, signature: str | None = None
+) -> Installed:
     """Extract the package zip at `zip_path` into `directory` safely (see `extract_package`)
-    and remove the zip; small packages are extracted at once, large ones in a thread."""
+    and remove the zip; small packages are extracted at once, large ones in a thread.
+
+    The workspace's `check` runs first, on the zip where it lies; `signature` is the
+    package's signature the source found beside it (`Publisher.Type__Version.zip.sig`,
+    base64), used when the goal state gives none.
+    """
+    if workspace.check is not None:
+        try:
+            await workspace.check(zip_path, signature)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(zip_path)
+            raise
     # A stat and an unlink (usually of a hard link into the repository): one syscall each.
     if os.stat(zip_path).st_size <= INLINE_LIMIT:
         manifest = extract_package(zip_path, directory)
@@ -165,12 +188,16 @@ def _download_error(message: str, *, refused: bool = False) -> PackageError:
 
 def package_token(ref: PackageRef) -> str:
     """What tells one package file at `ref` from another of the same name: the size, the
-    change time and the inode of the package and its sidecar, for a local file; "" when
+    change time and the inode of the package and its sidecars, for a local file; "" when
     the location is not a local file (the refusal then stands until the goal changes)."""
     if not ref.location.startswith("/"):
         return ""
     parts = []
-    for path in (ref.location, ref.location + SIDECAR_SUFFIX):
+    for path in (
+        ref.location,
+        ref.location + SIDECAR_SUFFIX,
+        ref.location + protocol.SIGNATURE_SUFFIX,
+    ):
         try:
             info = os.stat(path)
         except OSError:
@@ -200,7 +227,12 @@ class DirectoryRepository:
 
     async def install(self, ref: PackageRef, directory: Path, workspace: Workspace) -> Installed:
         zip_path = await self.fetch(ref, workspace.path / ref.file_name)
-        return await install_zip(zip_path, directory, workspace)
+        try:
+            signature = _read_signature(self.path / (ref.file_name + protocol.SIGNATURE_SUFFIX))
+        except PackageError:
+            zip_path.unlink(missing_ok=True)
+            raise
+        return await install_zip(zip_path, directory, workspace, signature=signature)
 
     async def fetch(self, ref: PackageRef, dest: Path) -> Path:
         """Copy (or link) the package `ref` to the file `dest`, verified against its
@@ -301,6 +333,20 @@ def _digest_of(src: BinaryIO, out: BinaryIO | None = None) -> _Hash:
         if out is not None:
             out.write(chunk)
     return digest
+
+
+def _read_signature(path: Path) -> str | None:
+    """The base64 text of a `.zip.sig` beside a package; None when there is none."""
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(_SIGNATURE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _download_error(f"signature {path} cannot be read: {exc}") from exc
+    if len(raw) > _SIGNATURE_MAX_BYTES:
+        raise _download_error(f"signature {path} is larger than 1 MiB", refused=True)
+    return raw.decode("ascii", "replace")
 
 
 def _read_sidecar(sidecar: Path) -> str | None:

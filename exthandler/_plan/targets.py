@@ -61,14 +61,25 @@ def resolve_targets(
     boot_id: str,
     key: bytes,
     token_of: Callable[[PackageRef], str],
+    refused: Mapping[str, tuple[int, str]] | None = None,
+    blocked: Callable[[HandlerName], bool] | None = None,
 ) -> tuple[dict[HandlerName, HandlerTarget], Resolution]:
     """Every handler's target: those the goal names (`extensions`, by handler), and a
     removal for each recorded handler it no longer names. A handler without a possible
-    target gets none; the second value gathers every failure and note."""
+    target gets none; the second value gathers every failure and note.
+
+    The policy's decisions come as data: `refused` extensions (name -> code, message) fail
+    and get no target; a recorded handler the goal no longer names is left in place, not
+    removed, when `blocked` says nothing of it may run."""
     targets: dict[HandlerName, HandlerTarget] = {}
     failures: list[tuple[str, int, str]] = []
     notes: list[str] = []
+    refused = refused or {}
     for handler, exts in extensions.items():
+        failures += [(e.name, *refused[e.name]) for e in exts if e.name in refused]
+        exts = [e for e in exts if e.name not in refused]
+        if not exts:
+            continue
         resolution = resolve_target(
             handler,
             exts,
@@ -84,6 +95,9 @@ def resolve_targets(
             targets[handler] = resolution.target
     for handler in records:
         if handler not in extensions:
+            if blocked is not None and blocked(handler):
+                notes.append(f"{handler}: left installed: the policy keeps it from running")
+                continue
             targets[handler] = HandlerTarget(handler=handler, version=None, boot_id=boot_id)
     return targets, Resolution(target=None, failures=tuple(failures), notes=tuple(notes))
 

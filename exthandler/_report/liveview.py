@@ -8,6 +8,7 @@ event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,10 +20,11 @@ import anyio.to_thread
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, StatusLevel
+from exthandler_sdk.protocol import Substatus
 
 from .._errors import StateDirError
 from .._fs import write_atomic
-from .._model import ExtensionGoal, HandlerName, RequestedState
+from .._model import ExtensionGoal, HandlerName, RequestedState, Version
 from .._plan.planner import HandlerRecord, HandlerState, HandlerTarget
 from .view import (
     ExtensionView,
@@ -32,7 +34,10 @@ from .view import (
     SubstatusView,
     error_view,
     status_view,
+    substatus_view,
 )
+
+SIGNATURE_SUBSTATUS = "PackageSignature"
 
 __all__ = ["ExtensionState", "LiveView", "now"]
 
@@ -67,10 +72,21 @@ class LiveView:
     dirty: bool = False
     # Where a durable write (an fsync or two) waits: a worker thread, never the loop.
     limiter: anyio.CapacityLimiter | None = None
+    # A package whose signature did not verify though none was required: the warning its
+    # extensions show, by handler and version, while the runtime lives.
+    warnings: dict[tuple[HandlerName, Version], SubstatusView] = attrs.field(factory=dict)
 
     def restore(self, view: InstanceView) -> None:
-        """Show `view` (the last one written) until the first pass of this runtime."""
+        """Show `view` (the last one written) until the first pass of this runtime; the
+        signature warnings it shows stay with their handler versions."""
         self.restored = view
+        prefix = f"ComponentStatus/{SIGNATURE_SUBSTATUS}/"
+        for ext in view.extensions:
+            for sub in ext.substatuses:
+                if sub.code.startswith(prefix):
+                    with contextlib.suppress(ValueError):
+                        key = (HandlerName.parse(ext.type), Version.parse(ext.type_handler_version))
+                        self.warnings[key] = sub
 
     def instance_view(self) -> InstanceView:
         if self.goal_id is None and self.restored is not None:
@@ -108,6 +124,7 @@ class LiveView:
                 time=now(),
             ),
         )
+        warning = self.warnings.get((goal.handler, version))
         return ExtensionView(
             name=goal.name,
             type=str(goal.handler),
@@ -115,7 +132,9 @@ class LiveView:
             handler_state=handler_state.value,
             sequence_number=state.sequence_number,
             statuses=statuses,
-            substatuses=state.substatuses + ((state.heartbeat,) if state.heartbeat else ()),
+            substatuses=state.substatuses
+            + ((state.heartbeat,) if state.heartbeat else ())
+            + ((warning,) if warning else ()),
         )
 
     # -- changes ----------------------------------------------------------------------------
@@ -143,6 +162,24 @@ class LiveView:
         state.substatuses = ()
         state.level = StatusLevel.ERROR
         self.changed(state)
+
+    def signature_warning(
+        self, handler: HandlerName, version: Version, message: str | None
+    ) -> None:
+        """Show `message` (None: nothing) as a `PackageSignature` warning substatus of the
+        extensions of `handler` at `version`: its package's signature did not verify, and
+        none was required."""
+        key = (handler, version)
+        if message is None:
+            if self.warnings.pop(key, None) is None:
+                return
+        else:
+            self.warnings[key] = substatus_view(
+                Substatus(name=SIGNATURE_SUBSTATUS, status=StatusLevel.WARNING, message=message)
+            )
+        for state in self.extensions.values():
+            if state.goal.handler == handler:
+                self.changed(state)
 
     def transitioning(self, states: Iterable[ExtensionState], message: str) -> None:
         """Show `states` as work still to do (a step that was cut short, say)."""

@@ -7,12 +7,16 @@ extension wrote and how its command went; it is pure so that every case is teste
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from exthandler_sdk import ExtHandlerError, Operation, StatusLevel
+
+from .._fs import OWN_FILE_LIMIT, read_regular
+from .._values import Value
 
 if TYPE_CHECKING:  # a view read back from its file (`exthandler status`) needs no parser
     from exthandler_sdk.protocol import StatusReport, Substatus
@@ -55,8 +59,7 @@ class InstanceViewError(ExtHandlerError, ValueError):
     """A document is not an instance view; the message lists `path: reason`."""
 
 
-@attrs.frozen(kw_only=True)
-class StatusView:
+class StatusView(Value):
     """An extension's top-level status, as shown in `statuses`."""
 
     code: str
@@ -66,8 +69,7 @@ class StatusView:
     time: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class SubstatusView:
+class SubstatusView(Value):
     """One entry of `substatuses` (from the extension's own substatus list)."""
 
     code: str
@@ -76,8 +78,7 @@ class SubstatusView:
     message: str
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionView:
+class ExtensionView(Value):
     """One extension: its handler, version, persisted handler state and statuses."""
 
     name: str
@@ -89,8 +90,7 @@ class ExtensionView:
     substatuses: tuple[SubstatusView, ...]
 
 
-@attrs.frozen(kw_only=True)
-class CommandFailure:
+class CommandFailure(Value):
     """A handler command that failed: non-zero exit or timeout.
 
     `code` is the protocol code (1009 for enable, 1011 for a timeout, ...); `description`
@@ -144,8 +144,7 @@ def _join(first: str, second: str) -> str:
     return f"{first}\n{second}" if first and second else first or second
 
 
-@attrs.frozen(kw_only=True)
-class ShownStatus:
+class ShownStatus(Value):
     """What an extension shows: its level (typed), its status and its substatuses."""
 
     level: StatusLevel
@@ -207,8 +206,7 @@ def compose_status(
     return _shown(StatusLevel.TRANSITIONING, 0, message, now, substatuses)
 
 
-@attrs.frozen(kw_only=True)
-class InstanceView:
+class InstanceView(Value):
     """Every (not uninstalled) extension's state after a goal state was processed."""
 
     goal_state_id: str | None
@@ -274,11 +272,20 @@ class InstanceView:
         return next((ext for ext in self.extensions if ext.name.casefold() == folded), None)
 
 
-@attrs.define(eq=False)
+def read_instance_view(state_dir: Path) -> InstanceView | None:
+    """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
+    path = Path(state_dir) / ".exthandler" / "instance-view.json"
+    try:
+        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class _Reader:
     """Collects `path: reason` problems while reading an instance view document."""
 
-    problems: list[str] = attrs.field(factory=list)
+    def __init__(self) -> None:
+        self.problems: list[str] = []
 
     def _field(self, data: Mapping[str, Any], key: str, path: str, kind: type, default: Any) -> Any:
         """`data[key]` when it is a `kind`, else `default` (null only when default is None)."""
@@ -350,8 +357,7 @@ _EXCERPT_START = re.compile(r"(?:^|(?<=[ \n]))\[stdout\]\n")
 _STDERR_START = "\n\n[stderr]\n"
 
 
-@attrs.frozen
-class MessagePart:
+class MessagePart(Value):
     """A piece of a status message: `text`, or a command's `stdout` or `stderr` tail."""
 
     kind: str
@@ -371,15 +377,15 @@ def split_message(message: str) -> list[MessagePart]:
         start = _EXCERPT_START.search(rest)
         split = rest.find(_STDERR_START, start.end()) if start else -1
         if start is None or split < 0:
-            parts.append(MessagePart("text", rest))
+            parts.append(MessagePart(kind="text", text=rest))
             break
-        parts.append(MessagePart("text", rest[: start.start()].rstrip(" ")))
-        parts.append(MessagePart("stdout", rest[start.end() : split]))
+        parts.append(MessagePart(kind="text", text=rest[: start.start()].rstrip(" ")))
+        parts.append(MessagePart(kind="stdout", text=rest[start.end() : split]))
         rest = rest[split + len(_STDERR_START) :]
         after = _EXCERPT_START.search(rest)
         # The stderr tail runs to the line that starts the next excerpt, if any.
         cut = len(rest) if after is None else rest.rfind("\n", 0, after.start()) + 1
-        parts.append(MessagePart("stderr", rest[:cut].removesuffix("\n")))
+        parts.append(MessagePart(kind="stderr", text=rest[:cut].removesuffix("\n")))
         rest = rest[cut:]
     return [part for part in parts if part.text.strip()]
 

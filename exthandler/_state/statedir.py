@@ -38,6 +38,7 @@ import attrs
 
 from .._errors import StateDirError, StateDirLockedError
 from .._fs import (
+    OWN_FILE_LIMIT,
     TEMP_SUFFIX,
     UnsafeFileError,
     make_dirs,
@@ -48,11 +49,6 @@ from .._fs import (
 )
 
 __all__ = ["OWN_FILE_LIMIT", "PRIVATE_DIR_MODE", "PUBLIC_DIR_MODE", "StateDir"]
-
-OWN_FILE_LIMIT = 1 << 30
-"""The most read of one of the runtime's own files (records, journal, view): they hold a
-line per handler, and nothing but the runtime writes them; the cap only keeps a planted
-device or a runaway file from exhausting memory."""
 
 PUBLIC_DIR_MODE = 0o755  # the state dir, the log root, each handler's log dir
 PRIVATE_DIR_MODE = 0o700  # .exthandler, config/, status/, events/

@@ -24,12 +24,13 @@ from typing import Any
 import attrs
 from exthandler_sdk import Handler, Operation
 from exthandler_sdk._package import build_package
-from exthandler_sdk.protocol import PACKAGE_SEPARATOR, PACKAGE_SUFFIX
+from exthandler_sdk.protocol import PACKAGE_SEPARATOR, PACKAGE_SUFFIX, SIGNATURE_SUFFIX
 
 from .._goalstate import parse_goal_state
 from .._model import GoalState
 from .._report.view import ExtensionView, InstanceView, StatusView
 from .._runtime import RuntimeConfig, open_runtime, read_instance_view
+from ._ca import SigningCA
 from ._certs import seed_certificate
 from ._faults import (
     KILL_AT_VARIABLE,
@@ -42,7 +43,7 @@ from ._faults import (
     faulty_package,
 )
 from ._killed import STEPS_VARIABLE, plugin_path, replay
-from ._loop import check_backend, run_blocking
+from ._loop import TestingUsageError, check_backend, run_blocking
 from ._record import CommandLog, CommandRecord
 
 __all__ = ["Agent", "KilledApply"]
@@ -68,7 +69,8 @@ class Agent:
     `concurrency`, `load_entry_points` (also run the handlers of installed plugins),
     `hang_timeout` (the limit given to a handler with a `hang` fault). `backend` is the
     anyio backend `apply` runs the runtime on ("asyncio" or "trio"); `aapply` runs it on
-    the caller's.
+    the caller's. `signing_ca` (a `SigningCA`) signs packages added with `sign=True` and is
+    the runtime's trusted root; `policy` is the policy file (see `set_policy`).
     """
 
     root: Path = attrs.field(converter=Path)
@@ -80,6 +82,8 @@ class Agent:
     hang_timeout: float = 2.0
     kill_points: bool = True
     backend: str = attrs.field(default="asyncio", converter=check_backend)
+    signing_ca: SigningCA | None = None
+    policy: Path | None = None
     last_view: InstanceView | None = attrs.field(default=None, init=False)
     _handlers: dict[tuple[str, str], type[Handler[Any, Any]]] = attrs.field(
         factory=dict, init=False
@@ -139,10 +143,16 @@ class Agent:
         return handler_class
 
     def add_package(
-        self, package: Path | str, *, fault: Fault | None = None, kill_points: bool | None = None
+        self,
+        package: Path | str,
+        *,
+        fault: Fault | None = None,
+        kill_points: bool | None = None,
+        sign: bool = False,
     ) -> Path:
         """Copy the zip `Publisher.Type__Version.zip` (and its `.sha256`) into the repository,
-        with `fault` injected; returns the copy's path.
+        with `fault` injected; returns the copy's path. With `sign`, the copy is signed
+        by the agent's `signing_ca` (its `.zip.sig` written beside it).
 
         Unless `kill_points` (default: the agent's) is false, each command of the copy can
         also serve as a kill point for `apply_killed`; outside `apply_killed` that changes
@@ -160,6 +170,12 @@ class Agent:
         if self.kill_points if kill_points is None else kill_points:
             spared = None if fault is None else fault.operation
             add_kill_points(target, tuple(op for op in Operation if op != spared))
+        signature = target.with_name(target.name + SIGNATURE_SUFFIX)
+        signature.unlink(missing_ok=True)
+        if sign:
+            if self.signing_ca is None:
+                raise TestingUsageError("sign=True needs the agent's signing_ca")
+            self.signing_ca.sign_package(target)
         return target
 
     def add_packages(self, directory: Path | str) -> list[Path]:
@@ -173,13 +189,30 @@ class Agent:
         spec: str | None = None,
         *,
         fault: Fault | None = None,
+        sign: bool = False,
     ) -> Path:
         """Package `handler_class` with the SDK (`spec`: its `module:Class`, by default where
-        it is defined) and add the zip: it then runs out of process, as a real package."""
+        it is defined) and add the zip: it then runs out of process, as a real package.
+        With `sign`, it carries `signingInfo` and is signed by the agent's `signing_ca`."""
         spec = spec or f"{handler_class.__module__}:{handler_class.__qualname__}"
         out = self.root / "built"
-        path = build_package(handler_class, spec, out)
-        return self.add_package(path, fault=fault)
+        signer = None
+        if sign:
+            if self.signing_ca is None:
+                raise TestingUsageError("sign=True needs the agent's signing_ca")
+            signer = self.signing_ca.signer()
+        path = build_package(handler_class, spec, out, signer=signer)
+        return self.add_package(path, fault=fault, sign=sign)
+
+    def set_policy(self, document: Mapping[str, Any] | None) -> Path | None:
+        """Write `document` as the runtime's policy file (None: no policy); its path."""
+        if document is None:
+            self.policy = None
+            return None
+        path = self.root / "policy.json"
+        path.write_text(json.dumps(document))
+        self.policy = path
+        return path
 
     def _fault_added(self, handler: str, fault: Fault) -> None:
         if fault.kind == FaultKind.HANG:
@@ -224,6 +257,10 @@ class Agent:
             plugins=[self._log],
             load_entry_points=self.load_entry_points,
             handlers=list(self._handlers.values()),
+            policy=self.policy,
+            trusted_roots=(
+                [self.signing_ca.root.certificate_path] if self.signing_ca is not None else []
+            ),
         )
 
     def apply(

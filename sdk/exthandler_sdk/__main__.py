@@ -10,7 +10,9 @@ USAGE = """usage: python -m exthandler_sdk COMMAND ...
 commands:
   run MODULE:CLASS OPERATION        run one operation, as an agent's command would
   package MODULE:CLASS --out DIR    write DIR/Publisher.Type__Version.zip
+      [--sign-key KEY --sign-cert CERT [--chain CHAIN]]   and sign it (.zip.sig)
   schema MODULE:CLASS               print the JSON Schema of the settings types
+  worker MODULE:CLASS METHOD        start a background worker (what ctx.start_worker runs)
 """
 
 
@@ -28,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._package import main_package
 
         return main_package(rest)
+    if command == "worker":
+        from ._workers import main_worker
+
+        return main_worker(rest)
     if command == "schema":
         from ._schema import main_schema
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
 from ._errors import ExtHandlerError
-from .protocol import HandlerEnvironment, Operation, Variable
+from .protocol import READ_LIMIT, RUNTIME_POLICY_FILE, HandlerEnvironment, Operation, Variable
 
 # Handler modules import `Context` for their annotations: the reporters' modules are
 # imported by the runner when an operation runs, not with the handler.
@@ -87,6 +89,30 @@ class Context(Generic[S, P]):
         """Seconds left before `deadline` (never negative; inf without a deadline)."""
         return max(0.0, self.deadline - self.clock())
 
+    def runtime_policy(self) -> dict[str, Any] | None:
+        """The `runtimePolicy` the administrator's extension policy gives this handler
+        (`<config folder>/runtimePolicy.json`, written by the runtime before each command),
+        or None when it gives none. Its meaning is the handler's to define. A file that is
+        a link, too large or not a JSON object raises ExtHandlerError."""
+        path = self.environment.config_folder / RUNTIME_POLICY_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ExtHandlerError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        with open(fd, "rb") as stream:
+            data = stream.read(READ_LIMIT + 1)
+        if len(data) > READ_LIMIT:
+            raise ExtHandlerError(f"{path}: larger than {READ_LIMIT} bytes")
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise ExtHandlerError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ExtHandlerError(f"{path}: not a JSON object")
+        return value
+
     async def detach(self) -> None:
         """Continue this `enable` in a background process and let the command return.
 
@@ -106,6 +132,67 @@ class Context(Generic[S, P]):
         self.status.freeze()
         self.log.info("enable continues in background process %d", pid)
         raise Detached(pid)
+
+    async def start_worker(self, method: Callable[[Context[S, P]], Awaitable[None]]) -> int:
+        """Run `method` (a method of this handler, e.g. `self.probe`) in a background
+        process that outlives the enable command; return its pid.
+
+        The same in process and packaged: `python -m exthandler_sdk worker MODULE:CLASS
+        METHOD` in a new session, standard streams on /dev/null, recorded under the config
+        folder. It starts once this enable has written its outcome, and calls the method
+        with a `Context` of its own (the settings of this sequence number, `detached`
+        true, no deadline). A worker of the same method that runs for this sequence
+        number is kept (its pid is returned); one of another sequence number is stopped
+        first. `disable` and `uninstall` stop the extension's workers before the
+        handler's method runs. Only `enable` may start one (`WorkerError` otherwise, and
+        when the worker cannot start).
+        """
+        import functools
+
+        import anyio.to_thread
+
+        from ._workers import WorkerError, WorkerRecord, WorkerRecords, alive, launch, worker_spec
+
+        handler = getattr(method, "__self__", None)
+        name = getattr(method, "__name__", None)
+        if handler is None or not isinstance(name, str) or getattr(handler, name, None) != method:
+            raise WorkerError("start_worker takes a method of the handler, e.g. self.probe")
+        if self.operation is not Operation.ENABLE:
+            raise WorkerError(f"a worker is started by enable, not by {self.operation.value}")
+        spec = worker_spec(handler, name)
+        records = WorkerRecords(self.environment.config_folder, self.extension_name)
+        record = records.read(name)
+        if record is not None and alive(record.identity):
+            if record.sequence == self.sequence_number:
+                return record.identity.pid
+            await records.stop(name)
+            self.log.info("stopped the worker %s of sequence number %d", name, record.sequence)
+        identity = await anyio.to_thread.run_sync(
+            functools.partial(
+                launch,
+                spec,
+                name,
+                handler_dir=self.handler_dir,
+                env=self.env,
+                sequence=self.sequence_number,
+            )
+        )
+        records.write(WorkerRecord(identity=identity, method=name, sequence=self.sequence_number))
+        self.log.info("started the worker %s (pid %d)", name, identity.pid)
+        return identity.pid
+
+    async def stop_worker(
+        self, method: Callable[[Context[S, P]], Awaitable[None]] | None = None
+    ) -> bool:
+        """Stop the background worker running `method` (every worker of this extension
+        when None): SIGTERM to its process group, SIGKILL 10 seconds later. Whether one
+        was running."""
+        from ._workers import WorkerRecords
+
+        records = WorkerRecords(self.environment.config_folder, self.extension_name)
+        if method is None:
+            return bool(await records.stop_all())
+        return await records.stop(getattr(method, "__name__", ""))
 
 
 def _spawn_worker(spec: str, handler_dir: Path, env: Mapping[str, str], sequence: int) -> int:

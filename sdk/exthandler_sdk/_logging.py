@@ -1,92 +1,25 @@
-"""`ctx.log`: a private logger writing UTF-8 to a size-rotated file in the log folder."""
+"""`ctx.log`: a private logger writing UTF-8 to a size-rotated file in the log folder.
+
+Importing this module does not import `logging`: `PendingLog` holds the first records of
+an operation until it is known whether the operation runs at all. An enable whose sequence
+number was already applied writes them as plain lines in the logger's format and exits
+without ever loading the logging machinery.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
+import time
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["LOG_BACKUPS", "LOG_MAX_BYTES", "close_logger", "make_logger"]
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["LOG_BACKUPS", "LOG_MAX_BYTES", "PendingLog", "close_logger", "make_logger"]
 
 LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
-_FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
-
-
-class _RotatingAppend(logging.Handler):
-    """Appends records to `path`, rotating to `path.1` .. `path.<backups>` past `max_bytes`.
-
-    The file is opened on the first record and its size is read then; afterwards the size
-    is counted as records are written, so that a record costs one write and no stat (the
-    standard library's rotating handler checks the file before every record).
-    """
-
-    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
-        super().__init__()
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self._stream: IO[bytes] | None = None
-        self._size = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            data = (self.format(record) + "\n").encode("utf-8", "replace")
-            if self._stream is None:
-                try:
-                    self._stream = self.path.open("ab")
-                except FileNotFoundError:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._stream = self.path.open("ab")
-                self._size = self._stream.tell()
-            if self._size and self._size + len(data) > self.max_bytes:
-                self._rotate()
-            assert self._stream is not None
-            self._stream.write(data)
-            self._stream.flush()
-            self._size += len(data)
-        except Exception:  # logging must never break the handler's work
-            self.handleError(record)
-
-    def _rotate(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-        for index in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
-        if self.backups > 0:
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
-        self._stream = self.path.open("ab")
-        self._size = 0
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
-        finally:
-            self.release()
-        super().close()
-
-
-class _Logger(logging.Logger):
-    """A logger that does not look up its caller: the format never shows where a record
-    came from, and walking the stack is the dearest part of logging a line."""
-
-    def findCaller(
-        self, stack_info: bool = False, stacklevel: int = 1
-    ) -> tuple[str, int, str, str | None]:
-        if stack_info:
-            return super().findCaller(stack_info, stacklevel + 1)
-        return "(unknown file)", 0, "(unknown function)", None
-
-
-_FORMATTER = logging.Formatter(_FORMAT)
 
 
 def make_logger(
@@ -102,7 +35,11 @@ def make_logger(
     The file is opened on the first record, rotates at 5 MiB and keeps 3 old files.
     Call `close_logger` when the operation ends.
     """
-    logger = _Logger(name, logging.DEBUG)
+    import logging
+
+    from ._logfile import FORMATTER, Logger, RotatingAppend
+
+    logger = Logger(name, logging.DEBUG)
     logger.propagate = False
     if not log_folder.is_dir():
         try:
@@ -111,8 +48,8 @@ def make_logger(
             # No log folder: the handler still runs, its records go nowhere.
             logger.addHandler(logging.NullHandler())
             return logger
-    handler = _RotatingAppend(log_folder / file_name, max_bytes=max_bytes, backups=backups)
-    handler.setFormatter(_FORMATTER)
+    handler = RotatingAppend(log_folder / file_name, max_bytes=max_bytes, backups=backups)
+    handler.setFormatter(FORMATTER)
     logger.addHandler(handler)
     return logger
 
@@ -122,3 +59,55 @@ def close_logger(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+class PendingLog:
+    """The first INFO records of an operation, kept until it is known whether it runs.
+
+    `open()` makes the real logger (`make_logger`) and hands it the records; `write_plain()`
+    appends them to the same file in the same format with one write, for an operation that
+    ends before it needs a logger (it falls back to the logger when the file must rotate).
+    """
+
+    def __init__(self, log_folder: Path, file_name: str, *, name: str) -> None:
+        self.log_folder = log_folder
+        self.file_name = file_name
+        self.name = name
+        self._records: list[tuple[float, str, tuple[Any, ...]]] = []
+
+    def info(self, message: str, *args: Any) -> None:
+        self._records.append((time.time(), message, args))
+
+    def open(self) -> logging.Logger:
+        logger = make_logger(self.log_folder, self.file_name, name=self.name)
+        for _, message, args in self._records:
+            logger.info(message, *args)
+        self._records.clear()
+        return logger
+
+    def write_plain(self) -> None:
+        if not self._records:
+            return
+        pid = os.getpid()
+        lines = []
+        for created, message, args in self._records:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            millis = int((created - int(created)) * 1000)
+            lines.append(f"{stamp},{millis:03d} {pid} INFO {message % args}\n")
+        data = "".join(lines).encode("utf-8", "replace")
+        path = self.log_folder / self.file_name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            close_logger(self.open())  # no folder yet, or unusable: the logger's own rules
+            return
+        try:
+            if os.fstat(fd).st_size + len(data) > LOG_MAX_BYTES:
+                close_logger(self.open())  # time to rotate: the logger knows how
+                return
+            os.write(fd, data)
+            self._records.clear()
+        except OSError:
+            pass  # logging must never break the handler's work
+        finally:
+            os.close(fd)

@@ -23,6 +23,7 @@ __all__ = [
     "identify",
     "read_boot_id",
     "read_identity",
+    "read_record",
     "start_time",
     "still_running",
 ]
@@ -115,9 +116,17 @@ def still_running(identity: ProcessIdentity, *, boot_id_path: Path = BOOT_ID_PAT
 def read_identity(path: Path) -> ProcessIdentity | None:
     """The identity recorded in the file `path`, or None.
 
-    The file may sit where a handler's own code can write: it is opened without following
-    a link or blocking on a fifo, must be a regular file, and is read with a cap.
+    The file may sit where a handler's own code can write: it is read as `read_record`
+    reads it.
     """
+    data = read_record(path)
+    return None if data is None else ProcessIdentity.parse(data)
+
+
+def read_record(path: Path) -> bytes | None:
+    """The bytes of the record file `path`, or None when it is not a readable regular
+    file of at most 4 KiB: it is opened without following a link or blocking on a fifo,
+    and read with a cap."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
@@ -133,4 +142,4 @@ def read_identity(path: Path) -> ProcessIdentity | None:
         return None
     finally:
         os.close(fd)
-    return None if len(data) > _RECORD_LIMIT else ProcessIdentity.parse(data)
+    return None if len(data) > _RECORD_LIMIT else data

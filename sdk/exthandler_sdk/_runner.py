@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from logging import Logger
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from ._environment import load_handler_environment
 from ._errors import ExtHandlerError, HandlerError
 from ._files import write_atomic
 from ._handler import Handler
-from ._logging import close_logger, make_logger
+from ._logging import PendingLog, close_logger
 from ._runonce import POLL_INTERVAL, RunOnce
 from ._status import StatusWriteError, StatusWriter
 from .protocol import (
@@ -59,6 +58,8 @@ from .protocol import (
 # are imported once an operation is to run: an enable whose sequence number was already
 # applied, the commonest command of all, is answered without them (see `main_run`).
 if TYPE_CHECKING:
+    from logging import Logger
+
     import anyio
 
     from ._context import Context, Detached
@@ -160,10 +161,12 @@ def _start(
     env: Mapping[str, str],
     status_refresh: float,
     detached: bool,
+    worker: str | None = None,
 ) -> int | _Started:
     """The part of `run_operation` that needs no event loop: paths, log and status file,
-    and for enable the run-once precheck. Its exit code when nothing is to be run (the
-    log is then closed), else what `_Started.finish` needs to run the operation."""
+    and for enable the run-once precheck (not for a `worker`, the name of the method a
+    background worker runs). Its exit code when nothing is to be run (the log is then
+    closed), else what `_Started.finish` needs to run the operation."""
     handler_class.check()
     operation = Operation(operation)
     environment = load_handler_environment(handler_dir)
@@ -173,7 +176,7 @@ def _start(
     if sequence is None:
         sequence = _latest_sequence(environment.config_folder, extension)
     type_name = handler_class.name.rpartition(".")[2]
-    log = make_logger(
+    log = PendingLog(
         environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{handler_class.name}"
     )
     try:
@@ -191,14 +194,15 @@ def _start(
             refresh=status_refresh,
             runonce=RunOnce(handler_dir, environment.config_folder, extension),
             detached=detached,
+            method=worker,
         )
-        if operation is Operation.ENABLE:
+        if operation is Operation.ENABLE and worker is None:
             skip = run.precheck()
             if skip is not None:
-                close_logger(log)
+                log.write_plain()
                 return skip
     except BaseException:
-        close_logger(log)
+        log.write_plain()
         raise
     return _Started(
         run=run,
@@ -206,7 +210,7 @@ def _start(
         env=env,
         environment=environment,
         variables=variables,
-        log=log,
+        log=log.open(),
     )
 
 
@@ -255,6 +259,8 @@ class _Started:
         budget = time_budget
         if budget is None:
             budget = DETACHED_BUDGET if run.detached else COMMAND_TIMEOUTS[operation]
+        if run.method is not None:
+            budget = math.inf  # a background worker runs until it is stopped
         try:
             settings_path = environment.config_folder / settings_file_name(extension, sequence)
             if operation is not Operation.ENABLE and not settings_path.exists():
@@ -302,8 +308,17 @@ class _Started:
             env=dict(self.env),
             spec=spec,
         )
+        if run.method is not None:
+            return await run.execute(ctx, None)
         if operation is Operation.ENABLE:
             return await run.enable(ctx)
+        if operation in _STOPPING_WORKERS:
+            # Before the handler's own method: a worker must not report after it.
+            from ._workers import WorkerRecords
+
+            stopped = await WorkerRecords(environment.config_folder, extension).stop_all()
+            if stopped:
+                log.info("stopped background worker(s): %s", ", ".join(stopped))
         if operation in _REPORTING:
             status.stage(StatusLevel.TRANSITIONING, 0, f"{operation.display_name} in progress")
         return await run.execute(ctx, None)
@@ -313,6 +328,8 @@ class _Started:
 # disable report there. Install, update and uninstall write to it only when they fail (or
 # when the handler itself reports), so that they never overwrite the enable's outcome.
 _REPORTING = frozenset({Operation.ENABLE, Operation.DISABLE})
+# The operations that stop the extension's background workers (ctx.start_worker).
+_STOPPING_WORKERS = frozenset({Operation.DISABLE, Operation.UNINSTALL})
 
 
 def _events(
@@ -344,6 +361,7 @@ class _Run:
         refresh: float,
         runonce: RunOnce,
         detached: bool,
+        method: str | None = None,
     ) -> None:
         self.handler_class = handler_class
         self.operation = operation
@@ -352,6 +370,8 @@ class _Run:
         self.refresh = refresh
         self.runonce = runonce
         self.detached = detached
+        # The method a background worker runs instead of the operation's.
+        self.method = method
         self.rerun = bool(getattr(handler_class, "enable_runs_on_same_sequence", False))
 
     def precheck(self) -> int | None:
@@ -447,7 +467,7 @@ class _Run:
         import anyio
 
         handler = self.handler_class()
-        work = _Work(getattr(handler, self.operation.value))
+        work = _Work(getattr(handler, self.method or self.operation.value))
         first = min(FIRST_REPORT, self.refresh)
         quiet = min(first, POLL_INTERVAL)
         async with anyio.create_task_group() as group:

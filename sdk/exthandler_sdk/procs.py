@@ -8,6 +8,7 @@ from ._procs import ProcessIdentity as ProcessIdentity
 from ._procs import identify as identify
 from ._procs import read_boot_id as read_boot_id
 from ._procs import read_identity as read_identity
+from ._procs import read_record as read_record
 from ._procs import start_time as start_time
 from ._procs import still_running as still_running
 
@@ -17,6 +18,7 @@ __all__ = [
     "identify",
     "read_boot_id",
     "read_identity",
+    "read_record",
     "start_time",
     "still_running",
 ]

@@ -85,8 +85,10 @@ class Packages:
         actions: Mapping[str, str] | None = None,
         manifest: Mapping[str, Any] | None = None,
         files: Mapping[str, str] | None = None,
+        entry: Mapping[str, Any] | None = None,
     ) -> Path:
-        """A package whose every command logs itself, then runs `actions[op]` (sh)."""
+        """A package whose every command logs itself, then runs `actions[op]` (sh);
+        `entry` adds keys to the manifest's element 0 (e.g. `signingInfo`)."""
         steps = {**_DEFAULT_ACTIONS, **(actions or {})}
         body: dict[str, Any] = {f"{op}Command": f"bin/{op}.sh" for op in OPERATIONS}
         body.update(manifest or {})
@@ -94,7 +96,9 @@ class Packages:
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr(
                 "HandlerManifest.json",
-                json.dumps([{"name": name, "version": 1.0, "handlerManifest": body}]),
+                json.dumps(
+                    [{"name": name, "version": 1.0, "handlerManifest": body, **(entry or {})}]
+                ),
             )
             for op in OPERATIONS:
                 script = f"{_LOGGER}\n{steps.get(op, '')}\nexit 0\n"

@@ -343,7 +343,7 @@ class Outer:
     ],
 )
 def test_converter_is_strict(value: object, expected: list[str]) -> None:
-    with pytest.raises(Exception) as info:  # noqa: PT011 - cattrs raises several kinds
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the converter's errors
         make_converter().structure(value, Outer)
     assert error_lines(info.value) == expected
 

@@ -394,3 +394,59 @@ def test_shim_without_python_exits_52(greeter_zip: Path, tmp_path: Path) -> None
     )
     assert completed.returncode == 52
     assert "Python >= 3.11 (python3 or python) not found" in completed.stderr
+
+
+def _fake_interpreter(directory: Path, name: str, banner: str, calls: Path) -> None:
+    """An executable that answers `--version` with `banner` (on stderr, as Python 2 did)
+    and records every other call."""
+    script = directory / name
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then echo "{banner}" >&2; exit 0; fi\n'
+        f'echo "{name} $*" >> {calls}\n'
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("banner", ["Python 3.10.12", "Python 3.9.18", "Python 2.7.18"])
+def test_shim_never_runs_an_interpreter_older_than_3_11(
+    greeter_zip: Path, tmp_path: Path, banner: str
+) -> None:
+    with zipfile.ZipFile(greeter_zip) as archive:
+        archive.extractall(tmp_path / "handler")
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    calls = tmp_path / "calls.log"
+    _fake_interpreter(fakes, "python3", banner, calls)
+    _fake_interpreter(fakes, "python", "Python 3.1", calls)
+    completed = subprocess.run(
+        ["env", "-i", f"PATH={fakes}:/bin:/usr/bin/nonexistent", "/bin/sh", "bin/enable"],
+        cwd=tmp_path / "handler",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 52, completed.stderr
+    assert not calls.exists()  # asked for its version, never run
+
+
+@pytest.mark.parametrize("banner", ["Python 3.11.4", "Python 3.13.0rc1", "Python 3.20.1"])
+def test_shim_takes_a_new_enough_interpreter(
+    greeter_zip: Path, tmp_path: Path, banner: str
+) -> None:
+    with zipfile.ZipFile(greeter_zip) as archive:
+        archive.extractall(tmp_path / "handler")
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    calls = tmp_path / "calls.log"
+    _fake_interpreter(fakes, "python3", "Python 3.10.0", calls)
+    _fake_interpreter(fakes, "python", banner, calls)
+    completed = subprocess.run(
+        ["env", "-i", f"PATH={fakes}:/bin", "/bin/sh", "bin/enable"],
+        cwd=tmp_path / "handler",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert calls.read_text().split()[:4] == ["python", "-s", "-m", "exthandler_sdk"]

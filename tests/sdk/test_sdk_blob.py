@@ -236,8 +236,10 @@ def test_redact_url(url: str, expected: str | None) -> None:
 
 
 def test_redacting_twice_changes_nothing() -> None:
-    once = blob.redact_text(f"PUT https://h/c?sv=1&sig={SECRET}: failed")
-    assert blob.redact_text(once) == once == "PUT https://h/c?sv=1&sig=<redacted>: failed"
+    once = blob.redact_text(f"PUT https://h/c?sv=1&sig={SECRET} failed")
+    assert blob.redact_text(once) == once == "PUT https://h/c?sv=1&sig=<redacted> failed"
+    shown = f"{blob.redact_url(f'https://h/c?sig={SECRET}')}: failed"
+    assert blob.redact_text(shown) == shown == "https://h/c?sig=<redacted>: failed"
 
 
 def test_redact_text_finds_urls_in_prose() -> None:

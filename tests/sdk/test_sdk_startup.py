@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,17 @@ class Quiet(Handler[Settings, None]):
 def exthandler_register_handlers() -> list[type[Handler[Settings, None]]]:
     return [Quiet]
 '''
-LOADED_TO_RUN = ("anyio", "asyncio", "cattrs", "cryptography", "exthandler_sdk._settings")
+LOADED_TO_RUN = (
+    "anyio",
+    "asyncio",
+    "cattrs",
+    "cryptography",
+    "exthandler_sdk._settings",
+    # A handler module's `@hookimpl` marks its function without the plugin manager, and the
+    # handler log's line is written without the logging machinery.
+    "pluggy",
+    "logging",
+)
 
 
 def enable(layout: Layout, source: Path, seq: int) -> tuple[int, set[str]]:
@@ -85,3 +96,9 @@ def test_an_applied_sequence_is_answered_without_the_event_loop(
     body = layout.status(0)["status"]
     assert (body["status"], body["operation"]) == ("success", "Enable")
     assert sorted(m for m in again if m.startswith(LOADED_TO_RUN)) == []
+    # Both enables logged their start in the logger's format, the no-op one included.
+    lines = (layout.log_dir / "Hello.log").read_text().splitlines()
+    starts = [line for line in lines if line.endswith(")") and " starting (pid " in line]
+    assert len(starts) == 2
+    line_format = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ INFO enable seq 0 starting")
+    assert all(line_format.match(line) for line in starts), starts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import attrs
 from exthandler_sdk import Context, Handler, HandlerError
@@ -76,3 +78,13 @@ class Probe(Handler[None, None]):
     async def enable(self, ctx: Context[None, None]) -> None:
         library = anyio.get_cancelled_exc_class().__module__.partition(".")[0]
         await ctx.status.success(f"ran on {library}")
+
+
+class Governed(Handler[None, None]):
+    """Reports the runtimePolicy the administrator's policy gives it."""
+
+    name = "Contoso.Testing.Governed"
+    version = "1.0.0"
+
+    async def enable(self, ctx: Context[None, None]) -> None:
+        await ctx.status.success(json.dumps(ctx.runtime_policy(), sort_keys=True))

@@ -13,8 +13,8 @@ import attrs
 import pytest
 
 from exthandler import open_runtime
-from exthandler.testing import Agent, Fault, TestingUsageError, check_lifecycle
-from tests.testing.handlers import Greeter, GreeterNext, Plain
+from exthandler.testing import Agent, Fault, SigningCA, TestingUsageError, check_lifecycle
+from tests.testing.handlers import Governed, Greeter, GreeterNext, Plain
 
 SECRETS = {"token": "open-sesame"}
 
@@ -382,3 +382,62 @@ def test_lifecycle_reports_the_phase_that_failed(exthandler_agent: Agent) -> Non
             settings={"greeting": "x"},
             protected_settings=SECRETS,
         )
+
+
+def test_signed_packages_with_the_session_ca(
+    exthandler_agent: Agent, exthandler_signing_ca: SigningCA
+) -> None:
+    exthandler_agent.signing_ca = exthandler_signing_ca
+    exthandler_agent.set_policy(
+        {"policyVersion": "0.1.0", "extensionPolicies": {"signatureRequired": True}}
+    )
+    package = exthandler_agent.add_built_package(Greeter, sign=True)
+    assert package.with_name(package.name + ".sig").is_file()
+    exthandler_agent.apply(greeter())
+    assert exthandler_agent.status("greeter").code == "ProvisioningState/succeeded"
+    # Unsigned, the next version is refused before anything of it runs.
+    exthandler_agent.take_commands()
+    exthandler_agent.add_built_package(GreeterNext)
+    exthandler_agent.apply(greeter("1.0.1", exact=True))
+    status = exthandler_agent.status("greeter")
+    assert status.code == "ProvisioningState/failed/1004"
+    assert "the policy requires a signed package" in status.message
+    assert exthandler_agent.take_commands() == []
+
+
+def test_signing_needs_a_ca(exthandler_agent: Agent) -> None:
+    with pytest.raises(TestingUsageError, match="signing_ca"):
+        exthandler_agent.add_built_package(Greeter, sign=True)
+
+
+@pytest.mark.parametrize("packaged", [False, True], ids=["in-process", "packaged"])
+def test_handlers_read_their_runtime_policy(exthandler_agent: Agent, packaged: bool) -> None:
+    if packaged:
+        exthandler_agent.add_built_package(Governed)
+    else:
+        exthandler_agent.add_handler(Governed)
+    rules = {"maxCommands": 3, "paths": ["/opt"]}
+    exthandler_agent.set_policy(
+        {
+            "policyVersion": "0.1.0",
+            "extensionPolicies": {
+                "extensions": {"contoso.testing.governed": {"runtimePolicy": rules}}
+            },
+        }
+    )
+    goal: dict[str, Any] = {
+        "extensions": [
+            {
+                "name": "governed",
+                "publisher": "Contoso.Testing",
+                "type": "Governed",
+                "typeHandlerVersion": "1.0.0",
+            }
+        ]
+    }
+    exthandler_agent.apply(goal)
+    assert json.loads(exthandler_agent.status("governed").message) == rules
+    exthandler_agent.set_policy(None)
+    goal["extensions"][0]["settings"] = {}
+    exthandler_agent.apply(goal)
+    assert exthandler_agent.status("governed").message == "null"

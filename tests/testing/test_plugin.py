@@ -156,7 +156,8 @@ def test_importing_the_plugin_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
         "[]",
-        "['exthandler_agent', 'exthandler_certificate_dir', 'exthandler_harness']",
+        "['exthandler_agent', 'exthandler_certificate_dir', 'exthandler_harness',"
+        " 'exthandler_signing_ca']",
     ]
 
 

@@ -76,6 +76,14 @@ if TYPE_CHECKING:
     from ._names import settings_file_name as settings_file_name
     from ._names import split_package_file_name as split_package_file_name
     from ._names import status_file_name as status_file_name
+    from ._policy import POLICY_VERSION as POLICY_VERSION
+    from ._policy import RUNTIME_POLICY_FILE as RUNTIME_POLICY_FILE
+    from ._policy import SIGNATURE_SUFFIX as SIGNATURE_SUFFIX
+    from ._policy import SIGNING_INFO_KEY as SIGNING_INFO_KEY
+    from ._policy import SigningInfo as SigningInfo
+    from ._policy import disallowed_message as disallowed_message
+    from ._policy import policy_operation_word as policy_operation_word
+    from ._policy import processing_disabled_message as processing_disabled_message
     from ._settings import RawSettings as RawSettings
     from ._settings import SettingsFileError as SettingsFileError
     from ._settings import parse_settings as parse_settings
@@ -131,17 +139,22 @@ __all__ = [
     "Operation",
     "PACKAGE_SEPARATOR",
     "PACKAGE_SUFFIX",
+    "POLICY_VERSION",
     "PROTOCOL_VARIABLES",
     "ProtocolVariables",
     "READ_LIMIT",
+    "RUNTIME_POLICY_FILE",
     "RawSettings",
     "ResourceLimits",
+    "SIGNATURE_SUFFIX",
+    "SIGNING_INFO_KEY",
     "STATUS_DIR",
     "STATUS_FILE_LIMIT",
     "STATUS_MESSAGE_LIMIT",
     "SUBSTATUS_FIELD_LIMIT",
     "SUPPORTED_FEATURES",
     "SettingsFileError",
+    "SigningInfo",
     "StatusLevel",
     "StatusReport",
     "Substatus",
@@ -153,6 +166,7 @@ __all__ = [
     "Variable",
     "certificate_file_kind",
     "certificate_file_names",
+    "disallowed_message",
     "event_size",
     "format_excerpt",
     "handler_state_file_name",
@@ -168,6 +182,8 @@ __all__ = [
     "parse_settings",
     "parse_settings_file_name",
     "parse_status",
+    "policy_operation_word",
+    "processing_disabled_message",
     "read_protocol_variables",
     "render_event",
     "render_handler_environment",
@@ -219,17 +235,22 @@ _HOMES = {
     "Operation": "_codes",
     "PACKAGE_SEPARATOR": "_names",
     "PACKAGE_SUFFIX": "_names",
+    "POLICY_VERSION": "_policy",
     "PROTOCOL_VARIABLES": "_names",
     "ProtocolVariables": "_environment",
     "READ_LIMIT": "_names",
+    "RUNTIME_POLICY_FILE": "_policy",
     "RawSettings": "_settings",
     "ResourceLimits": "_manifest",
+    "SIGNATURE_SUFFIX": "_policy",
+    "SIGNING_INFO_KEY": "_policy",
     "STATUS_DIR": "_names",
     "STATUS_FILE_LIMIT": "_names",
     "STATUS_MESSAGE_LIMIT": "_names",
     "SUBSTATUS_FIELD_LIMIT": "_names",
     "SUPPORTED_FEATURES": "_names",
     "SettingsFileError": "_settings",
+    "SigningInfo": "_policy",
     "StatusLevel": "_codes",
     "StatusReport": "_status",
     "Substatus": "_status",
@@ -241,6 +262,7 @@ _HOMES = {
     "Variable": "_names",
     "certificate_file_kind": "_names",
     "certificate_file_names": "_names",
+    "disallowed_message": "_policy",
     "event_size": "_events",
     "format_excerpt": "_names",
     "handler_state_file_name": "_names",
@@ -256,6 +278,8 @@ _HOMES = {
     "parse_settings": "_settings",
     "parse_settings_file_name": "_names",
     "parse_status": "_status",
+    "policy_operation_word": "_policy",
+    "processing_disabled_message": "_policy",
     "read_protocol_variables": "_environment",
     "render_event": "_events",
     "render_handler_environment": "_environment",

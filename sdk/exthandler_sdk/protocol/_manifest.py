@@ -11,6 +11,7 @@ import attrs
 from .._errors import ExtHandlerError
 from ._codes import Operation
 from ._names import MANIFEST_NAME
+from ._policy import SIGNING_INFO_KEY, SigningInfo
 
 __all__ = [
     "IN_PROCESS_KEY",
@@ -49,6 +50,7 @@ class HandlerManifest:
     `commands` maps each operation to its command line, relative to the handler dir.
     A package without an `updateCommand` has nothing to run during an upgrade's update step.
     `in_process` names the class of a handler dir laid out for an in-process handler.
+    `signing_info` is what a signed package says it was signed as (None: not given).
     """
 
     name: str | None = None
@@ -61,6 +63,7 @@ class HandlerManifest:
     supports_multiple_extensions: bool = False
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
     in_process: str | None = None
+    signing_info: SigningInfo | None = None
 
     @property
     def update_with_install(self) -> bool:
@@ -136,6 +139,9 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
             memory_quota_mb=_limit(limits.get("memoryQuotaInMB")),
         ),
         in_process=spec if isinstance(spec, str) and spec else None,
+        signing_info=(
+            SigningInfo.from_json(entry[SIGNING_INFO_KEY]) if SIGNING_INFO_KEY in entry else None
+        ),
     )
 
 
@@ -175,6 +181,8 @@ def manifest_document(manifest: HandlerManifest) -> list[dict[str, Any]]:
         }
     if manifest.in_process is not None:
         entry[IN_PROCESS_KEY] = manifest.in_process
+    if manifest.signing_info is not None:
+        entry[SIGNING_INFO_KEY] = manifest.signing_info.to_json()
     return [entry]
 
 
