@@ -656,8 +656,9 @@ def _option_status_url(parser: argparse.ArgumentParser) -> None:
         "--status-url",
         type=_status_destination,
         metavar="URL",
-        help="upload the aggregate status document there (a path, file://, or an Azure blob"
-        " URL with a SAS); the goal state's own status blob wins",
+        help="upload the aggregate status document there: a path, file://, http(s):// (an"
+        " Azure blob when it carries a SAS), s3://, gs:// or az://; the goal state's own"
+        " status blob wins",
     )
 
 

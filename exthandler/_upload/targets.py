@@ -4,6 +4,9 @@
   goal state's own status blob, and any http(s) URL whose query carries a SAS (`sv=` and
   `sig=`), Azurite's included.
 - A local path or `file://` URL: an atomic file write (mode 0600, like the view file).
+- Any other `http(s)` URL: a plain `PUT`; `s3://`, `gs://`, `az://` (and an Azure URL
+  whose SAS lacks `sv=`): an object write with the store's credentials from the
+  environment. Both go through the remote-access layer (`exthandler._remote`).
 
 Every message names the destination through `shown`, without its credentials.
 """
@@ -13,16 +16,19 @@ from __future__ import annotations
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 from exthandler_sdk.blob import is_sas_url, redact_text, redact_url
 
 from .._model import StatusBlobType
 
+if TYPE_CHECKING:
+    from .._remote import Location
+
 __all__ = ["Destination", "UploadError", "destination", "write"]
 
-Kind = Literal["azure", "file"]
+Kind = Literal["azure", "file", "remote"]
 
 
 class UploadError(Exception):
@@ -41,6 +47,7 @@ class Destination:
     url: str = attrs.field(repr=False)
     blob_type: StatusBlobType = StatusBlobType.BLOCK_BLOB
     path: Path | None = None
+    location: Location | None = attrs.field(default=None, repr=False)
 
     @property
     def shown(self) -> str:
@@ -78,10 +85,15 @@ def destination(
             return Destination(
                 kind="azure", url=text, blob_type=blob_type or StatusBlobType.BLOCK_BLOB
             )
-    raise ValueError(
-        f"{redact_url(text)}: unsupported status destination (expected a path, file://, or"
-        " an http(s) URL with a SAS)"
-    )
+    from .._remote import is_url, parse_location
+
+    if not is_url(text):
+        raise ValueError(
+            f"{redact_url(text)}: unsupported status destination (expected a path, file://,"
+            " http(s)://, s3://, gs:// or az://)"
+        )
+    # parse_location's reason names the URL without its credentials.
+    return Destination(kind="remote", url=text, location=parse_location(text))
 
 
 def _write_blob(where: Destination, data: bytes, timeout: float) -> None:
@@ -105,13 +117,26 @@ def _write_file(where: Destination, data: bytes) -> None:
         raise UploadError(f"{where.path}: cannot write: {exc.strerror or exc}") from None
 
 
+async def _write_remote(where: Destination, data: bytes, request_timeout: float) -> None:
+    from .._remote import RemoteError
+    from .._remote import write as remote_write
+
+    assert where.location is not None
+    try:
+        await remote_write(where.location, data, io_timeout=request_timeout)
+    except RemoteError as exc:
+        raise UploadError(exc.message) from None
+
+
 async def write(where: Destination, data: bytes, *, request_timeout: float) -> None:
-    """Write `data` at `where` (in a worker thread: the event loop never waits on the
-    network or the disk). Raises UploadError."""
+    """Write `data` at `where` (blocking work in a worker thread: the event loop never
+    waits on the network or the disk). Raises UploadError."""
     import anyio.to_thread
 
     try:
-        if where.kind == "azure":
+        if where.kind == "remote":
+            await _write_remote(where, data, request_timeout)
+        elif where.kind == "azure":
             await anyio.to_thread.run_sync(
                 _write_blob, where, data, request_timeout, abandon_on_cancel=True
             )

@@ -19,7 +19,7 @@ import exthandler
 from exthandler import GoalState, GoalStateError, RuntimeConfig, open_runtime, parse_goal_state
 from exthandler._cli.main import main
 from tests.sdk.put_server import Answer, PutServer, put_server
-from tests.servers import Azurite, unique_name
+from tests.servers import AZURITE_ACCOUNT, Azurite, MotoS3, unique_name
 
 
 class Greeter(Handler[None, None]):
@@ -318,3 +318,61 @@ def test_cli_refuses_a_status_url_it_cannot_use(
     err = capsys.readouterr().err
     assert "--status-url: ftp://h/status?sv=1&sig=<redacted>: unsupported status destination" in err
     assert "TopSecret" not in err
+
+
+# -- plain HTTP and object stores ----------------------------------------------------------------
+
+
+def test_a_plain_http_url_gets_a_put(tmp_path: Path, server: PutServer) -> None:
+    server.script = [Answer(500)]  # the first try fails; the last status goes at the end
+    settings = config(tmp_path, status_url=server.url("/status/web-01.json?token=Hidden"))
+    apply(settings, native(("greet", Greeter)))
+    bodies = server.bodies("/status/web-01.json")
+    assert len(bodies) == 2
+    assert "x-ms-blob-type" not in server.seen[-1].headers
+    document = json.loads(bodies[-1])
+    assert handlers_of(document)["Contoso.Fleet.Greeter"]["status"] == "Ready"
+    log = log_of(tmp_path)
+    assert "HTTP 500" in log
+    assert "Hidden" not in log
+
+
+def test_s3_gets_an_object_write(
+    tmp_path: Path, moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto_s3.environment().items():
+        monkeypatch.setenv(name, value)
+    bucket = unique_name("status")
+    client = moto_s3.client()  # type: ignore[no-untyped-call]
+    client.create_bucket(Bucket=bucket)
+    apply(config(tmp_path, status_url=f"s3://{bucket}/vms/web-01.json"), native(("greet", Greeter)))
+    body = client.get_object(Bucket=bucket, Key="vms/web-01.json")["Body"].read()
+    assert handlers_of(json.loads(body))["Contoso.Fleet.Greeter"]["status"] == "Ready"
+
+
+def test_az_gets_a_block_blob_with_the_environments_account(
+    tmp_path: Path, azurite: Azurite, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", azurite.account_sas())
+    monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", azurite.endpoint)
+    apply(config(tmp_path, status_url=f"az://{container}/web-01.status"), native(("g", Greeter)))
+    data, headers = azurite.get_blob(container, "web-01.status")
+    assert headers["x-ms-blob-type"] == "BlockBlob"
+    assert handlers_of(json.loads(data))["Contoso.Fleet.Greeter"]["status"] == "Ready"
+
+
+def test_a_store_without_credentials_is_logged_not_fatal(
+    tmp_path: Path, moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto_s3.environment().items():
+        monkeypatch.setenv(name, value)
+    missing = unique_name("nobucket")
+    (view,) = apply(
+        config(tmp_path, status_url=f"s3://{missing}/web-01.json"), native(("g", Greeter))
+    )
+    assert not isinstance(view, str)
+    assert not view.failed()
+    assert f"status upload: upload failed (retried with backoff): s3://{missing}/web-01.json" in (
+        log_of(tmp_path)
+    )

@@ -249,8 +249,12 @@ def test_nothing_is_uploaded_before_anything_is_reported(server: PutServer) -> N
     assert server.seen == []
 
 
-def test_a_server_that_never_answers_costs_only_the_uploader(server: PutServer) -> None:
+@pytest.mark.parametrize("azure", [True, False], ids=["sas-blob", "plain-put"])
+def test_a_server_that_never_answers_costs_only_the_uploader(
+    server: PutServer, azure: bool
+) -> None:
     server.default = Answer(0)  # holds every request until the test ends
+    query = SAS if azure else f"token={SECRET}"
 
     async def test(rig: Rig) -> None:
         up, status = rig.up, rig.status
@@ -261,9 +265,13 @@ def test_a_server_that_never_answers_costs_only_the_uploader(server: PutServer) 
             status.message = f"meanwhile {n}"
             up.changed()
         await until(lambda: up.stats.failures == 1)  # the request's own timeout
-        assert "no answer within 0.5 s" in rig.lines[0][1]
+        assert up.stats.attempts == 1
 
-    run_with(test, server, timeout=0.5)
+    rig = run_with(test, server, timeout=0.5, default_url=server.url(f"/fleet/s?{query}"))
+    ((level, line),) = rig.lines
+    assert level == logging.WARNING
+    assert ("no answer within 0.5 s" in line) is azure
+    assert "UploadSignature" not in line
 
 
 def test_the_goal_states_blob_wins_and_a_bad_one_is_logged(server: PutServer) -> None:
