@@ -544,3 +544,47 @@ def test_the_documented_example_has_the_documents_shape() -> None:
         ),
     )
     assert shape(example) == shape(document(view))
+
+
+class _Source:
+    """The health of `run`'s goal-state source, as the instance view's `source` gives it."""
+
+    def __init__(self, status: str, message: str = "", since: str | None = None) -> None:
+        self.status, self.message, self.since = status, message, since
+
+
+class _ViewWithSource:
+    goal_state_id = "g"
+    extensions = ()
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (_Source("Ready"), AgentStatus(ready=True, message="running")),
+        (
+            _Source("Unreachable", "s3://b/g.json: connection refused", "2026-11-25T11:00:00Z"),
+            AgentStatus(
+                ready=False,
+                message="goal-state source unreachable since 2026-11-25T11:00:00Z:"
+                " s3://b/g.json: connection refused",
+            ),
+        ),
+        (
+            _Source("Invalid", "g.json: not valid JSON", "2026-11-25T11:00:00Z"),
+            AgentStatus(
+                ready=False,
+                message="goal-state source holds a goal state that cannot be used since"
+                " 2026-11-25T11:00:00Z: g.json: not valid JSON",
+            ),
+        ),
+    ],
+)
+def test_the_agent_is_not_ready_while_its_source_fails(
+    source: _Source, expected: AgentStatus
+) -> None:
+    view: Any = _ViewWithSource(source)
+    assert agent_status(view, None) == expected

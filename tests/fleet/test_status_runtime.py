@@ -376,3 +376,53 @@ def test_a_store_without_credentials_is_logged_not_fatal(
     assert f"status upload: upload failed (retried with backoff): s3://{missing}/web-01.json" in (
         log_of(tmp_path)
     )
+
+
+# -- the long-running agent ---------------------------------------------------------------------
+
+
+def test_run_uploads_after_each_goal_state(tmp_path: Path) -> None:
+    source = tmp_path / "goal.json"
+    target = tmp_path / "status.json"
+    settings = config(tmp_path, status_url=str(target), status_interval=0.05)
+
+    def uploaded_sequence() -> str | None:
+        try:
+            document = json.loads(target.read_bytes())
+        except (OSError, ValueError):
+            return None
+        outcome = document["aggregateStatus"].get("vmArtifactsAggregateStatus")
+        return None if outcome is None else str(outcome["goalStateAggregateStatus"]["inSvdSeqNo"])
+
+    async def wait_for(sequence: str) -> None:
+        while uploaded_sequence() != sequence:  # noqa: ASYNC110 (another task writes it)
+            await anyio.sleep(0.02)
+
+    def write_goal(id: str, name: str) -> None:
+        document = {
+            "id": id,
+            "extensions": [
+                {
+                    "name": name,
+                    "publisher": "Contoso.Fleet",
+                    "type": "Greeter",
+                    "typeHandlerVersion": "1.0.0",
+                }
+            ],
+        }
+        source.write_text(json.dumps(document))
+
+    async def go() -> None:
+        async with open_runtime(settings) as runtime, anyio.create_task_group() as group:
+            write_goal("run-1", "first")
+            group.start_soon(lambda: runtime.run(source, interval=0.05))
+            with anyio.fail_after(60):
+                await wait_for("run-1")
+                write_goal("run-2", "second")
+                await wait_for("run-2")
+            group.cancel_scope.cancel()
+
+    anyio.run(go)
+    document = json.loads(target.read_bytes())
+    (entry,) = document["aggregateStatus"]["handlerAggregateStatus"]
+    assert entry["runtimeSettingsStatus"]["settingsStatus"]["status"]["name"] == "second"
