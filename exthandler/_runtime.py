@@ -358,7 +358,6 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
 
 
 def _status_uploader(config: RuntimeConfig, engine: Engine, store: Any) -> StatusUploader:
-    from . import __version__
     from ._model import ExtensionGoal, HandlerName, Version
     from ._upload.uploader import StatusUploader
 
@@ -382,5 +381,4 @@ def _status_uploader(config: RuntimeConfig, engine: Engine, store: Any) -> Statu
         timeout=config.status_timeout,
         log=log,
         is_multi=is_multi,
-        agent_version=__version__,
     )

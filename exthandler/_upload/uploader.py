@@ -94,13 +94,21 @@ def _default_log(message: str, level: int) -> None:
     logging.getLogger("exthandler.status").log(level, "%s", message)
 
 
+def _runtime_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 @attrs.define(eq=False)
 class StatusUploader:
     """Uploads the status document built from `view()` to the goal state's status blob,
     else to `default_url`; run `run()` in a task, call `flush()` before leaving.
 
     `is_multi` says whether an extension's handler is multi-config. `log` gets one line
-    per event worth a line (never a credential).
+    per event worth a line (never a credential). `interval`, `heartbeat`, `max_backoff`
+    and `timeout` are seconds (see the module's docstring); `clock` and `random` are the
+    time and the jitter, which tests replace; `stats` counts what happened.
     """
 
     view: Callable[[], InstanceView]
@@ -113,7 +121,7 @@ class StatusUploader:
     random: Callable[[], float] = random.random
     log: Callable[[str, int], None] = _default_log
     is_multi: Callable[[ExtensionView, ExtensionGoal | None], bool] | None = None
-    agent_version: str = "0"
+    agent_version: str = attrs.field(factory=_runtime_version)
     os: OsInfo = attrs.field(factory=os_info)
     stats: UploadStats = attrs.field(factory=UploadStats)
 
