@@ -5,6 +5,7 @@ files, and to a server that never answers (the pass does not wait for it)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -323,7 +324,10 @@ def test_cli_refuses_a_status_url_it_cannot_use(
 # -- plain HTTP and object stores ----------------------------------------------------------------
 
 
-def test_a_plain_http_url_gets_a_put(tmp_path: Path, server: PutServer) -> None:
+def test_a_plain_http_url_gets_a_put(
+    tmp_path: Path, server: PutServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # an application that logs everything, httpx's too
     server.script = [Answer(500)]  # the first try fails; the last status goes at the end
     settings = config(tmp_path, status_url=server.url("/status/web-01.json?token=Hidden"))
     apply(settings, native(("greet", Greeter)))
@@ -335,6 +339,8 @@ def test_a_plain_http_url_gets_a_put(tmp_path: Path, server: PutServer) -> None:
     log = log_of(tmp_path)
     assert "HTTP 500" in log
     assert "Hidden" not in log
+    assert "PUT" in caplog.text
+    assert "Hidden" not in caplog.text
 
 
 def test_s3_gets_an_object_write(
