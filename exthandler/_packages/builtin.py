@@ -13,6 +13,11 @@ __all__ = ["BUILTIN_HANDLERS", "missing_handler_hint"]
 
 BUILTIN_HANDLERS: dict[str, tuple[str, str]] = {
     "Microsoft.Azure.Extensions.CustomScript": ("exthandler-plugins", "exthandler[plugins]"),
+    "Microsoft.OSTCExtensions.VMAccessForLinux": ("exthandler-plugins", "exthandler[plugins]"),
+    "Microsoft.ManagedServices.ApplicationHealthLinux": (
+        "exthandler-plugins",
+        "exthandler[plugins]",
+    ),
 }
 """Handler name -> (the distribution that provides it, the requirement that installs it)."""
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from exthandler_sdk import Handler, hookimpl
 
+from .apphealth import ApplicationHealth
 from .customscript import CustomScript
+from .vmaccess import VMAccess
 
 __all__ = ["exthandler_register_handlers"]
 
@@ -15,4 +17,4 @@ __all__ = ["exthandler_register_handlers"]
 @hookimpl
 def exthandler_register_handlers() -> list[type[Handler[Any, Any]]]:
     """The built-in handler classes."""
-    return [CustomScript]
+    return [CustomScript, VMAccess, ApplicationHealth]

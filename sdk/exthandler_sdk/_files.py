@@ -20,6 +20,7 @@ def write_atomic(
     suffix: str = ".tmp",
     parents: bool = True,
     dir_fd: int | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never a part.
 
@@ -31,7 +32,11 @@ def write_atomic(
     FileNotFoundError. `path` may be a plain string: callers writing many small files
     save building a Path for each. With `dir_fd`, `path` is a name in that open directory
     and nothing is created on the way: whatever replaces the directory's path meanwhile
-    (a link planted there, say), the file lands in the directory that was opened.
+    (a link planted there, say), the file lands in the directory that was opened. With
+    `owner` (uid, gid), the temp file is chowned through its own descriptor before it
+    replaces `path` (this needs the privilege to chown): the file appears with its final
+    owner and mode, and no name is ever chowned, so a write into a dir another user
+    controls cannot be turned into chowning a file that user linked there.
     """
     path = os.fspath(path)
     # O_EXCL never follows a link; O_NOFOLLOW says so again for the reader.
@@ -53,10 +58,13 @@ def write_atomic(
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if owner is not None:
+                os.fchown(fd, *owner)
+            if mode & UMASK or owner is not None:
+                # The umask narrowed the mode given to open(), or chown cleared set-id bits.
+                os.fchmod(fd, mode)
             if durable:
                 os.fsync(fd)
-            if mode & UMASK:  # the umask narrowed the mode given to open(): widen it again
-                os.fchmod(fd, mode)
         finally:
             os.close(fd)
         os.replace(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -415,3 +416,20 @@ def test_write_atomic_cleans_up(tmp_path: Path) -> None:
     with pytest.raises(OSError, match=r"Directory not empty|Is a directory"):
         write_atomic(tmp_path / "d", b"2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d"]
+
+
+def test_write_atomic_gives_the_file_its_owner_before_it_appears(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    directory = tmp_path / "home"
+    directory.mkdir()
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        write_atomic("keys", b"k\n", mode=0o600, dir_fd=fd, owner=(4321, 4322))
+    finally:
+        os.close(fd)
+    info = (directory / "keys").stat()
+    assert (info.st_uid, info.st_gid) == (4321, 4322)
+    assert info.st_mode & 0o7777 == 0o600
+    assert (directory / "keys").read_bytes() == b"k\n"
+    assert [p.name for p in directory.iterdir()] == ["keys"]
