@@ -113,9 +113,9 @@ class RuntimeConfig:
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
     status_url: str | None = attrs.field(default=None, converter=_status_url)
-    status_interval: float = 10.0
-    status_heartbeat: float = 60.0
-    status_timeout: float = 30.0
+    status_interval: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    status_heartbeat: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    status_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     policy: Path | None = attrs.field(default=None, converter=_optional_path)
     trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
     extensions_enabled: bool = True

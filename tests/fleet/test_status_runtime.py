@@ -432,3 +432,21 @@ def test_run_uploads_after_each_goal_state(tmp_path: Path) -> None:
     document = json.loads(target.read_bytes())
     (entry,) = document["aggregateStatus"]["handlerAggregateStatus"]
     assert entry["runtimeSettingsStatus"]["settingsStatus"]["status"]["name"] == "second"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"status_url": "ftp://h/b?sig=TopSecret"}, "sig=<redacted>: unsupported status"),
+        ({"status_url": "s3://"}, "no bucket"),
+        ({"status_interval": -1.0}, "status_interval"),
+        ({"status_heartbeat": 0.0}, "status_heartbeat"),
+        ({"status_timeout": 0.0}, "status_timeout"),
+    ],
+)
+def test_runtime_config_checks_the_status_options(
+    tmp_path: Path, options: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason) as caught:
+        RuntimeConfig(state_dir=tmp_path, **options)
+    assert "TopSecret" not in str(caught.value)
