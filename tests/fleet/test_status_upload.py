@@ -150,7 +150,7 @@ def test_a_long_outage_ends_with_the_latest_status_only(server: PutServer) -> No
     async def test(rig: Rig) -> None:
         up, clock, status = rig.up, rig.clock, rig.status
         up.changed()
-        await until(lambda: up.stats.attempts == 1)
+        await until(lambda: up.stats.failures == 1)  # tried, and answered
         delays = []
         for step in range(1, 40):  # hours of failures, in fake time
             status.message = f"step {step}"
@@ -160,7 +160,7 @@ def test_a_long_outage_ends_with_the_latest_status_only(server: PutServer) -> No
             assert delay is not None
             delays.append(delay)
             clock.advance(delay)
-            await until(lambda step=step: up.stats.attempts == step + 1)  # type: ignore[misc]
+            await until(lambda step=step: up.stats.failures == step + 1)  # type: ignore[misc]
         # Backoff doubles from the interval up to its cap.
         assert delays[:7] == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
         assert clock.now > 2 * 3600
