@@ -13,6 +13,7 @@ __all__ = ["BUILTIN_HANDLERS", "missing_handler_hint"]
 
 BUILTIN_HANDLERS: dict[str, tuple[str, str]] = {
     "Microsoft.Azure.Extensions.CustomScript": ("exthandler-plugins", "exthandler[plugins]"),
+    "Microsoft.CPlat.Core.RunCommandHandlerLinux": ("exthandler-plugins", "exthandler[plugins]"),
     "Microsoft.OSTCExtensions.VMAccessForLinux": ("exthandler-plugins", "exthandler[plugins]"),
     "Microsoft.ManagedServices.ApplicationHealthLinux": (
         "exthandler-plugins",

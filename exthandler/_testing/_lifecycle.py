@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -14,7 +15,9 @@ from exthandler_sdk.protocol import (
     MANIFEST_NAME,
     STATUS_DIR,
     HandlerState,
+    ManifestError,
     package_file_name,
+    parse_manifest,
     status_file_name,
 )
 
@@ -78,6 +81,14 @@ class _Check:
             entry["protectedSettings"] = self.protected
         return {"id": f"lifecycle-{len(self.phases)}", "extensions": [entry]}
 
+    def _config_name(self, handler_dir: Path) -> str | None:
+        """The extension's name as its files carry it: only a multi-config handler's do."""
+        try:
+            manifest = parse_manifest((handler_dir / MANIFEST_NAME).read_bytes())
+        except (OSError, ManifestError):
+            return None
+        return self.extension if manifest.supports_multiple_extensions else None
+
     def phase(
         self,
         name: str,
@@ -109,10 +120,9 @@ class _Check:
             if ext.statuses[0].code != "ProvisioningState/succeeded":
                 status = ext.statuses[0]
                 raise AssertionError(f"{context}: status {status.code}: {status.message}")
+        handler_dir = self.agent.handler_dir(self.handler, version)
         status_path = (
-            self.agent.handler_dir(self.handler, version)
-            / STATUS_DIR
-            / status_file_name(None, sequence)
+            handler_dir / STATUS_DIR / status_file_name(self._config_name(handler_dir), sequence)
         )
         if status_path.exists():
             problems = validate_status(status_path.read_bytes())

@@ -9,6 +9,7 @@ from exthandler_sdk import Handler, hookimpl
 
 from .apphealth import ApplicationHealth
 from .customscript import CustomScript
+from .runcommand import RunCommand
 from .vmaccess import VMAccess
 
 __all__ = ["exthandler_register_handlers"]
@@ -17,4 +18,4 @@ __all__ = ["exthandler_register_handlers"]
 @hookimpl
 def exthandler_register_handlers() -> list[type[Handler[Any, Any]]]:
     """The built-in handler classes."""
-    return [CustomScript, VMAccess, ApplicationHealth]
+    return [CustomScript, RunCommand, VMAccess, ApplicationHealth]

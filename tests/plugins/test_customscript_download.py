@@ -8,9 +8,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from exthandler_plugins._shared.download import FileSource, StorageAccount, download_all, shared_key
 from exthandler_plugins.customscript import DownloadPolicy
-from exthandler_plugins.customscript._download import download_all, shared_key
-from exthandler_plugins.customscript._settings import FileSource, StorageAccount
 from exthandler_sdk import HandlerError
 
 from tests.plugins.support import FAST, FileServer, Route
@@ -206,7 +205,7 @@ async def test_requests_are_signed_with_the_storage_account_key(
 
 
 def test_other_hosts_are_not_signed() -> None:
-    from exthandler_plugins.customscript._download import _headers
+    from exthandler_plugins._shared.download import _headers
 
     account = StorageAccount(name="acct", key=b"k")
     assert "Authorization" not in _headers("https://example.com/a", account)
@@ -221,7 +220,7 @@ def test_the_http_librarys_own_logs_never_show_a_sas_token(
     """httpx logs every request URL at INFO: with logging on, the token must not appear."""
     import logging
 
-    from exthandler_plugins.customscript._redact import protect_http_logs
+    from exthandler_plugins._shared.redact import protect_http_logs
 
     protect_http_logs()
     protect_http_logs()  # idempotent: one filter per logger

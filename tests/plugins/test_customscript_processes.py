@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exthandler_plugins.customscript import _process
+from exthandler_plugins._shared import process as _process
 from exthandler_sdk._procs import ProcessIdentity, identify, read_boot_id
 
 from exthandler import InstanceView

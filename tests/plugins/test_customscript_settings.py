@@ -8,10 +8,10 @@ import hashlib
 import hmac
 
 import pytest
+from exthandler_plugins._shared.download import shared_key
+from exthandler_plugins._shared.process import dos2unix
+from exthandler_plugins._shared.redact import redact_text, redact_url
 from exthandler_plugins.customscript import CustomScriptProtectedSettings, CustomScriptSettings
-from exthandler_plugins.customscript._download import shared_key
-from exthandler_plugins.customscript._process import dos2unix
-from exthandler_plugins.customscript._redact import redact_text, redact_url
 from exthandler_plugins.customscript._settings import StorageAccount, resolve
 from exthandler_sdk import HandlerError
 

@@ -1,6 +1,6 @@
 """The built-in CustomScript handler (`Microsoft.Azure.Extensions.CustomScript`)."""
 
-from ._download import DownloadPolicy as DownloadPolicy
+from .._shared.download import DownloadPolicy as DownloadPolicy
 from ._handler import CustomScript as CustomScript
 from ._settings import CustomScriptProtectedSettings as CustomScriptProtectedSettings
 from ._settings import CustomScriptSettings as CustomScriptSettings

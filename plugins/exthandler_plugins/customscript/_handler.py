@@ -1,10 +1,10 @@
 """`Microsoft.Azure.Extensions.CustomScript`: fetch files, then run a script or command.
 
 Enable resolves the settings (`_settings`), downloads `fileUris` into
-`<handler_dir>/download/<seq>/` (`_download`), writes an inline `script` there as
+`<handler_dir>/download/<seq>/` (`.._shared.download`), writes an inline `script` there as
 `script.sh` and a protected `commandToExecute` as `command.sh` (both 0700, so that no
 secret shows in any process's arguments), and runs the command in that directory
-(`_process`), reporting
+(`.._shared.process`), reporting
 `transitioning` with the output's tails while it runs. The same code runs in process and
 packaged, in the foreground of the enable command: the whole enable is bounded by
 `SCRIPT_BUDGET` and by the command's own deadline, whichever comes first.
@@ -25,9 +25,9 @@ import anyio
 import anyio.to_thread
 from exthandler_sdk import Context, Handler, StatusLevel, Substatus
 
-from . import _process
-from ._download import DownloadPolicy, download_all
-from ._redact import redact_text
+from .._shared import process as _process
+from .._shared.download import DownloadPolicy, download_all
+from .._shared.redact import redact_text
 from ._settings import CustomScriptProtectedSettings, CustomScriptSettings, Plan, resolve
 
 __all__ = ["SCRIPT_BUDGET", "STATUS_INTERVAL", "TAIL_LIMIT", "TIMEOUT_CODE", "CustomScript"]
@@ -56,7 +56,7 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
 
     name = "Microsoft.Azure.Extensions.CustomScript"
     version = "2.1.0"
-    download_policy: ClassVar[DownloadPolicy] = DownloadPolicy()
+    download_policy: ClassVar[DownloadPolicy] = DownloadPolicy(user_agent="exthandler-customscript")
     # In process, a script may run for the whole budget the platform documents for
     # CustomScript-like extensions (plus a little for the downloads' own deadline).
     command_timeouts: ClassVar[Mapping[str, float]] = {"enable": SCRIPT_BUDGET + 60.0}

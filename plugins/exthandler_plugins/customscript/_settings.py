@@ -12,25 +12,23 @@ import base64
 import binascii
 import gzip
 import re
-import urllib.parse
 import zlib
 from typing import Any
 
 import attrs
 from exthandler_sdk import ErrorCode, HandlerError
 
-from ._redact import redact_url
+from .._shared.download import FileSource, StorageAccount, file_source
 
 __all__ = [
     "CustomScriptProtectedSettings",
     "CustomScriptSettings",
     "FileSource",
     "Plan",
+    "StorageAccount",
     "resolve",
 ]
 
-_SCHEMES = ("http", "https", "file")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -52,27 +50,6 @@ class CustomScriptSettings:
 @attrs.frozen
 class CustomScriptProtectedSettings(CustomScriptSettings):
     """Protected settings: the same keys, encrypted in transit."""
-
-
-@attrs.frozen(kw_only=True)
-class FileSource:
-    """One entry of `fileUris`: where it comes from and what it is saved as."""
-
-    url: str
-    name: str
-    sha256: str | None = None
-
-    @property
-    def redacted(self) -> str:
-        return redact_url(self.url)
-
-
-@attrs.frozen(kw_only=True)
-class StorageAccount:
-    """Credentials to sign blob requests with (SharedKey)."""
-
-    name: str
-    key: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,41 +106,6 @@ def _decode_script(text: str) -> bytes:
     return data
 
 
-def _file_source(index: int, url: str, errors: list[str]) -> FileSource | None:
-    where = f"fileUris[{index}]"
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-    except ValueError:
-        errors.append(f"{where}: not a URL ({redact_url(url)})")
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        errors.append(
-            f"{where}: unsupported URL scheme {scheme or '(none)'!r} in {redact_url(url)}; "
-            "use http, https or file"
-        )
-        return None
-    name = urllib.parse.unquote(parts.path.rpartition("/")[2])
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        errors.append(f"{where}: {redact_url(url)} does not end in a usable file name")
-        return None
-    digest: str | None = None
-    if parts.fragment:
-        key, _, value = parts.fragment.partition("=")
-        if key.lower() != "sha256" or not _SHA256.fullmatch(value):
-            errors.append(
-                f"{where}: the URL fragment must be '#sha256=<64 hex digits>', "
-                f"got '#{parts.fragment[:80]}'"
-            )
-            return None
-        digest = value.lower()
-    if scheme == "file" and parts.netloc not in ("", "localhost"):
-        errors.append(f"{where}: a file URL must name a local path, got host {parts.netloc!r}")
-        return None
-    clean = urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
-    return FileSource(url=clean, name=name, sha256=digest)
-
-
 def _storage(merged: dict[str, Any], errors: list[str]) -> StorageAccount | None:
     name, key = merged["storageAccountName"], merged["storageAccountKey"]
     if name is None and key is None:
@@ -211,7 +153,7 @@ def resolve(public: CustomScriptSettings | None, protected: CustomScriptSettings
         errors.append("commandToExecute and script: give one of them, not both")
     files: list[FileSource] = []
     for index, url in enumerate(merged["fileUris"] or []):
-        source = _file_source(index, url, errors)
+        source = file_source(f"fileUris[{index}]", url, errors)
         if source is not None:
             files.append(source)
     names: dict[str, int] = {}

@@ -1,11 +1,13 @@
-"""Running the command: its own process group, output to files, tails for the status.
+"""Running a script: its own process group, output to files, tails for the status.
 
-The command runs as `/bin/sh -c COMMAND` in the download dir, in a new session (so its
-whole group can be signalled), stdin on /dev/null and stdout/stderr appended to the
-`stdout` and `stderr` files beside it. The identity of its group leader (pid, start time,
-boot id) goes to the `pid` file so that disable and uninstall can stop a script that
-another process is still running, and never a process that merely got the same pid later
-(after a reboot, or once the script is gone).
+The command runs as `/bin/sh -c COMMAND` (or another shell) in the handler's run dir (or
+a given working dir), in a new session (so its whole group can be signalled), stdin on
+/dev/null and stdout/stderr appended to the `stdout` and `stderr` files of the run dir.
+The identity of its group leader (pid, start time, boot id) goes to the `pid` file there
+so that disable and uninstall can stop a script that another process is still running,
+and never a process that merely got the same pid later (after a reboot, or once the
+script is gone). With an `Account`, the command runs as that user (uid, gid and
+supplementary groups); the run dir's files stay the handler's own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
 from exthandler_sdk.files import write_atomic
 from exthandler_sdk.procs import identify, read_identity, still_running
 
 __all__ = [
+    "Account",
     "PID_FILE",
     "STDERR_FILE",
     "STDOUT_FILE",
@@ -39,16 +43,39 @@ _BOM = b"\xef\xbb\xbf"
 _TEXT_SNIFF = 8192
 
 
-def start(directory: Path, command: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start `command` in `directory`, in a new session, and record its group id."""
+@attrs.frozen(kw_only=True)
+class Account:
+    """Whom a command runs as: user and group ids, supplementary groups."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def start(
+    directory: Path,
+    command: str,
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    shell: str = "/bin/sh",
+    account: Account | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `shell -c command` in `cwd` (default: `directory`), in a new session, as
+    `account` when given, with its output going to the files of `directory`; record its
+    group id there."""
     with (
         open(_private(directory / STDOUT_FILE), "ab") as out,
         open(_private(directory / STDERR_FILE), "ab") as err,
     ):
         process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            cwd=directory,
+            [shell, "-c", command],
+            cwd=cwd if cwd is not None else directory,
             env=dict(env),
+            user=None if account is None else account.uid,
+            group=None if account is None else account.gid,
+            extra_groups=None if account is None else account.groups,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

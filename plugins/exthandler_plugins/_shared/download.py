@@ -1,4 +1,7 @@
-"""Fetching `fileUris` into the download dir: retries, a deadline, checksums, redaction.
+"""Fetching files into a handler's dir: retries, a deadline, checksums, redaction.
+
+Shared by the built-in handlers that download (CustomScript's `fileUris`, Run Command's
+`source.scriptUri`).
 
 Each file is tried up to `DownloadPolicy.attempts` times. Timeouts, connection errors,
 408, 429 and 5xx are transient: the next attempt waits `backoff * 2**n` seconds (capped,
@@ -17,6 +20,7 @@ import hmac
 import logging
 import os
 import random
+import re
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -28,24 +32,56 @@ import anyio.to_thread
 import attrs
 from exthandler_sdk import HandlerError
 
-from ._redact import protect_http_logs, redact_text
-from ._settings import FileSource, StorageAccount
+from .redact import protect_http_logs, redact_text, redact_url
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DOWNLOAD_FAILED", "DownloadError", "DownloadPolicy", "download_all", "shared_key"]
+__all__ = [
+    "DOWNLOAD_FAILED",
+    "DownloadError",
+    "DownloadPolicy",
+    "FileSource",
+    "StorageAccount",
+    "download_all",
+    "file_source",
+    "shared_key",
+]
 
 DOWNLOAD_FAILED = 1
 """The status code of a failed download."""
 STORAGE_API_VERSION = "2020-10-02"
 _CHUNK = 64 * 1024
 _TRANSIENT_STATUS = frozenset({408, 429})
+_SCHEMES = ("http", "https", "file")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@attrs.frozen(kw_only=True)
+class FileSource:
+    """One file to fetch: where it comes from and what it is saved as."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self.url)
+
+
+@attrs.frozen(kw_only=True)
+class StorageAccount:
+    """Credentials to sign blob requests with (SharedKey)."""
+
+    name: str
+    key: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen(kw_only=True)
 class DownloadPolicy:
-    """How hard to try (the handler's `download_policy` class attribute)."""
+    """How hard to try (the handler's `download_policy` class attribute), and the
+    `User-Agent` the requests carry."""
 
     attempts: int = 7
     backoff: float = 2.0
@@ -53,6 +89,7 @@ class DownloadPolicy:
     deadline: float = 30 * 60.0
     connect_timeout: float = 30.0
     read_timeout: float = 120.0
+    user_agent: str = "exthandler"
 
 
 class DownloadError(HandlerError):
@@ -60,6 +97,43 @@ class DownloadError(HandlerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(DOWNLOAD_FAILED, redact_text(message))
+
+
+def file_source(where: str, url: str, errors: list[str]) -> FileSource | None:
+    """The source a settings URL names (saved under the last segment of its path), or None
+    with a `where: reason` line added to `errors`: http, https or file URLs only, an
+    optional `#sha256=<64 hex digits>` fragment (never sent) giving the file's digest."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:
+        errors.append(f"{where}: not a URL ({redact_url(url)})")
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        errors.append(
+            f"{where}: unsupported URL scheme {scheme or '(none)'!r} in {redact_url(url)}; "
+            "use http, https or file"
+        )
+        return None
+    name = urllib.parse.unquote(parts.path.rpartition("/")[2])
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        errors.append(f"{where}: {redact_url(url)} does not end in a usable file name")
+        return None
+    digest: str | None = None
+    if parts.fragment:
+        key, _, value = parts.fragment.partition("=")
+        if key.lower() != "sha256" or not _SHA256.fullmatch(value):
+            errors.append(
+                f"{where}: the URL fragment must be '#sha256=<64 hex digits>', "
+                f"got '#{parts.fragment[:80]}'"
+            )
+            return None
+        digest = value.lower()
+    if scheme == "file" and parts.netloc not in ("", "localhost"):
+        errors.append(f"{where}: a file URL must name a local path, got host {parts.netloc!r}")
+        return None
+    clean = urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+    return FileSource(url=clean, name=name, sha256=digest)
 
 
 class _Transient(Exception):
@@ -104,8 +178,10 @@ def _signs_for(account: StorageAccount, host: str) -> bool:
     return True
 
 
-def _headers(url: str, storage: StorageAccount | None) -> dict[str, str]:
-    headers = {"User-Agent": "exthandler-customscript"}
+def _headers(
+    url: str, storage: StorageAccount | None, user_agent: str = "exthandler"
+) -> dict[str, str]:
+    headers = {"User-Agent": user_agent}
     host = urllib.parse.urlsplit(url).hostname or ""
     if storage is not None and _signs_for(storage, host):
         import email.utils
@@ -132,14 +208,18 @@ def _check(source: FileSource, digest: str) -> None:
 
 
 async def _fetch_http_once(
-    client: httpx.AsyncClient, source: FileSource, target: Path, storage: StorageAccount | None
+    client: httpx.AsyncClient,
+    source: FileSource,
+    target: Path,
+    storage: StorageAccount | None,
+    user_agent: str,
 ) -> None:
     import httpx
 
     partial = target.with_name(target.name + ".part")
     try:
         async with client.stream(
-            "GET", source.url, headers=_headers(source.url, storage)
+            "GET", source.url, headers=_headers(source.url, storage, user_agent)
         ) as response:
             code = response.status_code
             if code in _TRANSIENT_STATUS or code >= 500:
@@ -171,7 +251,7 @@ async def _fetch_http(
 ) -> None:
     for attempt in range(1, policy.attempts + 1):
         try:
-            await _fetch_http_once(client, source, target, storage)
+            await _fetch_http_once(client, source, target, storage, policy.user_agent)
         except _Transient as problem:
             if attempt == policy.attempts:
                 raise DownloadError(
