@@ -26,6 +26,8 @@ __all__ = [
     "PlainProtectedSettings",
     "ProtectedSettings",
     "RequestedState",
+    "StatusBlobType",
+    "StatusUploadBlob",
     "Version",
     "validate_extension_name",
 ]
@@ -218,14 +220,38 @@ class ExtensionGoal:
         return self.public_settings is not None or self.protected_settings is not None
 
 
+class StatusBlobType(enum.StrEnum):
+    """How the status document is written to an Azure blob (`statusBlobType`)."""
+
+    BLOCK_BLOB = "BlockBlob"
+    PAGE_BLOB = "PageBlob"
+
+
+@attrs.frozen(kw_only=True)
+class StatusUploadBlob:
+    """Where a goal state asks the status document to be uploaded: a SAS URL (a
+    credential: never shown in a repr, a log or a message) and the blob type."""
+
+    url: str = attrs.field(repr=False)
+    blob_type: StatusBlobType = StatusBlobType.BLOCK_BLOB
+
+
 @attrs.frozen(kw_only=True)
 class GoalState:
-    """A whole goal state: every extension the VM should have, and in which state."""
+    """A whole goal state: every extension the VM should have, and in which state.
+
+    `status_upload_blob` and `in_svd_seq_no` come from the wire formats (ExtensionsConfig
+    `StatusUploadBlob` and `InVMGoalStateMetaData@inSvdSeqNo`, vmSettings
+    `statusUploadBlob` and `inSvdSeqNo`): where the status document goes, and the
+    sequence number it reports the goal state under.
+    """
 
     id: str
     extensions: tuple[ExtensionGoal, ...]
     format: GoalStateFormat = GoalStateFormat.NATIVE
     incarnation: int | None = None
+    status_upload_blob: StatusUploadBlob | None = None
+    in_svd_seq_no: str | None = None
 
     def extension(self, name: str) -> ExtensionGoal | None:
         """The extension called `name` (case-insensitive), if any."""

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ._model import GoalState
     from ._packages.repository import PackageSource
     from ._report.events import EventHub, EventStream
+    from ._report.view import ExtensionView
+    from ._upload.uploader import StatusUploader
 
 __all__ = ["Runtime", "RuntimeConfig", "open_runtime", "read_instance_view"]
 
@@ -66,6 +68,19 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path).absolute()
 
 
+def _status_url(url: str | Path | None) -> str | None:
+    """A status destination, checked (ValueError, without the URL's credentials): a path
+    is made absolute."""
+    if url is None:
+        return None
+    from ._upload.targets import destination
+
+    found = destination(url)
+    if found.kind == "file" and "://" not in str(url):
+        return str(found.path)
+    return str(url)
+
+
 def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
     if isinstance(paths, str | Path):
         raise TypeError("trusted_roots: a sequence of paths, not one path")
@@ -84,6 +99,10 @@ class RuntimeConfig:
     `repositories` are directories of packages, URLs of such directories (file, http(s),
     s3, gs, az), or any `PackageSource`; `executors` run
     the commands of the handler dirs they accept, before the built-in ones (see `Executor`).
+    `status_url` is where the aggregate status document is uploaded when the goal state
+    names no status blob of its own: at most every `status_interval` seconds when it
+    changes, and every `status_heartbeat` seconds in any case, each upload given
+    `status_timeout` seconds (see docs/fleet.md).
     `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
     certificates package signatures must chain to; `extensions_enabled=False` processes no
     extension at all (docs/policy.md). `log_file` is the runtime's own log (default:
@@ -104,6 +123,10 @@ class RuntimeConfig:
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
+    status_url: str | None = attrs.field(default=None, converter=_status_url)
+    status_interval: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    status_heartbeat: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    status_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     policy: Path | None = attrs.field(default=None, converter=_optional_path)
     trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
     extensions_enabled: bool = True
@@ -140,6 +163,7 @@ class Runtime:
     _lock: anyio.Lock = attrs.field(factory=_new_lock)
     _hub: EventHub = attrs.field(factory=_new_hub)
     _relay: object | None = None
+    _uploader: StatusUploader | None = None
 
     def __attrs_post_init__(self) -> None:
         self._hub.on_change = self._listen
@@ -177,9 +201,24 @@ class Runtime:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge to `goal` (one apply at a time) and return the final instance view."""
         async with self._lock:
-            if not self._hub.listening:
-                return await self._engine.apply(goal)
-            return await self._apply_observed(goal)
+            uploader = self._uploader
+            if uploader is None:
+                return await self._apply(goal)
+            from ._errors import GoalStateError
+
+            uploader.goal_started(goal)
+            try:
+                view = await self._apply(goal)
+            except GoalStateError as exc:
+                uploader.goal_refused(goal, "; ".join(exc.problems))
+                raise
+            uploader.goal_finished(goal)
+            return view
+
+    async def _apply(self, goal: GoalState) -> InstanceView:
+        if not self._hub.listening:
+            return await self._engine.apply(goal)
+        return await self._apply_observed(goal)
 
     async def _apply_observed(self, goal: GoalState) -> InstanceView:
         """`apply`, with the pass's start and end told to the event streams."""
@@ -385,7 +424,24 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
         previous = read_instance_view(config.state_dir)
         if previous is not None:
             engine.view.restore(previous)
-        yield Runtime(config=config, plugin_manager=manager, engine=engine)
+        uploader = _status_uploader(config, engine, store)
+        manager.register(uploader, name="exthandler-status-upload")
+        runtime = Runtime(config=config, plugin_manager=manager, engine=engine, uploader=uploader)
+        # The uploader runs beside everything else, for as long as the runtime is open; a
+        # runtime left normally uploads the last status first. What ends the block is
+        # raised again outside the task group, as it came (not in an exception group).
+        ended: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(uploader.run)
+            try:
+                yield runtime
+            except BaseException as exc:
+                ended = exc
+            else:
+                await uploader.flush()
+            group.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
     finally:
         store.release()
 
@@ -394,3 +450,30 @@ def _download_failed(view: InstanceView) -> bool:
     """Whether a pass left an extension failed for want of its package or manifest."""
     codes = ("/1001", "/1004")
     return any(status.code.endswith(codes) for ext in view.extensions for status in ext.statuses)
+
+
+def _status_uploader(config: RuntimeConfig, engine: Engine, store: Any) -> StatusUploader:
+    from ._model import ExtensionGoal, HandlerName, Version
+    from ._upload.uploader import StatusUploader
+
+    def log(message: str, level: int) -> None:
+        store.log(f"status upload: {message}", level=level)
+
+    def is_multi(ext: ExtensionView, goal: ExtensionGoal | None) -> bool:
+        if goal is not None and goal.multi_config is not None:
+            return goal.multi_config
+        try:
+            handler, version = HandlerName.parse(ext.type), Version.parse(ext.type_handler_version)
+        except ValueError:
+            return False
+        return engine.is_multi_config(handler, version)
+
+    return StatusUploader(
+        view=engine.instance_view,
+        default_url=config.status_url,
+        interval=config.status_interval,
+        heartbeat=config.status_heartbeat,
+        timeout=config.status_timeout,
+        log=log,
+        is_multi=is_multi,
+    )

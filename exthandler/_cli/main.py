@@ -205,6 +205,7 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
         log_root=Path(args.log_root) if getattr(args, "log_root", None) else None,
         concurrency=getattr(args, "concurrency", 8),
         command_timeout=getattr(args, "command_timeout", None),
+        status_url=getattr(args, "status_url", None),
         policy=getattr(args, "policy", None) or os.environ.get("EXTHANDLER_POLICY") or None,
         trusted_roots=getattr(args, "trusted_root", None) or (),
         extensions_enabled=not getattr(args, "no_extensions", False),
@@ -859,6 +860,29 @@ def _option_command_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _status_destination(text: str) -> str:
+    """`--status-url`: checked when the command line is read; the reason never quotes
+    the URL's credentials."""
+    from .._upload.targets import destination
+
+    try:
+        destination(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _option_status_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status-url",
+        type=_status_destination,
+        metavar="URL",
+        help="upload the aggregate status document there: a path, file://, http(s):// (an"
+        " Azure blob when it carries a SAS), s3://, gs:// or az://; the goal state's own"
+        " status blob wins",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `exthandler` parser; each command's parser is its namespace's `parser`."""
     parser = _Parser(prog="exthandler", description="Run VM extension handlers to a goal state.")
@@ -890,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N steps in flight across all handlers (default: 8)",
     )
     _option_command_timeout(apply)
+    _option_status_url(apply)
 
     plan = command(
         commands, "plan", _cmd_plan, "show the steps apply would run, and why, changing nothing"
@@ -945,6 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N steps in flight across all handlers (default: 8)",
     )
     _option_command_timeout(run)
+    _option_status_url(run)
     run.add_argument(
         "--config",
         metavar="FILE",

@@ -171,6 +171,10 @@ class Engine:
     def instance_view(self) -> InstanceView:
         return self.view.instance_view()
 
+    def is_multi_config(self, handler: HandlerName, version: Version) -> bool:
+        """Whether the installed `handler` at `version` takes several extensions."""
+        return self._manifests.is_multi(handler, version)
+
     def policy_state(self) -> PolicyState:
         """What governs the next pass: processing on or off, and the policy file as it
         reads now (read at every pass: an administrator may change it while `run` runs)."""

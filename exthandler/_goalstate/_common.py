@@ -22,6 +22,7 @@ from exthandler._model import (
     HandlerName,
     ProtectedSettings,
     RequestedState,
+    StatusBlobType,
     Version,
     consistency_problems,
 )
@@ -34,6 +35,8 @@ __all__ = [
     "parse_encrypted",
     "parse_handler_name",
     "parse_state",
+    "parse_status_blob_type",
+    "parse_status_blob_url",
     "parse_thumbprint",
     "parse_version",
     "parse_wire_number",
@@ -207,3 +210,21 @@ def located_consistency_problems(
 def _locate(text: str, paths: list[str], root: str) -> str:
     text = re.sub(r"\x00\[([0-9]+)\]", lambda m: paths[int(m.group(1))], text)
     return text.replace("\x00", root)
+
+
+def parse_status_blob_type(value: object) -> StatusBlobType:
+    """`statusBlobType`: BlockBlob or PageBlob, in any case."""
+    if isinstance(value, str):
+        for kind in StatusBlobType:
+            if value.strip().lower() == kind.value.lower():
+                return kind
+    kinds = ", ".join(kind.value for kind in StatusBlobType)
+    raise ValueError(f"{shown(value)} is not a blob type ({kinds})")
+
+
+def parse_status_blob_url(value: object) -> str:
+    """The status blob's URL, as given: whether it can be written to is the uploader's
+    to find out and log (an unusable status blob never keeps extensions from running)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a URL string, not {json_kind(value)}")
+    return value.strip()

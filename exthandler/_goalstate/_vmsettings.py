@@ -17,6 +17,8 @@ from exthandler._model import (
     GoalState,
     GoalStateFormat,
     RequestedState,
+    StatusBlobType,
+    StatusUploadBlob,
     validate_extension_name,
 )
 
@@ -26,6 +28,8 @@ from ._common import (
     parse_encrypted,
     parse_handler_name,
     parse_state,
+    parse_status_blob_type,
+    parse_status_blob_url,
     parse_version,
     parse_wire_number,
     wire_flag,
@@ -87,6 +91,29 @@ class _Reader:
                 self.extension(_fields(item), path)
             else:
                 self.problems.append(f"{path}: must be an object, not {json_kind(item)}")
+
+    def status_upload_blob(self, document: Mapping[Any, Any]) -> StatusUploadBlob | None:
+        """`statusUploadBlob: {"statusBlobType": "BlockBlob|PageBlob", "value": URL}`; a
+        missing or empty value names no blob."""
+        value = _fields(document).get("statusuploadblob")
+        if value is None:
+            return None
+        path = "$.statusUploadBlob"
+        if not isinstance(value, Mapping):
+            self.problems.append(f"{path}: must be an object, not {json_kind(value)}")
+            return None
+        fields = _fields(value)
+        if fields.get("value") in (None, ""):
+            return None
+        kind = self.field(fields, path, "statusBlobType", parse_status_blob_type)
+        url = self.field(fields, path, "value", parse_status_blob_url)
+        if url is None:
+            return None
+        return StatusUploadBlob(url=url, blob_type=kind or StatusBlobType.BLOCK_BLOB)
+
+    def in_svd_seq_no(self, document: Mapping[Any, Any]) -> str | None:
+        number = self.field(_fields(document), "$", "inSvdSeqNo", parse_wire_number)
+        return None if number is None else str(number)
 
     def extension(self, fields: dict[str, Any], path: str) -> None:
         before = len(self.problems)
@@ -242,6 +269,8 @@ def _goal(
 def parse_vm_settings(document: Mapping[Any, Any], *, default_id: str) -> GoalState:
     """Read a parsed vmSettings document; raise GoalStateError listing every problem."""
     reader = _Reader()
+    status_blob = reader.status_upload_blob(document)
+    in_svd_seq_no = reader.in_svd_seq_no(document)
     reader.read(document)
     if not reader.problems:
         reader.problems = located_consistency_problems(
@@ -250,5 +279,9 @@ def parse_vm_settings(document: Mapping[Any, Any], *, default_id: str) -> GoalSt
     if reader.problems:
         raise GoalStateError(reader.problems)
     return GoalState(
-        id=default_id, extensions=tuple(reader.goals), format=GoalStateFormat.VM_SETTINGS
+        id=default_id,
+        extensions=tuple(reader.goals),
+        format=GoalStateFormat.VM_SETTINGS,
+        status_upload_blob=status_blob,
+        in_svd_seq_no=in_svd_seq_no,
     )

@@ -24,6 +24,8 @@ from exthandler._model import (
     GoalState,
     GoalStateFormat,
     RequestedState,
+    StatusBlobType,
+    StatusUploadBlob,
     Version,
     validate_extension_name,
 )
@@ -34,6 +36,8 @@ from ._common import (
     parse_encrypted,
     parse_handler_name,
     parse_state,
+    parse_status_blob_type,
+    parse_status_blob_url,
     parse_version,
     parse_wire_number,
     shown,
@@ -170,6 +174,26 @@ class _Reader:
                     settings.append((path, entry, name.lower(), _attr(entry, "version")))
         for index, plugin in enumerate(_children(plugins, "Plugin"), start=1):
             self.plugin(plugin, f"Extensions/Plugins/Plugin[{index}]", settings)
+
+    def status_upload_blob(self) -> StatusUploadBlob | None:
+        """`<StatusUploadBlob statusBlobType="BlockBlob|PageBlob">SAS URL</...>`; an empty
+        element names no blob."""
+        element = self.single(self.root, "StatusUploadBlob", "Extensions")
+        if element is None or not (element.text or "").strip():
+            return None
+        path = "Extensions/StatusUploadBlob"
+        kind = self.required(element, path, "statusBlobType", parse_status_blob_type, optional=True)
+        url = parse_status_blob_url(element.text)
+        return StatusUploadBlob(url=url, blob_type=kind or StatusBlobType.BLOCK_BLOB)
+
+    def in_svd_seq_no(self) -> str | None:
+        """`<InVMGoalStateMetaData inSvdSeqNo="N" .../>`."""
+        element = self.single(self.root, "InVMGoalStateMetaData", "Extensions")
+        if element is None:
+            return None
+        path = "Extensions/InVMGoalStateMetaData"
+        number = self.required(element, path, "inSvdSeqNo", parse_wire_number, optional=True)
+        return None if number is None else str(number)
 
     def plugin(
         self,
@@ -325,6 +349,8 @@ def parse_extensions_config(
     incarnation = reader.required(
         root, "Extensions", "goalStateIncarnation", parse_wire_number, optional=True
     )
+    status_blob = reader.status_upload_blob()
+    in_svd_seq_no = reader.in_svd_seq_no()
     reader.read()
     if not reader.problems:
         reader.problems = located_consistency_problems(
@@ -337,4 +363,6 @@ def parse_extensions_config(
         extensions=tuple(reader.goals),
         format=GoalStateFormat.EXTENSIONS_CONFIG,
         incarnation=incarnation,
+        status_upload_blob=status_blob,
+        in_svd_seq_no=in_svd_seq_no,
     )

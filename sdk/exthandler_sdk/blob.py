@@ -134,11 +134,11 @@ def redact_url(url: str) -> str:
 
 
 def _redact_pair(pair: str) -> str:
-    key, equals, _value = pair.partition("=")
+    key, equals, value = pair.partition("=")
     if not equals:
         return key if urllib.parse.unquote(key).lower() in _PLAIN_QUERY_KEYS else REDACTED
-    if urllib.parse.unquote(key).lower() in _PLAIN_QUERY_KEYS:
-        return pair
+    if not value or urllib.parse.unquote(key).lower() in _PLAIN_QUERY_KEYS:
+        return pair  # an empty value holds no secret (and text already redacted stays so)
     return f"{key}={REDACTED}"
 
 

@@ -235,6 +235,13 @@ def test_redact_url(url: str, expected: str | None) -> None:
     assert "S3cr3t" not in redacted
 
 
+def test_redacting_twice_changes_nothing() -> None:
+    once = blob.redact_text(f"PUT https://h/c?sv=1&sig={SECRET} failed")
+    assert blob.redact_text(once) == once == "PUT https://h/c?sv=1&sig=<redacted> failed"
+    shown = f"{blob.redact_url(f'https://h/c?sig={SECRET}')}: failed"
+    assert blob.redact_text(shown) == shown == "https://h/c?sig=<redacted>: failed"
+
+
 def test_redact_text_finds_urls_in_prose() -> None:
     text = f"failed: 'https://h/c?sig={SECRET}' then http://x/y?sig=Z2Z2"
     assert blob.redact_text(text) == (
