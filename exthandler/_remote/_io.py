@@ -326,12 +326,33 @@ def _store_write(location: Location, data: bytes, io_timeout: float) -> None:
 _ssl_context: Any = None
 
 
+def protect_http_logs() -> None:
+    """Redact every URL in what the `httpx` logger records: it logs each request's full
+    URL at INFO, so a host application that turns logging on would otherwise record a SAS
+    token or a presigned URL's signature."""
+    import logging
+
+    class RedactingFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            message = record.getMessage()
+            redacted = redact_text(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+            return True
+
+    logger = logging.getLogger("httpx")
+    if not any(type(f).__name__ == "RedactingFilter" for f in logger.filters):
+        logger.addFilter(RedactingFilter())
+
+
 def _client(io_timeout: float) -> httpx.AsyncClient:
     """A client for one operation (clients belong to one event loop; the costly part, the
-    TLS context, is made once and shared)."""
+    TLS context, is made once and shared). Its request log lines are redacted."""
     import ssl
 
     import httpx
+
+    protect_http_logs()
 
     global _ssl_context
     if _ssl_context is None:

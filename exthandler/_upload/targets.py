@@ -13,7 +13,6 @@ Every message names the destination through `shown`, without its credentials.
 
 from __future__ import annotations
 
-import logging
 import os
 import urllib.parse
 from pathlib import Path
@@ -118,31 +117,11 @@ def _write_file(where: Destination, data: bytes) -> None:
         raise UploadError(f"{where.path}: cannot write: {exc.strerror or exc}") from None
 
 
-class _RedactingFilter(logging.Filter):
-    """Rewrites a record's message with every URL in it redacted (httpx logs each
-    request's full URL at INFO: an application that turns logging on would record a
-    SAS or a presigned URL's signature)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_text(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def _protect_http_logs() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactingFilter) for f in logger.filters):
-        logger.addFilter(_RedactingFilter())
-
-
 async def _write_remote(where: Destination, data: bytes, request_timeout: float) -> None:
     from .._remote import RemoteError
     from .._remote import write as remote_write
 
     assert where.location is not None
-    _protect_http_logs()
     try:
         await remote_write(where.location, data, io_timeout=request_timeout)
     except RemoteError as exc:

@@ -3,6 +3,7 @@ servers (Azurite, moto's S3, a stdlib HTTP server with faults, local files)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -168,6 +169,16 @@ async def test_http_errors_are_redacted(http: FileServer) -> None:
     with pytest.raises(RemoteError) as missing:
         await read(http.url("/nothing"))
     assert missing.value.missing
+
+
+async def test_http_request_logs_never_carry_credentials(
+    http: FileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # a host application that logs everything, httpx too
+    http.files["/g.json"] = b"{}"
+    await read(http.url("/g.json") + "?sv=1&sig=TOPSECRET")
+    assert "/g.json" in caplog.text  # httpx did log the request
+    assert "TOPSECRET" not in caplog.text
 
 
 async def test_http_truncated_and_wrong_length_bodies_fail(http: FileServer) -> None:

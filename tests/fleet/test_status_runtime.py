@@ -268,16 +268,6 @@ def test_a_destination_that_cannot_be_written_is_logged(tmp_path: Path) -> None:
 # -- never in the way ---------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _http_log_filters() -> Iterator[None]:
-    """A plain PUT puts a redacting filter on the `httpx` logger, for the process's life:
-    taken off again after each test here, so that other tests find the logger as it was."""
-    logger = logging.getLogger("httpx")
-    before = list(logger.filters)
-    yield
-    logger.filters[:] = before
-
-
 @pytest.fixture
 def server() -> Iterator[PutServer]:
     with put_server() as running:
