@@ -2,7 +2,8 @@
 
 Target: validate of 10,000 extensions <= 20x `python -c pass` measured in the same run.
 The growth figures time the parts of a pass that see every extension (parse, journal
-replay and compaction, plan, view; see scale_worker.py) at N = 100, 1,000 and 10,000 in
+replay and compaction, plan, an in-process re-apply with a dependency per extension, view;
+see scale_worker.py) at N = 100, 1,000 and 10,000 in
 a fresh interpreter each: a part whose cost per extension grows with N is quadratic
 somewhere, and its note says by how much.
 
@@ -32,7 +33,7 @@ VALIDATE_N = 10_000
 VALIDATE_RATIO = 20.0
 GROWTH_NS = (100, 1000, 10_000)
 QUICK_GROWTH_NS = (100, 1000)
-PARTS = ("parse", "journal", "plan", "view")
+PARTS = ("parse", "journal", "plan", "reapply", "view")
 # Per-extension cost at the largest N over that at the smallest: above this, say so.
 LINEAR_SLACK = 2.0
 WORKER = Path(__file__).resolve().parent / "scale_worker.py"

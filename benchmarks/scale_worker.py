@@ -8,6 +8,8 @@ JSON line of seconds per part:
   (replaying N journal lines over the snapshot, then the compaction);
 - plan: `Runtime.plan` of the same goal on the installed state (resolution, dependency
   order, every step's reason);
+- reapply: `Runtime.apply` of the same goal again (nothing runs; every dependency is
+  looked up);
 - view: composing the instance view of N extensions and its JSON document, then
   reading that document back as `exthandler status` does.
 """
@@ -25,9 +27,24 @@ import anyio
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.inprocess_worker import goal, handlers
+from benchmarks.inprocess_worker import handlers
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state, read_instance_view
 from exthandler._state.store import Store
+
+
+def goal(count: int) -> bytes:
+    """N no-op extensions, each after the one before it (`provisionAfterExtensions`)."""
+    extensions = [
+        {
+            "name": f"noop{i}",
+            "publisher": "Bench",
+            "type": f"Noop{i}",
+            "typeHandlerVersion": "1.0",
+            "provisionAfterExtensions": [f"noop{i - 1}"] if i else [],
+        }
+        for i in range(count)
+    ]
+    return json.dumps({"id": "bench", "extensions": extensions}).encode()
 
 
 async def main(count: int, state: Path) -> dict[str, Any]:
@@ -57,12 +74,22 @@ async def main(count: int, state: Path) -> dict[str, Any]:
         if plan.steps:
             raise SystemExit(f"the plan of an unchanged goal has {len(plan.steps)} steps")
         started = time.perf_counter()
+        await runtime.apply(document)
+        reapplied = time.perf_counter() - started
+        started = time.perf_counter()
         text = json.dumps(runtime.instance_view().to_json())
         view = read_instance_view(state)
         viewed = time.perf_counter() - started
     if view is None or len(view.extensions) != count or not text:
         raise SystemExit("the instance view does not show every extension")
-    return {"count": count, "parse": parse, "journal": journal, "plan": planned, "view": viewed}
+    return {
+        "count": count,
+        "parse": parse,
+        "journal": journal,
+        "plan": planned,
+        "reapply": reapplied,
+        "view": viewed,
+    }
 
 
 if __name__ == "__main__":
