@@ -10,7 +10,9 @@ __all__ = ["run"]
 def run(argv: list[str] | None = None) -> int:
     """The `exthandler` command and `python -m exthandler`: `main.main(argv)`, except that
     a lone `--version` is answered before the parser or any of the runtime is imported
-    (scripts and agents ask it often, and it must not pay for the runtime's start-up)."""
+    (scripts and agents ask it often, and it must not pay for the runtime's start-up).
+    Called as the process's command (`argv` None), it freezes the collector before it
+    returns (see `_before_exit`)."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:
         from .. import __version__
