@@ -562,6 +562,32 @@ def spawn_floor(
     return seconds
 
 
+def python_pass(bench: Bench) -> float:
+    """Seconds of one `python -c pass` of the CLI's interpreter: the interpreter floor."""
+    run = bench.run_argv([bench.settings.python, "-c", "pass"])
+    run.check_ok("python -c pass")
+    return run.seconds
+
+
+def interpreter_floor(bench: Bench, key: str) -> Figure:
+    """An informational figure: `python -c pass`, taken `repeat` times (at least 5)."""
+    floor = Figure(key=key, label="python -c pass (interpreter floor)", n=1, unit="s")
+
+    def run() -> None:
+        for _ in range(max(bench.settings.repeat, 5)):
+            floor.samples.append(python_pass(bench))
+
+    return attempt(floor, run)
+
+
+def sequential_floor(bench: Bench, count: int, ops: Sequence[tuple[str, str]]) -> float:
+    """Seconds of the work itself, done one process after the other: `python -c pass`,
+    then `ops` for each of `count` handlers as `spawn_floor` runs them, one at a time.
+    Stricter than the concurrent floor: a runtime that overlaps its commands can beat it.
+    """
+    return python_pass(bench) + spawn_floor(bench, count, ops, 1)
+
+
 # -- the disk ------------------------------------------------------------------------------
 
 CREATE_PROBE = 1000

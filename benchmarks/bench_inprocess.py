@@ -1,6 +1,7 @@
 """N no-op SDK handlers run in process: installed and enabled into a fresh state dir.
 
-Target (N = 1,000, 2 cores): <= 2 s, with the runtime's durable record writes. Each run is a
+Target (N = 1,000): <= 2x the file floor (the same mkdirs and atomic writes done by a bare
+loop, measured in the same run), with the runtime's durable record writes. Each run is a
 fresh interpreter (`inprocess_worker.py`) driving the Python API: the wall figure covers
 start-up, handler registration and the apply; the apply alone is shown beside it.
 
@@ -22,7 +23,7 @@ from benchmarks._common import Bench, BenchError, Figure, attempt, floor_figure,
 
 TITLE = "exthandler in-process handlers"
 TARGET_N = 1000
-TARGET_SECONDS = 2.0
+TARGET_RATIO = 2.0
 WORKER = Path(__file__).resolve().parent / "inprocess_worker.py"
 
 
@@ -76,7 +77,7 @@ def measure(bench: Bench) -> list[Figure]:
         label=f"install+enable {count} in-process no-op extensions",
         n=count,
         unit="s",
-        target=TARGET_SECONDS,
+        ratio_target=TARGET_RATIO,
         quick=bench.settings.quick,
     )
     attempt(figure, lambda: _install(bench, count, figure))
@@ -87,6 +88,7 @@ def measure(bench: Bench) -> list[Figure]:
         n=count,
         measure_once=lambda: file_floor(bench, count),
     )
+    figure.floor = floor
     if figure.median is not None and floor.median is not None:
         figure.note += (
             f"; file floor {floor.median * 1000:.0f} ms (what this disk charges for the"

@@ -23,6 +23,7 @@ from benchmarks import (
     bench_inprocess,
     bench_install,
     bench_reapply,
+    bench_scale,
     bench_startup,
     bench_upgrade,
 )
@@ -46,6 +47,7 @@ SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
     "install": bench_install.measure,
     "reapply": bench_reapply.measure,
     "inprocess": bench_inprocess.measure,
+    "scale": bench_scale.measure,
     "upgrade": bench_upgrade.measure,
     "harness": bench_harness.measure,
 }

@@ -9,6 +9,7 @@ refused write stops this handler only, as a crash would: its step runs again nex
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 
@@ -181,26 +182,28 @@ class HandlerDriver:
             and not exists(record.handler, upgrade.target)
         ):
             record = attrs.evolve(record, upgrade=None)
-        if (
-            record.version is not None
-            and record.upgrade is None
-            and not exists(record.handler, record.version)
-        ):
+        if record.version is None:
+            return record
+        directory = self.store.handler_dir(record.handler, record.version)
+        # The common case costs one stat: a HandlerEnvironment.json with content says
+        # that the dir is there and intact.
+        try:
+            intact = os.stat(f"{directory}/{HANDLER_ENVIRONMENT_NAME}").st_size > 0
+        except (FileNotFoundError, NotADirectoryError):
+            intact = False
+        if intact:
+            return record
+        present = directory.is_dir()
+        if record.upgrade is None and not present:
             forgotten = tuple(
                 attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
             )
-            record = HandlerRecord(handler=record.handler, extensions=forgotten)
-        if record.version is not None:
-            directory = self.store.handler_dir(record.handler, record.version)
-            try:
-                intact = (directory / HANDLER_ENVIRONMENT_NAME).stat().st_size > 0
-            except FileNotFoundError:
-                intact = False
-            # Written without fsync, a power loss may have taken it. A directory that is
-            # gone altogether (an upgrade killed right after removing the old version) is
-            # the planner's business: its removal step simply completes.
-            if not intact and directory.is_dir():
-                self.store.prepare_handler_dir(record.handler, record.version)
+            return HandlerRecord(handler=record.handler, extensions=forgotten)
+        # Written without fsync, a power loss may have taken it. A directory that is
+        # gone altogether (an upgrade killed right after removing the old version) is
+        # the planner's business: its removal step simply completes.
+        if present:
+            self.store.prepare_handler_dir(record.handler, record.version)
         return record
 
     def with_manifest_facts(self, record: HandlerRecord, target: HandlerTarget) -> HandlerTarget:

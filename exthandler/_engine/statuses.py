@@ -47,6 +47,26 @@ class Statuses:
     records: Mapping[HandlerName, HandlerRecord]
     # The targets of the current (or last) pass.
     targets: Callable[[], Mapping[HandlerName, HandlerTarget]]
+    # The view's extensions by lower-case extension name and handler key, and the dict of
+    # extensions it was built from (a pass replaces that dict: the index is then rebuilt).
+    _index: tuple[object, dict[str, list[ExtensionState]]] | None = attrs.field(
+        default=None, init=False
+    )
+
+    def _named(self, name: str) -> list[ExtensionState]:
+        """The extensions `name` stands for (an extension's name or a handler's, any case),
+        in the view's order: one look-up, not a walk over every extension for each
+        dependency (that walk made a pass of many dependencies quadratic)."""
+        extensions = self.view.extensions
+        if self._index is None or self._index[0] is not extensions:
+            index: dict[str, list[ExtensionState]] = {}
+            for state in extensions.values():
+                own = state.goal.name.lower()
+                index.setdefault(own, []).append(state)
+                if state.goal.handler.key != own:
+                    index.setdefault(state.goal.handler.key, []).append(state)
+            self._index = (extensions, index)
+        return self._index[1].get(name.lower(), [])
 
     def refresh(self, *, force: bool = False, handler: HandlerName | None = None) -> None:
         """Seed each extension's status from what is on disk and what its record remembers
@@ -183,11 +203,7 @@ class Statuses:
     async def dependency_failure(self, name: str, wait: float) -> str | None:
         """Wait (up to `wait` seconds) for the extension or handler `name` to reach a
         terminal status; why it failed, or None when it succeeded (or is not enabled)."""
-        states = [
-            s
-            for s in self.view.extensions.values()
-            if s.goal.name.lower() == name.lower() or s.goal.handler.key == name.lower()
-        ]
+        states = self._named(name)
         deadline = time.monotonic() + wait
         for state in states:
             if state.goal.state is not RequestedState.ENABLED:

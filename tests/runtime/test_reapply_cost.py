@@ -1,0 +1,62 @@
+"""What a re-apply of an unchanged goal state costs in file operations: for each handler
+one stat of its dir's files, and no write anywhere in the handler dirs or their logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime.support import Agent, Packages, extension, goal
+
+HANDLERS = ("Test.One", "Test.Two", "Test.Three")
+
+
+def _files(*roots: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under `roots`: (inode, size, mtime in ns), links not followed."""
+    found = {}
+    for root in roots:
+        for directory, dirs, names in os.walk(root):
+            for name in [*dirs, *names]:
+                info = os.lstat(os.path.join(directory, name))
+                found[os.path.join(directory, name)] = (
+                    info.st_ino,
+                    info.st_size,
+                    info.st_mtime_ns,
+                )
+    return found
+
+
+def test_an_unchanged_reapply_stats_each_handler_dir_once_and_writes_nothing(
+    agent: Agent, packages: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for handler in HANDLERS:
+        packages.build(handler, "1.0.0")
+    document = goal(*(extension(f"ext{i}", h) for i, h in enumerate(HANDLERS)), id="g1")
+    code, _ = agent.apply(document)
+    assert code == 0
+    agent.take_ops()
+    dirs = [agent.state / f"{h}-1.0.0" for h in HANDLERS]
+    before = _files(*dirs, agent.state / "log")
+
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if isinstance(path, str | os.PathLike) and any(
+            os.fspath(path).startswith(str(d)) for d in dirs
+        ):
+            stats.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    code, view = agent.apply(document)
+    monkeypatch.undo()
+
+    assert code == 0
+    assert agent.take_ops() == []
+    assert len(view["extensions"]) == len(HANDLERS)
+    assert len(stats) == len(HANDLERS), stats  # one stat per handler, no more
+    assert _files(*dirs, agent.state / "log") == before  # nothing written, nothing replaced
