@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import (
+    bench_fleet,
     bench_harness,
     bench_inprocess,
     bench_install,
@@ -51,21 +52,28 @@ SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
     "upgrade": bench_upgrade.measure,
     "harness": bench_harness.measure,
 }
+# Run only when named with --only: minutes of real time (a storage server, poll intervals).
+EXTRA_SUITES: dict[str, Callable[[Bench], list[Figure]]] = {
+    "fleet": bench_fleet.measure,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or TITLE).splitlines()[0])
     add_arguments(parser)
     parser.add_argument(
-        "--only", action="append", choices=sorted(SUITES), help="run only these (repeatable)"
+        "--only",
+        action="append",
+        choices=sorted({*SUITES, *EXTRA_SUITES}),
+        help=f"run only these (repeatable); {', '.join(EXTRA_SUITES)} only when named",
     )
     args = parser.parse_args()
     settings = settings_from(args)
     figures: list[Figure] = []
     with workspace(settings) as bench:
         figures.append(disk_figure(bench, "at start"))
-        for name, measure in SUITES.items():
-            if args.only and name not in args.only:
+        for name, measure in {**SUITES, **EXTRA_SUITES}.items():
+            if (args.only or name in EXTRA_SUITES) and name not in (args.only or ()):
                 continue
             start = time.perf_counter()
             print(f"running {name} ...", file=sys.stderr, flush=True)
