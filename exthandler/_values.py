@@ -50,16 +50,12 @@ def _methods(cls: type, names: tuple[str, ...], defaults: dict[str, object]) -> 
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
         return f"{self.__class__.__qualname__}({shown})"
 
-    def replace(self: Any, **changes: Any) -> Any:
-        """A copy with `changes` applied (the value itself is never changed)."""
-        return self.__class__(**{n: changes.pop(n, getattr(self, n)) for n in names}, **changes)
-
     return {
         "__init__": scope["__init__"],
         "__eq__": __eq__,
         "__hash__": __hash__,
         "__repr__": __repr__,
-        "replace": replace,
+        "__value_fields__": names,
         "__setattr__": _frozen_setattr,
         "__delattr__": _frozen_delattr,
     }
@@ -88,4 +84,6 @@ class Value:
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied (the value itself is never changed)."""
-        raise NotImplementedError  # every subclass gets its own
+        names: tuple[str, ...] = getattr(self, "__value_fields__")  # noqa: B009 (set per class)
+        kept = {name: getattr(self, name) for name in names if name not in changes}
+        return self.__class__(**kept, **changes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -156,6 +157,22 @@ async def wait_for_exit(
 def exit_status(returncode: int) -> int:
     """A shell-style exit status: the code, or 128 + N for death by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def fresh_run_dir(root: Path, sequence_number: int) -> Path:
+    """`root/<sequence_number>`, private (0700) and empty: the dirs above it are made
+    private too, and what an earlier, failed attempt of this sequence number left there
+    (its recorded process group included) is stopped and removed first."""
+    for path in (root.parent, root):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    directory = root / str(sequence_number)
+    if directory.exists():
+        stop_recorded(directory)
+        shutil.rmtree(directory)
+    directory.mkdir(mode=0o700)
+    os.chmod(directory, 0o700)
+    return directory
 
 
 def stop_recorded(directory: Path) -> bool:

@@ -92,16 +92,7 @@ class CustomScript(Handler[CustomScriptSettings, CustomScriptProtectedSettings])
         await anyio.to_thread.run_sync(shutil.rmtree, root, True)
 
     def _fresh_dir(self, ctx: Ctx) -> Path:
-        root = download_root(ctx.handler_dir)
-        root.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(root, 0o700)
-        directory = root / str(ctx.sequence_number)
-        if directory.exists():  # an earlier, failed attempt of this sequence number
-            _process.stop_recorded(directory)
-            shutil.rmtree(directory)
-        directory.mkdir(mode=0o700)
-        os.chmod(directory, 0o700)
-        return directory
+        return _process.fresh_run_dir(download_root(ctx.handler_dir), ctx.sequence_number)
 
     def _command(self, plan: Plan, directory: Path) -> str:
         """What `/bin/sh -c` runs: a public command as given; a script, or a command from

@@ -235,17 +235,7 @@ class RunCommand(Handler[RunCommandSettings, RunCommandProtectedSettings]):
         await anyio.to_thread.run_sync(shutil.rmtree, root, True)
 
     def _fresh_dir(self, ctx: Ctx) -> Path:
-        root = _extension_root(ctx)
-        for path in (root.parent, root):
-            path.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(path, 0o700)
-        directory = root / str(ctx.sequence_number)
-        if directory.exists():  # an earlier, failed attempt of this sequence number
-            _process.stop_recorded(directory)
-            shutil.rmtree(directory)
-        directory.mkdir(mode=0o700)
-        os.chmod(directory, 0o700)
-        return directory
+        return _process.fresh_run_dir(_extension_root(ctx), ctx.sequence_number)
 
     async def _fetch(self, ctx: Ctx, plan: Plan, run: _Run) -> None:
         """Put the script in the run dir as `script.sh` (0700): written, or downloaded."""
