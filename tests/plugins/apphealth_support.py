@@ -222,14 +222,14 @@ def health(path: Path) -> tuple[str, str] | None:
     return entries["AppHealthStatus"], entries["ApplicationHealthState"]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 120.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
         time.sleep(0.02)
 
 
-def wait_state(path: Path, state: str, timeout: float = 30.0) -> tuple[str, str]:
+def wait_state(path: Path, state: str, timeout: float = 120.0) -> tuple[str, str]:
     """Wait until the status file at `path` reports `state`; its two substatus texts."""
     wait_for(lambda: (health(path) or ("", ""))[1] == state, timeout, f"{state} in {path}")
     found = health(path)
