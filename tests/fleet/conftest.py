@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fleet.sources_support import FileServer, file_server
+
 
 @pytest.fixture(autouse=True)
 def _http_log_filters() -> Iterator[None]:
@@ -17,3 +19,16 @@ def _http_log_filters() -> Iterator[None]:
     before = list(logger.filters)
     yield
     logger.filters[:] = before
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """obstore's and httpx's async paths are exercised on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
+def http() -> Iterator[FileServer]:
+    """A stdlib HTTP server of files, with faults on demand."""
+    with file_server() as server:
+        yield server

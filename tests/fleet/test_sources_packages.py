@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from exthandler._report.view import InstanceView
 from tests.fleet.sources_support import (
     Fault,
     FileServer,
-    file_server,
     package_bytes,
     sha256_line,
     version_manifest,
@@ -29,17 +27,6 @@ from tests.servers import Azurite, MotoS3, unique_name
 pytestmark = pytest.mark.anyio
 
 HANDLER = "Example.Fleet.Runner"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def http() -> Iterator[FileServer]:
-    with file_server() as server:
-        yield server
 
 
 @pytest.fixture

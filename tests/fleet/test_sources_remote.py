@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,10 @@ from exthandler._remote import (
     redact_text,
     write,
 )
-from tests.fleet.sources_support import Fault, FileServer, file_server
+from tests.fleet.sources_support import Fault, FileServer
 from tests.servers import AZURITE_ACCOUNT, Azurite, MotoS3, unique_name
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def http() -> Iterator[FileServer]:
-    with file_server() as server:
-        yield server
 
 
 @pytest.fixture

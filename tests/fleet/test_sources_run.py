@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from exthandler._runtime import Runtime
 from tests.fleet.sources_support import (
     Fault,
     FileServer,
-    file_server,
     package_bytes,
     version_manifest,
 )
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.anyio
 
 HANDLER = "Example.Fleet.Runner"
 INTERVAL = 7.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def http() -> Iterator[FileServer]:
-    with file_server() as server:
-        yield server
 
 
 @pytest.fixture

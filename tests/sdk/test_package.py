@@ -408,24 +408,33 @@ def _fake_interpreter(directory: Path, name: str, banner: str, calls: Path) -> N
     script.chmod(0o755)
 
 
-@pytest.mark.parametrize("banner", ["Python 3.10.12", "Python 3.9.18", "Python 2.7.18"])
-def test_shim_never_runs_an_interpreter_older_than_3_11(
-    greeter_zip: Path, tmp_path: Path, banner: str
-) -> None:
+def _run_shim_with(
+    greeter_zip: Path, tmp_path: Path, python3: str, python: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`bin/enable` with only fake `python3`/`python` (answering these banners) on PATH;
+    the run and the file recording what was run."""
     with zipfile.ZipFile(greeter_zip) as archive:
         archive.extractall(tmp_path / "handler")
     fakes = tmp_path / "bin"
     fakes.mkdir()
     calls = tmp_path / "calls.log"
-    _fake_interpreter(fakes, "python3", banner, calls)
-    _fake_interpreter(fakes, "python", "Python 3.1", calls)
+    _fake_interpreter(fakes, "python3", python3, calls)
+    _fake_interpreter(fakes, "python", python, calls)
     completed = subprocess.run(
-        ["env", "-i", f"PATH={fakes}:/bin:/usr/bin/nonexistent", "/bin/sh", "bin/enable"],
+        ["env", "-i", f"PATH={fakes}:/bin", "/bin/sh", "bin/enable"],
         cwd=tmp_path / "handler",
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return completed, calls
+
+
+@pytest.mark.parametrize("banner", ["Python 3.10.12", "Python 3.9.18", "Python 2.7.18"])
+def test_shim_never_runs_an_interpreter_older_than_3_11(
+    greeter_zip: Path, tmp_path: Path, banner: str
+) -> None:
+    completed, calls = _run_shim_with(greeter_zip, tmp_path, banner, "Python 3.1")
     assert completed.returncode == 52, completed.stderr
     assert not calls.exists()  # asked for its version, never run
 
@@ -434,19 +443,6 @@ def test_shim_never_runs_an_interpreter_older_than_3_11(
 def test_shim_takes_a_new_enough_interpreter(
     greeter_zip: Path, tmp_path: Path, banner: str
 ) -> None:
-    with zipfile.ZipFile(greeter_zip) as archive:
-        archive.extractall(tmp_path / "handler")
-    fakes = tmp_path / "bin"
-    fakes.mkdir()
-    calls = tmp_path / "calls.log"
-    _fake_interpreter(fakes, "python3", "Python 3.10.0", calls)
-    _fake_interpreter(fakes, "python", banner, calls)
-    completed = subprocess.run(
-        ["env", "-i", f"PATH={fakes}:/bin", "/bin/sh", "bin/enable"],
-        cwd=tmp_path / "handler",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed, calls = _run_shim_with(greeter_zip, tmp_path, "Python 3.10.0", banner)
     assert completed.returncode == 0, completed.stderr
     assert calls.read_text().split()[:4] == ["python", "-s", "-m", "exthandler_sdk"]
