@@ -154,7 +154,16 @@ class HandlerDriver:
 
     async def _settled(self, record: HandlerRecord, target: HandlerTarget, work: Pass) -> None:
         """No step is left: show what that means, and forget a failure the goal moved past."""
-        if record.version is None and not target.removes_handler:
+        if target.removes_handler:
+            stored = work.records.get(record.handler)
+            if stored is not None and stored != HandlerRecord(handler=record.handler):
+                # Removed, but the kill came between deleting its dir and recording that
+                # (the reconciled record has nothing left to do): forget it now.
+                emptied = HandlerRecord(handler=record.handler)
+                work.records[record.handler] = emptied
+                await self.store.save_record(emptied)
+            return
+        if record.version is None:
             if record.failed == target.handler_fingerprint:
                 self.view.still_refused(record, target)
             else:

@@ -689,6 +689,28 @@ def test_a_handler_dir_that_vanished_is_installed_again(agent: Agent, packages: 
     assert view_of(view, "ext")["handlerState"] == "Enabled"
 
 
+def test_a_removed_handler_whose_dir_vanished_is_forgotten(
+    agent: Agent, packages: Packages
+) -> None:
+    """A kill between deleting a removed handler's dir and recording it leaves a record of a
+    handler with no dir: the next apply forgets it, and keeps forgetting it."""
+    import shutil
+
+    from exthandler._state.store import Store
+
+    packages.build()
+    agent.apply(goal(extension("ext")))
+    shutil.rmtree(agent.state / "Test.Ext-1.0.0")
+    agent.take_ops()
+    code, view = agent.apply(goal(id="empty"))
+    assert code == 0
+    assert view == {"goalStateId": "empty", "extensions": []}
+    assert agent.take_ops() == []  # no dir: nothing to disable or uninstall
+    assert Store(root=agent.state, log_root=agent.state / "log").load_records() == {}
+    assert agent.apply(goal(id="empty"))[0] == 0
+    assert Store(root=agent.state, log_root=agent.state / "log").load_records() == {}
+
+
 def test_disabled_and_never_installed_runs_nothing(agent: Agent, packages: Packages) -> None:
     packages.build()
     code, view = agent.apply(goal(extension("ext", state="disabled")))

@@ -47,6 +47,9 @@ REFRESH = 60.0
 """Seconds after which the status and heartbeat are rewritten even without a change."""
 PROBE_TIMEOUT = 30.0
 """Seconds one probe may take at most (less when the interval is shorter)."""
+PROBE_TIMEOUT_FLOOR = 2.0
+"""Real seconds a probe always gets, however short a second of the settings lasts: a busy
+machine must not turn a slow answer from localhost into `Unknown` in a scaled-down run."""
 SECOND_VARIABLE = "EXTHANDLER_APPHEALTH_SECOND"
 """Test knob: how long one second of the settings lasts, in seconds (default 1)."""
 _STATUS_READ_LIMIT = 256 * 1024
@@ -106,7 +109,7 @@ class ApplicationHealth(Handler[ApplicationHealthSettings, None]):
         plan = resolve(ctx.settings)
         second = _second()
         interval = plan.interval * second
-        timeout = min(PROBE_TIMEOUT, float(plan.interval)) * second
+        timeout = max(min(PROBE_TIMEOUT, float(plan.interval)) * second, PROBE_TIMEOUT_FLOOR)
         refresh = REFRESH * second
         machine = StateMachine(plan.probes)
         started = time.monotonic()
