@@ -1,6 +1,7 @@
-"""The project's converter from JSON to attrs classes, and its `path: reason` lines.
+"""The project's converter from JSON to value classes, and its `path: reason` lines.
 
-Documents read from JSON are structured into private attrs classes with one converter built
+Documents read from JSON are structured into private value classes (`exthandler._values`,
+or attrs classes) with one converter built
 by `make_converter()` (never a module-level global, so nobody registers hooks into a
 converter someone else relies on). The converter is strict: JSON scalars are not coerced
 (`"1"` is not an int, `1` is not a string), unknown keys are errors, and every problem of a
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import attrs
+from ._values import is_value_class
 
 __all__ = [
     "Converter",
@@ -100,14 +101,15 @@ _Fn = Callable[[Any], Any]
 
 
 class Converter:
-    """Structures JSON values into attrs classes, strictly, collecting every problem.
+    """Structures JSON values into value classes, strictly, collecting every problem.
 
     Hooks are looked up by the exact type (a class, a `NewType`, a union alias); `X | None`
-    accepts null; `list[X]` needs a JSON array; an attrs class needs a JSON object with its
-    required keys and no others. Problems are raised together as one `Invalid` whose
-    suffixes point at where each sits, in document order: a class's fields in order, then
-    its unknown keys (sorted). Each type is turned into one structuring function on first
-    use, so that a document of 10,000 extensions pays for the type analysis once.
+    accepts null; `list[X]` needs a JSON array; a value class (a `Value`, or an attrs
+    class) needs a JSON object with its required keys and no others. Problems are raised
+    together as one `Invalid` whose suffixes point at where each sits, in document order:
+    a class's fields in order, then its unknown keys (sorted). Each type is turned into
+    one structuring function on first use, so that a document of 10,000 extensions pays
+    for the type analysis once.
     """
 
     def __init__(self) -> None:
@@ -133,7 +135,7 @@ class Converter:
         return function(value)
 
     def structure_attrs(self, value: Any, cls: type[Any]) -> Any:
-        """An attrs class from a JSON object, ignoring any hook registered for `cls`."""
+        """A value class from a JSON object, ignoring any hook registered for `cls`."""
         function = self._classes.get(cls)
         if function is None:
             function = self._classes[cls] = self._compile_class(cls)
@@ -153,16 +155,12 @@ class Converter:
             if len(members) == 2 and type(None) in members:
                 inner = next(m for m in members if m is not type(None))
                 return lambda value: None if value is None else self.structure(value, inner)
-        if isinstance(type_, type) and attrs.has(type_):
+        if is_value_class(type_) or _is_attrs_class(type_):
             return lambda value: self.structure_attrs(value, type_)
         raise TypeError(f"no way to structure {type_!r}")  # a programming error
 
     def _compile_class(self, cls: type[Any]) -> _Fn:
-        attrs.resolve_types(cls)
-        fields = tuple(
-            (f.name, key_suffix(f.name), f.type, f.default is attrs.NOTHING)
-            for f in attrs.fields(cls)
-        )
+        fields = _fields(cls)
         known = frozenset(f[0] for f in fields)
         structure = self.structure
 
@@ -207,6 +205,25 @@ class Converter:
             return result
 
         return structure_list
+
+
+def _is_attrs_class(type_: Any) -> bool:
+    # Without importing attrs: its classes carry their fields in `__attrs_attrs__`.
+    return isinstance(type_, type) and "__attrs_attrs__" in type_.__dict__
+
+
+def _fields(cls: type[Any]) -> tuple[tuple[str, str, Any, bool], ...]:
+    """(name, path suffix, type, required) of each field of a value class, in order."""
+    if is_value_class(cls):
+        hints = get_type_hints(cls)
+        required = cls.__value_required__
+        return tuple((n, key_suffix(n), hints[n], n in required) for n in cls.__value_fields__)
+    import attrs
+
+    attrs.resolve_types(cls)
+    return tuple(
+        (f.name, key_suffix(f.name), f.type, f.default is attrs.NOTHING) for f in attrs.fields(cls)
+    )
 
 
 def _problems(exc: Exception) -> tuple[tuple[str, str], ...]:

@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 from exthandler_sdk.protocol import EXTENSION_NAME_PATTERN, HANDLER_NAME_PATTERN, VERSION_PATTERN
 
 from ._errors import GoalStateError, VersionError
+from ._values import FrozenError, Value, field
 
 __all__ = [
     "EncryptedProtectedSettings",
@@ -36,10 +36,14 @@ _VERSION_RE = re.compile(rf"\A{VERSION_PATTERN}\Z")
 # Names end up in file and directory names, so they are restricted to a safe alphabet.
 _HANDLER_RE = re.compile(rf"\A{HANDLER_NAME_PATTERN}\Z")
 _EXTENSION_RE = re.compile(rf"\A{EXTENSION_NAME_PATTERN}\Z")
+_set = object.__setattr__
+
+
+def _refuse(value: object, name: str) -> None:
+    raise FrozenError(f"{type(value).__name__}.{name}: value objects cannot be changed")
 
 
 @functools.total_ordering
-@attrs.frozen(eq=False, order=False)
 class Version:
     """A handler version: 2 to 4 dotted integers, compared with missing parts as 0.
 
@@ -47,18 +51,25 @@ class Version:
     which is also how handler directories are named.
     """
 
+    __slots__ = ("key", "parts", "text")
     parts: tuple[int, ...]
-    key: tuple[int, int, int, int] = attrs.field(init=False, repr=False)  # padded with zeros
-    text: str = attrs.field(init=False, repr=False, eq=False)  # str(): paths are built from it
+    key: tuple[int, int, int, int]  # padded with zeros
+    text: str  # str(): paths are built from it
 
-    @key.default
-    def _key(self) -> tuple[int, int, int, int]:
-        padded = (*self.parts, 0, 0, 0)
-        return (padded[0], padded[1], padded[2], padded[3])
+    def __init__(self, parts: tuple[int, ...]) -> None:
+        padded = (*parts, 0, 0, 0)
+        _set(self, "parts", parts)
+        _set(self, "key", (padded[0], padded[1], padded[2], padded[3]))
+        _set(self, "text", ".".join(str(part) for part in parts))
 
-    @text.default
-    def _text(self) -> str:
-        return ".".join(str(part) for part in self.parts)
+    def __repr__(self) -> str:
+        return f"Version(parts={self.parts!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        _refuse(self, name)
+
+    def __delattr__(self, name: str) -> None:
+        _refuse(self, name)
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -93,7 +104,6 @@ class Version:
         return hash(self.key)
 
 
-@attrs.frozen(eq=False)
 class HandlerName:
     """A handler's full name `Publisher.Type`; the type is the part after the last dot.
 
@@ -101,18 +111,27 @@ class HandlerName:
     spelling they were given for display and for directory names.
     """
 
+    __slots__ = ("key", "publisher", "text", "type")
     publisher: str
     type: str
-    key: str = attrs.field(init=False, repr=False)  # lower-case full name, for comparing
-    text: str = attrs.field(init=False, repr=False)  # the full name as given: str()
+    key: str  # lower-case full name, for comparing
+    text: str  # the full name as given: str()
 
-    @key.default
-    def _key(self) -> str:
-        return f"{self.publisher}.{self.type}".lower()
+    def __init__(self, publisher: str, type: str) -> None:
+        text = f"{publisher}.{type}"
+        _set(self, "publisher", publisher)
+        _set(self, "type", type)
+        _set(self, "key", text.lower())
+        _set(self, "text", text)
 
-    @text.default
-    def _text(self) -> str:
-        return f"{self.publisher}.{self.type}"
+    def __repr__(self) -> str:
+        return f"HandlerName(publisher={self.publisher!r}, type={self.type!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        _refuse(self, name)
+
+    def __delattr__(self, name: str) -> None:
+        _refuse(self, name)
 
     @classmethod
     def parse(cls, text: str) -> HandlerName:
@@ -163,26 +182,23 @@ class GoalStateFormat(enum.StrEnum):
     VM_SETTINGS = "vmSettings"
 
 
-@attrs.frozen(kw_only=True)
-class PlainProtectedSettings:
+class PlainProtectedSettings(Value):
     """Protected settings given in clear; the runtime encrypts them before writing anything."""
 
-    value: Mapping[str, Any] = attrs.field(repr=False)
+    value: Mapping[str, Any] = field(repr=False)
 
 
-@attrs.frozen(kw_only=True)
-class EncryptedProtectedSettings:
+class EncryptedProtectedSettings(Value):
     """Protected settings already encrypted: base64 DER CMS enveloped data + thumbprint."""
 
-    data: str = attrs.field(repr=False)
+    data: str = field(repr=False)
     thumbprint: str
 
 
 ProtectedSettings = PlainProtectedSettings | EncryptedProtectedSettings
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionGoal:
+class ExtensionGoal(Value):
     """One extension as a goal state requests it.
 
     `depends_on` names extensions (or, from the wire formats, handlers) that must reach a
@@ -213,7 +229,7 @@ class ExtensionGoal:
     multi_config: bool | None = None
     settings_error: str | None = None
     package_locations: tuple[str, ...] = ()
-    encoded_signature: str | None = attrs.field(default=None, repr=False)
+    encoded_signature: str | None = field(default=None, repr=False)
 
     @property
     def has_settings(self) -> bool:
@@ -227,17 +243,15 @@ class StatusBlobType(enum.StrEnum):
     PAGE_BLOB = "PageBlob"
 
 
-@attrs.frozen(kw_only=True)
-class StatusUploadBlob:
+class StatusUploadBlob(Value):
     """Where a goal state asks the status document to be uploaded: a SAS URL (a
     credential: never shown in a repr, a log or a message) and the blob type."""
 
-    url: str = attrs.field(repr=False)
+    url: str = field(repr=False)
     blob_type: StatusBlobType = StatusBlobType.BLOCK_BLOB
 
 
-@attrs.frozen(kw_only=True)
-class GoalState:
+class GoalState(Value):
     """A whole goal state: every extension the VM should have, and in which state.
 
     `status_upload_blob` and `in_svd_seq_no` come from the wire formats (ExtensionsConfig

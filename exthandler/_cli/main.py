@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar, cast
 
 from .. import __version__
 from .._errors import GoalStateError, PackageError, StateDirError, StateDirLockedError
@@ -883,8 +883,24 @@ def _option_status_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `exthandler` parser; each command's parser is its namespace's `parser`."""
+class _Unbuilt:
+    """Stands in for the parser of a command that a command line does not run: every call
+    is taken and does nothing. Building every command's options costs more than the
+    interpreter's start, so `main` builds only those of the command it runs."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Unbuilt]:
+        return self._ignore
+
+    def _ignore(self, *args: object, **kwargs: object) -> _Unbuilt:
+        return self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `exthandler` parser; each command's parser is its namespace's `parser`.
+
+    With `only`, the other top-level commands are listed (by name and help) but their
+    options are not built: they cannot be parsed then.
+    """
     parser = _Parser(prog="exthandler", description="Run VM extension handlers to a goal state.")
     parser.add_argument("--version", action="version", version=f"exthandler {__version__}")
     parser.set_defaults(parser=parser)
@@ -894,6 +910,8 @@ def build_parser() -> argparse.ArgumentParser:
         group: Any, name: str, func: Callable[[argparse.Namespace], int] | None, help: str
     ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
+        if group is commands and only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Unbuilt())
         sub.set_defaults(parser=sub, func=func)
         return sub
 
@@ -1087,7 +1105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    args, extras = build_parser().parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # The first word that is not an option names the command (the top level's options,
+    # --version and -h, take no value).
+    only = next((word for word in words if not word.startswith("-")), "")
+    args, extras = build_parser(only).parse_known_args(words)
     if extras:
         args.parser.unrecognized(extras)
     func: Callable[[argparse.Namespace], int] = args.func

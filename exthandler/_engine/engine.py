@@ -298,7 +298,7 @@ class Engine:
             return  # nothing of the goal is processed
         if work.policy.policy is not None:  # nothing of a disallowed handler is fetched
             allowed = tuple(e for e in goal.extensions if not work.policy.blocks(e.handler))
-            goal = attrs.evolve(goal, extensions=allowed)
+            goal = goal.replace(extensions=allowed)
         if not shared_handlers(goal):
             return
 

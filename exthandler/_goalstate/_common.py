@@ -13,8 +13,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from exthandler._convert import Invalid, json_kind
 from exthandler._model import (
     EncryptedProtectedSettings,
@@ -26,6 +24,7 @@ from exthandler._model import (
     Version,
     consistency_problems,
 )
+from exthandler._values import Value
 
 __all__ = [
     "WireSettings",
@@ -130,8 +129,7 @@ def wire_flag(value: object, *, default: bool) -> bool:
     return isinstance(value, str) and value.strip().lower() == "true"
 
 
-@attrs.frozen(kw_only=True)
-class WireSettings:
+class WireSettings(Value):
     """The settings of one extension as the wire formats carry them."""
 
     public: Mapping[str, Any] | None = None

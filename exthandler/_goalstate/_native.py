@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NewType
 
-import attrs
-
 from exthandler._convert import Converter, Invalid, error_lines, json_kind, make_converter
 from exthandler._errors import GoalStateError
 from exthandler._model import (
@@ -25,6 +23,7 @@ from exthandler._model import (
     Version,
     validate_extension_name,
 )
+from exthandler._values import Value
 
 from ._common import (
     located_consistency_problems,
@@ -57,8 +56,7 @@ ProtectedValue = PlainProtectedSettings | str | None
 NATIVE_RENAMES = {".dependsOn[": ".provisionAfterExtensions[", ".version": ".typeHandlerVersion"}
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionProperties:
+class ExtensionProperties(Value):
     """An extension as the native format and an ARM resource's `properties` write it."""
 
     publisher: str
@@ -77,15 +75,13 @@ class ExtensionProperties:
     encodedSignature: EncodedSignature | None = None
 
 
-@attrs.frozen(kw_only=True)
 class NativeExtension(ExtensionProperties):
     """A native extension: the properties plus its own `name`."""
 
     name: ExtensionName
 
 
-@attrs.frozen(kw_only=True)
-class NativeDocument:
+class NativeDocument(Value):
     extensions: list[NativeExtension]
     id: GoalStateId | None = None
 

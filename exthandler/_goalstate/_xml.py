@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import defusedxml
 import defusedxml.ElementTree
 
@@ -29,6 +28,7 @@ from exthandler._model import (
     Version,
     validate_extension_name,
 )
+from exthandler._values import Value, field
 
 from ._common import (
     WireSettings,
@@ -66,17 +66,15 @@ def _attr(element: Element, name: str) -> str | None:
     return next((v for k, v in element.attrib.items() if _local(k) == wanted), None)
 
 
-@attrs.frozen(kw_only=True)
-class _Settings:
+class _Settings(Value):
     """What one RuntimeSettings / ExtensionRuntimeSettings element yields."""
 
     sequence_number: int | None = None
-    settings: WireSettings = attrs.field(factory=WireSettings)
+    settings: WireSettings = field(default_factory=WireSettings)
     error: str | None = None
 
 
-@attrs.frozen
-class _Dependency:
+class _Dependency(Value):
     name: str | None
     level: int
     targets: tuple[str, ...]
@@ -286,7 +284,9 @@ class _Reader:
                     self.fail(f"{dpath}/DependsOnExtension[{j}]@handler", "required")
                 else:
                     targets.append(name)
-            found.append(_Dependency(_attr(element, "name"), level or 0, tuple(targets)))
+            found.append(
+                _Dependency(name=_attr(element, "name"), level=level or 0, targets=tuple(targets))
+            )
         return found
 
     def add(self, path: str, goal: ExtensionGoal) -> None:

@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Literal
 
-import attrs
+from .._values import Value, field
 
 __all__ = [
     "Location",
@@ -119,8 +119,7 @@ def redact_text(text: str) -> str:
     return _TEXT_QUERY.sub(query, text)
 
 
-@attrs.frozen
-class Location:
+class Location(Value):
     """A parsed path or URL.
 
     - `file`: `path` is the local path (`file://` URLs and plain paths).
@@ -139,7 +138,7 @@ class Location:
     key: str = ""
     account: str | None = None
     endpoint: str | None = None
-    sas: str | None = attrs.field(default=None, repr=False)
+    sas: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return self.redacted
@@ -164,27 +163,27 @@ class Location:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"{name!r} is not a plain file name")
         if self.path is not None:
-            return attrs.evolve(self, url=os.fspath(self.path / name), path=self.path / name)
+            return self.replace(url=os.fspath(self.path / name), path=self.path / name)
         parts = urllib.parse.urlsplit(self.url)
         path = parts.path if parts.path.endswith("/") else parts.path + "/"
         url = urllib.parse.urlunsplit(
             (parts.scheme, parts.netloc, path + urllib.parse.quote(name), parts.query, "")
         )
         key = self.key if not self.key or self.key.endswith("/") else self.key + "/"
-        return attrs.evolve(self, url=url, key=key + name)
+        return self.replace(url=url, key=key + name)
 
     def sibling(self, name: str) -> Location:
         """The location of `name` beside this one (a sidecar next to a package)."""
         if self.path is not None:
             path = self.path.parent / name
-            return attrs.evolve(self, url=os.fspath(path), path=path)
+            return self.replace(url=os.fspath(path), path=path)
         parts = urllib.parse.urlsplit(self.url)
         base = parts.path.rsplit("/", 1)[0]
         url = urllib.parse.urlunsplit(
             (parts.scheme, parts.netloc, f"{base}/{urllib.parse.quote(name)}", parts.query, "")
         )
         key = self.key.rsplit("/", 1)[0] + "/" + name if "/" in self.key else name
-        return attrs.evolve(self, url=url, key=key)
+        return self.replace(url=url, key=key)
 
     def with_suffix_name(self, suffix: str) -> Location:
         """The location of this file's name plus `suffix` (`x.zip` -> `x.zip.sha256`)."""
@@ -203,10 +202,10 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
     lacks its bucket or container.
     """
     if not isinstance(text, str):
-        return Location("file", os.fspath(text), path=Path(text))
+        return Location(kind="file", url=os.fspath(text), path=Path(text))
     scheme, sep, _ = text.partition("://")
     if not sep:
-        return Location("file", text, path=Path(text))
+        return Location(kind="file", url=text, path=Path(text))
     kind = _SCHEMES.get(scheme.lower())
     if kind is None:
         raise ValueError(
@@ -221,12 +220,12 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
     if kind == "file":
         if parts.netloc not in ("", "localhost"):
             raise ValueError(f"{redact(text)}: a file URL must name a local path")
-        return Location("file", text, path=Path(path))
+        return Location(kind="file", url=text, path=Path(path))
     if kind == "http":
         if not parts.hostname:
             raise ValueError(f"{redact(text)}: no host")
         if not _azure_sas(parts.query):
-            return Location("http", text)
+            return Location(kind="http", url=text)
         # An Azure Blob URL with a SAS: the account is the host's first label, or for an
         # IP address or another host (Azurite), the first path segment.
         segments = path.lstrip("/").split("/", 1)
@@ -236,7 +235,7 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
             account, endpoint = match["account"], f"{parts.scheme}://{host}"
         else:
             if len(segments) < 2 or not segments[0]:
-                return Location("http", text)  # not a blob: a plain URL with a query
+                return Location(kind="http", url=text)  # not a blob: a plain URL with a query
             account, endpoint = segments[0], f"{parts.scheme}://{host}/{segments[0]}"
             segments = segments[1].split("/", 1)
         container = segments[0]
@@ -244,8 +243,8 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
             raise ValueError(f"{redact(text)}: no container")
         key = segments[1] if len(segments) > 1 else ""
         return Location(
-            "azure",
-            text,
+            kind="azure",
+            url=text,
             bucket=container,
             key=key,
             account=account,
@@ -255,4 +254,4 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
     bucket = parts.netloc
     if not bucket or "@" in bucket:
         raise ValueError(f"{redact(text)}: no bucket or container")
-    return Location(kind, text, bucket=bucket, key=path.lstrip("/"))
+    return Location(kind=kind, url=text, bucket=bucket, key=path.lstrip("/"))

@@ -237,10 +237,10 @@ class Agent:
             if missing:
                 raise KeyError(f"no extension {', '.join(sorted(missing))} in the goal state")
             extensions = tuple(
-                attrs.evolve(ext, sequence_number=wanted.get(ext.name.lower(), ext.sequence_number))
+                ext.replace(sequence_number=wanted.get(ext.name.lower(), ext.sequence_number))
                 for ext in parsed.extensions
             )
-            parsed = attrs.evolve(parsed, extensions=extensions)
+            parsed = parsed.replace(extensions=extensions)
         return parsed
 
     def config(self) -> RuntimeConfig:

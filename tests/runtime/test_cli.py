@@ -301,6 +301,24 @@ def test_help_describes_every_option_of_every_command(
     assert seen > 30
 
 
+def test_a_command_line_builds_only_its_command_and_still_lists_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    full = dict(_commands(build_parser()))
+    names = [path[0] for path in full if len(path) == 1]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"    {name} " in listed or f"    {name}\n" in listed for name in names)
+    for name in names:
+        lazy = dict(_commands(build_parser(name)))
+        # The command run is whole; the others are names without options.
+        assert {p for p in lazy if p[:1] == (name,)} == {p for p in full if p[:1] == (name,)}
+        for other in names:
+            if other != name:
+                assert [a.dest for a in lazy[(other,)]._actions] == ["help"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -161,12 +161,11 @@ def test_a_plugin_registers_handlers_through_the_hook(tmp_path: Path) -> None:
 def test_a_failing_in_process_enable_reports_its_code(tmp_path: Path) -> None:
     document = counter_goal().extensions[0]
     goal = counter_goal()
-    import attrs
 
     from exthandler._model import PlainProtectedSettings
 
-    bad = attrs.evolve(document, protected_settings=PlainProtectedSettings(value={"token": "x"}))
-    goal = attrs.evolve(goal, extensions=(bad,))
+    bad = document.replace(protected_settings=PlainProtectedSettings(value={"token": "x"}))
+    goal = goal.replace(extensions=(bad,))
     view = apply(tmp_path / "state", goal, handlers=[Counter])
     status = view.extensions[0].statuses[0]
     assert status.code == "ProvisioningState/failed/53"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exthandler._values import FrozenError, Value
+from exthandler._values import FrozenError, Value, field
 
 
 class Point(Value):
@@ -58,8 +58,58 @@ def test_repr() -> None:
     assert repr(Point(x=1, label="a")) == "Point(x=1, label='a')"
 
 
-def test_a_value_class_is_not_derived_further() -> None:
-    with pytest.raises(TypeError, match="derives from Value alone"):
+def test_a_derived_value_class_has_its_base_fields_first() -> None:
+    class Labelled(Point):
+        colour: str = "red"
 
-        class Derived(Point):
-            extra: int
+    value = Labelled(x=1, colour="blue")
+    assert (value.x, value.label, value.colour) == (1, None, "blue")
+    assert repr(value) == "Labelled(x=1, label=None, colour='blue')"
+    assert value != Point(x=1)
+    assert value.replace(x=2) == Labelled(x=2, colour="blue")
+    with pytest.raises(TypeError):
+        Labelled(colour="blue")  # type: ignore[call-arg]
+
+
+def test_only_one_value_base() -> None:
+    with pytest.raises(TypeError, match="derives from one value class"):
+
+        class Both(Point, int):
+            pass
+
+    with pytest.raises(TypeError, match="a field of its base"):
+
+        class Again(Point):
+            x: int
+
+
+class Secret(Value):
+    user: str
+    password: str = field(repr=False)
+    tags: list[str] = field(default_factory=list)
+
+
+def test_a_field_can_be_hidden_from_repr_and_have_a_fresh_default() -> None:
+    one, two = Secret(user="u", password="hunter2"), Secret(user="u", password="x")
+    assert "hunter2" not in repr(one)
+    assert repr(one) == "Secret(user='u', tags=[])"
+    assert one.tags == []
+    assert one.tags is not two.tags
+    with pytest.raises(TypeError):
+        Secret(user="u")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="not both"):
+        field(default=1, default_factory=list)
+
+
+def test_a_class_keeps_its_own_equality() -> None:
+    class Loose(Value):
+        name: str
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Loose) and self.name.lower() == other.name.lower()
+
+        def __hash__(self) -> int:
+            return hash(self.name.lower())
+
+    assert Loose(name="A") == Loose(name="a")
+    assert len({Loose(name="A"), Loose(name="a")}) == 1
