@@ -75,7 +75,7 @@ for candidate in python3 python; do
     "Python 3.1"[1-9]* | "Python 3."[2-9][0-9]* | "Python "[4-9]*)
         PYTHONPATH="$here/lib"
         export PYTHONPATH
-        exec "$candidate" -s -m exthandler_sdk run {spec} {operation}
+        exec "$candidate" -s -m exthandler_sdk run {spec} {operation}{options}
         ;;
     esac
 done
@@ -134,8 +134,13 @@ def build_package(
         info = SigningInfo(type=type_, publisher=publisher, version=handler_class.version)
         manifest = attrs.evolve(manifest, signing_info=info)
     entries[MANIFEST_NAME] = render_manifest(manifest, indent=2)
+    # An enable that runs once per sequence number answers an applied one without
+    # importing the handler's module (see `applied_enable`).
+    once = not handler_class.enable_runs_on_same_sequence
     for op in Operation:
-        shim = _SHIM.format(operation=op.value, spec=shlex.quote(spec))
+        name = shlex.quote(handler_class.name)
+        options = f" --runs-once-as {name}" if once and op is Operation.ENABLE else ""
+        shim = _SHIM.format(operation=op.value, spec=shlex.quote(spec), options=options)
         entries[f"bin/{op.value}"] = shim.encode()
     sdk_dir = Path(importlib.import_module(_SDK_PACKAGE).__file__ or "").parent
     _add_tree(entries, sdk_dir, PurePosixPath("lib", _SDK_PACKAGE))

@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -42,6 +43,7 @@ from ._runonce import POLL_INTERVAL, RunOnce
 from ._status import StatusWriteError, StatusWriter
 from .protocol import (
     COMMAND_TIMEOUTS,
+    HANDLER_NAME_PATTERN,
     ErrorCode,
     HandlerEnvironment,
     Operation,
@@ -73,7 +75,13 @@ DETACHED_BUDGET = 90 * 60.0
 STATUS_REFRESH = 60.0
 """Default seconds between rewrites of a `transitioning` status."""
 
-_USAGE = "usage: python -m exthandler_sdk run MODULE:CLASS OPERATION [--detached]\n"
+_USAGE = (
+    "usage: python -m exthandler_sdk run MODULE:CLASS OPERATION [--detached]"
+    " [--runs-once-as PUBLISHER.TYPE]\n"
+)
+
+
+HANDLER_NAME = re.compile(HANDLER_NAME_PATTERN)
 
 
 class HandlerLoadError(ExtHandlerError, ImportError):
@@ -169,30 +177,17 @@ def _start(
     closed), else what `_Started.finish` needs to run the operation."""
     handler_class.check()
     operation = Operation(operation)
-    environment = load_handler_environment(handler_dir)
-    variables = read_protocol_variables(env)
-    extension = variables.extension_name
-    sequence = variables.sequence_number
-    if sequence is None:
-        sequence = _latest_sequence(environment.config_folder, extension)
-    type_name = handler_class.name.rpartition(".")[2]
-    log = PendingLog(
-        environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{handler_class.name}"
-    )
+    begun = _Begun(handler_class.name, operation, handler_dir=handler_dir, env=env)
+    log = begun.log
     try:
-        status = StatusWriter(
-            path=environment.status_folder / status_file_name(extension, sequence),
-            name=extension or handler_class.name,
-            operation=operation,
-        )
-        log.info("%s seq %d starting (pid %d)", operation.value, sequence, os.getpid())
+        status = begun.status_writer()
         run = _Run(
             handler_class=handler_class,
             operation=operation,
-            sequence=sequence,
+            sequence=begun.sequence,
             status=status,
             refresh=status_refresh,
-            runonce=RunOnce(handler_dir, environment.config_folder, extension),
+            runonce=begun.runonce(),
             detached=detached,
             method=worker,
         )
@@ -208,10 +203,61 @@ def _start(
         run=run,
         handler_dir=handler_dir,
         env=env,
-        environment=environment,
-        variables=variables,
+        environment=begun.environment,
+        variables=begun.variables,
         log=log.open(),
     )
+
+
+class _Begun:
+    """What every operation starts with, before it knows whether it runs: the handler's
+    folders, the protocol variables, its sequence number and its pending log."""
+
+    def __init__(
+        self, name: str, operation: Operation, *, handler_dir: Path, env: Mapping[str, str]
+    ) -> None:
+        self.name = name
+        self.operation = operation
+        self.handler_dir = handler_dir
+        self.environment = environment = load_handler_environment(handler_dir)
+        self.variables = read_protocol_variables(env)
+        self.extension = self.variables.extension_name
+        sequence = self.variables.sequence_number
+        if sequence is None:
+            sequence = _latest_sequence(environment.config_folder, self.extension)
+        self.sequence = sequence
+        type_name = name.rpartition(".")[2]
+        self.log = PendingLog(
+            environment.log_folder, f"{type_name}.log", name=f"exthandler_sdk.{name}"
+        )
+        self.log.info("%s seq %d starting (pid %d)", operation.value, sequence, os.getpid())
+
+    def status_writer(self) -> StatusWriter:
+        return StatusWriter(
+            path=self.environment.status_folder / status_file_name(self.extension, self.sequence),
+            name=self.extension or self.name,
+            operation=self.operation,
+        )
+
+    def runonce(self) -> RunOnce:
+        return RunOnce(self.handler_dir, self.environment.config_folder, self.extension)
+
+
+def applied_enable(name: str, *, handler_dir: Path, env: Mapping[str, str]) -> int | None:
+    """The exit code of an enable with nothing to run, answered without the handler's class
+    (whose enable must run once per sequence number, and whose name is `name`); None when
+    the enable is to run. The package's `bin/enable` asks this first (`--runs-once-as`):
+    re-reporting an applied sequence number, the commonest command of all, then imports
+    neither the handler's module nor what it imports."""
+    begun = _Begun(name, Operation.ENABLE, handler_dir=handler_dir, env=env)
+    try:
+        skip = _precheck(begun.runonce(), begun.status_writer(), begun.sequence, rerun=False)
+    except BaseException:
+        begun.log.write_plain()
+        raise
+    if skip is not None:
+        begun.log.write_plain()
+    return skip
 
 
 class _Started:
@@ -348,6 +394,48 @@ def _events(
     )
 
 
+def _precheck(runonce: RunOnce, status: StatusWriter, sequence: int, *, rerun: bool) -> int | None:
+    """For enable: an exit code when nothing is to be run (an older sequence number than
+    the one applied, or the applied one itself unless `rerun`), else None."""
+    completed = runonce.completed()
+    if completed is not None and sequence < completed:
+        return _ignore_older(status, sequence, completed)
+    if completed == sequence and not rerun:
+        return _report_applied(status, sequence)
+    return None
+
+
+def _ignore_older(status: StatusWriter, sequence: int, newer: int) -> int:
+    status.write(
+        StatusLevel.SUCCESS,
+        0,
+        f"sequence number {sequence} is older than {newer}, already applied or in progress;"
+        " ignored",
+    )
+    return 0
+
+
+def _report_applied(status: StatusWriter, sequence: int) -> int:
+    """Re-report the terminal status the enable of this sequence wrote (new timestamp).
+
+    Only an enable's own status is repeated: after a disable, the file says how the
+    disable went, which is not what an enabled extension should show.
+    """
+    path = status.path
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
+        document: Any = json.loads(path.read_bytes())
+        level = StatusLevel(str(document[0]["status"]["status"]).lower())
+        operation = str(document[0]["status"].get("operation", "")).lower()
+        if level.terminal and operation == Operation.ENABLE.value:
+            document[0]["timestampUTC"] = utc_timestamp()
+            write_atomic(
+                path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False
+            )
+            return 0
+    status.write(StatusLevel.SUCCESS, 0, f"sequence number {sequence} was already applied")
+    return 0
+
+
 class _Run:
     """The state of one `run_operation` call once its paths are known."""
 
@@ -376,43 +464,12 @@ class _Run:
 
     def precheck(self) -> int | None:
         """For enable: an exit code when nothing is to be run (older or applied sequence)."""
-        completed = self.runonce.completed()
-        if completed is not None and self.sequence < completed:
-            return self._ignore_older(completed)
-        if completed == self.sequence and not self.rerun and not self.detached:
-            return self._report_applied()
-        return None
+        return _precheck(
+            self.runonce, self.status, self.sequence, rerun=self.rerun or self.detached
+        )
 
     def _ignore_older(self, newer: int) -> int:
-        self.status.write(
-            StatusLevel.SUCCESS,
-            0,
-            f"sequence number {self.sequence} is older than {newer}, already applied "
-            "or in progress; ignored",
-        )
-        return 0
-
-    def _report_applied(self) -> int:
-        """Re-report the terminal status the enable of this sequence wrote (new timestamp).
-
-        Only an enable's own status is repeated: after a disable, the file says how the
-        disable went, which is not what an enabled extension should show.
-        """
-        path = self.status.path
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, IndexError):
-            document: Any = json.loads(path.read_bytes())
-            level = StatusLevel(str(document[0]["status"]["status"]).lower())
-            operation = str(document[0]["status"].get("operation", "")).lower()
-            if level.terminal and operation == Operation.ENABLE.value:
-                document[0]["timestampUTC"] = utc_timestamp()
-                write_atomic(
-                    path, json.dumps(document, ensure_ascii=False).encode("utf-8"), durable=False
-                )
-                return 0
-        self.status.write(
-            StatusLevel.SUCCESS, 0, f"sequence number {self.sequence} was already applied"
-        )
-        return 0
+        return _ignore_older(self.status, self.sequence, newer)
 
     async def enable(self, ctx: Context[Any, Any]) -> int:
         """Enable under the run-once lock, stopping when a newer sequence supersedes it."""
@@ -645,6 +702,14 @@ def main_run(argv: list[str]) -> int:
     args = list(argv)
     detached = "--detached" in args
     args = [arg for arg in args if arg != "--detached"]
+    once_as: str | None = None
+    if "--runs-once-as" in args:
+        at = args.index("--runs-once-as")
+        once_as = args[at + 1] if at + 1 < len(args) else ""
+        del args[at : at + 2]
+        if not HANDLER_NAME.fullmatch(once_as):
+            sys.stderr.write(f"--runs-once-as: {once_as!r} is not a handler name\n{_USAGE}")
+            return 2
     if len(args) != 2:
         sys.stderr.write(_USAGE)
         return 2
@@ -655,6 +720,14 @@ def main_run(argv: list[str]) -> int:
         choices = ", ".join(op.value for op in Operation)
         sys.stderr.write(f"unknown operation {operation_name!r} (one of {choices})\n{_USAGE}")
         return 2
+    if once_as is not None and operation is Operation.ENABLE and not detached:
+        try:
+            skip = applied_enable(once_as, handler_dir=Path.cwd(), env=os.environ)
+        except ExtHandlerError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+        if skip is not None:
+            return skip
     try:
         handler_class = load_handler(spec)
     except HandlerLoadError as exc:

@@ -19,8 +19,6 @@ import functools
 import os
 from pathlib import Path
 
-import attrs
-
 from ._files import write_atomic
 from .protocol import mrseq_file_name
 
@@ -51,16 +49,19 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-@attrs.define(eq=False)
 class RunOnce:
     """The run-once state of one extension (see the module docstring)."""
 
-    handler_dir: Path
-    config_dir: Path
-    extension: str | None
-    _fd: int | None = attrs.field(init=False, default=None)
-    # What the supersede file asked for when the lock was taken (read once, then).
-    requested_on_acquire: int | None = attrs.field(init=False, default=None)
+    def __init__(self, handler_dir: Path, config_dir: Path, extension: str | None) -> None:
+        self.handler_dir = handler_dir
+        self.config_dir = config_dir
+        self.extension = extension
+        self._fd: int | None = None
+        # What the supersede file asked for when the lock was taken (read once, then).
+        self.requested_on_acquire: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RunOnce(handler_dir={self.handler_dir!r}, extension={self.extension!r})"
 
     def _name(self, stem: str) -> str:
         return stem if self.extension is None else f"{stem}.{self.extension}"

@@ -10,8 +10,6 @@ import datetime
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import attrs
-
 from ._errors import ExtHandlerError
 from ._files import write_atomic
 from .protocol import (
@@ -25,7 +23,10 @@ from .protocol import (
 __all__ = ["StatusWriteError", "StatusWriter"]
 
 
-@attrs.define(eq=False)
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class StatusWriter:
     """`ctx.status`: report progress and outcome of the current operation.
 
@@ -34,15 +35,23 @@ class StatusWriter:
     replaces the earlier one.
     """
 
-    path: Path
-    name: str
-    operation: Operation
-    clock: Callable[[], datetime.datetime] = attrs.field(
-        default=lambda: datetime.datetime.now(datetime.UTC)
-    )
-    _substatus: dict[str, Substatus] = attrs.field(init=False, factory=dict)
-    _last: tuple[StatusLevel, int, str] | None = attrs.field(init=False, default=None)
-    _frozen: bool = attrs.field(init=False, default=False)
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        operation: Operation,
+        clock: Callable[[], datetime.datetime] = _now,
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.operation = operation
+        self.clock = clock
+        self._substatus: dict[str, Substatus] = {}
+        self._last: tuple[StatusLevel, int, str] | None = None
+        self._frozen = False
+
+    def __repr__(self) -> str:
+        return f"StatusWriter(path={self.path!r}, name={self.name!r}, operation={self.operation!r})"
 
     @property
     def written_terminal(self) -> bool:

@@ -94,6 +94,7 @@ class Flagged(Handler[None, None]):
     supports_multiple_extensions = True
     update_mode = "UpdateWithoutInstall"
     continue_on_update_failure = True
+    enable_runs_on_same_sequence = True
 
 
 class Unnamed(Handler[None, None]):

@@ -95,6 +95,13 @@ def test_manifest_carries_class_options() -> None:
     assert options["continueOnUpdateFailure"] is True
 
 
+def test_an_enable_that_runs_again_on_the_same_sequence_is_always_run(tmp_path: Path) -> None:
+    built = build_package(Flagged, "tests.sdk.packaged_handlers:Flagged", tmp_path)
+    with zipfile.ZipFile(built) as archive:
+        shim = archive.read("bin/enable").decode()
+    assert "-m exthandler_sdk run tests.sdk.packaged_handlers:Flagged enable\n" in shim
+
+
 def test_builds_are_byte_for_byte_identical(tmp_path: Path) -> None:
     first = build_package(Flagged, FLAGGED, tmp_path / "a")
     second = build_package(Flagged, FLAGGED, tmp_path / "b")
@@ -114,7 +121,9 @@ def test_shims_are_posix_sh_running_the_sdk(greeter_zip: Path) -> None:
         for op in ("install", "enable", "disable", "update", "uninstall"):
             shim = archive.read(f"bin/{op}").decode()
             assert shim.startswith("#!/bin/sh\n")
-            assert f"-m exthandler_sdk run {GREETER} {op}\n" in shim
+            # enable answers an applied sequence number without importing the module
+            tail = " --runs-once-as Contoso.Testing.Greeter" if op == "enable" else ""
+            assert f"-m exthandler_sdk run {GREETER} {op}{tail}\n" in shim
             assert 'PYTHONPATH="$here/lib"' in shim
             check = subprocess.run(["/bin/sh", "-n", "-c", shim], capture_output=True)
             assert check.returncode == 0, check.stderr

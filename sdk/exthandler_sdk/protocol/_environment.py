@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from .._errors import ExtHandlerError
+from .._values import Value
 from ._names import HEARTBEAT_NAME, INTEGER, NOT_RUN, Variable
 
 __all__ = [
@@ -28,8 +27,7 @@ class HandlerEnvironmentError(ExtHandlerError, ValueError):
     """HandlerEnvironment.json or a protocol variable is missing or unusable."""
 
 
-@attrs.frozen(kw_only=True)
-class HandlerEnvironment:
+class HandlerEnvironment(Value):
     """The folders the agent gave the handler in `HandlerEnvironment.json`."""
 
     name: str | None
@@ -99,8 +97,7 @@ def parse_handler_environment(
     )
 
 
-@attrs.frozen(kw_only=True)
-class ProtocolVariables:
+class ProtocolVariables(Value):
     """The protocol variables of one command (`Variable`), typed."""
 
     sequence_number: int | None

@@ -21,8 +21,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
+from .._values import Value
 from ._codes import ErrorCode, Operation, StatusLevel
 from ._names import (
     HEARTBEAT_MAX_AGE,
@@ -58,8 +57,7 @@ _STATUS_WHERE = "status file"
 _HEARTBEAT_WHERE = "heartbeat file"
 
 
-@attrs.frozen(kw_only=True)
-class Substatus:
+class Substatus(Value):
     """One entry of `status.substatus` (e.g. the StdOut and StdErr of a script)."""
 
     name: str
@@ -68,8 +66,7 @@ class Substatus:
     code: int = 0
 
 
-@attrs.frozen(kw_only=True)
-class StatusReport:
+class StatusReport(Value):
     """What an extension wrote in `status/<seq>.status`, after the reference coercions.
 
     `invalid` is set when the file was unusable (not JSON, not an array, no `status`
@@ -97,8 +94,7 @@ class HeartbeatState(enum.StrEnum):
     UNKNOWN = "Unknown"
 
 
-@attrs.frozen(kw_only=True)
-class Heartbeat:
+class Heartbeat(Value):
     """The state an extension declared in `heartbeat.log`, or why none could be read."""
 
     state: HeartbeatState
