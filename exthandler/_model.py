@@ -39,12 +39,20 @@ _EXTENSION_RE = re.compile(rf"\A{EXTENSION_NAME_PATTERN}\Z")
 _set = object.__setattr__
 
 
-def _refuse(value: object, name: str) -> None:
-    raise FrozenError(f"{type(value).__name__}.{name}: value objects cannot be changed")
+class _Frozen:
+    """Instances whose attributes, once `__init__` set them, cannot change."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenError(f"{type(self).__name__}.{name}: value objects cannot be changed")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenError(f"{type(self).__name__}.{name}: value objects cannot be changed")
 
 
 @functools.total_ordering
-class Version:
+class Version(_Frozen):
     """A handler version: 2 to 4 dotted integers, compared with missing parts as 0.
 
     `Version.parse("2.1") == Version.parse("2.1.0")`; `str()` keeps the spelling given,
@@ -64,12 +72,6 @@ class Version:
 
     def __repr__(self) -> str:
         return f"Version(parts={self.parts!r})"
-
-    def __setattr__(self, name: str, value: object) -> None:
-        _refuse(self, name)
-
-    def __delattr__(self, name: str) -> None:
-        _refuse(self, name)
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -104,7 +106,7 @@ class Version:
         return hash(self.key)
 
 
-class HandlerName:
+class HandlerName(_Frozen):
     """A handler's full name `Publisher.Type`; the type is the part after the last dot.
 
     Names compare case-insensitively (the wire formats match them that way) and keep the
@@ -126,12 +128,6 @@ class HandlerName:
 
     def __repr__(self) -> str:
         return f"HandlerName(publisher={self.publisher!r}, type={self.type!r})"
-
-    def __setattr__(self, name: str, value: object) -> None:
-        _refuse(self, name)
-
-    def __delattr__(self, name: str) -> None:
-        _refuse(self, name)
 
     @classmethod
     def parse(cls, text: str) -> HandlerName:

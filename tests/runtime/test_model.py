@@ -96,3 +96,16 @@ def test_dependency_on_a_handler_name() -> None:
 
 def test_goal_state_error_always_has_a_problem() -> None:
     assert GoalStateError([]).problems == ("$: invalid goal state",)
+
+
+def test_names_and_versions_cannot_be_changed_once_made() -> None:
+    version, handler = Version.parse("1.2"), HandlerName.parse("Contoso.Ext")
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        version.text = "9.9"
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        handler.key = "other.ext"
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        del handler.type
+    assert (str(version), str(handler)) == ("1.2", "Contoso.Ext")
+    assert repr(version) == "Version(parts=(1, 2))"
+    assert repr(handler) == "HandlerName(publisher='Contoso', type='Ext')"
