@@ -12,6 +12,7 @@ converter library costs more to import than the parse itself.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -126,13 +127,11 @@ class Converter:
         """Structure values of `type_` with `hook(value, type_)` (it raises `Invalid`)."""
         self._hooks[type_] = hook
         self._compiled.clear()
+        self._classes.clear()
 
     def structure(self, value: Any, type_: Any) -> Any:
         """`value` as a `type_`, or `Invalid` listing every problem."""
-        function = self._compiled.get(type_)
-        if function is None:
-            function = self._compiled[type_] = self._compile(type_)
-        return function(value)
+        return self._function(type_)(value)
 
     def structure_attrs(self, value: Any, cls: type[Any]) -> Any:
         """A value class from a JSON object, ignoring any hook registered for `cls`."""
@@ -140,6 +139,12 @@ class Converter:
         if function is None:
             function = self._classes[cls] = self._compile_class(cls)
         return function(value)
+
+    def _function(self, type_: Any) -> _Fn:
+        function = self._compiled.get(type_)
+        if function is None:
+            function = self._compiled[type_] = self._compile(type_)
+        return function
 
     def _compile(self, type_: Any) -> _Fn:
         hook = self._hooks.get(type_)
@@ -153,29 +158,31 @@ class Converter:
         if origin in (Union, UnionType):
             members = get_args(type_)
             if len(members) == 2 and type(None) in members:
-                inner = next(m for m in members if m is not type(None))
-                return lambda value: None if value is None else self.structure(value, inner)
+                inner = self._function(next(m for m in members if m is not type(None)))
+                return lambda value: None if value is None else inner(value)
         if is_value_class(type_) or _is_attrs_class(type_):
+            # Looked up at the first value: a class may contain itself.
             return lambda value: self.structure_attrs(value, type_)
         raise TypeError(f"no way to structure {type_!r}")  # a programming error
 
     def _compile_class(self, cls: type[Any]) -> _Fn:
         fields = _fields(cls)
         known = frozenset(f[0] for f in fields)
-        structure = self.structure
+        required = frozenset(f[0] for f in fields if f[3])
+        # Each field's function, made at the class's first value (after every hook).
+        table: dict[str, _Fn] = {}
 
-        def structure_class(value: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise Invalid(f"must be an object, not {json_kind(value)}")
+        def ordered(value: Mapping[Any, Any]) -> Any:
+            """Every problem, in document order: the fields in order, then unknown keys."""
             problems: list[tuple[str, str]] = []
             kwargs: dict[str, Any] = {}
-            for name, where, type_, required in fields:
+            for name, where, _, is_required in fields:
                 if name not in value:
-                    if required:
+                    if is_required:
                         problems.append((where, "required"))
                     continue
                 try:
-                    kwargs[name] = structure(value[name], type_)
+                    kwargs[name] = table[name](value[name])
                 except Exception as exc:  # a hook's bug is still reported by path
                     problems.extend((where + suffix, reason) for suffix, reason in _problems(exc))
             if not known.issuperset(value):
@@ -185,19 +192,38 @@ class Converter:
                 raise Invalid.many(problems)
             return cls(**kwargs)
 
+        def structure_class(value: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise Invalid(f"must be an object, not {json_kind(value)}")
+            if not table:
+                table.update((name, self._function(type_)) for name, _, type_, _ in fields)
+            # The common case, a valid object, looks at the keys it has; at the first
+            # problem the object is read again in order, to report all of them.
+            kwargs: dict[str, Any] = {}
+            try:
+                for key, item in value.items():
+                    kwargs[key] = table[key](item)
+            except Exception:
+                return ordered(value)
+            if not required.issubset(kwargs):
+                return ordered(value)
+            return cls(**kwargs)
+
         return structure_class
 
     def _compile_list(self, item: Any) -> _Fn:
-        structure = self.structure
+        function = self._function(item)
 
         def structure_list(value: Any) -> list[Any]:
             if not isinstance(value, list | tuple):
                 raise Invalid(f"must be an array, not {json_kind(value)}")
+            with contextlib.suppress(Exception):  # else read again, reporting each by index
+                return [function(entry) for entry in value]
             problems: list[tuple[str, str]] = []
             result: list[Any] = []
             for index, entry in enumerate(value):
                 try:
-                    result.append(structure(entry, item))
+                    result.append(function(entry))
                 except Exception as exc:  # a hook's bug is still reported by path
                     problems.extend((f"[{index}]{s}", reason) for s, reason in _problems(exc))
             if problems:

@@ -39,6 +39,11 @@ _EXTENSION_RE = re.compile(rf"\A{EXTENSION_NAME_PATTERN}\Z")
 _set = object.__setattr__
 
 
+# A goal of 10,000 extensions spells a handful of versions: each is parsed once.
+_PARSED_VERSIONS: dict[str, Version] = {}
+_PARSED_VERSIONS_MAX = 4096
+
+
 class _Frozen:
     """Instances whose attributes, once `__init__` set them, cannot change."""
 
@@ -75,11 +80,21 @@ class Version(_Frozen):
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        if not isinstance(text, str) or not _VERSION_RE.match(text):
+        if not isinstance(text, str):
             raise VersionError(
                 f"{text!r} is not a version (2 to 4 dot-separated integers, e.g. '2.1.3')"
             )
-        return cls(tuple(int(part) for part in text.split(".")))
+        known = _PARSED_VERSIONS.get(text)
+        if known is not None and cls is Version:
+            return known  # immutable: one value serves every goal that spells it so
+        if not _VERSION_RE.match(text):
+            raise VersionError(
+                f"{text!r} is not a version (2 to 4 dot-separated integers, e.g. '2.1.3')"
+            )
+        version = cls(tuple(int(part) for part in text.split(".")))
+        if cls is Version and len(_PARSED_VERSIONS) < _PARSED_VERSIONS_MAX:
+            _PARSED_VERSIONS[text] = version
+        return version
 
     @property
     def major(self) -> int:
@@ -285,19 +300,19 @@ def consistency_problems(
     versions: dict[HandlerName, tuple[int, Version]] = {}
     multi: dict[HandlerName, list[int]] = {}
     for index, ext in enumerate(extensions):
-        here = f"{path}[{index}]"
         key = ext.name.lower()
         if key in seen:
             problems.append(
-                f"{here}.name: duplicate extension name {ext.name!r} (also {path}[{seen[key]}])"
+                f"{path}[{index}].name: duplicate extension name {ext.name!r}"
+                f" (also {path}[{seen[key]}])"
             )
         else:
             seen[key] = index
         first = versions.setdefault(ext.handler, (index, ext.version))
         if first[1] != ext.version:
             problems.append(
-                f"{here}.version: handler {ext.handler} is requested at {ext.version} here and"
-                f" at {first[1]} in {path}[{first[0]}]; one handler runs at one version"
+                f"{path}[{index}].version: handler {ext.handler} is requested at {ext.version}"
+                f" here and at {first[1]} in {path}[{first[0]}]; one handler runs at one version"
             )
         multi.setdefault(ext.handler, []).append(index)
     for handler, indexes in multi.items():
@@ -322,6 +337,8 @@ def consistency_problems(
 
 
 def _find_cycle(extensions: tuple[ExtensionGoal, ...]) -> list[str]:
+    if not any(ext.depends_on for ext in extensions):
+        return []
     by_key: dict[str, list[ExtensionGoal]] = {}
     for ext in extensions:
         by_key.setdefault(ext.name.lower(), []).append(ext)

@@ -108,9 +108,14 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import gc
+
     from .._goalstate import load_goal_state
     from .._plan.checks import shared_handlers
 
+    # One parse and the process ends: what it leaves behind is freed by reference counts,
+    # and the collector's walks over a large goal state would cost more than the parse.
+    gc.disable()
     if args.goal is None and args.policy is None:
         args.parser.error("give GOAL, --policy FILE, or both")
     policy = None

@@ -59,13 +59,15 @@ def content_id(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
+_STATE_NAMES = {state.value: state for state in RequestedState}
+
+
 def parse_state(value: object) -> RequestedState:
     """`enabled`, `disabled` or `uninstall`, in any case."""
     if isinstance(value, str):
-        try:
-            return RequestedState(value.strip().lower())
-        except ValueError:
-            pass
+        state = _STATE_NAMES.get(value.strip().lower())
+        if state is not None:
+            return state
     raise ValueError(f"{shown(value)} is not a state ({_STATES})")
 
 

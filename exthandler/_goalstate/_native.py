@@ -236,7 +236,8 @@ def to_goal(name: str, props: ExtensionProperties) -> ExtensionGoal:
         protected = props.protectedSettings
     return ExtensionGoal(
         name=name,
-        handler=HandlerName.parse(f"{props.publisher}.{props.type}"),
+        # The cross-field check parsed the name: the type has no dot, the whole matches.
+        handler=HandlerName(props.publisher, props.type),
         version=props.typeHandlerVersion,
         state=props.state or RequestedState.ENABLED,
         auto_upgrade_minor=bool(props.autoUpgradeMinorVersion),

@@ -21,6 +21,7 @@ from exthandler._model import (
     RequestedState,
     Version,
 )
+from exthandler._values import Value
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "goalstates"
 THUMBPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
@@ -314,6 +315,18 @@ class Outer:
     items: list[Inner]
 
 
+class ValueInner(Value):
+    text: str
+    count: int = 0
+    ratio: float = 0.0
+    flag: bool = False
+
+
+class ValueOuter(Value):
+    items: list[ValueInner]
+
+
+@pytest.mark.parametrize("outer", [Outer, ValueOuter])
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -340,11 +353,22 @@ class Outer:
             ["$.items[0].text: required", "$['1']: unknown key", "$.x: unknown key"],
         ),
         ([], ["$: must be an object, not an array"]),
+        (
+            # Every problem, in document order, even after valid entries.
+            {"z": 0, "items": [{"text": "a"}, {"flag": 1, "text": 2, "y": 0}, 5]},
+            [
+                "$.items[1].text: must be a string, not a number",
+                "$.items[1].flag: must be true or false, not a number",
+                "$.items[1].y: unknown key",
+                "$.items[2]: must be an object, not a number",
+                "$.z: unknown key",
+            ],
+        ),
     ],
 )
-def test_converter_is_strict(value: object, expected: list[str]) -> None:
+def test_converter_is_strict(value: object, expected: list[str], outer: type[Any]) -> None:
     with pytest.raises(Exception) as info:  # noqa: PT011 - the converter's errors
-        make_converter().structure(value, Outer)
+        make_converter().structure(value, outer)
     assert error_lines(info.value) == expected
 
 
@@ -352,6 +376,9 @@ def test_converter_accepts_valid_values() -> None:
     value = {"items": [{"text": "a", "count": 2, "ratio": 1, "flag": True}]}
     assert make_converter().structure(value, Outer) == Outer(
         items=[Inner(text="a", count=2, ratio=1.0, flag=True)]
+    )
+    assert make_converter().structure(value, ValueOuter) == ValueOuter(
+        items=[ValueInner(text="a", count=2, ratio=1.0, flag=True)]
     )
 
 
