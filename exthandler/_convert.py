@@ -158,7 +158,11 @@ class Converter:
         if origin in (Union, UnionType):
             members = get_args(type_)
             if len(members) == 2 and type(None) in members:
-                inner = self._function(next(m for m in members if m is not type(None)))
+                inner_type = next(m for m in members if m is not type(None))
+                inner_hook = self._hooks.get(inner_type)
+                if inner_hook is not None:  # one call fewer per value: the common case
+                    return lambda value: None if value is None else inner_hook(value, inner_type)
+                inner = self._function(inner_type)
                 return lambda value: None if value is None else inner(value)
         if is_value_class(type_) or _is_attrs_class(type_):
             # Looked up at the first value: a class may contain itself.
@@ -193,7 +197,7 @@ class Converter:
             return cls(**kwargs)
 
         def structure_class(value: Any) -> Any:
-            if not isinstance(value, Mapping):
+            if value.__class__ is not dict and not isinstance(value, Mapping):
                 raise Invalid(f"must be an object, not {json_kind(value)}")
             if not table:
                 table.update((name, self._function(type_)) for name, _, type_, _ in fields)

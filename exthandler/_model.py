@@ -297,8 +297,9 @@ def consistency_problems(
     """Problems that involve several extensions: duplicates, versions, dependencies, cycles."""
     problems: list[str] = []
     seen: dict[str, int] = {}
-    versions: dict[HandlerName, tuple[int, Version]] = {}
-    multi: dict[HandlerName, list[int]] = {}
+    # By the handler's lower-case name (a str hashes without a Python-level call).
+    versions: dict[str, tuple[int, Version]] = {}
+    multi: dict[str, list[int]] = {}
     for index, ext in enumerate(extensions):
         key = ext.name.lower()
         if key in seen:
@@ -308,19 +309,19 @@ def consistency_problems(
             )
         else:
             seen[key] = index
-        first = versions.setdefault(ext.handler, (index, ext.version))
-        if first[1] != ext.version:
+        handler = ext.handler.key
+        first = versions.setdefault(handler, (index, ext.version))
+        if first[0] != index and first[1] != ext.version:
             problems.append(
                 f"{path}[{index}].version: handler {ext.handler} is requested at {ext.version}"
                 f" here and at {first[1]} in {path}[{first[0]}]; one handler runs at one version"
             )
-        multi.setdefault(ext.handler, []).append(index)
-    for handler, indexes in multi.items():
-        flags = {extensions[i].multi_config for i in indexes}
-        if len(indexes) > 1 and False in flags:
+        multi.setdefault(handler, []).append(index)
+    for indexes in multi.values():
+        if len(indexes) > 1 and False in {extensions[i].multi_config for i in indexes}:
             problems.append(
-                f"{path}[{indexes[1]}]: handler {handler} is not multi-config but has"
-                f" {len(indexes)} extensions"
+                f"{path}[{indexes[1]}]: handler {extensions[indexes[0]].handler} is not"
+                f" multi-config but has {len(indexes)} extensions"
             )
     names = {e.name.lower() for e in extensions} | {e.handler.key for e in extensions}
     for index, ext in enumerate(extensions):

@@ -189,7 +189,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _with_cross_checks(cls: type[Any], converter: Converter) -> Any:
     def structure(value: Any, cl: Any) -> Any:
-        if not isinstance(value, Mapping):
+        if value.__class__ is not dict and not isinstance(value, Mapping):
             raise Invalid(f"must be an object, not {json_kind(value)}")
         problems = _cross_field_problems(value)
         try:
@@ -250,7 +250,9 @@ def to_goal(name: str, props: ExtensionProperties) -> ExtensionGoal:
             dict.fromkeys(
                 [*([props.location] if props.location else []), *(props.failoverLocations or ())]
             )
-        ),
+        )
+        if props.location or props.failoverLocations
+        else (),
         encoded_signature=props.encodedSignature,
     )
 

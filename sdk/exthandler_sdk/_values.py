@@ -65,7 +65,7 @@ def _frozen_delattr(self: object, name: str) -> None:
 def _methods(cls: type, fields: dict[str, _Field]) -> dict[str, Any]:
     """`__init__`, `__eq__`, `__hash__` and `__repr__` for `fields`."""
     names = tuple(fields)
-    scope: dict[str, Any] = {"_set": object.__setattr__, "_MISSING": _MISSING}
+    scope: dict[str, Any] = {"_MISSING": _MISSING}
     params: list[str] = []
     body: list[str] = []
     for name, spec in fields.items():
@@ -78,9 +78,10 @@ def _methods(cls: type, fields: dict[str, _Field]) -> dict[str, Any]:
             params.append(f"{name}=_d_{name}")
         else:
             params.append(name)
-        body.append(f"    _set(self, {name!r}, {name})\n")
+        body.append(f"    _d[{name!r}] = {name}\n")
     star = "*, " if params else ""
-    lines = "".join(body) or "    pass\n"
+    # Straight into the instance dict: `__setattr__` refuses every change.
+    lines = "    _d = self.__dict__\n" + "".join(body)
     values = "".join(f"self.{n}, " for n in names)
     source = (
         f"def __init__(self, {star}{', '.join(params)}):\n{lines}"
@@ -123,6 +124,8 @@ class Value:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__slots__" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__}: a value class keeps its fields in its dict")
         bases = [base for base in cls.__bases__ if issubclass(base, Value)]
         if len(cls.__bases__) != 1 or len(bases) != 1:
             raise TypeError(f"{cls.__qualname__}: a value class derives from one value class")

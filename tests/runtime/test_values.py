@@ -113,3 +113,11 @@ def test_a_class_keeps_its_own_equality() -> None:
 
     assert Loose(name="A") == Loose(name="a")
     assert len({Loose(name="A"), Loose(name="a")}) == 1
+
+
+def test_a_value_class_keeps_its_fields_in_its_dict() -> None:
+    with pytest.raises(TypeError, match="keeps its fields in its dict"):
+
+        class Slotted(Value):
+            __slots__ = ("x",)
+            x: int
