@@ -651,6 +651,65 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agent_version(text: str) -> Any:
+    """`--version` of an agent package: 2 to 4 numbers."""
+    from .._model import Version
+
+    try:
+        return Version.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_agent_package(args: argparse.Namespace) -> int:
+    from .._service.agents import build_agent_package
+
+    try:
+        path = build_agent_package(Path(args.out), version=args.version, family=args.family)
+    except (OSError, ValueError) as exc:
+        print(f"exthandler: {args.out}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(path)
+    return EXIT_OK
+
+
+def _service_state_dir(args: argparse.Namespace) -> Path | None:
+    """The state dir of `--state-dir`, else of the configuration file, else the default;
+    None (said why) when the configuration file is invalid."""
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return None
+    return Path(args.state_dir or service.run.get("state_dir") or default_state_dir())
+
+
+def _cmd_agent_list(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from .._service.agents import AgentStore
+
+    state_dir = _service_state_dir(args)
+    if state_dir is None:
+        return EXIT_INVALID
+    store = AgentStore(state_dir)
+    selected = store.selected()
+    rows = [("VERSION", "STATE", "NOTE")]
+    for version in store.installed():
+        reason = store.bad_reason(version)
+        state = "bad" if reason is not None else "good"
+        note = reason or ("selected" if version == selected else "")
+        rows.append((str(version), state, note))
+    rows.append((__version__, "good", "this installation (the fallback)"))
+    from .._report.view import align_columns
+
+    print(align_columns(rows))
+    return EXIT_OK
+
+
 def _cmd_image_list(args: argparse.Namespace) -> int:
     import anyio
 
@@ -1019,6 +1078,42 @@ def build_parser() -> argparse.ArgumentParser:
         "unit",
         _cmd_config_unit,
         "print the systemd unit file, starting this exthandler",
+    )
+
+    agent = command(commands, "agent", None, "agent packages and installed agent versions")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+    agent_package = command(
+        agent_commands,
+        "package",
+        _cmd_agent_package,
+        "build an agent package from this exthandler, for self-update (docs/operating.md)",
+    )
+    agent_package.add_argument(
+        "--out", required=True, metavar="DIR", help="the dir (a repository) to write it into"
+    )
+    agent_package.add_argument(
+        "--version",
+        type=_agent_version,
+        metavar="V",
+        help="the package's version (default: this exthandler's)",
+    )
+    agent_package.add_argument(
+        "--family",
+        default="Prod",
+        metavar="NAME",
+        help="the agent family it is published for (default: Prod)",
+    )
+    agent_list = command(
+        agent_commands, "list", _cmd_agent_list, "list the agent versions installed in a state dir"
+    )
+    agent_list.add_argument(
+        "--state-dir", metavar="DIR", help="the state dir (default: as for run)"
+    )
+    agent_list.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file naming the state dir (default:"
+        " /etc/exthandler/exthandler.toml when it exists)",
     )
 
     validate = command(
