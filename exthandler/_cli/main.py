@@ -651,6 +651,39 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from .._service.agents import AgentStore
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+    from .._service.daemon import Daemon
+    from .._service.notify import Notifier
+
+    if threading.current_thread() is not threading.main_thread():
+        print("exthandler: daemon: must run in the main thread", file=sys.stderr)
+        return EXIT_INVALID
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    state_dir = Path(args.state_dir or service.run.get("state_dir") or default_state_dir())
+    run_args: list[str] = []
+    if path is not None:
+        run_args += ["--config", str(path.absolute())]
+    if args.state_dir:
+        run_args += ["--state-dir", str(Path(args.state_dir).absolute())]
+    daemon = Daemon(
+        store=AgentStore(state_dir.absolute()),
+        run_args=run_args,
+        notifier=Notifier.from_environ(os.environ),
+        limit=args.failure_limit,
+        window=args.failure_window,
+        restart_delay=max(0.0, args.restart_delay),
+    )
+    return daemon.run()
+
+
 def _agent_version(text: str) -> Any:
     """`--version` of an agent package: 2 to 4 numbers."""
     from .._model import Version
@@ -1078,6 +1111,44 @@ def build_parser() -> argparse.ArgumentParser:
         "unit",
         _cmd_config_unit,
         "print the systemd unit file, starting this exthandler",
+    )
+
+    daemon = command(
+        commands,
+        "daemon",
+        _cmd_daemon,
+        "the service's parent: run the newest good agent version's `run` as a child, restart"
+        " it, go back from a version that keeps failing",
+    )
+    daemon.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file, passed to `run` (default: /etc/exthandler/exthandler.toml"
+        " when it exists)",
+    )
+    daemon.add_argument(
+        "--state-dir", metavar="DIR", help="the state dir, passed to `run` (default: as for run)"
+    )
+    daemon.add_argument(
+        "--failure-limit",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="abnormal exits within the window that make a version bad (default: 3)",
+    )
+    daemon.add_argument(
+        "--failure-window",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="the window those exits are counted in (default: 300)",
+    )
+    daemon.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the pause before starting a child that exited abnormally (default: 1)",
     )
 
     agent = command(commands, "agent", None, "agent packages and installed agent versions")

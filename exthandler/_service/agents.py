@@ -188,7 +188,7 @@ class AgentStore:
         version that hold a launcher."""
         try:
             names = os.listdir(self.root)
-        except FileNotFoundError:
+        except OSError:  # none yet, or no usable state dir: `run` says why
             return []
         found: dict[Version, str] = {}
         for name in names:

@@ -63,3 +63,22 @@ def _replace(path: Path, member: str, text: str) -> None:
             new.writestr(info, data)
     rebuilt.replace(path)
     path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+def install_agent(state_dir: Path, repo: Path, version: str) -> Path:
+    """Install `version` from the repository `repo` into `state_dir`, as self-update does."""
+    import anyio
+
+    from exthandler._packages.repository import DirectoryRepository, Workspace
+    from exthandler._service.agents import AgentStore
+
+    async def go() -> Path:
+        source = DirectoryRepository(repo)
+        wanted = Version.parse(version)
+        refs = [r for r in await source.list_packages() if r.version == wanted]
+        assert refs, f"{version} not in {repo}"
+        scratch = state_dir / "agent-scratch"
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return await AgentStore(state_dir).install(source, refs[0], Workspace(scratch))
+
+    return anyio.run(go)

@@ -10,7 +10,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import anyio
 import pytest
 from exthandler_sdk import ErrorCode
 
@@ -18,26 +17,17 @@ from exthandler._cli.main import main
 from exthandler._errors import PackageError
 from exthandler._model import Version
 from exthandler._packages.manifest import parse_manifest
-from exthandler._packages.repository import DirectoryRepository, Workspace
 from exthandler._service.agents import (
     LAUNCHER,
     AgentStore,
     agent_handler,
     build_agent_package,
 )
-from tests.service.conftest import Build
+from tests.service.conftest import Build, install_agent
 
 
 def _install(store: AgentStore, repo: Path, version: str) -> Path:
-    async def go() -> Path:
-        source = DirectoryRepository(repo)
-        refs = [r for r in await source.list_packages() if r.version == Version.parse(version)]
-        assert refs, f"{version} not in {repo}"
-        scratch = store.state_dir / "scratch"
-        scratch.mkdir(mode=0o700, exist_ok=True)
-        return await store.install(source, refs[0], Workspace(scratch))
-
-    return anyio.run(go)
+    return install_agent(store.state_dir, repo, version)
 
 
 def test_a_package_is_a_handler_package_of_the_agent_family(tmp_path: Path) -> None:
