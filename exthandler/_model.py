@@ -18,6 +18,7 @@ from exthandler_sdk.protocol import EXTENSION_NAME_PATTERN, HANDLER_NAME_PATTERN
 from ._errors import GoalStateError, VersionError
 
 __all__ = [
+    "AgentFamily",
     "EncryptedProtectedSettings",
     "ExtensionGoal",
     "GoalState",
@@ -237,6 +238,18 @@ class StatusUploadBlob:
 
 
 @attrs.frozen(kw_only=True)
+class AgentFamily:
+    """An agent family a goal state names (native `agentFamilies`, ExtensionsConfig
+    `GAFamilies/GAFamily`, vmSettings `gaFamilies`): its name, the agent version it asks
+    for (None: none), and where its PluginVersionManifest is (none: the repositories).
+    The URIs may carry credentials: never shown in a repr."""
+
+    name: str
+    version: Version | None = None
+    uris: tuple[str, ...] = attrs.field(default=(), repr=False)
+
+
+@attrs.frozen(kw_only=True)
 class GoalState:
     """A whole goal state: every extension the VM should have, and in which state.
 
@@ -252,6 +265,7 @@ class GoalState:
     incarnation: int | None = None
     status_upload_blob: StatusUploadBlob | None = None
     in_svd_seq_no: str | None = None
+    agent_families: tuple[AgentFamily, ...] = ()
 
     def extension(self, name: str) -> ExtensionGoal | None:
         """The extension called `name` (case-insensitive), if any."""

@@ -15,6 +15,7 @@ import attrs
 from exthandler._convert import Converter, Invalid, error_lines, json_kind, make_converter
 from exthandler._errors import GoalStateError
 from exthandler._model import (
+    AgentFamily,
     EncryptedProtectedSettings,
     ExtensionGoal,
     GoalState,
@@ -34,6 +35,7 @@ from ._common import (
     parse_version,
     shown,
 )
+from ._families import check_family_name
 
 __all__ = [
     "ExtensionProperties",
@@ -50,6 +52,7 @@ EncodedSignature = NewType("EncodedSignature", str)
 Thumbprint = NewType("Thumbprint", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 PackageLocation = NewType("PackageLocation", str)
+FamilyName = NewType("FamilyName", str)
 # A plain object (PlainProtectedSettings) or encrypted base64 text (str).
 ProtectedValue = PlainProtectedSettings | str | None
 
@@ -85,9 +88,19 @@ class NativeExtension(ExtensionProperties):
 
 
 @attrs.frozen(kw_only=True)
+class NativeAgentFamily:
+    """An agent family for self-update (docs/operating.md)."""
+
+    name: FamilyName
+    version: Version | None = None
+    uris: list[PackageLocation] | None = None
+
+
+@attrs.frozen(kw_only=True)
 class NativeDocument:
     extensions: list[NativeExtension]
     id: GoalStateId | None = None
+    agentFamilies: list[NativeAgentFamily] | None = None
 
 
 def _reason(check: Any, value: object) -> Any:
@@ -132,6 +145,12 @@ def _package_location(value: object, _: object) -> str:
     except ValueError as exc:
         raise Invalid(str(exc)) from None
     return value
+
+
+def _family_name(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be an agent family name string, not {json_kind(value)}")
+    return str(_reason(check_family_name, value))
 
 
 def _encoded_signature(value: object, _: object) -> str:
@@ -219,6 +238,7 @@ def goal_state_converter() -> Converter:
     converter.register_structure_hook(EncodedSignature, _encoded_signature)
     converter.register_structure_hook(JsonObject, _json_object)
     converter.register_structure_hook(PackageLocation, _package_location)
+    converter.register_structure_hook(FamilyName, _family_name)
     converter.register_structure_hook(ProtectedValue, _protected)
     for cls in (ExtensionProperties, NativeExtension):
         converter.register_structure_hook(cls, _with_cross_checks(cls, converter))
@@ -274,6 +294,13 @@ def parse_native(document: object, *, default_id: str) -> GoalState:
     )
     if problems:
         raise GoalStateError(problems)
+    families = tuple(
+        AgentFamily(name=f.name, version=f.version, uris=tuple(dict.fromkeys(f.uris or ())))
+        for f in structured.agentFamilies or ()
+    )
     return GoalState(
-        id=structured.id or default_id, extensions=extensions, format=GoalStateFormat.NATIVE
+        id=structured.id or default_id,
+        extensions=extensions,
+        format=GoalStateFormat.NATIVE,
+        agent_families=families,
     )
