@@ -503,7 +503,9 @@ def _serve(
         )
         values = {key.name: getattr(resolved, key.name) for key in RUN_KEYS}
         values.update(service.flat())
-        return Settings(runtime, resolved.source, resolved.interval, values)
+        return Settings(
+            runtime, resolved.source, resolved.interval, values, self_update=service.self_update
+        )
 
     try:
         first = read()
@@ -523,6 +525,8 @@ def _serve(
             notifier.send("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
 
     async def main() -> None:
+        from .._service.update import SelfUpdate
+
         await serve(
             first,
             read,
@@ -530,10 +534,17 @@ def _serve(
             notifier=notifier,
             pending_reloads=len(hangups),
             reload_on_hangup=main_thread,  # only the main thread can take signals
+            updater=SelfUpdate(first.self_update, say),
         )
+
+    from .._service.daemon import RESTART_EXIT
+    from .._service.update import RestartInto
 
     try:
         _, signum = _run_until_signal(main, on_signal=stopping)
+    except RestartInto as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return RESTART_EXIT
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
