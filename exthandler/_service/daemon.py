@@ -7,17 +7,20 @@ installed version, else this installation, whose version counts as one more cand
 
 It forwards SIGTERM, SIGINT and SIGHUP to the child, and starts the child again when it
 exits: at once after `RESTART_EXIT` (the child installed a new version and selected it),
-after `restart_delay` seconds after an abnormal exit (a non-zero status or a signal). A
-version whose child exits abnormally `limit` times within `window` seconds is marked bad
-(kept on disk, never started again) and the daemon goes back to the version that ran
-before it. When this installation itself keeps failing so, there is nothing to go back
-to: the daemon exits 1 and leaves the restart to the service manager.
+after `restart_delay` seconds after an abnormal exit (a non-zero status or a signal),
+after `locked_delay` seconds when another process held the state dir (exit status 3,
+not counted against the version). A version whose child exits abnormally `limit` times
+within `window` seconds is marked bad (kept on disk, never started again) and the daemon
+goes back to the version that ran before it. When this installation itself keeps failing
+so, there is nothing to go back to: the daemon exits 1 and leaves the restart to the
+service manager.
 
 The daemon never takes the state dir's lock: its child does, so the old version has let
-go of it by the time the new one starts. It owns systemd's notify socket: the child gets
-a private socket instead (in a 0700 dir), and the daemon relays what the child says
-there (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`); `STOPPING=1` is the daemon's
-own, sent when it is told to stop.
+go of it by the time the new one starts; a child gets SIGTERM when the daemon dies, so
+that no orphan keeps the state dir from the next daemon. The daemon owns systemd's
+notify socket: the child gets a private socket instead (in a 0700 dir), and the daemon
+relays what the child says there (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`);
+`STOPPING=1` is the daemon's own, sent when it is told to stop.
 """
 
 from __future__ import annotations
@@ -67,6 +70,19 @@ class Choice:
         return f"{self.version}{'' if self.installed else ' (this installation)'}"
 
 
+EXIT_LOCKED = 3  # `run`: another process holds the state dir
+
+
+def _end_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the daemon dies, so that a daemon
+    killed outright leaves no agent holding the state dir (Linux; elsewhere nothing)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _describe(status: int) -> str:
     if status < 0:
         try:
@@ -88,6 +104,7 @@ class Daemon:
     limit: int = FAILURE_LIMIT
     window: float = FAILURE_WINDOW
     restart_delay: float = 1.0
+    locked_delay: float = 5.0
     clock: Callable[[], float] = time.monotonic
     python: str = sys.executable
     own: Version = attrs.field(factory=lambda: Version.parse(__version__))
@@ -185,9 +202,13 @@ class Daemon:
             if status == 0:
                 self.say(f"daemon: {choice} ended on its own (exit status 0); starting it again")
                 continue
+            if status == EXIT_LOCKED:  # not the version's fault: another process holds it
+                self.say("daemon: the state dir is held by another process; waiting for it")
+                self._pause(selector, wake, relay, self.locked_delay)
+                continue
             if not self._failed(choice, status):
                 return 1
-            self._pause(selector, wake, relay)
+            self._pause(selector, wake, relay, self.restart_delay)
         if self.notifier is not None:
             self.notifier.status("stopped")  # STOPPING=1 was sent when the signal came
         return 0
@@ -201,7 +222,9 @@ class Daemon:
         if self.notifier is not None and self.notifier.watchdog is not None:
             env["WATCHDOG_USEC"] = str(int(self.notifier.watchdog * 2e6))
         # A group of its own: a terminal's Ctrl-C reaches the child once, through here.
-        child = subprocess.Popen(self.command(choice), env=env, process_group=0)
+        child = subprocess.Popen(
+            self.command(choice), env=env, process_group=0, preexec_fn=_end_with_parent
+        )
         self._child = child
         self.say(f"daemon: started {choice} (pid {child.pid})")
         if self.notifier is not None:
@@ -227,9 +250,11 @@ class Daemon:
                 else:
                     self._signals(wake, child)
 
-    def _pause(self, selector: selectors.BaseSelector, wake: int, relay: socket.socket) -> None:
-        """Wait `restart_delay` seconds before a restart; a stop ends the wait."""
-        deadline = self.clock() + self.restart_delay
+    def _pause(
+        self, selector: selectors.BaseSelector, wake: int, relay: socket.socket, delay: float
+    ) -> None:
+        """Wait `delay` seconds before a restart; a stop ends the wait."""
+        deadline = self.clock() + delay
         while not self.stopping() and (left := deadline - self.clock()) > 0:
             for key, _ in selector.select(timeout=left):
                 if key.data == "relay":

@@ -104,16 +104,23 @@ async def serve(
         if notifier is not None and notifier.watchdog is not None:
             group.start_soon(_watchdog, notifier, notifier.watchdog)
         restart: list[Version] = []
+        failed: list[Exception] = []
         if updater is not None:
             group.start_soon(updater.run, group.cancel_scope, restart)
         settings = first
-        while not restart:
-            async with open_runtime(settings.runtime) as runtime:
-                if updater is not None:
-                    updater.attach(runtime, settings.self_update)
-                settings = await _serve_runtime(
-                    runtime, settings, reload, receive, say, notifier, updater
-                )
+        try:
+            while not restart:
+                async with open_runtime(settings.runtime) as runtime:
+                    if updater is not None:
+                        updater.attach(runtime, settings.self_update)
+                    settings = await _serve_runtime(
+                        runtime, settings, reload, receive, say, notifier, updater
+                    )
+        except Exception as exc:  # raised again below, as it came (not in a group)
+            failed.append(exc)
+            group.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
     if restart:
         raise RestartInto(restart[0])
 

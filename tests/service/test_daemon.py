@@ -220,3 +220,84 @@ def test_this_installation_failing_ends_the_daemon(agent: Agent, tmp_path: Path)
     assert code == 1, parent.lines
     assert len(parent.started()) == 3
     assert parent.said("nothing to go back to")
+
+
+def test_a_daemon_killed_outright_leaves_no_agent_behind(
+    agent: Agent, service_config: Path, systemd: NotifySocket
+) -> None:
+    agent.goal_path.write_text(json.dumps(goal()))
+    parent = start_daemon(service_config, systemd)
+    try:
+        wait_until(lambda: systemd.seen("READY=1"), what="READY=1 relayed")
+        ((_, pid),) = parent.started()
+        parent.process.kill()
+        assert parent.wait() == -signal.SIGKILL
+        # The child is told (SIGTERM) and stops cleanly, letting go of the state dir.
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), what="child gone")
+        assert parent.said("SIGTERM, stopping")
+    finally:
+        if parent.process.poll() is None:
+            parent.stop()
+    again = start_daemon(service_config, systemd)
+    try:
+        wait_until(lambda: bool(again.said("applied ")), what="the next daemon's child applied")
+    finally:
+        assert again.stop() == 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
+
+def test_a_state_dir_held_by_another_process_is_waited_for_not_counted(
+    agent: Agent, service_config: Path
+) -> None:
+    agent.goal_path.write_text(json.dumps(goal()))
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "exthandler", "run", "--config", str(service_config)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        lock = agent.state / ".exthandler" / "lock"
+        wait_until(
+            lambda: lock.exists() and lock.read_text().strip() == str(holder.pid), what="held"
+        )
+        parent = start_daemon(service_config, None, "--failure-limit", "1")
+        try:
+            wait_until(lambda: bool(parent.said("held by another process")), what="waiting")
+            holder.terminate()
+            holder.communicate(timeout=60)
+            wait_until(lambda: bool(parent.said("applied ")), what="the daemon's child applied")
+        finally:
+            code = parent.stop()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate(timeout=60)
+    assert code == 0, parent.lines
+    assert not parent.said("marked bad")
+    assert not parent.said("nothing to go back to")
+    assert len(parent.started()) >= 2
+
+
+def test_run_on_a_held_state_dir_exits_3_with_one_line(agent: Agent, service_config: Path) -> None:
+    agent.goal_path.write_text(json.dumps(goal()))
+    argv = [sys.executable, "-m", "exthandler", "run", "--config", str(service_config)]
+    holder = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        lock = agent.state / ".exthandler" / "lock"
+        wait_until(
+            lambda: lock.exists() and lock.read_text().strip() == str(holder.pid), what="held"
+        )
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.terminate()
+        holder.wait(timeout=60)
+    assert second.returncode == 3
+    assert second.stderr.splitlines() == [
+        f"exthandler: {agent.state}: another exthandler runtime (pid {holder.pid}) holds this"
+        " state dir"
+    ]
