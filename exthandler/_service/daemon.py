@@ -12,8 +12,9 @@ after `locked_delay` seconds when another process held the state dir (exit statu
 not counted against the version). A version whose child exits abnormally `limit` times
 within `window` seconds is marked bad (kept on disk, never started again) and the daemon
 goes back to the version that ran before it. When this installation itself keeps failing
-so, there is nothing to go back to: the daemon exits 1 and leaves the restart to the
-service manager.
+so, there is nothing to go back to: the daemon exits 1 (2 when the child's status was 2:
+an invalid configuration or an unusable path) and leaves the restart to the service
+manager.
 
 The daemon never takes the state dir's lock: its child does, so the old version has let
 go of it by the time the new one starts; a child gets SIGTERM when the daemon dies, so
@@ -70,6 +71,7 @@ class Choice:
         return f"{self.version}{'' if self.installed else ' (this installation)'}"
 
 
+EXIT_INVALID = 2  # `run`: an invalid configuration, an unusable path
 EXIT_LOCKED = 3  # `run`: another process holds the state dir
 
 
@@ -207,7 +209,8 @@ class Daemon:
                 self._pause(selector, wake, relay, self.locked_delay)
                 continue
             if not self._failed(choice, status):
-                return 1
+                # An unusable configuration or path stays so: say it as `run` did.
+                return EXIT_INVALID if status == EXIT_INVALID else 1
             self._pause(selector, wake, relay, self.restart_delay)
         if self.notifier is not None:
             self.notifier.status("stopped")  # STOPPING=1 was sent when the signal came

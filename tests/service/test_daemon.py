@@ -211,13 +211,13 @@ def test_a_version_that_crashes_at_start_is_marked_bad_and_rolled_back_from(
 
 def test_this_installation_failing_ends_the_daemon(agent: Agent, tmp_path: Path) -> None:
     config = agent.root / "exthandler.toml"
-    # A state dir that cannot be made: every child exits 2.
+    # A state dir that cannot be made: every child exits 2, and so does the daemon.
     (tmp_path / "file").write_text("")
     config.write_text(f'source = "goal.json"\nstate_dir = "{tmp_path / "file" / "state"}"\n')
     agent.goal_path.write_text(json.dumps(goal()))
     parent = start_daemon(config)
     code = parent.wait()
-    assert code == 1, parent.lines
+    assert code == 2, parent.lines
     assert len(parent.started()) == 3
     assert parent.said("nothing to go back to")
 
