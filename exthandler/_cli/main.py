@@ -230,6 +230,13 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
             since = f" since {source.since}" if source.since else ""
             why = f": {source.message}" if source.message else ""
             print(f"goal-state source {source.location}: {source.status}{since}{why}")
+        agent = view.agent
+        if agent is not None and agent.update is not None:  # written by `run` (self-update)
+            update = agent.update
+            print(
+                f"agent {agent.version}: self-update {update.status}, expected"
+                f" {update.expected_version}{f': {update.message}' if update.message else ''}"
+            )
 
 
 def _table_width() -> int | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from exthandler._report.view import AgentView, InstanceView, UpdateView, read_instance_view
 from exthandler._upload.document import AgentStatus, OsInfo, build_document
 
@@ -73,3 +75,18 @@ def test_the_status_document_reports_the_update() -> None:
     }
     plain = InstanceView(goal_state_id="g", extensions=(), agent=AgentView(version="0.2.0"))
     assert "updateStatus" not in _document(plain)["aggregateStatus"]["guestAgentStatus"]  # type: ignore[index]
+
+
+def test_status_shows_the_self_update(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exthandler._cli.main import main
+
+    view = InstanceView(
+        goal_state_id="g", extensions=(), agent=AgentView(version="0.2.0", update=UPDATE)
+    )
+    (tmp_path / ".exthandler").mkdir()
+    (tmp_path / ".exthandler" / "instance-view.json").write_text(json.dumps(view.to_json()))
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        "agent 0.2.0: self-update Transitioning, expected 0.2.1: installing agent 0.2.1"
+    )

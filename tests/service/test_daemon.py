@@ -65,7 +65,9 @@ class Parent:
         """The exit status once the process and its stderr are done."""
         code = self.process.wait(timeout=120)
         if self._reader is not None:
-            self._reader.join(10)
+            # Its stderr ends when the last child holding it is gone too.
+            self._reader.join(120)
+            assert not self._reader.is_alive(), "stderr still open"
         assert self.process.stderr is not None
         self.process.stderr.close()
         return code
@@ -231,9 +233,10 @@ def test_a_daemon_killed_outright_leaves_no_agent_behind(
         wait_until(lambda: systemd.seen("READY=1"), what="READY=1 relayed")
         ((_, pid),) = parent.started()
         parent.process.kill()
+        # The child is told (SIGTERM) and stops cleanly, letting go of the state dir; the
+        # daemon's stderr, which it shares, ends with it.
         assert parent.wait() == -signal.SIGKILL
-        # The child is told (SIGTERM) and stops cleanly, letting go of the state dir.
-        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), what="child gone")
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         assert parent.said("SIGTERM, stopping")
     finally:
         if parent.process.poll() is None:
