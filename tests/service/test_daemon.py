@@ -236,7 +236,7 @@ def test_a_daemon_killed_outright_leaves_no_agent_behind(
         # The child is told (SIGTERM) and stops cleanly, letting go of the state dir; the
         # daemon's stderr, which it shares, ends with it.
         assert parent.wait() == -signal.SIGKILL
-        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), what="child gone")
         assert parent.said("SIGTERM, stopping")
     finally:
         if parent.process.poll() is None:
