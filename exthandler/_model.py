@@ -18,6 +18,7 @@ from ._errors import GoalStateError, VersionError
 from ._values import FrozenError, Value, field
 
 __all__ = [
+    "AgentFamily",
     "EncryptedProtectedSettings",
     "ExtensionGoal",
     "GoalState",
@@ -262,6 +263,17 @@ class StatusUploadBlob(Value):
     blob_type: StatusBlobType = StatusBlobType.BLOCK_BLOB
 
 
+class AgentFamily(Value):
+    """An agent family a goal state names (native `agentFamilies`, ExtensionsConfig
+    `GAFamilies/GAFamily`, vmSettings `gaFamilies`): its name, the agent version it asks
+    for (None: none), and where its PluginVersionManifest is (none: the repositories).
+    The URIs may carry credentials: never shown in a repr."""
+
+    name: str
+    version: Version | None = None
+    uris: tuple[str, ...] = field(default=(), repr=False)
+
+
 class GoalState(Value):
     """A whole goal state: every extension the VM should have, and in which state.
 
@@ -277,6 +289,7 @@ class GoalState(Value):
     incarnation: int | None = None
     status_upload_blob: StatusUploadBlob | None = None
     in_svd_seq_no: str | None = None
+    agent_families: tuple[AgentFamily, ...] = ()
 
     def extension(self, name: str) -> ExtensionGoal | None:
         """The extension called `name` (case-insensitive), if any."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._report.view import InstanceView, SourceView, read_instance_view
+from ._report.view import AgentView, InstanceView, SourceView, read_instance_view
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -264,6 +264,7 @@ class Runtime:
         notify: Callable[[str], None] | None = None,
         pacing: Pacing | None = None,
         looked: Callable[[], None] | None = None,
+        applied: Callable[[GoalState], None] | None = None,
     ) -> None:
         """Converge to the goal state at `source` whenever it changes, until cancelled.
 
@@ -278,7 +279,8 @@ class Runtime:
         downloaded (1001, 1004) is run again at the next look. `notify` gets one line per
         goal state applied or refused and per change of the source's health (the
         runtime's log gets them too). `pacing` replaces the clock (see `Pacing`); `looked` is
-        called after each look at `source`, before what it found is applied.
+        called after each look at `source`, before what it found is applied; `applied`
+        with each goal state applied (not with one refused).
         """
         import attrs as _attrs
 
@@ -344,6 +346,8 @@ class Runtime:
                 poller.applied()
                 self._show_source(poller.health)
                 current = goal
+                if applied is not None:
+                    applied(goal)
                 if not _download_failed(view):
                     retry_every = 0
                 else:
@@ -361,6 +365,16 @@ class Runtime:
         if view.source != health:
             view.source = health
             view.dirty = True
+
+    def show_agent(self, agent: AgentView) -> None:
+        """Show the agent's own version and self-update in the instance view (its `agent`
+        key) and in the uploaded status document (`guestAgentStatus`)."""
+        view = self._engine.view
+        if view.agent != agent:
+            view.agent = agent
+            view.dirty = True
+            if self._uploader is not None:
+                self._uploader.changed()
 
     @contextlib.asynccontextmanager
     async def between_passes(self) -> AsyncIterator[None]:

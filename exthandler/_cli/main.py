@@ -235,6 +235,13 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
             since = f" since {source.since}" if source.since else ""
             why = f": {source.message}" if source.message else ""
             print(f"goal-state source {source.location}: {source.status}{since}{why}")
+        agent = view.agent
+        if agent is not None and agent.update is not None:  # written by `run` (self-update)
+            update = agent.update
+            print(
+                f"agent {agent.version}: self-update {update.status}, expected"
+                f" {update.expected_version}{f': {update.message}' if update.message else ''}"
+            )
 
 
 def _table_width() -> int | None:
@@ -508,7 +515,9 @@ def _serve(
         )
         values = {key.name: getattr(resolved, key.name) for key in RUN_KEYS}
         values.update(service.flat())
-        return Settings(runtime, resolved.source, resolved.interval, values)
+        return Settings(
+            runtime, resolved.source, resolved.interval, values, self_update=service.self_update
+        )
 
     try:
         first = read()
@@ -528,6 +537,8 @@ def _serve(
             notifier.send("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
 
     async def main() -> None:
+        from .._service.update import SelfUpdate
+
         await serve(
             first,
             read,
@@ -535,10 +546,17 @@ def _serve(
             notifier=notifier,
             pending_reloads=len(hangups),
             reload_on_hangup=main_thread,  # only the main thread can take signals
+            updater=SelfUpdate(first.self_update, say),
         )
+
+    from .._service.daemon import RESTART_EXIT
+    from .._service.update import RestartInto
 
     try:
         _, signum = _run_until_signal(main, on_signal=stopping)
+    except RestartInto as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return RESTART_EXIT
     except StateDirLockedError as exc:
         print(f"exthandler: {exc}", file=sys.stderr)
         return EXIT_LOCKED
@@ -653,6 +671,98 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
     print(f"{args.file}: valid configuration, {len(config.run)} run option(s) set")
+    return EXIT_OK
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from .._service.agents import AgentStore
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+    from .._service.daemon import Daemon
+    from .._service.notify import Notifier
+
+    if threading.current_thread() is not threading.main_thread():
+        print("exthandler: daemon: must run in the main thread", file=sys.stderr)
+        return EXIT_INVALID
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    state_dir = Path(args.state_dir or service.run.get("state_dir") or default_state_dir())
+    run_args: list[str] = []
+    if path is not None:
+        run_args += ["--config", str(path.absolute())]
+    if args.state_dir:
+        run_args += ["--state-dir", str(Path(args.state_dir).absolute())]
+    daemon = Daemon(
+        store=AgentStore(state_dir.absolute()),
+        run_args=run_args,
+        notifier=Notifier.from_environ(os.environ),
+        limit=args.failure_limit,
+        window=args.failure_window,
+        restart_delay=max(0.0, args.restart_delay),
+    )
+    return daemon.run()
+
+
+def _agent_version(text: str) -> Any:
+    """`--version` of an agent package: 2 to 4 numbers."""
+    from .._model import Version
+
+    try:
+        return Version.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_agent_package(args: argparse.Namespace) -> int:
+    from .._service.agents import build_agent_package
+
+    try:
+        path = build_agent_package(Path(args.out), version=args.version, family=args.family)
+    except (OSError, ValueError) as exc:
+        print(f"exthandler: {args.out}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(path)
+    return EXIT_OK
+
+
+def _service_state_dir(args: argparse.Namespace) -> Path | None:
+    """The state dir of `--state-dir`, else of the configuration file, else the default;
+    None (said why) when the configuration file is invalid."""
+    from .._service.config import ConfigError, ServiceConfig, config_path, load_config
+
+    path = config_path(args.config)
+    try:
+        service = load_config(path) if path is not None else ServiceConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"exthandler: {problem}", file=sys.stderr)
+        return None
+    return Path(args.state_dir or service.run.get("state_dir") or default_state_dir())
+
+
+def _cmd_agent_list(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from .._service.agents import AgentStore
+
+    state_dir = _service_state_dir(args)
+    if state_dir is None:
+        return EXIT_INVALID
+    store = AgentStore(state_dir)
+    selected = store.selected()
+    rows = [("VERSION", "STATE", "NOTE")]
+    for version in store.installed():
+        reason = store.bad_reason(version)
+        state = "bad" if reason is not None else "good"
+        note = reason or ("selected" if version == selected else "")
+        rows.append((str(version), state, note))
+    rows.append((__version__, "good", "this installation (the fallback)"))
+    from .._report.view import align_columns
+
+    print(align_columns(rows))
     return EXIT_OK
 
 
@@ -1042,6 +1152,80 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "unit",
         _cmd_config_unit,
         "print the systemd unit file, starting this exthandler",
+    )
+
+    daemon = command(
+        commands,
+        "daemon",
+        _cmd_daemon,
+        "the service's parent: run the newest good agent version's `run` as a child, restart"
+        " it, go back from a version that keeps failing",
+    )
+    daemon.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file, passed to `run` (default: /etc/exthandler/exthandler.toml"
+        " when it exists)",
+    )
+    daemon.add_argument(
+        "--state-dir", metavar="DIR", help="the state dir, passed to `run` (default: as for run)"
+    )
+    daemon.add_argument(
+        "--failure-limit",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="abnormal exits within the window that make a version bad (default: 3)",
+    )
+    daemon.add_argument(
+        "--failure-window",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="the window those exits are counted in (default: 300)",
+    )
+    daemon.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the pause before starting a child that exited abnormally (default: 1)",
+    )
+
+    agent = command(commands, "agent", None, "agent packages and installed agent versions")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+    agent_package = command(
+        agent_commands,
+        "package",
+        _cmd_agent_package,
+        "build an agent package from this exthandler, for self-update (docs/operating.md)",
+    )
+    agent_package.add_argument(
+        "--out", required=True, metavar="DIR", help="the dir (a repository) to write it into"
+    )
+    agent_package.add_argument(
+        "--version",
+        type=_agent_version,
+        metavar="V",
+        help="the package's version (default: this exthandler's)",
+    )
+    agent_package.add_argument(
+        "--family",
+        default="Prod",
+        metavar="NAME",
+        help="the agent family it is published for (default: Prod)",
+    )
+    agent_list = command(
+        agent_commands, "list", _cmd_agent_list, "list the agent versions installed in a state dir"
+    )
+    agent_list.add_argument(
+        "--state-dir", metavar="DIR", help="the state dir (default: as for run)"
+    )
+    agent_list.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file naming the state dir (default:"
+        " /etc/exthandler/exthandler.toml when it exists)",
     )
 
     validate = command(

@@ -1,6 +1,6 @@
 """The native JSON goal state: `{"id": ..., "extensions": [...]}` with ARM property names.
 
-The document is structured with the project's strict converter into private attrs classes
+The document is structured with the project's strict converter into private value classes
 (so every problem is collected in one pass, each with its JSON path), then mapped onto the
 model. The ARM parser reuses `ExtensionProperties` for an extension resource's `properties`.
 """
@@ -13,6 +13,7 @@ from typing import Any, NewType
 from exthandler._convert import Converter, Invalid, error_lines, json_kind, make_converter
 from exthandler._errors import GoalStateError
 from exthandler._model import (
+    AgentFamily,
     EncryptedProtectedSettings,
     ExtensionGoal,
     GoalState,
@@ -33,6 +34,7 @@ from ._common import (
     parse_version,
     shown,
 )
+from ._families import check_family_name
 
 __all__ = [
     "ExtensionProperties",
@@ -49,6 +51,7 @@ EncodedSignature = NewType("EncodedSignature", str)
 Thumbprint = NewType("Thumbprint", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 PackageLocation = NewType("PackageLocation", str)
+FamilyName = NewType("FamilyName", str)
 # A plain object (PlainProtectedSettings) or encrypted base64 text (str).
 ProtectedValue = PlainProtectedSettings | str | None
 
@@ -81,9 +84,18 @@ class NativeExtension(ExtensionProperties):
     name: ExtensionName
 
 
+class NativeAgentFamily(Value):
+    """An agent family for self-update (docs/operating.md)."""
+
+    name: FamilyName
+    version: Version | None = None
+    uris: list[PackageLocation] | None = None
+
+
 class NativeDocument(Value):
     extensions: list[NativeExtension]
     id: GoalStateId | None = None
+    agentFamilies: list[NativeAgentFamily] | None = None
 
 
 def _reason(check: Any, value: object) -> Any:
@@ -128,6 +140,12 @@ def _package_location(value: object, _: object) -> str:
     except ValueError as exc:
         raise Invalid(str(exc)) from None
     return value
+
+
+def _family_name(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be an agent family name string, not {json_kind(value)}")
+    return str(_reason(check_family_name, value))
 
 
 def _encoded_signature(value: object, _: object) -> str:
@@ -215,6 +233,7 @@ def goal_state_converter() -> Converter:
     converter.register_structure_hook(EncodedSignature, _encoded_signature)
     converter.register_structure_hook(JsonObject, _json_object)
     converter.register_structure_hook(PackageLocation, _package_location)
+    converter.register_structure_hook(FamilyName, _family_name)
     converter.register_structure_hook(ProtectedValue, _protected)
     for cls in (ExtensionProperties, NativeExtension):
         converter.register_structure_hook(cls, _with_cross_checks(cls, converter))
@@ -273,6 +292,13 @@ def parse_native(document: object, *, default_id: str) -> GoalState:
     )
     if problems:
         raise GoalStateError(problems)
+    families = tuple(
+        AgentFamily(name=f.name, version=f.version, uris=tuple(dict.fromkeys(f.uris or ())))
+        for f in structured.agentFamilies or ()
+    )
     return GoalState(
-        id=structured.id or default_id, extensions=extensions, format=GoalStateFormat.NATIVE
+        id=structured.id or default_id,
+        extensions=extensions,
+        format=GoalStateFormat.NATIVE,
+        agent_families=families,
     )

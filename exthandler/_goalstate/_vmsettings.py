@@ -35,6 +35,7 @@ from ._common import (
     wire_flag,
     wire_handler_settings,
 )
+from ._families import json_families
 
 __all__ = ["is_vm_settings", "parse_vm_settings"]
 
@@ -284,4 +285,5 @@ def parse_vm_settings(document: Mapping[Any, Any], *, default_id: str) -> GoalSt
         format=GoalStateFormat.VM_SETTINGS,
         status_upload_blob=status_blob,
         in_svd_seq_no=in_svd_seq_no,
+        agent_families=json_families(document),
     )

@@ -44,6 +44,7 @@ from ._common import (
     wire_flag,
     wire_handler_settings,
 )
+from ._families import xml_families
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -365,4 +366,5 @@ def parse_extensions_config(
         incarnation=incarnation,
         status_upload_blob=status_blob,
         in_svd_seq_no=in_svd_seq_no,
+        agent_families=xml_families(root),
     )

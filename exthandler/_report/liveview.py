@@ -27,6 +27,7 @@ from .._fs import write_atomic
 from .._model import ExtensionGoal, HandlerName, RequestedState, Version
 from .._plan.planner import HandlerRecord, HandlerState, HandlerTarget
 from .view import (
+    AgentView,
     ExtensionView,
     InstanceView,
     ShownStatus,
@@ -72,6 +73,8 @@ class LiveView:
     restored: InstanceView | None = None
     # The health of `run`'s goal-state source, when a run loop reports one.
     source: SourceView | None = None
+    # The agent's version and self-update, when a service shows them.
+    agent: AgentView | None = None
     dirty: bool = False
     # Where a durable write (an fsync or two) waits: a worker thread, never the loop.
     limiter: anyio.CapacityLimiter | None = None
@@ -82,7 +85,8 @@ class LiveView:
     def restore(self, view: InstanceView) -> None:
         """Show `view` (the last one written) until the first pass of this runtime; the
         signature warnings it shows stay with their handler versions."""
-        self.restored = view
+        # The agent section was the last runtime's: this one shows its own.
+        self.restored = view if view.agent is None else view.replace(agent=None)
         prefix = f"ComponentStatus/{SIGNATURE_SUBSTATUS}/"
         for ext in view.extensions:
             for sub in ext.substatuses:
@@ -94,15 +98,22 @@ class LiveView:
     def instance_view(self) -> InstanceView:
         if self.goal_id is None and self.restored is not None:
             # Nothing applied by this runtime yet: the last view, with today's source.
-            if self.source is None:
+            if self.source is None and self.agent is None:
                 return self.restored
-            return self.restored.replace(source=self.source)
+            return self.restored.replace(
+                source=self.source or self.restored.source, agent=self.agent
+            )
         views = []
         for state in self.extensions.values():
             view = self.extension_view(state)
             if view is not None:
                 views.append(view)
-        return InstanceView(goal_state_id=self.goal_id, extensions=tuple(views), source=self.source)
+        return InstanceView(
+            goal_state_id=self.goal_id,
+            extensions=tuple(views),
+            source=self.source,
+            agent=self.agent,
+        )
 
     def extension_view(self, state: ExtensionState) -> ExtensionView | None:
         goal = state.goal

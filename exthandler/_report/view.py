@@ -234,13 +234,50 @@ class SourceView(Value):
         }
 
 
+class UpdateView(Value):
+    """How the agent's self-update fares (the view's `agent.updateStatus`, the status
+    document's `guestAgentStatus.updateStatus`): the version the goal state's agent
+    family resolves to, `status` `Success` (running it), `Transitioning` (getting it, or
+    restarting into it) or `Error` (it cannot be had or run: `message` says why), and a
+    `code` (0, or the package error's: 1001, 1004, 1005...)."""
+
+    expected_version: str
+    status: str
+    code: int = 0
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expectedVersion": self.expected_version,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+class AgentView(Value):
+    """The agent itself (the view's `agent` key, shown by a runtime run as a service):
+    the version running, and its self-update's state when self-update is on."""
+
+    version: str
+    update: UpdateView | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"version": self.version}
+        if self.update is not None:
+            data["updateStatus"] = self.update.to_json()
+        return data
+
+
 class InstanceView(Value):
     """Every (not uninstalled) extension's state after a goal state was processed, and,
-    for a long-running runtime, the health of its goal-state source (`source`)."""
+    for a long-running runtime, the health of its goal-state source (`source`) and the
+    agent's own version and self-update (`agent`)."""
 
     goal_state_id: str | None
     extensions: tuple[ExtensionView, ...]
     source: SourceView | None = None
+    agent: AgentView | None = None
 
     def failed(self) -> tuple[str, ...]:
         """The names of the extensions whose status is an error."""
@@ -280,6 +317,7 @@ class InstanceView(Value):
                 for ext in self.extensions
             ],
             **({"source": self.source.to_json()} if self.source is not None else {}),
+            **({"agent": self.agent.to_json()} if self.agent is not None else {}),
         }
 
     @classmethod
@@ -352,7 +390,26 @@ class _Reader:
             goal_state_id=self._field(data, "goalStateId", "$", str, None),
             extensions=tuple(self.extension(p, e) for p, e in self._items(data, "extensions", "$")),
             source=self.source(data.get("source")),
+            agent=self.agent(data.get("agent")),
         )
+
+    def agent(self, data: object) -> AgentView | None:
+        """The optional `agent` key; an unreadable one is left out, like `source`."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("version"), str):
+            return None
+        update = data.get("updateStatus")
+        found = None
+        if isinstance(update, Mapping):
+            expected, status = update.get("expectedVersion"), update.get("status")
+            code, message = update.get("code"), update.get("message")
+            if isinstance(expected, str) and isinstance(status, str):
+                found = UpdateView(
+                    expected_version=expected,
+                    status=status,
+                    code=code if isinstance(code, int) and not isinstance(code, bool) else 0,
+                    message=message if isinstance(message, str) else "",
+                )
+        return AgentView(version=data["version"], update=found)
 
     def source(self, data: object) -> SourceView | None:
         """The optional `source` key; an unreadable one is left out, not an error (it is

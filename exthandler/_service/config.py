@@ -135,6 +135,15 @@ def _flag(value: object, base: Path) -> bool:
     return value
 
 
+def _family(value: object, base: Path) -> str:
+    from .._goalstate._families import check_family_name
+
+    try:
+        return check_family_name(_text(value))
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+
+
 def _version(value: object, base: Path) -> str:
     from .._errors import VersionError
     from .._model import Version
@@ -179,8 +188,9 @@ _LOG_KEYS: tuple[Key, ...] = (
 
 _SELF_UPDATE_KEYS: tuple[Key, ...] = (
     Key("enabled", _flag, False),
-    Key("family", _text),
+    Key("family", _family),
     Key("version", _version),
+    Key("auto_upgrade_minor", _flag, False),
 )
 
 
@@ -196,12 +206,14 @@ class LogSettings:
 
 @attrs.frozen
 class SelfUpdateSettings:
-    """`[self_update]`: whether the agent updates itself, from which family, pinned to
-    which version (None: the newest the version rules allow)."""
+    """`[self_update]`: whether the agent updates itself, from which family (None: the
+    goal state's first), pinned to which version (None: the newest the version rules
+    allow), and whether it takes newer minor versions too (hotfixes it always takes)."""
 
     enabled: bool = False
     family: str | None = None
     version: str | None = None
+    auto_upgrade_minor: bool = False
 
 
 @attrs.frozen

@@ -19,13 +19,15 @@ import attrs
 from exthandler_sdk import hookimpl
 
 from .._plan.planner import Step
-from .config import ConfigError
+from .config import ConfigError, SelfUpdateSettings
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from .._model import Version
     from .._runtime import Runtime, RuntimeConfig
     from .notify import Notifier
+    from .update import SelfUpdate
 
 __all__ = ["Settings", "StepStatus", "serve"]
 
@@ -39,6 +41,7 @@ class Settings:
     source: str
     interval: float
     values: Mapping[str, Any]
+    self_update: SelfUpdateSettings = attrs.field(factory=SelfUpdateSettings)
 
     def changes(self, new: Settings) -> list[str]:
         names = sorted({*self.values, *new.values})
@@ -79,12 +82,16 @@ async def serve(
     notifier: Notifier | None,
     pending_reloads: int = 0,
     reload_on_hangup: bool = True,
+    updater: SelfUpdate | None = None,
 ) -> None:
     """Run the loop with `first` until cancelled; on SIGHUP, `reload()` (ConfigError:
     kept as is). `say` gets one line per reload (stderr); the runtime's log gets it too.
     `pending_reloads` are SIGHUPs received before this was called; without
-    `reload_on_hangup`, SIGHUP is not listened for (off the main thread)."""
+    `reload_on_hangup`, SIGHUP is not listened for (off the main thread). With an
+    `updater`, RestartInto is raised once it installed a new agent version (between
+    two passes)."""
     from .._runtime import open_runtime
+    from .update import RestartInto
 
     send: MemoryObjectSendStream[int]
     receive: MemoryObjectReceiveStream[int]
@@ -96,10 +103,26 @@ async def serve(
             send.send_nowait(signal.SIGHUP)
         if notifier is not None and notifier.watchdog is not None:
             group.start_soon(_watchdog, notifier, notifier.watchdog)
+        restart: list[Version] = []
+        failed: list[Exception] = []
+        if updater is not None:
+            group.start_soon(updater.run, group.cancel_scope, restart)
         settings = first
-        while True:
-            async with open_runtime(settings.runtime) as runtime:
-                settings = await _serve_runtime(runtime, settings, reload, receive, say, notifier)
+        try:
+            while not restart:
+                async with open_runtime(settings.runtime) as runtime:
+                    if updater is not None:
+                        updater.attach(runtime, settings.self_update)
+                    settings = await _serve_runtime(
+                        runtime, settings, reload, receive, say, notifier, updater
+                    )
+        except Exception as exc:  # raised again below, as it came (not in a group)
+            failed.append(exc)
+            group.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    if restart:
+        raise RestartInto(restart[0])
 
 
 async def _forward_hangups(send: MemoryObjectSendStream[int]) -> None:
@@ -121,6 +144,7 @@ async def _serve_runtime(
     hangups: MemoryObjectReceiveStream[int],
     say: Callable[[str], None],
     notifier: Notifier | None,
+    updater: SelfUpdate | None = None,
 ) -> Settings:
     """Run `runtime`'s loop, restarting it on each reload that changes only the loop's
     settings; the new settings when the runtime must be reopened for them."""
@@ -130,7 +154,11 @@ async def _serve_runtime(
         say(line)
 
     while True:
-        new, changed = await _until_reload(runtime, settings, reload, hangups, say, notifier)
+        new, changed = await _until_reload(
+            runtime, settings, reload, hangups, say, notifier, updater
+        )
+        if updater is not None:
+            updater.configure(new.self_update)
         if new.runtime != settings.runtime:
             tell(f"configuration reloaded: {', '.join(changed)} changed; reopening the runtime")
             return new
@@ -145,6 +173,7 @@ async def _until_reload(
     hangups: MemoryObjectReceiveStream[int],
     say: Callable[[str], None],
     notifier: Notifier | None,
+    updater: SelfUpdate | None = None,
 ) -> tuple[Settings, list[str]]:
     """Run the loop with `settings` until a reload changes them; the loop is stopped
     between two passes. The new settings and the keys that changed."""
@@ -173,7 +202,11 @@ async def _until_reload(
         try:
             with scope:
                 await runtime.run(
-                    settings.source, interval=settings.interval, notify=notify, looked=looked
+                    settings.source,
+                    interval=settings.interval,
+                    notify=notify,
+                    looked=looked,
+                    applied=updater.goal_applied if updater is not None else None,
                 )
         except Exception as exc:  # raised again below, outside the task group
             failed.append(exc)

@@ -272,14 +272,20 @@ def build_document(
         else:
             multi = ext_goal is not None and bool(ext_goal.multi_config)
         handlers.append(_handler_entry(ext, ext_goal, multi, now))
-    aggregate: dict[str, Any] = {
-        "guestAgentStatus": {
-            "version": agent_version,
-            "status": "Ready" if agent.ready else "NotReady",
-            "formattedMessage": _message(agent.message),
-        },
-        "handlerAggregateStatus": handlers,
+    guest: dict[str, Any] = {
+        "version": agent_version,
+        "status": "Ready" if agent.ready else "NotReady",
+        "formattedMessage": _message(agent.message),
     }
+    update = view.agent.update if view.agent is not None else None
+    if update is not None:  # the agent's self-update (docs/operating.md)
+        guest["updateStatus"] = {
+            "expectedVersion": update.expected_version,
+            "status": update.status,
+            "code": update.code,
+            "formattedMessage": _message(update.message),
+        }
+    aggregate: dict[str, Any] = {"guestAgentStatus": guest, "handlerAggregateStatus": handlers}
     if outcome is not None:
         aggregate["vmArtifactsAggregateStatus"] = {
             "goalStateAggregateStatus": {

@@ -32,7 +32,7 @@ def test_the_unit_is_a_notify_service_with_a_watchdog() -> None:
     assert settings["NotifyAccess"] == "main"
     assert int(settings["WatchdogSec"]) > 0
     assert settings["Restart"] == "on-failure"
-    assert settings["ExecStart"].startswith("/usr/bin/exthandler run --config ")
+    assert settings["ExecStart"].startswith("/usr/bin/exthandler daemon --config ")
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     # Extensions run as root and change the system: nothing may take that away from them.
     for option in ("User", "ProtectSystem", "ProtectHome", "NoNewPrivileges", "PrivateDevices"):
@@ -43,7 +43,7 @@ def test_config_unit_starts_this_exthandler(capsys: pytest.CaptureFixture[str]) 
     assert main(["config", "unit"]) == 0
     settings = _settings(capsys.readouterr().out)
     assert settings["ExecStart"] == (
-        f"{sys.executable} -m exthandler run --config /etc/exthandler/exthandler.toml"
+        f"{sys.executable} -m exthandler daemon --config /etc/exthandler/exthandler.toml"
     )
 
 
