@@ -33,6 +33,8 @@ class Notifier:
     address: str
     watchdog: float | None = None  # seconds between WATCHDOG=1 (half of $WATCHDOG_USEC)
     _socket: socket.socket | None = attrs.field(default=None, init=False)
+    # Once STOPPING=1 went out, watchdog pings stop: the stop timeout governs from then.
+    stopping: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> Notifier | None:
@@ -47,6 +49,10 @@ class Notifier:
     def send(self, *fields: str) -> None:
         """One datagram of `fields` (`READY=1`, `STATUS=...`); a field's newlines are
         spaces (a newline separates fields)."""
+        if "STOPPING=1" in fields:
+            self.stopping = True
+        elif self.stopping and fields == ("WATCHDOG=1",):
+            return
         message = "\n".join(" ".join(field.splitlines()) for field in fields)
         with contextlib.suppress(OSError):
             if self._socket is None:

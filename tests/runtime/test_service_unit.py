@@ -99,3 +99,21 @@ def test_a_message_per_datagram_with_newlines_flattened(tmp_path: Path) -> None:
     gone = Notifier(str(tmp_path / "gone.sock"))
     gone.send("READY=1")  # nobody listening: no error
     gone.close()
+
+
+def test_no_watchdog_ping_follows_stopping() -> None:
+    name = f"exthandler-unit-stop-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(b"\0" + name.encode())
+    sock.settimeout(30)
+    try:
+        notifier = Notifier(f"@{name}", watchdog=0.1)
+        notifier.send("WATCHDOG=1")
+        notifier.send("STOPPING=1", "STATUS=stopping (SIGTERM)")
+        notifier.send("WATCHDOG=1")  # a ping already on its way when the signal came
+        notifier.status("stopped")
+        received = [sock.recv(4096) for _ in range(3)]
+        notifier.close()
+    finally:
+        sock.close()
+    assert received == [b"WATCHDOG=1", b"STOPPING=1\nSTATUS=stopping (SIGTERM)", b"STATUS=stopped"]
