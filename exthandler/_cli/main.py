@@ -246,11 +246,15 @@ def _print_view(view: InstanceView, as_json: bool) -> None:
 
 def _table_width() -> int | None:
     """The terminal's width (or `$COLUMNS`) for a table; None (a fixed width) for a pipe."""
-    import shutil
-
-    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if not sys.stdout.isatty():
         return None
-    return shutil.get_terminal_size().columns
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
