@@ -707,6 +707,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         limit=args.failure_limit,
         window=args.failure_window,
         restart_delay=max(0.0, args.restart_delay),
+        health_timeout=args.health_timeout,
     )
     return daemon.run()
 
@@ -1194,6 +1195,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="the pause before starting a child that exited abnormally (default: 1)",
+    )
+    daemon.add_argument(
+        "--health-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="a child that has spoken and then sends no watchdog ping for this long is killed"
+        " and counted as an abnormal exit (default: 120)",
     )
 
     agent = command(commands, "agent", None, "agent packages and installed agent versions")

@@ -20,8 +20,16 @@ The daemon never takes the state dir's lock: its child does, so the old version 
 go of it by the time the new one starts; a child gets SIGTERM when the daemon dies, so
 that no orphan keeps the state dir from the next daemon. The daemon owns systemd's
 notify socket: the child gets a private socket instead (in a 0700 dir), and the daemon
-relays what the child says there (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`);
-`STOPPING=1` is the daemon's own, sent when it is told to stop.
+relays what the child says there (`READY=1`, `STATUS=`, `RELOADING=1`); `STOPPING=1` is
+the daemon's own, sent when it is told to stop, and so are the `WATCHDOG=1` pings to
+systemd.
+
+The child's health is the daemon's business: the child gets a watchdog of its own
+(`$WATCHDOG_USEC`: it pings every quarter of `health_timeout`). A child that said
+anything and then stays silent for `health_timeout` seconds (a wedged event loop, a
+deadlock) is unresponsive: the daemon kills it and counts it as an abnormal exit, so that
+a version that hangs is marked bad and rolled back from like one that crashes (systemd's
+own watchdog would only restart the same version again).
 """
 
 from __future__ import annotations
@@ -46,7 +54,14 @@ from .._model import Version
 from .agents import AgentStore
 from .notify import Notifier
 
-__all__ = ["FAILURE_LIMIT", "FAILURE_WINDOW", "RESTART_EXIT", "Daemon", "UNDER_DAEMON"]
+__all__ = [
+    "FAILURE_LIMIT",
+    "FAILURE_WINDOW",
+    "HEALTH_TIMEOUT",
+    "RESTART_EXIT",
+    "UNDER_DAEMON",
+    "Daemon",
+]
 
 RESTART_EXIT = 75
 """The exit status of a `run` that installed and selected a new agent version: start it."""
@@ -55,7 +70,9 @@ FAILURE_WINDOW = 300.0
 """A version that exits abnormally FAILURE_LIMIT times within FAILURE_WINDOW s is bad."""
 UNDER_DAEMON = "EXTHANDLER_DAEMON"
 """Set in the child's environment: `run` knows a daemon restarts it into a new version."""
-_RELAYED = ("READY=", "STATUS=", "WATCHDOG=", "RELOADING=", "ERRNO=", "EXTEND_TIMEOUT_USEC=")
+_RELAYED = ("READY=", "STATUS=", "RELOADING=", "ERRNO=", "EXTEND_TIMEOUT_USEC=")
+HEALTH_TIMEOUT = 120.0
+"""Seconds a child that has spoken may stay silent on its notify socket (see above)."""
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -85,7 +102,13 @@ def _end_with_parent() -> None:
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+UNRESPONSIVE = -(1 << 16)
+"""`Daemon._wait`'s status for a child killed because it stopped answering."""
+
+
 def _describe(status: int) -> str:
+    if status == UNRESPONSIVE:
+        return "no answer (killed)"
     if status < 0:
         try:
             return f"signal {signal.Signals(-status).name}"
@@ -107,6 +130,7 @@ class Daemon:
     window: float = FAILURE_WINDOW
     restart_delay: float = 1.0
     locked_delay: float = 5.0
+    health_timeout: float = HEALTH_TIMEOUT
     clock: Callable[[], float] = time.monotonic
     python: str = sys.executable
     own: Version = attrs.field(factory=lambda: Version.parse(__version__))
@@ -114,6 +138,9 @@ class Daemon:
     history: list[Choice] = attrs.field(factory=list)  # what ran, oldest first
     _stopping: int | None = attrs.field(default=None, init=False)
     _child: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
+    # When the child last said something (None: not yet), and when systemd was last pinged.
+    _heard: float | None = attrs.field(default=None, init=False)
+    _pinged: float | None = attrs.field(default=None, init=False)
 
     # -- which version -------------------------------------------------------------------
 
@@ -222,8 +249,9 @@ class Daemon:
             env.pop(name, None)
         env["NOTIFY_SOCKET"] = str(address)
         env[UNDER_DAEMON] = "1"
-        if self.notifier is not None and self.notifier.watchdog is not None:
-            env["WATCHDOG_USEC"] = str(int(self.notifier.watchdog * 2e6))
+        # The child's own watchdog: pings every quarter of the timeout (half of this).
+        env["WATCHDOG_USEC"] = str(max(1, int(self.health_timeout * 1e6 / 2)))
+        self._heard = None
         # A group of its own: a terminal's Ctrl-C reaches the child once, through here.
         child = subprocess.Popen(
             self.command(choice), env=env, process_group=0, preexec_fn=_end_with_parent
@@ -241,17 +269,45 @@ class Daemon:
         wake: int,
         relay: socket.socket,
     ) -> int:
-        """Relay and forward until `child` exits; its status (negative: a signal)."""
+        """Relay and forward until `child` exits; its status (negative: a signal), or
+        `UNRESPONSIVE` when it was killed for its silence."""
         while True:
             status = child.poll()
             if status is not None:
                 self._drain(relay)
                 return status
-            for key, _ in selector.select(timeout=1.0):
+            self._ping()
+            if self._heard is not None and self.clock() - self._heard > self.health_timeout:
+                self.say(
+                    f"daemon: pid {child.pid} said nothing for {self.health_timeout:g} s"
+                    " (no watchdog ping): killing it"
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                child.wait()
+                self._drain(relay)
+                return UNRESPONSIVE
+            for key, _ in selector.select(timeout=self._tick()):
                 if key.data == "relay":
                     self._drain(relay)
                 else:
                     self._signals(wake, child)
+
+    def _tick(self) -> float:
+        """How long the loop may sleep: a second, less with short timeouts."""
+        periods = [1.0, self.health_timeout / 4]
+        if self.notifier is not None and self.notifier.watchdog is not None:
+            periods.append(self.notifier.watchdog)
+        return max(0.01, min(periods))
+
+    def _ping(self) -> None:
+        """systemd's watchdog, from the daemon itself (its child's health is checked here)."""
+        if self.notifier is None or self.notifier.watchdog is None:
+            return
+        now = self.clock()
+        if self._pinged is None or now - self._pinged >= self.notifier.watchdog:
+            self._pinged = now
+            self.notifier.send("WATCHDOG=1")
 
     def _pause(
         self, selector: selectors.BaseSelector, wake: int, relay: socket.socket, delay: float
@@ -259,7 +315,8 @@ class Daemon:
         """Wait `delay` seconds before a restart; a stop ends the wait."""
         deadline = self.clock() + delay
         while not self.stopping() and (left := deadline - self.clock()) > 0:
-            for key, _ in selector.select(timeout=left):
+            self._ping()
+            for key, _ in selector.select(timeout=min(left, self._tick())):
                 if key.data == "relay":
                     self._drain(relay)
                 else:
@@ -291,6 +348,7 @@ class Daemon:
                 data = relay.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return
+            self._heard = self.clock()
             fields = [
                 field
                 for field in data.decode("utf-8", "replace").split("\n")

@@ -19,29 +19,43 @@ CRASHING_LAUNCHER = (
     "#!/usr/bin/env python3\nimport sys\nsys.stderr.write('crashing at start\\n')\nsys.exit(70)\n"
 )
 
+# Says READY=1 on its notify socket as `run` does, then never again: a wedged agent.
+HANGING_LAUNCHER = """#!/usr/bin/env python3
+import os, signal, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.sendto(b"READY=1\\nSTATUS=hanging", os.environ["NOTIFY_SOCKET"])
+sys.stderr.write("hanging after start\\n")
+sys.stderr.flush()
+while True:
+    signal.pause()
+"""
+
 Build = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
-def _built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Path]:
+def _built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     return {}
 
 
 @pytest.fixture
 def agent_package(
-    tmp_path_factory: pytest.TempPathFactory, _built: dict[tuple[str, bool], Path]
+    tmp_path_factory: pytest.TempPathFactory, _built: dict[tuple[str, str], Path]
 ) -> Build:
-    """`agent_package(version, into, crashing=False)`: a real agent package of this
-    exthandler copied into the dir `into` (with its sidecar); `crashing` replaces its
-    launcher by one that exits 70 at once. Built once per version for the session."""
+    """`agent_package(version, into, crashing=False, hanging=False)`: a real agent package
+    of this exthandler copied into the dir `into` (with its sidecar); `crashing` replaces
+    its launcher by one that exits 70 at once, `hanging` by one that says READY=1 and then
+    nothing. Built once per version for the session."""
 
-    def build(version: str, into: Path, *, crashing: bool = False) -> Path:
-        key = (version, crashing)
+    def build(version: str, into: Path, *, crashing: bool = False, hanging: bool = False) -> Path:
+        key = (version, "crashing" if crashing else "hanging" if hanging else "good")
         if key not in _built:
-            out = tmp_path_factory.mktemp(f"agent-{version}-{'bad' if crashing else 'good'}")
+            out = tmp_path_factory.mktemp(f"agent-{version}-{key[1]}")
             path = build_agent_package(out, version=Version.parse(version))
             if crashing:
                 _replace(path, LAUNCHER, CRASHING_LAUNCHER)
+            elif hanging:
+                _replace(path, LAUNCHER, HANGING_LAUNCHER)
             _built[key] = path
         built = _built[key]
         into.mkdir(parents=True, exist_ok=True)

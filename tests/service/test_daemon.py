@@ -211,6 +211,38 @@ def test_a_version_that_crashes_at_start_is_marked_bad_and_rolled_back_from(
     assert agent.ops() == []  # nothing to do: the journal survived the switches
 
 
+def test_a_version_that_hangs_is_killed_marked_bad_and_rolled_back_from(
+    agent: Agent,
+    packages: Packages,
+    service_config: Path,
+    agent_package: Build,
+    systemd: NotifySocket,
+) -> None:
+    """A child that said READY=1 and then sends no watchdog ping is unresponsive: killed
+    and counted like a crash, while the daemon keeps systemd's watchdog fed itself."""
+    packages.build("Test.Ext", "1.0.0")
+    agent.goal_path.write_text(json.dumps(goal(extension("ext"))))
+    agent.state.mkdir()
+    agent_package("0.1.5", agent.root / "agents")
+    agent_package("0.1.7", agent.root / "agents", hanging=True)
+    install_agent(agent.state, agent.root / "agents", "0.1.5")
+    install_agent(agent.state, agent.root / "agents", "0.1.7")
+    parent = start_daemon(service_config, systemd, "--health-timeout", "1", watchdog_usec=400_000)
+    try:
+        wait_until(lambda: bool(parent.said("applied ")), what="the good version applied")
+        wait_until(lambda: systemd.count("WATCHDOG=1") >= 2, what="the daemon's own pings")
+    finally:
+        code = parent.stop()
+    assert code == 0, parent.lines
+    shown = [version for version, _ in parent.started()]
+    assert shown == ["0.1.7", "0.1.7", "0.1.7", "0.1.5"]  # three hangs, then back
+    assert len(parent.said("said nothing for 1 s (no watchdog ping): killing it")) == 3
+    reason = "exited abnormally 3 times within 3600 s, last with no answer (killed)"
+    assert (agent.state / "agent" / "0.1.7" / "bad").read_text().strip() == reason
+    assert "STATUS=hanging" in systemd.fields()  # what the child said was relayed
+    assert [op.op for op in agent.ops()] == ["install", "enable"]
+
+
 def test_this_installation_failing_ends_the_daemon(agent: Agent, tmp_path: Path) -> None:
     config = agent.root / "exthandler.toml"
     # A state dir that cannot be made: every child exits 2, and so does the daemon.
