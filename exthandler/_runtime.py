@@ -105,9 +105,10 @@ class RuntimeConfig:
     `status_timeout` seconds (see docs/fleet.md).
     `policy` is an extension policy file, read at every pass; `trusted_roots` are the PEM
     certificates package signatures must chain to; `extensions_enabled=False` processes no
-    extension at all (docs/policy.md). `log_file` is the runtime's own log (default:
-    `<state_dir>/exthandler.log`), rotated past `log_max_bytes` (0: never) keeping
-    `log_backups` old files (docs/operating.md).
+    extension at all (docs/policy.md), and `extensions_switch` is what turns it back on and
+    where, as the message of every extension left unprocessed names them. `log_file` is the
+    runtime's own log (default: `<state_dir>/exthandler.log`), rotated past `log_max_bytes`
+    (0: never) keeping `log_backups` old files (docs/operating.md).
     """
 
     state_dir: Path = attrs.field(converter=_path)
@@ -130,6 +131,7 @@ class RuntimeConfig:
     policy: Path | None = attrs.field(default=None, converter=_optional_path)
     trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
     extensions_enabled: bool = True
+    extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig")
     log_file: Path | None = attrs.field(default=None, converter=_optional_path)
     log_max_bytes: int = 10 << 20
     log_backups: int = 5
@@ -429,6 +431,7 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
                 policy=config.policy,
                 trusted_roots=config.trusted_roots,
                 extensions_enabled=config.extensions_enabled,
+                extensions_switch=config.extensions_switch,
             ),
             plugins=manager,
         )

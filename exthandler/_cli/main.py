@@ -214,6 +214,8 @@ def _config(args: argparse.Namespace, plugins: Sequence[object] = ()) -> Runtime
         policy=getattr(args, "policy", None) or os.environ.get("EXTHANDLER_POLICY") or None,
         trusted_roots=getattr(args, "trusted_root", None) or (),
         extensions_enabled=not getattr(args, "no_extensions", False),
+        extensions_switch=getattr(args, "extensions_switch", None)
+        or ("--no-extensions off", f"the exthandler {args.command} command line"),
         plugins=plugins,
         # Where the boot id comes from; containers and tests may point it elsewhere.
         boot_id_path=Path(os.environ.get("EXTHANDLER_BOOT_ID_FILE", str(BOOT_ID_PATH))),
@@ -510,6 +512,8 @@ def _serve(
 
     def read() -> Settings:
         resolved, service = read_settings(args, path, given)
+        if "no_extensions" not in given and path is not None:  # the file turned it off
+            resolved.extensions_switch = ("no_extensions = false", str(path))
         _warn_missing_repositories(resolved)
         runtime = attrs.evolve(
             _config(resolved, plugins),

@@ -78,6 +78,7 @@ class EngineOptions:
     policy: Path | None = None
     trusted_roots: Sequence[Path] = ()
     extensions_enabled: bool = True
+    extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig")
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +181,12 @@ class Engine:
         reads now (read at every pass: an administrator may change it while `run` runs)."""
         options = self.options
         if not options.extensions_enabled or options.policy is None:
-            return PolicyState(extensions_enabled=options.extensions_enabled)
+            setting, where = options.extensions_switch
+            return PolicyState(
+                extensions_enabled=options.extensions_enabled,
+                enable_setting=setting,
+                enable_where=where,
+            )
         try:
             return PolicyState(policy=load_policy(options.policy))
         except PolicyError as exc:

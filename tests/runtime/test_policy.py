@@ -377,8 +377,8 @@ def test_no_extensions_processes_nothing(agent: Agent, packages: Packages) -> No
         assert status["code"] == f"ProvisioningState/failed/{code_text}"
         assert status["message"] == (
             f"Extension '{handler}' will not be processed since extension processing is"
-            " disabled. To enable extension processing, set extensions_enabled=True in"
-            " 'RuntimeConfig'"
+            " disabled. To enable extension processing, set --no-extensions off in"
+            " 'the exthandler apply command line'"
         )
     assert agent.ops() == []
     assert not list(agent.state.glob("Test.*"))
@@ -443,8 +443,15 @@ def test_api_policy_and_switch(tmp_path: Path, packages: Packages) -> None:
     view = anyio.run(lambda: main(policy=policy))
     assert status_of(view, "a")["message"] == disallowed("Test.Ext", "run", policy)
     view = anyio.run(lambda: main(extensions_enabled=False))
-    assert status_of(view, "a")["message"].startswith(
+    assert status_of(view, "a")["message"] == (
         "Extension 'Test.Ext' will not be processed since extension processing is disabled."
+        " To enable extension processing, set extensions_enabled=True in 'RuntimeConfig'"
+    )
+    # A host names its own switch.
+    switch = ("Extensions.Enabled=y", "/etc/host-agent.conf")
+    view = anyio.run(lambda: main(extensions_enabled=False, extensions_switch=switch))
+    assert status_of(view, "a")["message"].endswith(
+        "set Extensions.Enabled=y in '/etc/host-agent.conf'"
     )
     assert view_of(view, "a")["handlerState"] == "NotInstalled"
 

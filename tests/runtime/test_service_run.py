@@ -252,3 +252,20 @@ def test_no_watchdog_without_watchdog_usec(
     assert code == 0
     assert "READY=1" in notify_path.fields()
     assert "WATCHDOG=1" not in notify_path.fields()
+
+
+def test_extensions_turned_off_in_the_file_say_where_to_turn_them_on(
+    agent: Agent, service_config: Path
+) -> None:
+    service_config.write_text(service_config.read_text() + "no_extensions = true\n")
+    agent.goal_path.write_text(json.dumps(goal(extension("ext"))))
+    service, reader = _start(service_config)
+    view_file = agent.state / ".exthandler" / "instance-view.json"
+    try:
+        wait_until(lambda: service.said("applied"))
+    finally:
+        assert service.stop(reader) == 0
+    document = json.loads(view_file.read_text())
+    (ext,) = document["extensions"]
+    message = ext["statuses"][0]["message"]
+    assert message.endswith(f"set no_extensions = false in '{service_config}'")
