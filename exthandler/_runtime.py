@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from ._engine import Engine, Plan
     from ._executors.base import Executor
     from ._goalstate._source import Pacing
-    from ._model import GoalState
+    from ._model import GoalState, HandlerName, Version
     from ._packages.repository import PackageSource
+    from ._policy.signature import CheckOutcome, PackageCheck
     from ._report.events import EventHub, EventStream
     from ._report.view import ExtensionView
     from ._upload.uploader import StatusUploader
@@ -388,6 +389,23 @@ class Runtime:
     def log(self, line: str) -> None:
         """A line in the runtime's log (exthandler.log) and the stdlib logger `exthandler`."""
         self._engine.store.log(line)
+
+    def package_check(
+        self, handler: HandlerName, version: Version
+    ) -> tuple[PackageCheck, CheckOutcome, bool]:
+        """How a package of `handler` at `version` that is not an extension's (an agent
+        version's) is checked before it is extracted, under the policy as it reads now: the
+        check to give its `Workspace`, the outcome the check fills in, and whether the
+        policy requires a signature (then an unsigned package is refused)."""
+        from ._policy.signature import CheckOutcome, SignatureCheck
+
+        engine = self._engine
+        required = engine.policy_state().requires_signature(handler)
+        check = SignatureCheck(
+            handler=handler, version=version, encoded_signature=None, required=required
+        )
+        outcome = CheckOutcome()
+        return engine.verifier.bind(check, outcome), outcome, required
 
     async def refresh(self) -> InstanceView:
         """Re-read status files and heartbeats, collect telemetry; the updated view."""

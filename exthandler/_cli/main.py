@@ -727,10 +727,26 @@ def _agent_version(text: str) -> Any:
 
 
 def _cmd_agent_package(args: argparse.Namespace) -> int:
+    from exthandler_sdk._signing import SigningError, load_signer
+
     from .._service.agents import build_agent_package
 
+    if (args.sign_key is None) != (args.sign_cert is None) or (
+        args.chain is not None and args.sign_key is None
+    ):
+        args.parser.error("--sign-key and --sign-cert go together (and --chain needs them)")
     try:
-        path = build_agent_package(Path(args.out), version=args.version, family=args.family)
+        signer = None
+        if args.sign_key is not None:
+            signer = load_signer(
+                Path(args.sign_key), Path(args.sign_cert), args.chain and Path(args.chain)
+            )
+        path = build_agent_package(
+            Path(args.out), version=args.version, family=args.family, signer=signer
+        )
+    except SigningError as exc:
+        print(f"exthandler: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except (OSError, ValueError) as exc:
         print(f"exthandler: {args.out}: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -1231,6 +1247,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         default="Prod",
         metavar="NAME",
         help="the agent family it is published for (default: Prod)",
+    )
+    agent_package.add_argument(
+        "--sign-key", metavar="KEY", help="the PEM private key to sign the package with"
+    )
+    agent_package.add_argument(
+        "--sign-cert", metavar="CERT", help="the PEM certificate of that key"
+    )
+    agent_package.add_argument(
+        "--chain", metavar="CHAIN", help="PEM intermediate certificates to carry in the signature"
     )
     agent_list = command(
         agent_commands, "list", _cmd_agent_list, "list the agent versions installed in a state dir"

@@ -30,17 +30,20 @@ import secrets
 import shutil
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+from exthandler_sdk.protocol import SIGNATURE_SUFFIX
 
 from .. import __version__
 from .._fs import UnsafeFileError, make_dir, read_regular, write_atomic
 from .._model import HandlerName, Version
 
 if TYPE_CHECKING:
+    from exthandler_sdk._signing import Signer
+
     from .._packages.repository import PackageRef, PackageSource, Workspace
 
 __all__ = [
@@ -112,21 +115,33 @@ def _entry(archive: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
 def _manifest(handler: HandlerName, version: Version) -> bytes:
     import json
 
+    from exthandler_sdk.protocol import SIGNING_INFO_KEY
+
     command = f"{LAUNCHER} --version"
     body = {
         f"{op}Command": command for op in ("install", "enable", "disable", "uninstall", "update")
     }
-    return json.dumps(
-        [{"name": str(handler), "version": str(version), "handlerManifest": body}], indent=2
-    ).encode()
+    entry = {"name": str(handler), "version": str(version), "handlerManifest": body}
+    # What a signature of the package is a signature of (checked when a policy requires one).
+    entry[SIGNING_INFO_KEY] = {
+        "type": handler.type,
+        "publisher": handler.publisher,
+        "version": str(version),
+    }
+    return json.dumps([entry], indent=2).encode()
 
 
 def build_agent_package(
-    out: Path, *, version: Version | None = None, family: str = DEFAULT_FAMILY
+    out: Path,
+    *,
+    version: Version | None = None,
+    family: str = DEFAULT_FAMILY,
+    signer: Signer | None = None,
 ) -> Path:
     """Write the agent package of the exthandler this runs from into the dir `out` (made
     if missing), with its `.sha256` sidecar; the zip's path. `version` (default: this
-    exthandler's) becomes the packaged runtime's `__version__`."""
+    exthandler's) becomes the packaged runtime's `__version__`. With a `signer`, the zip's
+    detached signature is written beside it (`.zip.sig`), as for extension packages."""
     version = version or Version.parse(__version__)
     handler = agent_handler(family)
     roots = {name: _sources(name) for name in PACKAGES}
@@ -157,6 +172,13 @@ def build_agent_package(
         part.unlink(missing_ok=True)
     sidecar = target.with_name(target.name + ".sha256")
     sidecar.write_text(f"{digest}  {target.name}\n")
+    signature = target.with_name(target.name + SIGNATURE_SUFFIX)
+    if signer is not None:
+        from exthandler_sdk._signing import write_signature
+
+        write_signature(target, signer)
+    else:
+        signature.unlink(missing_ok=True)  # a signature of an earlier build is not this one's
     return target
 
 
@@ -237,15 +259,34 @@ class AgentStore:
         make_dir(self.root, 0o755)
         write_atomic(self.root / SELECTED, f"{version}\n".encode(), mode=0o644)
 
-    async def install(self, source: PackageSource, ref: PackageRef, workspace: Workspace) -> Path:
+    async def install(
+        self,
+        source: PackageSource,
+        ref: PackageRef,
+        workspace: Workspace,
+        *,
+        checked: Callable[[], bool] | None = None,
+    ) -> Path:
         """Install the agent package `ref` from `source` as `agent/<version>/`, verified and
         safely extracted; the dir. PackageError when it cannot be had or is unusable
-        (1005 for a package without a launcher, or one that brings its own `bad` mark)."""
+        (1005 for a package without a launcher, or one that brings its own `bad` mark;
+        1004 when `checked()` says the workspace's check never ran: a source that
+        installed the package without letting it be verified)."""
+        from exthandler_sdk import ErrorCode
+
+        from .._errors import PackageError
+
         make_dir(self.root, 0o755)
         target = self.path(ref.version)
         partial = self.root / f".{ref.version}.{secrets.token_hex(4)}.partial"
         try:
             await source.install(ref, partial, workspace)
+            if checked is not None and not checked():
+                raise PackageError(
+                    ErrorCode.PACKAGE_DOWNLOAD,
+                    "the policy requires a signed package, and its source installed it"
+                    " without letting the runtime verify its signature",
+                )
             _place(partial, target, ref.file_name)
         finally:
             _remove(partial)

@@ -181,8 +181,12 @@ class SelfUpdate:
             runtime.show_agent(self._view(best, "Transitioning", f"installing agent {best}"))
             self._tell(f"self-update: installing agent {best} for family {family.name}")
             source, ref = offered[best]
+            # Checked as an extension's package is: signed when the policy says so.
+            check, checked, required = runtime.package_check(handler, best)
             try:
-                await store.install(source, ref, await _workspace(store))
+                workspace = attrs.evolve(await _workspace(store), check=check)
+                must = (lambda: checked.done) if required else None
+                await store.install(source, ref, workspace, checked=must)
             except PackageError as exc:
                 return self._error(best, exc.message, int(exc.code))
         store.select(best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from exthandler._service.agents import (
     agent_handler,
     build_agent_package,
 )
+from exthandler._testing._ca import SigningCA
 from tests.service.conftest import Build, install_agent
 
 
@@ -148,3 +150,37 @@ def test_cli_package_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out.splitlines()
     assert out[1].split(None, 2) == ["0.1.9", "bad", "crashed 3 times"]
     assert "this installation" in out[2]
+
+
+def test_cli_signs_an_agent_package_as_it_names_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = SigningCA(tmp_path / "ca")
+    out = tmp_path / "out"
+    argv = ["agent", "package", "--out", str(out), "--version", "0.1.9"]
+    signing = ["--sign-key", str(ca.leaf.key_path), "--sign-cert", str(ca.leaf.certificate_path)]
+    assert main([*argv, *signing, "--chain", str(ca.chain_path)]) == 0
+    package = out / "Exthandler.Agent.Prod__0.1.9.zip"
+    with zipfile.ZipFile(package) as archive:
+        (entry,) = json.loads(archive.read("HandlerManifest.json"))
+    assert entry["signingInfo"] == {
+        "type": "Prod",
+        "publisher": "Exthandler.Agent",
+        "version": "0.1.9",
+    }
+    signature = package.with_name(package.name + ".sig")
+    der = base64.b64decode(signature.read_text())
+    verified = subprocess.run(
+        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", "/dev/stdin",
+         "-content", str(package), "-CAfile", str(ca.root.certificate_path),
+         "-purpose", "any", "-out", "/dev/null"],
+        input=der, capture_output=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    # A build without a signer leaves no signature of an earlier build behind.
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert not signature.exists()
+    with pytest.raises(SystemExit):
+        main([*argv, "--sign-key", str(ca.leaf.key_path)])
+    assert "--sign-key and --sign-cert go together" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from exthandler import __version__
+from exthandler._testing._ca import SigningCA
 from tests.runtime.support import Agent, Packages, extension, goal, wait_until
 from tests.service.conftest import Build
 from tests.service.test_daemon import start_daemon
@@ -214,3 +215,53 @@ def test_what_is_not_taken_is_reported(
     }
     assert f"self-update: {message}" in errors
     assert not (agent.state / "agent").exists()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> SigningCA:
+    return SigningCA(tmp_path_factory.mktemp("agent-signing-ca"))
+
+
+def test_a_policy_that_requires_signatures_covers_agent_versions(
+    agent: Agent, packages: Packages, agent_package: Build, ca: SigningCA
+) -> None:
+    """An unsigned agent version is refused (and nothing of it installed) while the policy
+    requires signatures; once its publisher signs it, it is taken."""
+    packages.build("Test.Ext", "1.0.0")
+    published = agent_package("0.1.3", agent.repo)
+    policy = agent.root / "policy.json"
+    policy.write_text(
+        json.dumps({"policyVersion": "0.1.0", "extensionPolicies": {"signatureRequired": True}})
+    )
+    config = _config(agent)
+    text = config.read_text().replace(
+        "\n[self_update]",
+        f'policy = "{policy}"\ntrusted_root = ["{ca.root.certificate_path}"]\n\n[self_update]',
+    )
+    config.write_text(text)
+    # The extension itself is signed too, or the policy would refuse it.
+    ca.sign_package(packages.build("Test.Ext", "1.0.0", entry=_SIGNING_INFO))
+    agent.goal_path.write_text(json.dumps(_goal_with_family(version=__version__)))
+    parent = start_daemon(config)
+    try:
+        wait_until(lambda: _update(agent).get("status") == "Error", what="the refusal")
+        refused = _update(agent)
+        assert not (agent.state / "agent" / "0.1.3").exists()
+        ca.sign_package(published)
+        # The next goal state (or the retry a minute later) checks again.
+        again = _goal_with_family(version=__version__)
+        again["id"] = "after-signing"
+        agent.goal_path.write_text(json.dumps(again))
+        wait_until(lambda: _update(agent).get("status") == "Success", what="Success")
+    finally:
+        code = parent.stop()
+    assert code == 0, parent.lines
+    assert refused["expectedVersion"] == "0.1.3"
+    assert (
+        "the policy requires a signed package, and this one is not signed" in (refused["message"])
+    )
+    assert [version for version, _ in parent.started()] == [OWN, "0.1.3"]
+    assert [op.op for op in agent.ops()] == ["install", "enable"]
+
+
+_SIGNING_INFO = {"signingInfo": {"type": "Ext", "publisher": "Test", "version": "1.0.0"}}
