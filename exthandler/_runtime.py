@@ -419,8 +419,7 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
             plugins=manager,
         )
         engine.inprocess.register_all(config.handlers)
-        for registered in manager.hook.exthandler_register_handlers():
-            engine.inprocess.register_all(registered)
+        engine.inprocess.register_plugins(manager.hook)
         previous = read_instance_view(config.state_dir)
         if previous is not None:
             engine.view.restore(previous)

@@ -251,6 +251,7 @@ class Engine:
         """The steps `apply(goal)` would run, in order, each assumed to succeed, with the
         reason for each; nothing is run and nothing in the state dir changes."""
         records = await self._io(self.store.load_records)
+        self.inprocess.load(records)
         catalog = await self._catalog(goal)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, records, catalog, boot_id, {})
@@ -281,7 +282,14 @@ class Engine:
 
     async def _catalog(self, goal: GoalState) -> PackageCatalog:
         """What the sources offer for one pass; handlers whose goal names package locations
-        get their versions from their artifact manifests instead."""
+        get their versions from their artifact manifests instead.
+
+        The in-process classes plugins name (`exthandler_handler_paths`) are imported for
+        the handlers the goal or the records name, and only for those."""
+        self.inprocess.load([*(ext.handler for ext in goal.extensions), *self._records])
+        for problem in self.inprocess.problems:
+            self.store.log(problem, level=logging.ERROR)
+        self.inprocess.problems.clear()
         sources = [self.inprocess, *self.sources]
         if any(ext.package_locations for ext in goal.extensions):
             from .._packages.remote import goal_catalog
