@@ -60,3 +60,34 @@ def test_an_unchanged_reapply_stats_each_handler_dir_once_and_writes_nothing(
     assert len(view["extensions"]) == len(HANDLERS)
     assert len(stats) == len(HANDLERS), stats  # one stat per handler, no more
     assert _files(*dirs, agent.state / "log") == before  # nothing written, nothing replaced
+
+
+def test_an_apply_does_not_parse_the_view_it_replaces(
+    agent: Agent, packages: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last view is shown until a runtime's first pass ends; an apply replaces it at
+    # once, so parsing it (thousands of extensions: the dearest part of an unchanged
+    # pass) would be wasted.
+    from exthandler._report.view import InstanceView
+
+    for handler in HANDLERS:
+        packages.build(handler, "1.0.0")
+    document = goal(*(extension(f"ext{i}", h) for i, h in enumerate(HANDLERS)), id="g1")
+    assert agent.apply(document)[0] == 0
+
+    parsed: list[object] = []
+    real = InstanceView.from_json.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[InstanceView], data: Any) -> InstanceView:
+        parsed.append(data)
+        return real(cls, data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(InstanceView, "from_json", classmethod(counting))
+    code, view = agent.apply(document)
+    assert code == 0
+    assert len(view["extensions"]) == len(HANDLERS)
+    assert parsed == []
+    # What reads the view still parses it.
+    code, _ = agent.cli("status", "--state-dir", str(agent.state))
+    assert code == 0
+    assert len(parsed) == 1
