@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import attrs
-from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
+from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS, render_manifest
 
 from .._errors import PackageError
@@ -193,6 +193,8 @@ async def run_inprocess(
     which does nothing and reports nothing: the step succeeds at once (exit code 0), and
     the CommandExecution.log entry says so. `enable` and `disable` always run: they report.
     """
+    from exthandler_sdk import run_operation  # the SDK's runner: only once a handler runs
+
     spec = spec_of(handler_class)
     started = dt.datetime.now(dt.UTC)
     start = time.monotonic()

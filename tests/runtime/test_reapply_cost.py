@@ -3,7 +3,10 @@ one stat of its dir's files, and no write anywhere in the handler dirs or their 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,21 @@ import pytest
 from tests.runtime.support import Agent, Packages, extension, goal
 
 HANDLERS = ("Test.One", "Test.Two", "Test.Three")
+ROOT = Path(__file__).resolve().parents[2]
+# What an apply that runs no command never needs: the built-in handlers (the goal names
+# none), the entry-point metadata scan, a generic converter for the records, the SDK's
+# runner of handlers in process, the status upload's HTTP stack.
+NOT_NEEDED = (
+    "cattrs",
+    "exthandler_plugins.apphealth",
+    "exthandler_plugins.customscript",
+    "exthandler_plugins.runcommand",
+    "exthandler_plugins.vmaccess",
+    "exthandler_sdk._runner",
+    "exthandler_sdk.blob",
+    "importlib.metadata",
+    "urllib.request",
+)
 
 
 def _files(*roots: Path) -> dict[str, tuple[int, int, int]]:
@@ -91,3 +109,30 @@ def test_an_apply_does_not_parse_the_view_it_replaces(
     code, _ = agent.cli("status", "--state-dir", str(agent.state))
     assert code == 0
     assert len(parsed) == 1
+
+
+def test_an_unchanged_reapply_imports_nothing_it_does_not_use(
+    agent: Agent, packages: Packages
+) -> None:
+    for handler in HANDLERS:
+        packages.build(handler, "1.0.0")
+    document = goal(*(extension(f"ext{i}", h) for i, h in enumerate(HANDLERS)), id="g1")
+    assert agent.apply(document)[0] == 0
+    agent.take_ops()
+    argv = ["apply", str(agent.goal_path), "--state-dir", str(agent.state)]
+    argv += ["--repo", str(agent.repo), "--json"]
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from exthandler._cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = run({argv!r})\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    code, modules = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0, done.stderr
+    assert agent.take_ops() == []  # nothing ran
+    assert "exthandler._engine" in modules  # it did apply
+    assert sorted(m for m in modules if m.startswith(NOT_NEEDED)) == []
