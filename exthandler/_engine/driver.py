@@ -220,18 +220,18 @@ class HandlerDriver:
         multiple extensions, once its dir is there to say it."""
         if target.version is None:
             return target
-        manifest = self.manifests.get(record.handler, target.version)
-        if manifest is None or (
-            target.update_with_install == manifest.update_with_install
-            and target.continue_on_update_failure == manifest.continue_on_update_failure
-            and target.multi_config == manifest.supports_multiple_extensions
+        facts = self.manifests.facts(record.handler, target.version)
+        if facts is None or (
+            target.update_with_install == facts.update_with_install
+            and target.continue_on_update_failure == facts.continue_on_update_failure
+            and target.multi_config == facts.multi
         ):
             return target
         return attrs.evolve(
             target,
-            update_with_install=manifest.update_with_install,
-            continue_on_update_failure=manifest.continue_on_update_failure,
-            multi_config=manifest.supports_multiple_extensions,
+            update_with_install=facts.update_with_install,
+            continue_on_update_failure=facts.continue_on_update_failure,
+            multi_config=facts.multi,
         )
 
     def _write_protocol_state(self, record: HandlerRecord) -> None:

@@ -245,7 +245,16 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._io(store.empty_trash)
+            self._save_manifest_facts()
         return self.instance_view()
+
+    def _save_manifest_facts(self) -> None:
+        """Keep what the pass learned of the manifests (a small write, and only when it
+        changed; a cache: one that cannot be written is read from the manifests again)."""
+        try:
+            self._manifests.save()
+        except OSError as exc:
+            self.store.log(f"manifest facts not kept: {exc.strerror or exc}")
 
     async def plan(self, goal: GoalState) -> Plan:
         """The steps `apply(goal)` would run, in order, each assumed to succeed, with the
@@ -380,6 +389,7 @@ class Engine:
         their command returned. Threads read; the view changes here, on the event loop.
         """
         self._statuses.show(await self._io(self._statuses.read, True, None))
+        self._save_manifest_facts()
         await self._telemetry(list(self._records))
         if self.view.dirty:
             await self.view.publish(durable=False)
