@@ -368,7 +368,12 @@ class Engine:
         async with anyio.create_task_group() as group:
             group.start_soon(self.view.writer)
             await Scheduler(self.options.concurrency).run(
-                work.targets, work.by_handler, drive=drive, blocker=blocker, skip=self._skip
+                work.targets,
+                work.by_handler,
+                drive=drive,
+                blocker=blocker,
+                skip=self._skip,
+                settled=lambda target: self._driver.settled(target, work),
             )
             group.cancel_scope.cancel()
         await self._telemetry(list(work.targets))

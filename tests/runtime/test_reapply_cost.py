@@ -195,3 +195,37 @@ def test_an_unchanged_reapply_imports_nothing_it_does_not_use(
     assert agent.take_ops() == []  # nothing ran
     assert "exthandler._engine" in modules  # it did apply
     assert sorted(m for m in modules if m.startswith(NOT_NEEDED)) == []
+
+
+def test_an_unchanged_reapply_starts_no_task_for_its_handlers(
+    agent: Agent, packages: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task per handler cost more than everything else a handler with nothing to do
+    # costs; only handlers with something to do (or a dependency to wait for) get one.
+    from exthandler._engine.driver import HandlerDriver
+
+    for handler in HANDLERS:
+        packages.build(handler, "1.0.0")
+    exts = [extension(f"ext{i}", h) for i, h in enumerate(HANDLERS)]
+    assert agent.apply(goal(*exts, id="g1"))[0] == 0
+    agent.take_ops()
+
+    driven: list[str] = []
+    real = HandlerDriver.drive
+
+    async def counting(self: HandlerDriver, target: Any, slot: Any, work: Any) -> None:
+        driven.append(str(target.handler))
+        await real(self, target, slot, work)
+
+    monkeypatch.setattr(HandlerDriver, "drive", counting)
+    code, _ = agent.apply(goal(*exts, id="g1"))
+    assert (code, driven, agent.take_ops()) == (0, [], [])
+
+    # New settings for one, a dependency for another: those two are driven.
+    exts[0] = extension("ext0", HANDLERS[0], settings={"new": True})
+    exts[1] = extension("ext1", HANDLERS[1], provisionAfterExtensions=["ext2"])
+    code, view = agent.apply(goal(*exts, id="g2"))
+    assert code == 0
+    assert sorted(driven) == sorted(HANDLERS[:2])
+    assert [op.op for op in agent.take_ops()] == ["enable"]
+    assert {e["statuses"][0]["code"] for e in view["extensions"]} == {"ProvisioningState/succeeded"}
