@@ -7,7 +7,10 @@ the runtime; nothing is loaded at import time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from ._plan.planner import Outcome, Step
     from ._report.view import ExtensionView, InstanceView
 
-__all__ = ["StepResult", "hookspec", "make_plugin_manager"]
+__all__ = ["StepResult", "entry_points", "hookspec", "load_object", "make_plugin_manager"]
 
 PROJECT = hookimpl.project_name
 """The pluggy project name plugins register under (the SDK's `hookimpl` names it)."""
@@ -98,6 +101,15 @@ class RuntimeSpec:
         return ()  # a specification: the plugins' implementations answer
 
     @hookspec
+    def exthandler_handler_paths(self) -> Mapping[str, str | Sequence[str]]:
+        """SDK handler classes to run in process, named rather than imported: a handler
+        name (`Publisher.Type`) -> the `module:QualifiedName` of its class (or a list of
+        them, one per version). A class is imported only when a goal state or the state
+        dir names its handler, so that a plugin offering many handlers costs nothing to a
+        pass that uses none of them."""
+        return {}  # a specification: the plugins' implementations answer
+
+    @hookspec
     def exthandler_step_started(self, step: Step) -> None:
         """A step of a handler is about to run."""
 
@@ -131,7 +143,79 @@ def make_plugin_manager(
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(RuntimeSpec)
     if load_entry_points:
-        manager.load_setuptools_entrypoints(PROJECT)
+        found = entry_points(PROJECT)
+        if found is None:  # a path this scan cannot read: ask importlib.metadata
+            manager.load_setuptools_entrypoints(PROJECT)
+        else:
+            for name, value in found:
+                if not manager.has_plugin(name) and not manager.is_blocked(name):
+                    manager.register(load_object(value), name=name)
     for plugin in plugins:
         manager.register(plugin)
     return manager
+
+
+def load_object(value: str) -> Any:
+    """The object an entry point's value names: `module`, or `module:attr.attr`, with
+    optional `[extras]` (ignored) after it; ImportError or AttributeError if it is not there."""
+    reference = value.partition("[")[0].strip()
+    module_name, _, attribute = reference.partition(":")
+    found: Any = importlib.import_module(module_name.strip())
+    for part in attribute.strip().split(".") if attribute.strip() else ():
+        found = getattr(found, part)
+    return found
+
+
+def entry_points(group: str) -> list[tuple[str, str]] | None:
+    """The entry points (name, value) of `group` that the distributions on `sys.path`
+    declare, in path order, first come first.
+
+    This reads each distribution's `entry_points.txt` and nothing else, which costs a
+    directory listing per path entry and a small read per distribution (the full scan of
+    `importlib.metadata` costs tens of milliseconds, at every start of the command line).
+    None when a path entry or an import finder holds distributions this scan cannot see
+    (a zip archive, a finder of its own): the caller asks `importlib.metadata` then.
+    """
+    for finder in sys.meta_path:
+        if getattr(finder, "find_distributions", None) is not None and not _standard(finder):
+            return None
+    found: list[tuple[str, str]] = []
+    for entry in sys.path:
+        directory = entry or "."
+        try:
+            names = sorted(os.listdir(directory))
+        except NotADirectoryError:
+            return None  # a zip archive: distributions may be inside
+        except OSError:
+            continue  # a path entry that is not there: nothing to find
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(f"{directory}/{name}/entry_points.txt", encoding="utf-8") as file:
+                    text = file.read(1 << 20)
+            except (OSError, UnicodeDecodeError):
+                continue  # no entry points, or none readable: as importlib.metadata skips it
+            found += _section(text, group)
+    return found
+
+
+def _standard(finder: object) -> bool:
+    """Whether `finder` is the standard path finder (the one this scan stands in for)."""
+    from importlib.machinery import PathFinder
+
+    return finder is PathFinder
+
+
+def _section(text: str, group: str) -> Iterator[tuple[str, str]]:
+    """The `name = value` lines of section `[group]` of an entry_points.txt."""
+    current = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1].strip()
+        elif current == group and "=" in line:
+            name, _, value = line.partition("=")
+            yield name.strip(), value.strip()

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
-from ._report.view import AgentView, InstanceView, SourceView, read_instance_view
+from ._report.view import (
+    AgentView,
+    InstanceView,
+    SourceView,
+    read_instance_view,
+    read_instance_view_data,
+)
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -454,11 +460,10 @@ async def open_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
             plugins=manager,
         )
         engine.inprocess.register_all(config.handlers)
-        for registered in manager.hook.exthandler_register_handlers():
-            engine.inprocess.register_all(registered)
-        previous = read_instance_view(config.state_dir)
+        engine.inprocess.register_plugins(manager.hook)
+        previous = read_instance_view_data(config.state_dir)
         if previous is not None:
-            engine.view.restore(previous)
+            engine.view.restore_data(previous)
         uploader = _status_uploader(config, engine, store)
         manager.register(uploader, name="exthandler-status-upload")
         runtime = Runtime(config=config, plugin_manager=manager, engine=engine, uploader=uploader)

@@ -101,7 +101,7 @@ SURFACES: dict[types.ModuleType, list[str]] = {
         "validate_heartbeat",
         "validate_status",
     ],
-    exthandler_plugins: ["exthandler_register_handlers"],
+    exthandler_plugins: ["HANDLER_PATHS", "exthandler_handler_paths"],
     exthandler.pytest_plugin: [
         "exthandler_agent",
         "exthandler_certificate_dir",

@@ -179,8 +179,8 @@ async def _check_handlers(goal: GoalState, repos: Sequence[Path | str]) -> None:
     from .._plugins import make_plugin_manager
 
     inprocess = InProcessHandlers()
-    for registered in make_plugin_manager().hook.exthandler_register_handlers():
-        inprocess.register_all(registered)
+    inprocess.register_plugins(make_plugin_manager().hook)
+    inprocess.load(ext.handler for ext in goal.extensions)
     sources = RepositorySet([inprocess, *(_package_source(p) for p in repos)])
     catalog = await sources.catalog(skip_unlistable=True)
 

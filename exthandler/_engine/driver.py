@@ -139,6 +139,29 @@ class HandlerDriver:
                     clear_marker(self.store.marker_path(handler))  # its commands left it empty
                     slot.release()
 
+    def settled(self, target: HandlerTarget, work: Pass) -> bool:
+        """Whether `target`'s handler is already there and has nothing to do: its dir
+        intact (one stat), no step left, nothing for `_settled` to record. Then `drive`
+        would do nothing either, and the pass needs no task for it; False when unsure
+        (`drive` then decides, as always)."""
+        if target.removes_handler or target.version is None:
+            return False
+        record = work.records.get(target.handler)
+        if record is None or record.version is None or record.upgrade is not None:
+            return False
+        if record.failed not in (None, target.handler_fingerprint):
+            return False
+        directory = self.store.handler_dir(record.handler, record.version)
+        try:
+            if os.stat(f"{directory}/{HANDLER_ENVIRONMENT_NAME}").st_size <= 0:
+                return False
+        except OSError:
+            return False
+        try:
+            return next_step(record, self.with_manifest_facts(record, target)) is None
+        except Exception:  # `drive` meets it again, and reports it
+            return False
+
     def _show_running(self, step: Step, target: HandlerTarget) -> None:
         """Show the extensions a fetch or a command acts on as transitioning, from the
         moment it starts (in the live view, and in the view file at its next write)."""
@@ -220,18 +243,18 @@ class HandlerDriver:
         multiple extensions, once its dir is there to say it."""
         if target.version is None:
             return target
-        manifest = self.manifests.get(record.handler, target.version)
-        if manifest is None or (
-            target.update_with_install == manifest.update_with_install
-            and target.continue_on_update_failure == manifest.continue_on_update_failure
-            and target.multi_config == manifest.supports_multiple_extensions
+        facts = self.manifests.facts(record.handler, target.version)
+        if facts is None or (
+            target.update_with_install == facts.update_with_install
+            and target.continue_on_update_failure == facts.continue_on_update_failure
+            and target.multi_config == facts.multi
         ):
             return target
         return attrs.evolve(
             target,
-            update_with_install=manifest.update_with_install,
-            continue_on_update_failure=manifest.continue_on_update_failure,
-            multi_config=manifest.supports_multiple_extensions,
+            update_with_install=facts.update_with_install,
+            continue_on_update_failure=facts.continue_on_update_failure,
+            multi_config=facts.multi,
         )
 
     def _write_protocol_state(self, record: HandlerRecord) -> None:

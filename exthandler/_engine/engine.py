@@ -251,12 +251,22 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._io(store.empty_trash)
+            self._save_manifest_facts()
         return self.instance_view()
+
+    def _save_manifest_facts(self) -> None:
+        """Keep what the pass learned of the manifests (a small write, and only when it
+        changed; a cache: one that cannot be written is read from the manifests again)."""
+        try:
+            self._manifests.save()
+        except OSError as exc:
+            self.store.log(f"manifest facts not kept: {exc.strerror or exc}")
 
     async def plan(self, goal: GoalState) -> Plan:
         """The steps `apply(goal)` would run, in order, each assumed to succeed, with the
         reason for each; nothing is run and nothing in the state dir changes."""
         records = await self._io(self.store.load_records)
+        self.inprocess.load(records)
         catalog = await self._catalog(goal)
         boot_id = read_boot_id(self.options.boot_id_path) or "unknown"
         work = Pass(goal, records, catalog, boot_id, {})
@@ -287,7 +297,14 @@ class Engine:
 
     async def _catalog(self, goal: GoalState) -> PackageCatalog:
         """What the sources offer for one pass; handlers whose goal names package locations
-        get their versions from their artifact manifests instead."""
+        get their versions from their artifact manifests instead.
+
+        The in-process classes plugins name (`exthandler_handler_paths`) are imported for
+        the handlers the goal or the records name, and only for those."""
+        self.inprocess.load([*(ext.handler for ext in goal.extensions), *self._records])
+        for problem in self.inprocess.problems:
+            self.store.log(problem, level=logging.ERROR)
+        self.inprocess.problems.clear()
         sources = [self.inprocess, *self.sources]
         if any(ext.package_locations for ext in goal.extensions):
             from .._packages.remote import goal_catalog
@@ -357,7 +374,12 @@ class Engine:
         async with anyio.create_task_group() as group:
             group.start_soon(self.view.writer)
             await Scheduler(self.options.concurrency).run(
-                work.targets, work.by_handler, drive=drive, blocker=blocker, skip=self._skip
+                work.targets,
+                work.by_handler,
+                drive=drive,
+                blocker=blocker,
+                skip=self._skip,
+                settled=lambda target: self._driver.settled(target, work),
             )
             group.cancel_scope.cancel()
         await self._telemetry(list(work.targets))
@@ -378,6 +400,7 @@ class Engine:
         their command returned. Threads read; the view changes here, on the event loop.
         """
         self._statuses.show(await self._io(self._statuses.read, True, None))
+        self._save_manifest_facts()
         await self._telemetry(list(self._records))
         if self.view.dirty:
             await self.view.publish(durable=False)

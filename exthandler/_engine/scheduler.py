@@ -17,7 +17,7 @@ import attrs
 from .._model import ExtensionGoal, HandlerName
 from .._plan.planner import HandlerTarget
 
-__all__ = ["Scheduler", "Slot"]
+__all__ = ["Scheduler", "Settled", "Slot"]
 
 
 @attrs.define(eq=False)
@@ -45,6 +45,8 @@ Drive = Callable[[HandlerTarget, Slot], Awaitable[None]]
 Blocker = Callable[[str], Awaitable[str | None]]
 # Tell that a handler's extensions were skipped because of a failed dependency.
 Skip = Callable[[HandlerTarget, str, str], None]
+# Whether a handler has nothing to do (then it gets no task: see `Scheduler.run`).
+Settled = Callable[[HandlerTarget], bool]
 
 
 @attrs.frozen
@@ -61,7 +63,11 @@ class Scheduler:
         drive: Drive,
         blocker: Blocker,
         skip: Skip,
+        settled: Settled | None = None,
     ) -> None:
+        """Drive every target; one that depends on nothing and is `settled` already is
+        done at once, without a task (most handlers of a re-apply: a task each would
+        cost more than all their other work)."""
         slots = anyio.Semaphore(max(1, self.concurrency), fast_acquire=True)
         done = {handler: anyio.Event() for handler in targets}
 
@@ -90,8 +96,13 @@ class Scheduler:
         owners = _owners(extensions)
         async with anyio.create_task_group() as installs:
             for handler, target in targets.items():
-                if not target.removes_handler:
-                    installs.start_soon(one, target, _dependencies(handler, extensions, owners))
+                if target.removes_handler:
+                    continue
+                deps = _dependencies(handler, extensions, owners)
+                if not deps and settled is not None and settled(target):
+                    done[handler].set()
+                    continue
+                installs.start_soon(one, target, deps)
 
 
 def _owners(extensions: Mapping[HandlerName, Sequence[ExtensionGoal]]) -> dict[str, HandlerName]:

@@ -139,8 +139,8 @@ class Statuses:
         record = self.records.get(handler)
         if record is None or record.version is None:
             return None
-        manifest = self.manifests.get(handler, record.version)
-        if manifest is None or not manifest.report_heartbeat:
+        facts = self.manifests.facts(handler, record.version)
+        if facts is None or not facts.heartbeat:
             return None
         beat = read_heartbeat(self.store.handler_dir(handler, record.version) / HEARTBEAT_NAME)
         if beat is None:

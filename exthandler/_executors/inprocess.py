@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import attrs
-from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation, run_operation
+from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS, render_manifest
 
 from .._errors import PackageError
@@ -39,6 +39,10 @@ class InProcessHandlers:
     """The handler classes registered on a runtime; a `PackageSource` of their versions."""
 
     _classes: dict[tuple[str, Version], type[Handler[Any, Any]]] = attrs.field(factory=dict)
+    # Classes named but not imported yet (see `register_paths`): handler key -> paths.
+    _named: dict[str, list[str]] = attrs.field(factory=dict)
+    # Why a named class could not be loaded, to be logged once by whoever loads it.
+    problems: list[str] = attrs.field(factory=list)
 
     def register(self, handler_class: type[Handler[Any, Any]]) -> None:
         """Offer `handler_class` at its version (a later registration of the same wins)."""
@@ -50,9 +54,48 @@ class InProcessHandlers:
         for handler_class in classes:
             self.register(handler_class)
 
+    def register_paths(self, paths: Mapping[str, str | Sequence[str]]) -> None:
+        """Offer the classes at `paths` (handler name -> `module:QualifiedName`, or a list
+        of them), imported only when `load` or `handler_class` asks for their handler.
+        A class registered directly for the same handler and version wins over them."""
+        for name, found in paths.items():
+            key = HandlerName.parse(name).key
+            listed = [found] if isinstance(found, str) else list(found)
+            self._named.setdefault(key, []).extend(listed)
+
+    def register_plugins(self, hook: Any) -> None:
+        """What the plugins' `exthandler_register_handlers` and `exthandler_handler_paths`
+        hooks offer (`hook` is a plugin manager's `hook`)."""
+        for paths in hook.exthandler_handler_paths():
+            self.register_paths(paths)
+        for registered in hook.exthandler_register_handlers():
+            self.register_all(registered)
+
+    def load(self, handlers: Iterable[HandlerName]) -> None:
+        """Import the classes named for `handlers` (see `register_paths`); one that cannot
+        be imported is not offered, and why is added to `problems`."""
+        from .._plugins import load_object
+
+        for handler in handlers:
+            paths = self._named.pop(handler.key, None)
+            for path in paths or ():
+                try:
+                    handler_class = load_object(path)
+                    name = HandlerName.parse(handler_class.name)
+                    if name.key != handler.key:
+                        raise ValueError(f"it is a handler of {name}, not of {handler}")
+                    key = (name.key, Version.parse(handler_class.version))
+                    if key not in self._classes:
+                        handler_class.check()
+                        self._classes[key] = handler_class
+                except Exception as exc:  # a broken plugin costs its handler, not the pass
+                    self.problems.append(f"{handler}: in-process class {path}: {exc}")
+
     def handler_class(
         self, handler: HandlerName, version: Version
     ) -> type[Handler[Any, Any]] | None:
+        if handler.key in self._named:
+            self.load([handler])
         return self._classes.get((handler.key, version))
 
     async def list_packages(self) -> Sequence[PackageRef]:
@@ -150,6 +193,8 @@ async def run_inprocess(
     which does nothing and reports nothing: the step succeeds at once (exit code 0), and
     the CommandExecution.log entry says so. `enable` and `disable` always run: they report.
     """
+    from exthandler_sdk import run_operation  # the SDK's runner: only once a handler runs
+
     spec = spec_of(handler_class)
     started = dt.datetime.now(dt.UTC)
     start = time.monotonic()

@@ -35,6 +35,7 @@ from .view import (
     StatusView,
     SubstatusView,
     error_view,
+    parse_instance_view,
     status_view,
     substatus_view,
 )
@@ -81,12 +82,27 @@ class LiveView:
     # A package whose signature did not verify though none was required: the warning its
     # extensions show, by handler and version, while the runtime lives.
     warnings: dict[tuple[HandlerName, Version], SubstatusView] = attrs.field(factory=dict)
+    # The last view file's bytes, not parsed yet (see `restore_data`).
+    _restored_data: bytes | None = attrs.field(default=None, init=False)
+
+    def restore_data(self, data: bytes) -> None:
+        """`restore` the view file's `data`, parsed only when something asks for the view
+        before this runtime's first pass: an apply replaces it at once, and parsing the
+        view of thousands of extensions costs more than the rest of an unchanged pass.
+        A view showing signature warnings is parsed now (they outlive the pass)."""
+        if f"ComponentStatus/{SIGNATURE_SUBSTATUS}/".encode() in data:
+            view = parse_instance_view(data)
+            if view is not None:
+                self.restore(view)
+        else:
+            self._restored_data = data
 
     def restore(self, view: InstanceView) -> None:
         """Show `view` (the last one written) until the first pass of this runtime; the
         signature warnings it shows stay with their handler versions."""
         # The agent section was the last runtime's: this one shows its own.
         self.restored = view if view.agent is None else view.replace(agent=None)
+        self._restored_data = None
         prefix = f"ComponentStatus/{SIGNATURE_SUBSTATUS}/"
         for ext in view.extensions:
             for sub in ext.substatuses:
@@ -96,6 +112,13 @@ class LiveView:
                         self.warnings[key] = sub
 
     def instance_view(self) -> InstanceView:
+        if self._restored_data is not None:  # parsed if still to be shown, else dropped
+            data, self._restored_data = self._restored_data, None
+            if self.goal_id is None:
+                parsed = parse_instance_view(data)
+                if parsed is not None and parsed.agent is not None:
+                    parsed = parsed.replace(agent=None)  # the last runtime's
+                self.restored = parsed
         if self.goal_id is None and self.restored is not None:
             # Nothing applied by this runtime yet: the last view, with today's source.
             if self.source is None and self.agent is None:

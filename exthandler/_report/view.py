@@ -343,10 +343,25 @@ class InstanceView(Value):
 
 def read_instance_view(state_dir: Path) -> InstanceView | None:
     """The instance view the last runtime wrote in `state_dir` (no lock needed)."""
+    data = read_instance_view_data(state_dir)
+    return None if data is None else parse_instance_view(data)
+
+
+def read_instance_view_data(state_dir: Path) -> bytes | None:
+    """The bytes of the view file the last runtime wrote in `state_dir`, unparsed; None
+    when there is none, or it cannot be read."""
     path = Path(state_dir) / ".exthandler" / "instance-view.json"
     try:
-        return InstanceView.from_json(json.loads(read_regular(path, OWN_FILE_LIMIT)))
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_regular(path, OWN_FILE_LIMIT)
+    except OSError:
+        return None
+
+
+def parse_instance_view(data: bytes) -> InstanceView | None:
+    """The instance view a view file holds; None when it is not one."""
+    try:
+        return InstanceView.from_json(json.loads(data))
+    except (ValueError, KeyError, TypeError):
         return None
 
 

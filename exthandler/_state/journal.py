@@ -20,24 +20,120 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import attrs
-import cattrs
+from exthandler_sdk.protocol import NOT_RUN, HandlerState
 
 from .._errors import StateDirError
 from .._fs import append_durable, read_regular, write_atomic
 from .._model import HandlerName, Version
-from .._plan.planner import HandlerRecord
+from .._plan.planner import ExtensionRecord, HandlerRecord, UpgradePhase, UpgradeRecord
 from .statedir import OWN_FILE_LIMIT, StateDir
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "RecordCodec"]
 
 
-def _record_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=False)
-    converter.register_unstructure_hook(Version, str)
-    converter.register_structure_hook(Version, lambda value, _: Version.parse(value))
-    converter.register_unstructure_hook(HandlerName, str)
-    converter.register_structure_hook(HandlerName, lambda value, _: HandlerName.parse(value))
-    return converter
+class RecordCodec:
+    """Handler records to and from the JSON values records.json and the journal hold.
+
+    A record is an object of its fields (every field, defaults included); a name or a
+    version is its text, a state its value, an upgrade phase its number. Reading takes
+    what writing gives, ignores keys it does not know, takes a missing field's default,
+    and raises ValueError, TypeError or KeyError for anything else. Hand-written: a
+    generic converter costs more to import than every record of a pass costs to read.
+    """
+
+    def unstructure(self, record: HandlerRecord) -> dict[str, Any]:
+        upgrade = record.upgrade
+        return {
+            "handler": str(record.handler),
+            "version": None if record.version is None else str(record.version),
+            "state": record.state.value,
+            "extensions": [
+                {
+                    "name": ext.name,
+                    "sequence_number": ext.sequence_number,
+                    "settings_digest": ext.settings_digest,
+                    "enabled": ext.enabled,
+                    "converged": ext.converged,
+                }
+                for ext in record.extensions
+            ],
+            "upgrade": None
+            if upgrade is None
+            else {
+                "source": str(upgrade.source),
+                "target": str(upgrade.target),
+                "phase": int(upgrade.phase),
+                "disable_exit_codes": dict(upgrade.disable_exit_codes),
+                "failed": upgrade.failed,
+            },
+            "failed": record.failed,
+            "failed_package": record.failed_package,
+            "uninstall_exit_code": record.uninstall_exit_code,
+            "last_errors": {k: [code, text] for k, (code, text) in record.last_errors.items()},
+        }
+
+    def structure(self, value: Any, kind: type[HandlerRecord] = HandlerRecord) -> HandlerRecord:
+        data = _object(value, "record")
+        version = data.get("version")
+        upgrade = data.get("upgrade")
+        return HandlerRecord(
+            handler=HandlerName.parse(data["handler"]),
+            version=None if version is None else Version.parse(version),
+            state=HandlerState(data.get("state", HandlerState.NOT_INSTALLED.value)),
+            extensions=tuple(_extension(e) for e in _list(data.get("extensions", ()))),
+            upgrade=None if upgrade is None else _upgrade(upgrade),
+            failed=_optional_text(data.get("failed")),
+            failed_package=_optional_text(data.get("failed_package")),
+            uninstall_exit_code=str(data.get("uninstall_exit_code", NOT_RUN)),
+            last_errors={
+                str(k): _error(v) for k, v in _object(data.get("last_errors", {}), "").items()
+            },
+        )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what or 'a value'}: not an object")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{value!r}: not a list")
+    return list(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _extension(value: Any) -> ExtensionRecord:
+    data = _object(value, "extension")
+    return ExtensionRecord(
+        name=str(data["name"]),
+        sequence_number=int(data.get("sequence_number", 0)),
+        settings_digest=str(data.get("settings_digest", "")),
+        enabled=bool(data.get("enabled", False)),
+        converged=_optional_text(data.get("converged")),
+    )
+
+
+def _upgrade(value: Any) -> UpgradeRecord:
+    data = _object(value, "upgrade")
+    return UpgradeRecord(
+        source=Version.parse(data["source"]),
+        target=Version.parse(data["target"]),
+        phase=UpgradePhase(int(data.get("phase", UpgradePhase.FETCHED))),
+        disable_exit_codes={
+            str(k): str(v) for k, v in _object(data.get("disable_exit_codes", {}), "").items()
+        },
+        failed=bool(data.get("failed", False)),
+    )
+
+
+def _error(value: Any) -> tuple[int, str]:
+    code, text = _list(value)  # ValueError unless exactly two
+    return int(code), str(text)
 
 
 @attrs.define(eq=False)
@@ -53,7 +149,7 @@ class Journal:
     """The handler records of a state dir held by this runtime (see the module doc)."""
 
     state: StateDir
-    converter: cattrs.Converter = attrs.field(factory=_record_converter)
+    converter: RecordCodec = attrs.field(factory=RecordCodec)
     _journal_fd: int | None = None
     _pending: _Batch = attrs.field(factory=lambda: _Batch())
     _flushing: bool = False
@@ -94,7 +190,7 @@ class Journal:
                 continue
             try:
                 record = self.converter.structure(value, HandlerRecord)
-            except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
+            except (ValueError, TypeError, KeyError) as exc:
                 self.state.log(f"record {key!r} is unreadable: {exc}")
                 dropped = True
                 continue

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
@@ -42,7 +42,11 @@ from .document import (
     encode,
     os_info,
 )
-from .targets import Destination, UploadError, destination, write
+
+# The destinations (URL parsing, the blob client and its HTTP stack) are imported at the
+# first upload: a runtime with nowhere to upload never needs them.
+if TYPE_CHECKING:
+    from .targets import Destination
 
 __all__ = ["Clock", "StatusUploader", "SystemClock", "UploadStats"]
 
@@ -184,6 +188,8 @@ class StatusUploader:
         else:
             return None
         if self._parsed is None or self._parsed[0] != key:
+            from .targets import destination
+
             try:
                 found: Destination | None = destination(*parse)
             except ValueError as exc:
@@ -267,6 +273,8 @@ class StatusUploader:
                 return True
             self._last_attempt = now
             self.stats.attempts += 1
+            from .targets import UploadError, write
+
             try:
                 await write(where, encode(document), request_timeout=self.timeout)
             except UploadError as exc:

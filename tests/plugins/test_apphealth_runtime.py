@@ -18,6 +18,7 @@ from exthandler_plugins.apphealth._handler import SECOND_VARIABLE
 from exthandler import InstanceView
 from exthandler._model import HandlerName
 from exthandler._packages.builtin import missing_handler_hint
+from exthandler._plugins import load_object
 from exthandler.testing import Agent, check_lifecycle
 from tests.plugins.apphealth_support import (
     HANDLER,
@@ -105,7 +106,8 @@ def the_worker(agent: Agent) -> int:
 
 
 def test_registered_through_the_entry_point_hook_and_known_as_builtin() -> None:
-    assert ApplicationHealth in exthandler_plugins.exthandler_register_handlers()
+    paths = exthandler_plugins.exthandler_handler_paths()
+    assert load_object(paths[ApplicationHealth.name]) is ApplicationHealth
     assert ApplicationHealth.name == "Microsoft.ManagedServices.ApplicationHealthLinux"
     assert ApplicationHealth.version.startswith("2.0.")
     hint = missing_handler_hint(HandlerName.parse(HANDLER.lower()))

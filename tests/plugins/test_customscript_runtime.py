@@ -15,6 +15,7 @@ from exthandler_plugins.customscript import CustomScript, _handler
 from exthandler_sdk._package import build_package
 
 from exthandler import InstanceView
+from exthandler._plugins import load_object
 from tests.plugins.support import (
     BACKENDS,
     DIR,
@@ -35,7 +36,8 @@ def b64(text: bytes, compress: bool = False) -> str:
 
 
 def test_registered_through_the_entry_point_hook() -> None:
-    assert CustomScript in exthandler_plugins.exthandler_register_handlers()
+    paths = exthandler_plugins.exthandler_handler_paths()
+    assert load_object(paths[CustomScript.name]) is CustomScript
     assert CustomScript.name == HANDLER
     assert CustomScript.version == "2.1.0"
 

@@ -17,6 +17,7 @@ from exthandler_plugins.runcommand import _handler as rc_handler
 from exthandler_sdk import Operation
 
 from exthandler import InstanceView
+from exthandler._plugins import load_object
 from exthandler.testing import Agent, Fault, check_lifecycle
 from tests.plugins.support import FAST, FileServer, Route
 
@@ -65,7 +66,8 @@ def agent(exthandler_agent: Agent) -> Agent:
 
 
 def test_registered_through_the_entry_point_hook() -> None:
-    assert RunCommand in exthandler_plugins.exthandler_register_handlers()
+    paths = exthandler_plugins.exthandler_handler_paths()
+    assert load_object(paths[RunCommand.name]) is RunCommand
     assert RunCommand.supports_multiple_extensions
     assert RunCommand.manifest().supports_multiple_extensions
 

@@ -23,6 +23,7 @@ from exthandler_sdk import SettingsError
 
 from exthandler._model import HandlerName
 from exthandler._packages.builtin import missing_handler_hint
+from exthandler._plugins import load_object
 from exthandler.testing import Agent
 
 SECRET = "Pa55:word with spaces"
@@ -63,7 +64,8 @@ def refused(**protected: Any) -> list[str]:
 
 
 def test_registered_through_the_entry_point_hook() -> None:
-    assert VMAccess in exthandler_plugins.exthandler_register_handlers()
+    paths = exthandler_plugins.exthandler_handler_paths()
+    assert load_object(paths[VMAccess.name]) is VMAccess
     assert VMAccess.name == "Microsoft.OSTCExtensions.VMAccessForLinux"
     assert VMAccess.version.startswith("1.5.")
     hint = missing_handler_hint(HandlerName.parse("Microsoft.OSTCExtensions.VMAccessForLinux"))
