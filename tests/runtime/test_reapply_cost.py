@@ -6,8 +6,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 from exthandler._engine.state import FACTS_FILE
 from exthandler._packages.manifest import MANIFEST_NAME
 from tests.runtime.support import Agent, Packages, extension, goal
+from tests.runtime.test_startup import imported_by
 
 HANDLERS = ("Test.One", "Test.Two", "Test.Three")
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,18 +179,7 @@ def test_an_unchanged_reapply_imports_nothing_it_does_not_use(
     agent.take_ops()
     argv = ["apply", str(agent.goal_path), "--state-dir", str(agent.state)]
     argv += ["--repo", str(agent.repo), "--json"]
-    script = (
-        "import contextlib, io, json, sys\n"
-        "from exthandler._cli import run\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    code = run({argv!r})\n"
-        "print(json.dumps([code, sorted(sys.modules)]))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    code, modules = json.loads(done.stdout.splitlines()[-1])
-    assert code == 0, done.stderr
+    modules = imported_by(argv)
     assert agent.take_ops() == []  # nothing ran
     assert "exthandler._engine" in modules  # it did apply
     assert sorted(m for m in modules if m.startswith(NOT_NEEDED)) == []

@@ -169,6 +169,20 @@ def test_an_installed_good_version_is_run(
     assert parent.said("SIGINT, stopping")
 
 
+def _good_and_bad(
+    agent: Agent, packages: Packages, agent_package: Build, bad: str, **how: bool
+) -> None:
+    """A goal with one extension, and two installed agent versions: 0.1.5, and `bad`,
+    newer, built `how` (crashing or hanging)."""
+    packages.build("Test.Ext", "1.0.0")
+    agent.goal_path.write_text(json.dumps(goal(extension("ext"))))
+    agent.state.mkdir()
+    agent_package("0.1.5", agent.root / "agents")
+    agent_package(bad, agent.root / "agents", **how)
+    install_agent(agent.state, agent.root / "agents", "0.1.5")
+    install_agent(agent.state, agent.root / "agents", bad)
+
+
 def test_a_version_that_crashes_at_start_is_marked_bad_and_rolled_back_from(
     agent: Agent,
     packages: Packages,
@@ -176,13 +190,7 @@ def test_a_version_that_crashes_at_start_is_marked_bad_and_rolled_back_from(
     agent_package: Build,
     systemd: NotifySocket,
 ) -> None:
-    packages.build("Test.Ext", "1.0.0")
-    agent.goal_path.write_text(json.dumps(goal(extension("ext"))))
-    agent.state.mkdir()
-    agent_package("0.1.5", agent.root / "agents")
-    agent_package("0.1.6", agent.root / "agents", crashing=True)
-    install_agent(agent.state, agent.root / "agents", "0.1.5")
-    install_agent(agent.state, agent.root / "agents", "0.1.6")
+    _good_and_bad(agent, packages, agent_package, "0.1.6", crashing=True)
     parent = start_daemon(service_config, systemd)
     try:
         wait_until(lambda: systemd.seen("READY=1"), what="READY=1 from the good version")
@@ -220,13 +228,7 @@ def test_a_version_that_hangs_is_killed_marked_bad_and_rolled_back_from(
 ) -> None:
     """A child that said READY=1 and then sends no watchdog ping is unresponsive: killed
     and counted like a crash, while the daemon keeps systemd's watchdog fed itself."""
-    packages.build("Test.Ext", "1.0.0")
-    agent.goal_path.write_text(json.dumps(goal(extension("ext"))))
-    agent.state.mkdir()
-    agent_package("0.1.5", agent.root / "agents")
-    agent_package("0.1.7", agent.root / "agents", hanging=True)
-    install_agent(agent.state, agent.root / "agents", "0.1.5")
-    install_agent(agent.state, agent.root / "agents", "0.1.7")
+    _good_and_bad(agent, packages, agent_package, "0.1.7", hanging=True)
     parent = start_daemon(service_config, systemd, "--health-timeout", "1", watchdog_usec=400_000)
     try:
         wait_until(lambda: bool(parent.said("applied ")), what="the good version applied")
