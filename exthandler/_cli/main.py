@@ -110,12 +110,22 @@ def _problems(exc: GoalStateError, out: TextIO) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     import gc
 
+    # The goal state makes no cycles: reference counts free it, and the collector's walks
+    # over a large one would cost more than the parse. On again after (`main` may be
+    # called in a process that goes on).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _validate(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _validate(args: argparse.Namespace) -> int:
     from .._goalstate import load_goal_state
     from .._plan.checks import shared_handlers
 
-    # One parse and the process ends: what it leaves behind is freed by reference counts,
-    # and the collector's walks over a large goal state would cost more than the parse.
-    gc.disable()
     if args.goal is None and args.policy is None:
         args.parser.error("give GOAL, --policy FILE, or both")
     policy = None

@@ -273,8 +273,9 @@ def document(view: InstanceView, **options: Any) -> dict[str, Any]:
     return build_document(view, **values)
 
 
-def test_the_whole_document_for_one_extension() -> None:
-    view = InstanceView(
+def _one_monitor_extension() -> InstanceView:
+    """A view of one enabled extension that reported one substatus."""
+    return InstanceView(
         goal_state_id="g",
         extensions=(
             ext(
@@ -291,6 +292,10 @@ def test_the_whole_document_for_one_extension() -> None:
             ),
         ),
     )
+
+
+def test_the_whole_document_for_one_extension() -> None:
+    view = _one_monitor_extension()
     assert document(view) == {
         "version": "1.1",
         "timestampUTC": NOW,
@@ -526,23 +531,7 @@ def test_the_documented_example_has_the_documents_shape() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "fleet.md").read_text()
     section = page[page.index("### The document") :]
     example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
-    view = InstanceView(
-        goal_state_id="g",
-        extensions=(
-            ext(
-                "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent",
-                "Microsoft.Azure.Monitor.AzureMonitorLinuxAgent",
-                substatuses=(
-                    SubstatusView(
-                        code="ComponentStatus/StdOut/succeeded",
-                        level="Info",
-                        display_status="Provisioning succeeded",
-                        message="out",
-                    ),
-                ),
-            ),
-        ),
-    )
+    view = _one_monitor_extension()
     assert shape(example) == shape(document(view))
 
 

@@ -586,3 +586,20 @@ def test_a_builtin_handler_without_its_distribution_says_what_to_install(tmp_pat
         " (available: none); it is a built-in handler of exthandler-plugins:"
         ' pip install "exthandler[plugins]"'
     )
+
+
+def test_validate_leaves_the_collector_as_it_found_it(tmp_path: Path) -> None:
+    """`validate` parses without collector walks, and a host process gets them back."""
+    import gc
+
+    path = tmp_path / "goal.json"
+    path.write_text('{"extensions": []}')
+    assert gc.isenabled()
+    assert main(["validate", str(path)]) == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["validate", str(path)]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
