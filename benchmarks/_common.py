@@ -429,7 +429,9 @@ class Bench:
         run = self.apply(self.goal(1), work / "state", self.repo(1, ["1.0.0"]), work / "log")
         check_view(run, 1, "1.0.0", "warm-up apply")
 
-    def apply(self, goal: Path, state: Path, repo: Path, log: Path) -> CliRun:
+    def apply(
+        self, goal: Path, state: Path, repo: Path, log: Path, extra: Sequence[str] = ()
+    ) -> CliRun:
         env = dict(self.env, BENCH_LOG=str(log))
         args = [
             "apply",
@@ -441,6 +443,7 @@ class Bench:
             "--json",
             "--concurrency",
             str(self.settings.concurrency),
+            *extra,
         ]
         return self.run(args, env=env)
 

@@ -1,8 +1,11 @@
 """Re-apply of an unchanged goal state to N already installed extensions.
 
-Re-applying runs no command at all, so this is pure runtime cost: start-up, reading the
-state, planning, writing the view. Targets are multiples of `python -c pass` measured in
-the same run:
+Re-applying runs no command at all, so this is pure runtime cost. After the install, one
+re-apply (untimed) is the whole pass that finds nothing to do and stamps it; the timed
+re-applies are then quiet passes (one stat per input, the view shown again: see
+docs/runtime.md, "Quiet passes"), and the same number of whole passes (`--full-pass`:
+start-up, reading the state, planning) is shown beside each. Targets are multiples of
+`python -c pass` measured in the same run:
 
 - N = 1,000: <= 10x; its peak RSS <= 45 MiB;
 - N = 10 (a small machine: the fixed cost every pass pays): <= 5x;
@@ -17,6 +20,7 @@ largest, so that a cost growing faster than N shows.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -24,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks._common import (
     Bench,
+    BenchError,
     Figure,
     attempt,
     check_commands,
@@ -43,7 +48,12 @@ LARGE_REPEAT = 3
 TARGET_RSS_MIB = 45.0
 
 
-def _reapply(bench: Bench, count: int, figure: Figure, repeat: int) -> None:
+def _reapply(
+    bench: Bench, count: int, figure: Figure, repeat: int, whole: Figure | None = None
+) -> None:
+    """Install `count` extensions (untimed), re-apply once (untimed: the whole pass that
+    finds nothing to do and stamps it), then time `repeat` re-applies (quiet passes) into
+    `figure` and, with `whole`, `repeat` whole passes (`--full-pass`) into it."""
     repo = bench.repo(count, ["1.0.0"])
     goal = bench.goal(count)
     work = bench.fresh(f"reapply-{count}")
@@ -54,15 +64,26 @@ def _reapply(bench: Bench, count: int, figure: Figure, repeat: int) -> None:
     check_commands(log, {("install", "1.0.0"): count, ("enable", "1.0.0"): count}, "setup")
     figure.extra["setup_install_s"] = setup.seconds
     figure.extra["setup_peak_rss_mib"] = setup.max_rss_kib / 1024
-    for attempt_no in range(repeat):
+    time.sleep(0.2)  # files written in the last clock ticks are not vouched for
+    log = work / "stamping.log"
+    stamping = bench.apply(goal, state, repo, log)
+    check_view(stamping, count, "1.0.0", "the stamping re-apply")
+    check_commands(log, {}, "the stamping re-apply")
+    if not (state / ".exthandler" / "quiet-pass.json").is_file():
+        raise BenchError("the re-apply that found nothing to do left no quiet-pass stamp")
+    figure.extra["stamping_pass_s"] = stamping.seconds
+    runs: list[tuple[Figure, tuple[str, ...]]] = [(figure, ())] * repeat
+    if whole is not None:
+        runs += [(whole, ("--full-pass",))] * repeat
+    for attempt_no, (into, extra) in enumerate(runs):
         log = work / f"reapply-{attempt_no}.log"
-        result = bench.apply(goal, state, repo, log)
-        what = f"re-apply run {attempt_no + 1}"
+        result = bench.apply(goal, state, repo, log, extra)
+        what = f"re-apply run {attempt_no + 1}{' (whole)' if extra else ''}"
         check_view(result, count, "1.0.0", what)
         check_commands(log, {}, what)  # unchanged goal state: no command may run
-        figure.add(result)
-        figure.extra["peak_rss_mib"] = max(
-            figure.extra.get("peak_rss_mib", 0.0), result.max_rss_kib / 1024
+        into.add(result)
+        into.extra["peak_rss_mib"] = max(
+            into.extra.get("peak_rss_mib", 0.0), result.max_rss_kib / 1024
         )
 
 
@@ -98,9 +119,19 @@ def measure(bench: Bench) -> list[Figure]:
         SMALL_RATIO,
         f"a small machine: re-apply, {SMALL_N} unchanged extensions",
     )
+    small_whole = figure(
+        "reapply_whole_small", SMALL_N, None, f"  the same, whole passes (--full-pass), {SMALL_N}"
+    )
+    main_whole = figure(
+        "reapply_whole", count, None, f"  the same, whole passes (--full-pass), {count}"
+    )
     figures = [floor]
-    figures.append(attempt(small, lambda: _reapply(bench, SMALL_N, small, repeat)))
-    figures.append(attempt(main_figure, lambda: _reapply(bench, count, main_figure, repeat)))
+    figures.append(attempt(small, lambda: _reapply(bench, SMALL_N, small, repeat, small_whole)))
+    figures.append(small_whole)
+    figures.append(
+        attempt(main_figure, lambda: _reapply(bench, count, main_figure, repeat, main_whole))
+    )
+    figures.append(main_whole)
     rss = Figure(
         key="reapply_peak_rss",
         label=f"peak RSS, re-apply of {count} extensions",
@@ -128,13 +159,21 @@ def measure(bench: Bench) -> list[Figure]:
             LARGE_RATIO,
             f"re-apply, {LARGE_N:,} unchanged extensions",
         )
+        large_whole = figure(
+            "reapply_whole_large",
+            LARGE_N,
+            None,
+            f"  the same, whole passes (--full-pass), {LARGE_N:,}",
+        )
         runs = min(repeat, LARGE_REPEAT)
-        figures.append(attempt(large, lambda: _reapply(bench, LARGE_N, large, runs)))
+        figures.append(attempt(large, lambda: _reapply(bench, LARGE_N, large, runs, large_whole)))
+        figures.append(large_whole)
         scale += [hundred, large]
     for fig in scale:
         if fig.samples:
             fig.note = (
-                f"setup install took {fig.extra['setup_install_s']:.1f} s;"
+                f"setup install took {fig.extra['setup_install_s']:.1f} s; the whole pass that"
+                f" stamped it {fig.extra['stamping_pass_s'] * 1000:.0f} ms (untimed);"
                 f" peak RSS {fig.extra['peak_rss_mib']:.1f} MiB"
             )
     growth = growth_note([f for f in scale if f is not small])

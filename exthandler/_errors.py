@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from exthandler_sdk import ExtHandlerError
 
@@ -107,11 +107,14 @@ def environment_errno(exc: BaseException | None) -> int | None:
     return None
 
 
-async def state_dir_error_alone(work: Awaitable[None]) -> None:
+_T = TypeVar("_T")
+
+
+async def state_dir_error_alone(work: Awaitable[_T]) -> _T:
     """Await `work`; a StateDirError from one of its tasks comes out alone, not wrapped in
     an exception group, so that callers (the CLI) can name the path and exit 2."""
     try:
-        await work
+        return await work
     except BaseExceptionGroup as group:
         found = _first_state_dir_error(group)
         if found is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -269,38 +270,150 @@ def _table_width() -> int | None:
         return 80
 
 
+class _QuietApply:
+    """`apply` of a goal state whose last pass here changed nothing, with nothing it read
+    changed since: it shows the view file as that pass left it, without a pass (see
+    `_state/quiet.py`). After a whole pass that changed nothing, `keep` stamps it."""
+
+    # Hooks that hear of every pass: a plugin implementing one (other than the command
+    # line's own) would miss the passes skipped, so its presence keeps passes whole.
+    OBSERVERS = (
+        "exthandler_step_started",
+        "exthandler_step_finished",
+        "exthandler_extension_changed",
+        "exthandler_instance_view_changed",
+        "exthandler_telemetry_events",
+    )
+
+    def __init__(self, args: argparse.Namespace, data: bytes) -> None:
+        import hashlib
+
+        self.data = data
+        self.goal = hashlib.sha256(data).hexdigest()
+        state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+        self.root = str(state_dir)
+        self.meta = str(state_dir / ".exthandler")
+        # Whatever of the command line and its environment could change the pass.
+        options = {
+            name: repr(value)
+            for name, value in sorted(vars(args).items())
+            if name not in ("parser", "func", "json", "full_pass")
+        }
+        environment = sorted((k, v) for k, v in os.environ.items() if k.startswith("EXTHANDLER_"))
+        what = [__version__, sys.executable, os.getcwd(), options, environment, sys.path]
+        self.key = hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> _QuietApply | None:
+        """None when the goal is not a local file (or cannot be read: the pass says why),
+        or a status upload is asked for (each pass uploads)."""
+        if args.full_pass or getattr(args, "status_url", None) or "://" in args.goal:
+            return None  # (no URL of any scheme: `is_url` costs its imports here)
+        try:
+            with open(args.goal, "rb") as file:
+                data = file.read()
+        except OSError:
+            return None
+        return cls(args, data)
+
+    def serve(self, args: argparse.Namespace) -> bool:
+        """Show the view and say so, if the stamp vouches for it; False: run the pass."""
+        from .._state import quiet
+
+        data = quiet.check(self.root, self.meta, key=self.key, goal=self.goal)
+        if data is None:
+            return False
+        if args.json and not sys.stdout.isatty():
+            print(data.decode("utf-8", "replace"))  # the file is the one-line JSON view
+        elif args.json:
+            print(json.dumps(json.loads(data), indent=2))
+        else:
+            from .._report.view import parse_instance_view
+
+            view = parse_instance_view(data)
+            if view is None:
+                return False
+            _print_view(view, False)
+        print("exthandler: nothing to do", file=sys.stderr)
+        return True
+
+    def keep(
+        self, runtime: Any, config: RuntimeConfig, goal: GoalState, ours: Sequence[object]
+    ) -> None:
+        """Stamp the pass that just ended, if it changed nothing and no plugin of others
+        hears of passes (called with the state dir still locked)."""
+        from .._state import quiet
+
+        inputs = runtime._engine.quiet
+        if inputs is None or config.status_url or goal.status_upload_blob is not None:
+            return
+        manager = runtime.plugin_manager
+        allowed = [*ours, manager.get_plugin("exthandler-status-upload")]
+        for name in self.OBSERVERS:
+            for impl in getattr(manager.hook, name).get_hookimpls():
+                if not any(impl.plugin is plugin for plugin in allowed):
+                    return
+        # Where plugins are found (each path's listing) and the runtime's own code.
+        package = os.path.dirname(os.path.abspath(__file__))
+        found = [os.path.abspath(entry or ".") for entry in sys.path]
+        inputs.followed = [*inputs.followed, *found, package]
+        with contextlib.suppress(OSError):  # a cache: without it the next pass is whole
+            quiet.write(
+                self.root,
+                self.meta,
+                key=self.key,
+                goal=self.goal,
+                boot_id_path=str(config.boot_id_path),
+                inputs=inputs,
+            )
+
+
 def _cmd_apply(args: argparse.Namespace) -> int:
+    quiet = _QuietApply.of(args)
+    if quiet is not None:
+        _warn_missing_repositories(args)
+        if quiet.serve(args):
+            return EXIT_OK
+
     import anyio
 
-    from .._goalstate import load_goal_state
+    from .._goalstate import load_goal_state, parse_goal_state
     from .._report.events import StepCounter
     from .._runtime import open_runtime
     from .progress import Progress
 
     try:
-        goal = load_goal_state(args.goal)
+        if quiet is None:
+            goal = load_goal_state(args.goal)
+        else:  # the very bytes the stamp will name
+            goal = parse_goal_state(quiet.data, source=args.goal)
     except GoalStateError as exc:
         return _problems(exc, sys.stderr)
-    _warn_missing_repositories(args)
+    if quiet is None:
+        _warn_missing_repositories(args)
     progress = Progress(out=sys.stderr) if sys.stderr.isatty() and not args.json else None
     tally = StepCounter()
-    config = _config(args, [progress, tally] if progress else [tally])
+    ours: list[object] = [progress, tally] if progress else [tally]
+    config = _config(args, ours)
 
     async def main() -> InstanceView:
         async with open_runtime(config) as runtime:
             if progress is None:
-                return await runtime.apply(goal)
-            async with anyio.create_task_group() as group:
-
-                async def tick() -> None:
-                    while True:
-                        await anyio.sleep(0.25)
-                        progress.draw()
-
-                group.start_soon(tick)
                 view = await runtime.apply(goal)
-                group.cancel_scope.cancel()
-            progress.clear()
+            else:
+                async with anyio.create_task_group() as group:
+
+                    async def tick() -> None:
+                        while True:
+                            await anyio.sleep(0.25)
+                            progress.draw()
+
+                    group.start_soon(tick)
+                    view = await runtime.apply(goal)
+                    group.cancel_scope.cancel()
+                progress.clear()
+            if quiet is not None and tally.commands == 0:
+                quiet.keep(runtime, config, goal, ours)
             return view
 
     view, signum, failed = _run_runtime(main, config)
@@ -924,8 +1037,34 @@ def _suggestion(word: str, known: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, its width found without `shutil` (an import that costs a
+    command line more than the rest of its parsing)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_help_width())
+
+
+def _help_width() -> int:
+    """The width help is laid out for: as argparse finds it, less its margin of two."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        width = int(columns)
+    else:
+        try:
+            stream = sys.__stdout__
+            width = (os.get_terminal_size(stream.fileno()).columns if stream else 0) or 80
+        except (OSError, ValueError):
+            width = 80
+    return width - 2
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with errors that say what was wrong and what was probably meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is None or value in action.choices:
@@ -1059,9 +1198,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     def command(
         group: Any, name: str, func: Callable[[argparse.Namespace], int] | None, help: str
     ) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
         if group is commands and only is not None and name != only:
-            return cast(argparse.ArgumentParser, _Unbuilt())
+            # Named and listed, as add_parser would, without building a parser: a
+            # command line parses one command, and each parser costs a millisecond.
+            unbuilt = _Unbuilt()
+            commands.choices[name] = unbuilt
+            listing = commands._ChoicesPseudoAction
+            commands._choices_actions.append(listing(name, (), help))
+            return cast(argparse.ArgumentParser, unbuilt)
+        sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
         sub.set_defaults(parser=sub, func=func)
         return sub
 
@@ -1083,6 +1228,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     _option_command_timeout(apply)
     _option_status_url(apply)
+    apply.add_argument(
+        "--full-pass",
+        action="store_true",
+        help="run the whole pass even when nothing it reads changed since the last one"
+        " that changed nothing (which apply otherwise only shows again)",
+    )
 
     plan = command(
         commands, "plan", _cmd_plan, "show the steps apply would run, and why, changing nothing"

@@ -87,8 +87,10 @@ class HandlerDriver:
 
     async def _drive(self, target: HandlerTarget, slot: Slot, work: Pass) -> None:
         handler = target.handler
-        record = work.records.get(handler) or HandlerRecord(handler=handler)
-        record = self._reconcile(record)  # a stat or two: not worth a thread
+        stored = work.records.get(handler) or HandlerRecord(handler=handler)
+        record = self._reconcile(stored)  # a stat or two: not worth a thread
+        if record is not stored:
+            work.changed = True
         # The record whose HandlerState files wait for the next step (see below).
         unwritten: HandlerRecord | None = None
         try:
@@ -101,6 +103,7 @@ class HandlerDriver:
                 if step is None:
                     await self._settled(record, target, work)
                     break
+                work.changed = True
                 self.plugins.hook.exthandler_step_started(step=step)
                 await slot.take()
                 self._show_running(step, target)
@@ -183,6 +186,7 @@ class HandlerDriver:
                 # Removed, but the kill came between deleting its dir and recording that
                 # (the reconciled record has nothing left to do): forget it now.
                 emptied = HandlerRecord(handler=record.handler)
+                work.changed = True
                 work.records[record.handler] = emptied
                 await self.store.save_record(emptied)
             return
@@ -196,6 +200,7 @@ class HandlerDriver:
             # that the failed goal is tried again if it ever comes back.
             errors = {k: v for k, v in record.last_errors.items() if k}
             record = attrs.evolve(record, failed=None, failed_package=None, last_errors=errors)
+            work.changed = True
             work.records[record.handler] = record
             await self.store.save_record(record)
             self.statuses.refresh(force=True, handler=record.handler)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 import anyio
 import attrs
 import pluggy
-from exthandler_sdk import ErrorCode, Operation
+from exthandler_sdk import ErrorCode, Operation, StatusLevel
 from exthandler_sdk.procs import read_boot_id
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS
 
@@ -33,7 +35,7 @@ from .._executors.base import Executor
 from .._executors.inprocess import InProcessExecutor, InProcessHandlers, class_manifest
 from .._executors.process import ProcessExecutor, base_environment, end_orphans
 from .._fs import make_dir
-from .._model import GoalState, HandlerName, Version
+from .._model import GoalState, HandlerName, RequestedState, Version
 from .._packages.manifest import HandlerManifest
 from .._packages.repository import PackageCatalog, PackageSource, RepositorySet, Workspace
 from .._plan.course import PlannedStep, course
@@ -44,11 +46,12 @@ from .._policy.signature import PackageVerifier
 from .._report.liveview import ExtensionState, LiveView
 from .._report.telemetry import Collected, EventRateLimiter, collect_all
 from .._report.view import InstanceView
+from .._state import quiet as quiet_stamp
 from .._state.store import Store
 from .driver import HandlerDriver
 from .scheduler import Scheduler, Slot
 from .settings import SettingsWriter
-from .state import Manifests, Pass
+from .state import FACTS_FILE, Manifests, Pass
 from .statuses import Statuses
 from .steps import StepRunner
 
@@ -128,6 +131,9 @@ class Engine:
     _driver: HandlerDriver = attrs.field(init=False)
     _events: EventRateLimiter = attrs.field(init=False, factory=EventRateLimiter)
     verifier: PackageVerifier = attrs.field(init=False)
+    # What the last pass read, when it changed nothing and showed only what handlers
+    # reported (see _state/quiet.py); None after any other pass.
+    quiet: quiet_stamp.Inputs | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         store, records = self.store, self._records
@@ -207,6 +213,11 @@ class Engine:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge the state dir to `goal`; returns the final instance view."""
         store = self.store
+        self.quiet = None
+        quiet_stamp.discard(str(store.meta))  # before anything changes
+        started_ns = time.time_ns()  # what handlers changed after this is not vouched for
+        logged = store.logged
+        swept = store.needs_sweep
         loaded = await self._io(store.load_records)
         self._records.clear()
         self._records.update(loaded)
@@ -239,7 +250,9 @@ class Engine:
         await self._resolve_targets(work, await self._io(store.digest_key))
         self._statuses.refresh()
         try:
-            await state_dir_error_alone(self._converge(work))
+            events = await state_dir_error_alone(self._converge(work))
+            if not (work.changed or events or swept or store.logged != logged):
+                self.quiet = self._quiet_inputs(work, started_ns)
         except anyio.get_cancelled_exc_class():
             # Stopped from outside (a signal, the host's cancel scope): what finished is in
             # the journal; the view says so, and shows interrupted steps transitioning.
@@ -362,8 +375,9 @@ class Engine:
             for ext in target.extensions:
                 self.view.extensions[ext.name].sequence_number = ext.sequence_number
 
-    async def _converge(self, work: Pass) -> None:
-        """Drive every handler to its target, then collect telemetry and publish the view."""
+    async def _converge(self, work: Pass) -> int:
+        """Drive every handler to its target, then collect telemetry and publish the view;
+        the number of events collected."""
 
         async def drive(target: HandlerTarget, slot: Slot) -> None:
             await self._driver.drive(target, slot, work)
@@ -382,8 +396,87 @@ class Engine:
                 settled=lambda target: self._driver.settled(target, work),
             )
             group.cancel_scope.cancel()
-        await self._telemetry(list(work.targets))
+        events = await self._telemetry(list(work.targets))
         await self.view.publish(durable=True)
+        return events
+
+    def _quiet_inputs(self, work: Pass, started_ns: int) -> quiet_stamp.Inputs | None:
+        """What this pass, which changed nothing, read: the stamp's inputs; None when the
+        pass showed anything not read from a file (an error, a made-up time), served a
+        handler in process, or read a source that is not a local directory."""
+        from exthandler_sdk.protocol import HEARTBEAT_MAX_AGE, HEARTBEAT_NAME
+
+        from .._packages.manifest import MANIFEST_NAME
+        from .._packages.repository import DirectoryRepository
+
+        if work.policy.error is not None or any(e.package_locations for e in work.goal.extensions):
+            return None
+        followed: list[str] = []
+        for source in self.sources:
+            if not isinstance(source, DirectoryRepository):
+                return None  # what a remote or embedder's source offers has no stat
+            followed.append(str(source.path.absolute()))
+        if self.options.policy is not None:
+            followed.append(str(Path(self.options.policy).absolute()))
+        followed += [str(Path(root).absolute()) for root in self.options.trusted_roots]
+        for state in self.view.extensions.values():
+            if state.goal.state is RequestedState.UNINSTALL:
+                continue  # not shown
+            if not state.from_report or state.level is StatusLevel.ERROR:
+                return None
+        store = self.store
+        journal = store.journal
+        own = [
+            str(store.root),
+            str(store.log_root),
+            str(journal.snapshot_path),
+            str(journal.journal_path),
+            str(store.view_path),
+            str(store.meta / FACTS_FILE),
+            str(store.meta / "digest.key"),
+            str(store.running_dir),
+            str(store.downloads_dir),
+        ]
+        handlers: list[str] = []
+        valid_until: float | None = None
+        for handler, target in work.targets.items():
+            record = work.records.get(handler)
+            if target.removes_handler:
+                if record is not None and record.version is not None:
+                    return None
+                continue
+            version = target.version
+            if record is None or version is None or record.version != version:
+                return None
+            if self.inprocess.handler_class(handler, version) is not None:
+                return None  # its code is the package: no file says when it changes
+            facts = self._manifests.facts(handler, version)
+            if facts is None:
+                return None
+            directory = store.handler_dir(handler, version)
+            handlers += [f"{directory}/{MANIFEST_NAME}", f"{directory}/HandlerEnvironment.json"]
+            for ext in target.extensions:
+                shown = self.view.extensions.get(ext.name)
+                if shown is not None and shown.sequence_number is not None:
+                    handlers.append(str(self._statuses.status_path(record, shown)))
+            if facts.heartbeat:
+                beat = f"{directory}/{HEARTBEAT_NAME}"
+                handlers.append(beat)
+                with contextlib.suppress(OSError):
+                    stale_at = os.stat(beat, follow_symlinks=False).st_mtime + HEARTBEAT_MAX_AGE
+                    if stale_at > time.time():  # a stale one stays stale while unchanged
+                        valid_until = (
+                            stale_at if valid_until is None else min(valid_until, stale_at)
+                        )
+            handlers.append(str(store.events_dir(handler)))
+        return quiet_stamp.Inputs(
+            started_ns=started_ns,
+            own=own,
+            handlers=handlers,
+            followed=followed,
+            boot_id=work.boot_id,
+            valid_until=valid_until,
+        )
 
     def _skip(self, target: HandlerTarget, name: str, failure: str) -> None:
         for ext in target.extensions:
@@ -406,13 +499,17 @@ class Engine:
             await self.view.publish(durable=False)
         return self.instance_view()
 
-    async def _telemetry(self, handlers: Sequence[HandlerName]) -> None:
-        """Collect the handlers' new events in a worker thread; log and hand them over here."""
+    async def _telemetry(self, handlers: Sequence[HandlerName]) -> int:
+        """Collect the handlers' new events in a worker thread; log and hand them over here.
+        The number of events collected."""
         folders = [(str(h), self.store.events_dir(h)) for h in handlers]
         collected: Collected = await self._io(
             functools.partial(collect_all, limiter=self._events), folders
         )
         for problem in collected.problems:
             self.store.log(problem)
+        count = 0
         for handler, events in collected.events:
+            count += len(events)
             self.plugins.hook.exthandler_telemetry_events(handler=handler, events=list(events))
+        return count

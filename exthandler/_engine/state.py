@@ -209,6 +209,8 @@ class Pass:
     written: set[tuple[str, int]] = attrs.field(factory=set)
     # The policy this pass runs under (processing on or off, the policy file's rules).
     policy: PolicyState = attrs.field(factory=PolicyState)
+    # Whether the pass changed anything: a step ran, or a record was repaired or saved.
+    changed: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.by_handler = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import anyio
 import attrs
@@ -115,12 +116,16 @@ class Statuses:
 
     def report_of(self, record: HandlerRecord, state: ExtensionState) -> StatusReport | None:
         """The extension's status file in the record's current handler dir, if readable."""
+        return read_status_file(self.status_path(record, state))
+
+    def status_path(self, record: HandlerRecord, state: ExtensionState) -> Path:
+        """Where the extension's status file is, in the record's current handler dir."""
         assert record.version is not None
         assert state.sequence_number is not None
         multi = self.manifests.is_multi(record.handler, record.version)
         directory = self.store.handler_dir(record.handler, record.version)
         name = status_file_name(state.goal.name if multi else None, state.sequence_number)
-        return read_status_file(directory / STATUS_DIR / name)
+        return directory / STATUS_DIR / name
 
     def set(
         self,
@@ -133,6 +138,12 @@ class Statuses:
     ) -> None:
         shown = compose_status(report, failure, ran_ok=ran_ok, operation=operation, now=now())
         self.view.show(state, shown, self._heartbeat(state.goal.handler))
+        state.from_report = (
+            failure is None
+            and report is not None
+            and report.status.terminal
+            and report.timestamp is not None
+        )
 
     def _heartbeat(self, handler: HandlerName) -> SubstatusView | None:
         """The heartbeat as a `Heartbeat` substatus, for handlers whose manifest asks for one."""

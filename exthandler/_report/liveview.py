@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import anyio.to_thread
 import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, StatusLevel
+from exthandler_sdk.files import fsync_dir
 from exthandler_sdk.protocol import Substatus
 
 from .._errors import StateDirError
@@ -60,6 +62,9 @@ class ExtensionState:
     substatuses: tuple[SubstatusView, ...] = ()
     level: StatusLevel = StatusLevel.TRANSITIONING
     heartbeat: SubstatusView | None = None
+    # Its status is a terminal report's, with the report's own time: nothing of it was
+    # made up at this pass (a quiet pass may be stamped only then; see _state/quiet.py).
+    from_report: bool = False
 
 
 @attrs.define(eq=False)
@@ -84,12 +89,15 @@ class LiveView:
     warnings: dict[tuple[HandlerName, Version], SubstatusView] = attrs.field(factory=dict)
     # The last view file's bytes, not parsed yet (see `restore_data`).
     _restored_data: bytes | None = attrs.field(default=None, init=False)
+    # What the view file holds: as read when the runtime opened, then as last written.
+    _on_disk: bytes | None = attrs.field(default=None, init=False)
 
     def restore_data(self, data: bytes) -> None:
         """`restore` the view file's `data`, parsed only when something asks for the view
         before this runtime's first pass: an apply replaces it at once, and parsing the
         view of thousands of extensions costs more than the rest of an unchanged pass.
         A view showing signature warnings is parsed now (they outlive the pass)."""
+        self._on_disk = data
         if f"ComponentStatus/{SIGNATURE_SUBSTATUS}/".encode() in data:
             view = parse_instance_view(data)
             if view is not None:
@@ -201,6 +209,7 @@ class LiveView:
         state.statuses = (error_view(code, message, now()),)
         state.substatuses = ()
         state.level = StatusLevel.ERROR
+        state.from_report = False
         self.changed(state)
 
     def signature_warning(
@@ -227,6 +236,7 @@ class LiveView:
             state.statuses = (status_view(StatusLevel.TRANSITIONING, 0, message, now()),)
             state.substatuses = ()
             state.level = StatusLevel.TRANSITIONING
+            state.from_report = False
             self.changed(state)
 
     def still_refused(self, record: HandlerRecord, target: HandlerTarget) -> None:
@@ -246,6 +256,7 @@ class LiveView:
                 message = "disabled; the handler is not installed, so nothing ran"
                 state.statuses = (status_view(StatusLevel.SUCCESS, 0, message, now()),)
                 state.level = StatusLevel.SUCCESS
+                state.from_report = False
                 self.changed(state)
 
     # -- the view file ----------------------------------------------------------------------
@@ -256,19 +267,40 @@ class LiveView:
         # One line: json's C encoder only serves documents without indentation, and a view
         # of thousands of extensions is written several times a second.
         data = json.dumps(view.to_json()).encode()
-        if durable:
+        if data == self._on_disk:
+            # The file says this already: no new file (a pass over unchanged handlers
+            # writes nothing); a durable publish only makes sure it is on the disk.
+            if durable:
+                await anyio.to_thread.run_sync(self._sync, limiter=self.limiter)
+        elif durable:
             await anyio.to_thread.run_sync(self._write, data, durable, limiter=self.limiter)
         else:  # a rename without fsync: a few syscalls, cheaper here than in a thread
             self._write(data, durable)
         self.plugins.hook.exthandler_instance_view_changed(view=view)
 
     def _write(self, data: bytes, durable: bool) -> None:
+        self._on_disk = None  # unknown until the write is done
         try:
             write_atomic(self.view_path, data, mode=0o600, durable=durable)
         except OSError as exc:
             raise StateDirError(
                 f"{self.view_path}: cannot write the instance view: {exc.strerror or exc}"
             ) from exc
+        self._on_disk = data
+
+    def _sync(self) -> None:
+        """fsync the view file as it is, and its dir (the last write may not have been
+        durable); nearly free when it was. No file there: it is written again."""
+        try:
+            fd = os.open(self.view_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            self._write(self._on_disk or b"", True)
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.view_path.parent)
 
     async def writer(self) -> None:
         """Write the view while a pass runs: at most five times a second, and never more

@@ -43,6 +43,8 @@ class Store:
     # The worker threads file work of this state dir runs in, a few at a time: extraction,
     # tree removal, scans, the journal's fsync (see the threading rule in docs/architecture).
     io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    # Lines logged so far (a pass that logged anything was not a quiet one).
+    logged: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self.state = StateDir(
@@ -97,6 +99,7 @@ class Store:
     def log(self, message: str, *, level: int = logging.INFO, **fields: object) -> None:
         """A line in exthandler.log, and a record of the stdlib logger `exthandler` with
         `fields` (handler, version, extension, operation) as `extra` attributes."""
+        self.logged += 1
         self.state.log(message)
         if _LOGGER.isEnabledFor(level):
             _LOGGER.log(level, "%s", message, extra={k: str(v) for k, v in fields.items()})

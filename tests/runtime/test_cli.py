@@ -280,7 +280,8 @@ def _commands(
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                yield from _commands(sub, (*path, name))
+                if isinstance(sub, argparse.ArgumentParser):  # not a command left unbuilt
+                    yield from _commands(sub, (*path, name))
 
 
 def test_help_describes_every_option_of_every_command(
@@ -312,11 +313,18 @@ def test_a_command_line_builds_only_its_command_and_still_lists_every_command(
     assert all(f"    {name} " in listed or f"    {name}\n" in listed for name in names)
     for name in names:
         lazy = dict(_commands(build_parser(name)))
-        # The command run is whole; the others are names without options.
+        # The command run is whole; the others are names, without a parser.
         assert {p for p in lazy if p[:1] == (name,)} == {p for p in full if p[:1] == (name,)}
-        for other in names:
-            if other != name:
-                assert [a.dest for a in lazy[(other,)]._actions] == ["help"]
+        assert [p for p in lazy if len(p) == 1] == [(name,)]
+        # The top level still knows them all: help lists them, a typo is told the names.
+        with pytest.raises(SystemExit):
+            main(["--help", name])
+        assert capsys.readouterr().out == listed
+    with pytest.raises(SystemExit):
+        main(["aply", "goal.json"])
+    told = capsys.readouterr().err
+    assert "did you mean 'apply'" in told
+    assert all(name in told for name in names)
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def test_an_unchanged_reapply_reads_one_file_per_handler_dir_and_writes_nothing(
     monkeypatch.setattr(os, "stat", counting_stat)
     monkeypatch.setattr(os, "open", counting_open)
     monkeypatch.setattr(builtins, "open", counting_builtin_open)
-    code, view = agent.apply(document)
+    code, view = agent.apply(document, "--full-pass")  # a quiet pass: test_quiet_pass.py
     monkeypatch.undo()
 
     assert code == 0
