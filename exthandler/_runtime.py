@@ -261,6 +261,57 @@ class Runtime:
         """Run `handler_class` in process from now on; its version becomes available."""
         self._engine.inprocess.register(handler_class)
 
+    # Hooks that hear of every pass: a plugin implementing one would miss the passes that
+    # a quiet-pass stamp lets the command line skip.
+    _PASS_OBSERVERS = (
+        "exthandler_step_started",
+        "exthandler_step_finished",
+        "exthandler_extension_changed",
+        "exthandler_instance_view_changed",
+        "exthandler_telemetry_events",
+    )
+
+    def stamp_quiet_pass(
+        self,
+        goal: GoalState,
+        *,
+        key: str,
+        goal_digest: str,
+        listeners: Sequence[object] = (),
+        followed: Sequence[str] = (),
+    ) -> bool:
+        """After `apply(goal)`: if that pass changed nothing and showed only what handlers
+        reported, keep its stamp, so that `exthandler apply` of the same goal (`key`: its
+        command line; `goal_digest`: the goal file's) can show the view again without a
+        pass while nothing the pass read changes (docs/runtime.md, "Quiet passes").
+        `listeners` are the caller's own plugins, which know that passes may be skipped;
+        `followed` are more paths the caller depends on. Whether a stamp was kept."""
+        from ._state import quiet
+
+        inputs = self._engine.quiet
+        if inputs is None or self.config.status_url or goal.status_upload_blob is not None:
+            return False  # nothing to vouch for, or every pass uploads the status
+        manager = self.plugin_manager
+        allowed = [*listeners, self._uploader]
+        for name in self._PASS_OBSERVERS:
+            for impl in getattr(manager.hook, name).get_hookimpls():
+                if not any(impl.plugin is plugin for plugin in allowed):
+                    return False  # somebody else hears of every pass
+        inputs.followed = [*inputs.followed, *followed]
+        store = self._engine.store
+        try:
+            why_not = quiet.write(
+                str(store.root),
+                str(store.meta),
+                key=key,
+                goal=goal_digest,
+                boot_id_path=str(self.config.boot_id_path),
+                inputs=inputs,
+            )
+        except OSError:  # a cache: without it the next pass is a whole one
+            return False
+        return why_not is None
+
     def instance_view(self) -> InstanceView:
         """The live instance view: current even while an apply is running."""
         return self._engine.instance_view()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from .._errors import GoalStateError, PackageError, StateDirError, StateDirLocke
 if TYPE_CHECKING:
     from .._model import GoalState
     from .._report.view import InstanceView
-    from .._runtime import RuntimeConfig
+    from .._runtime import Runtime, RuntimeConfig
     from .._service.notify import Notifier
 
 __all__ = ["main"]
@@ -275,16 +274,6 @@ class _QuietApply:
     changed since: it shows the view file as that pass left it, without a pass (see
     `_state/quiet.py`). After a whole pass that changed nothing, `keep` stamps it."""
 
-    # Hooks that hear of every pass: a plugin implementing one (other than the command
-    # line's own) would miss the passes skipped, so its presence keeps passes whole.
-    OBSERVERS = (
-        "exthandler_step_started",
-        "exthandler_step_finished",
-        "exthandler_extension_changed",
-        "exthandler_instance_view_changed",
-        "exthandler_telemetry_events",
-    )
-
     def __init__(self, args: argparse.Namespace, data: bytes) -> None:
         import hashlib
 
@@ -337,35 +326,19 @@ class _QuietApply:
         print("exthandler: nothing to do", file=sys.stderr)
         return True
 
-    def keep(
-        self, runtime: Any, config: RuntimeConfig, goal: GoalState, ours: Sequence[object]
-    ) -> None:
-        """Stamp the pass that just ended, if it changed nothing and no plugin of others
-        hears of passes (called with the state dir still locked)."""
-        from .._state import quiet
-
-        inputs = runtime._engine.quiet
-        if inputs is None or config.status_url or goal.status_upload_blob is not None:
-            return
-        manager = runtime.plugin_manager
-        allowed = [*ours, manager.get_plugin("exthandler-status-upload")]
-        for name in self.OBSERVERS:
-            for impl in getattr(manager.hook, name).get_hookimpls():
-                if not any(impl.plugin is plugin for plugin in allowed):
-                    return
-        # Where plugins are found (each path's listing) and the runtime's own code.
-        package = os.path.dirname(os.path.abspath(__file__))
+    def keep(self, runtime: Runtime, goal: GoalState, ours: Sequence[object]) -> None:
+        """Stamp the pass that just ended, if it may be (see `Runtime.stamp_quiet_pass`;
+        called with the state dir still locked)."""
+        # Where plugins are found (each path's listing), and the runtime's own code.
         found = [os.path.abspath(entry or ".") for entry in sys.path]
-        inputs.followed = [*inputs.followed, *found, package]
-        with contextlib.suppress(OSError):  # a cache: without it the next pass is whole
-            quiet.write(
-                self.root,
-                self.meta,
-                key=self.key,
-                goal=self.goal,
-                boot_id_path=str(config.boot_id_path),
-                inputs=inputs,
-            )
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        runtime.stamp_quiet_pass(
+            goal,
+            key=self.key,
+            goal_digest=self.goal,
+            listeners=ours,
+            followed=[*found, package],
+        )
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -413,7 +386,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                     group.cancel_scope.cancel()
                 progress.clear()
             if quiet is not None and tally.commands == 0:
-                quiet.keep(runtime, config, goal, ours)
+                quiet.keep(runtime, goal, ours)
             return view
 
     view, signum, failed = _run_runtime(main, config)

@@ -389,3 +389,24 @@ def test_the_stamp_names_inputs_within_the_state_dir_by_their_relative_path(
     stamp = json.loads((agent.state / STAMP).read_text())
     assert "Test.One-1.0.0/status/0.status" in stamp["handlers"]
     assert (agent.state / STAMP).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_handler_served_in_process_keeps_every_pass_whole(
+    agent: Agent, passes: list[str]
+) -> None:
+    # CustomScript, a built-in handler: its code is the package, and no file says when
+    # that code changes, so no pass over it is vouched for.
+    entry = extension(
+        "script",
+        "Microsoft.Azure.Extensions.CustomScript",
+        "2.1",
+        settings={"commandToExecute": "true"},
+    )
+    document = goal(entry, id="g1")
+    code, view = agent.apply(document)
+    assert code == 0, view
+    _settle()
+    for _ in range(2):
+        assert agent.apply(document) == (0, view)
+    assert passes == ["g1", "g1", "g1"]
+    assert not (agent.state / STAMP).exists()
