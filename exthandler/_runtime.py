@@ -288,7 +288,7 @@ class Runtime:
         `followed` are more paths the caller depends on. Whether a stamp was kept."""
         from ._state import quiet
 
-        inputs = self._engine.quiet
+        inputs = self._engine.quiet_inputs()
         if inputs is None or self.config.status_url or goal.status_upload_blob is not None:
             return False  # nothing to vouch for, or every pass uploads the status
         manager = self.plugin_manager
@@ -297,7 +297,6 @@ class Runtime:
             for impl in getattr(manager.hook, name).get_hookimpls():
                 if not any(impl.plugin is plugin for plugin in allowed):
                     return False  # somebody else hears of every pass
-        inputs.followed = [*inputs.followed, *followed]
         store = self._engine.store
         try:
             why_not = quiet.write(
@@ -307,6 +306,7 @@ class Runtime:
                 goal=goal_digest,
                 boot_id_path=str(self.config.boot_id_path),
                 inputs=inputs,
+                followed=followed,
             )
         except OSError:  # a cache: without it the next pass is a whole one
             return False

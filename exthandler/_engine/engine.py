@@ -131,9 +131,8 @@ class Engine:
     _driver: HandlerDriver = attrs.field(init=False)
     _events: EventRateLimiter = attrs.field(init=False, factory=EventRateLimiter)
     verifier: PackageVerifier = attrs.field(init=False)
-    # What the last pass read, when it changed nothing and showed only what handlers
-    # reported (see _state/quiet.py); None after any other pass.
-    quiet: quiet_stamp.Inputs | None = attrs.field(init=False, default=None)
+    # The last pass and when it began, when it changed nothing (see `quiet_inputs`).
+    _quiet_pass: tuple[Pass, int] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         store, records = self.store, self._records
@@ -213,7 +212,7 @@ class Engine:
     async def apply(self, goal: GoalState) -> InstanceView:
         """Converge the state dir to `goal`; returns the final instance view."""
         store = self.store
-        self.quiet = None
+        self._quiet_pass = None
         quiet_stamp.discard(str(store.meta))  # before anything changes
         started_ns = time.time_ns()  # what handlers changed after this is not vouched for
         logged = store.logged
@@ -252,7 +251,7 @@ class Engine:
         try:
             events = await state_dir_error_alone(self._converge(work))
             if not (work.changed or events or swept or store.logged != logged):
-                self.quiet = self._quiet_inputs(work, started_ns)
+                self._quiet_pass = (work, started_ns)
         except anyio.get_cancelled_exc_class():
             # Stopped from outside (a signal, the host's cancel scope): what finished is in
             # the journal; the view says so, and shows interrupted steps transitioning.
@@ -400,11 +399,20 @@ class Engine:
         await self.view.publish(durable=True)
         return events
 
-    def _quiet_inputs(self, work: Pass, started_ns: int) -> quiet_stamp.Inputs | None:
-        """What this pass, which changed nothing, read: the stamp's inputs; None when the
-        pass showed anything not read from a file (an error, a made-up time), served a
-        handler in process, or read a source that is not a local directory."""
-        from exthandler_sdk.protocol import HEARTBEAT_MAX_AGE, HEARTBEAT_NAME
+    def quiet_inputs(self) -> quiet_stamp.Inputs | None:
+        """What the last pass read, if it changed nothing: the inputs of its quiet-pass
+        stamp (see _state/quiet.py). Worked out only when asked for (right after the pass,
+        by whoever keeps stamps); None after any other pass, or when the pass showed
+        anything not read from a file (an error, a made-up time), served a handler in
+        process, or read a source that is not a local directory."""
+        if self._quiet_pass is None:
+            return None
+        work, started_ns = self._quiet_pass
+        from exthandler_sdk.protocol import (
+            HANDLER_ENVIRONMENT_NAME,
+            HEARTBEAT_MAX_AGE,
+            HEARTBEAT_NAME,
+        )
 
         from .._packages.manifest import MANIFEST_NAME
         from .._packages.repository import DirectoryRepository
@@ -454,7 +462,7 @@ class Engine:
             if facts is None:
                 return None
             directory = store.handler_dir(handler, version)
-            handlers += [f"{directory}/{MANIFEST_NAME}", f"{directory}/HandlerEnvironment.json"]
+            handlers += [f"{directory}/{MANIFEST_NAME}", f"{directory}/{HANDLER_ENVIRONMENT_NAME}"]
             for ext in target.extensions:
                 shown = self.view.extensions.get(ext.name)
                 if shown is not None and shown.sequence_number is not None:

@@ -271,7 +271,7 @@ class LiveView:
             # The file says this already: no new file (a pass over unchanged handlers
             # writes nothing); a durable publish only makes sure it is on the disk.
             if durable:
-                await anyio.to_thread.run_sync(self._sync, limiter=self.limiter)
+                await anyio.to_thread.run_sync(self._sync, data, limiter=self.limiter)
         elif durable:
             await anyio.to_thread.run_sync(self._write, data, durable, limiter=self.limiter)
         else:  # a rename without fsync: a few syscalls, cheaper here than in a thread
@@ -288,13 +288,14 @@ class LiveView:
             ) from exc
         self._on_disk = data
 
-    def _sync(self) -> None:
-        """fsync the view file as it is, and its dir (the last write may not have been
-        durable); nearly free when it was. No file there: it is written again."""
+    def _sync(self, data: bytes) -> None:
+        """fsync the view file, which holds `data`, and its dir (the last write may not
+        have been durable); nearly free when it was. No file there: it is written again."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(self.view_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.view_path, flags)
         except OSError:
-            self._write(self._on_disk or b"", True)
+            self._write(data, True)
             return
         try:
             os.fsync(fd)

@@ -54,7 +54,7 @@ _BOOT_ID_LIMIT = 4096
 
 
 class Inputs:
-    """What a pass that changed nothing depended on (see `Engine.quiet`).
+    """What a pass that changed nothing depended on (see `Engine.quiet_inputs`).
 
     - `own`: the runtime's own files and dirs (records, journal, view, ...): only the lock
       holder writes them, always by replacing or appending;
@@ -163,13 +163,22 @@ def discard(meta: str) -> None:
 
 
 def write(
-    root: str, meta: str, *, key: str, goal: str, boot_id_path: str, inputs: Inputs
+    root: str,
+    meta: str,
+    *,
+    key: str,
+    goal: str,
+    boot_id_path: str,
+    inputs: Inputs,
+    followed: Sequence[str] = (),
 ) -> str | None:
-    """Keep the stamp of a quiet pass; None when kept, else why not (a file too recent)."""
+    """Keep the stamp of a quiet pass (`followed`: more paths the caller depends on,
+    stat'ed through links); None when kept, else why not (a file too recent)."""
+    followed = [*inputs.followed, *followed]
     root = os.path.abspath(root)
     own = _relative(root, _absolute_all(inputs.own))
     handlers = _relative(root, _absolute_all(inputs.handlers))
-    digest, racy = _digest(root, own, handlers, inputs.followed, inputs.started_ns)
+    digest, racy = _digest(root, own, handlers, followed, inputs.started_ns)
     if racy is not None:
         return f"{racy}: changed while the pass read it"
     document = {
@@ -181,7 +190,7 @@ def write(
         "validUntil": inputs.valid_until,
         "own": own,
         "handlers": handlers,
-        "followed": inputs.followed,
+        "followed": followed,
         "digest": digest,
     }
     # A cache: lost in a crash, the next apply runs a whole pass and writes it again.

@@ -410,3 +410,26 @@ def test_a_handler_served_in_process_keeps_every_pass_whole(
         assert agent.apply(document) == (0, view)
     assert passes == ["g1", "g1", "g1"]
     assert not (agent.state / STAMP).exists()
+
+
+def test_an_unchanged_view_is_flushed_not_rewritten_and_written_again_when_gone(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    from exthandler._plugins import make_plugin_manager
+    from exthandler._report.liveview import LiveView
+
+    path = tmp_path / "instance-view.json"
+    view = LiveView(
+        view_path=path, plugins=make_plugin_manager(load_entry_points=False), records=dict
+    )
+    view.goal_id = "g1"
+    anyio.run(lambda: view.publish(durable=True))
+    first = path.stat()
+    anyio.run(lambda: view.publish(durable=True))  # the same view: the same file
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    written = path.read_bytes()
+    path.unlink()  # gone behind the runtime's back: the same view is written again
+    anyio.run(lambda: view.publish(durable=True))
+    assert path.read_bytes() == written
