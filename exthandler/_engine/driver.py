@@ -318,8 +318,10 @@ def _remember_error(
     """Keep the last failure of each extension so that later views still show it."""
     if step.kind in (StepKind.UPGRADE_DISABLED, StepKind.UPGRADE_INSTALL_SKIPPED):
         return record  # runs nothing, fails never
-    errors = dict(record.last_errors)
     key = step.extension or ""
+    if outcome.ok and not record.last_errors:
+        return record  # the common case: nothing to forget
+    errors = dict(record.last_errors)
     if outcome.ok:
         errors.pop(key, None)
         if step.kind in (StepKind.ENABLE, StepKind.FETCH, StepKind.INSTALL):

@@ -7,7 +7,9 @@ own certificate (made once per state dir: the key generation runs in a worker th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,10 +68,11 @@ class SettingsWriter:
     def write_runtime_policy(self, directory: Path, value: Mapping[str, Any] | None) -> None:
         """Write the policy's `runtimePolicy` for the handler as `config/runtimePolicy.json`
         of the handler dir `directory`, or remove that file when the policy gives none."""
-        path = directory / CONFIG_DIR / RUNTIME_POLICY_FILE
-        if value is None:
-            path.unlink(missing_ok=True)
+        if value is None:  # the common case: one unlink, no path objects
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{directory}/{CONFIG_DIR}/{RUNTIME_POLICY_FILE}")
             return
+        path = directory / CONFIG_DIR / RUNTIME_POLICY_FILE
         make_dir(path.parent, 0o700)  # a link the handler put there is replaced
         data = json.dumps(value, sort_keys=True, indent=2).encode() + b"\n"
         write_unless_same(path, data, mode=0o600)

@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -48,8 +47,17 @@ __all__ = ["ExtensionState", "LiveView", "now"]
 
 
 def now() -> str:
-    """The time as status files and the view spell it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time as status files and the view spell it (to the second: a pass that shows
+    thousands of extensions at once formats each second once)."""
+    second = int(time.time())
+    cached = _NOW.get(second)
+    if cached is None:
+        _NOW.clear()
+        cached = _NOW[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    return cached
+
+
+_NOW: dict[int, str] = {}
 
 
 @attrs.define(eq=False)
