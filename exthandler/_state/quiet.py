@@ -20,14 +20,14 @@ What makes the shortcut safe:
   killed runtime's leftovers, a different goal, command line, boot or any stat) means
   a whole pass, as before.
 
-Only the standard library is used here: the check runs before the engine is imported.
+Nothing here imports attrs or the engine (the SDK's `procs` reads the boot id, as the
+engine does): the check runs before the engine is imported.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +35,9 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from exthandler_sdk.procs import read_boot_id
 
 from .._fs import read_regular, write_atomic
 
@@ -50,7 +53,6 @@ RACY_NS = 100_000_000
 _COARSE_RACY_NS = 2_000_000_000
 # A stamp is the runtime's own file; one of a state dir of 100,000 handlers is ~20 MB.
 _STAMP_LIMIT = 256 << 20
-_BOOT_ID_LIMIT = 4096
 
 
 class Inputs:
@@ -145,16 +147,6 @@ def _relative(root: str, paths: Sequence[str]) -> list[str]:
     return [path[cut:] if path.startswith(prefix) else path for path in paths]
 
 
-def read_boot_id(path: str) -> str:
-    """The boot id as the engine reads it (`unknown` when it cannot be read)."""
-    try:
-        with open(path, "rb") as file:
-            text = file.read(_BOOT_ID_LIMIT).decode("ascii", "replace").strip()
-    except OSError:
-        return "unknown"
-    return text or "unknown"
-
-
 def discard(meta: str) -> None:
     """Remove the stamp of the state dir whose meta dir is `meta` (a pass is starting).
     One that cannot be removed is harmless: whatever the pass changes changes its stats."""
@@ -221,10 +213,8 @@ def check(root: str, meta: str, *, key: str, goal: str) -> bytes | None:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return None  # another runtime works here: the whole pass waits its turn
-            return None  # no locks here: the whole pass says so
+        except OSError:  # another runtime works here, or no locks: the whole pass says so
+            return None
         if os.pread(fd, 64, 0).strip():
             return None  # the last runtime was killed: its leftovers need a whole pass
         if not _matches(os.path.abspath(root), meta, key=key, goal=goal):
@@ -248,7 +238,8 @@ def _matches(root: str, meta: str, *, key: str, goal: str) -> bool:
         valid_until = document["validUntil"]
         if valid_until is not None and time.time() >= valid_until:
             return False
-        if read_boot_id(document["bootIdPath"]) != document["bootId"]:
+        # "unknown" when unreadable, as the engine records it.
+        if (read_boot_id(Path(document["bootIdPath"])) or "unknown") != document["bootId"]:
             return False
         own, handlers, followed = document["own"], document["handlers"], document["followed"]
         return bool(_digest(root, own, handlers, followed)[0] == document["digest"])

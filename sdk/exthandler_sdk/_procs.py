@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-import attrs
+from ._values import Value
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -35,8 +35,7 @@ _RECORD_LIMIT = 4096
 """Bytes read at most from a record file (a valid one is well under 200)."""
 
 
-@attrs.frozen(kw_only=True)
-class ProcessIdentity:
+class ProcessIdentity(Value):
     """One process of one boot: its pid, its start time in clock ticks, the boot id."""
 
     pid: int
