@@ -31,6 +31,9 @@ __all__ = [
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 """The kernel's boot id: a new one after every boot."""
 
+_STAT_LIMIT = 4096
+"""Bytes read at most from /proc/<pid>/stat (52 numeric fields and a 16-byte name)."""
+
 _RECORD_LIMIT = 4096
 """Bytes read at most from a record file (a valid one is well under 200)."""
 
@@ -66,10 +69,18 @@ class ProcessIdentity(Value):
 
 def start_time(pid: int) -> str | None:
     """When `pid` started, in clock ticks since boot (None when there is no such process)."""
+    # One open and one read: the whole record fits in a page, and a buffered file object
+    # would cost more than the read (this runs after every command is spawned).
     try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, _STAT_LIMIT)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # The command name (field 2) is in parentheses and may hold spaces or parentheses:
     # fields are counted after the last ')'. Field 3 (state) is then index 0, field 22 is 19.
     fields = data.rpartition(b")")[2].split()
