@@ -285,7 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="`python -m exthandler` (default) or the venv's `exthandler` console script",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--tmp", type=Path, help="parent of the temporary directory")
+    parser.add_argument(
+        "--tmp", type=Path, help="parent of the temporary directory (made if missing)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run")
     parser.add_argument(
         "--bytecode",
@@ -719,6 +721,8 @@ def print_report(figures: Sequence[Figure], settings: Settings, title: str) -> N
 
 @contextlib.contextmanager
 def workspace(settings: Settings) -> Iterator[Bench]:
+    if settings.tmp is not None:
+        settings.tmp.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="exthandler-bench-", dir=settings.tmp))
     try:
         yield Bench(settings, root)
