@@ -107,18 +107,16 @@ class StateDir:
     # Handler dirs renamed out of the way, deleted by `empty_trash` at the end of a pass.
     _trash: list[Path] = attrs.field(factory=list)
 
-    @property
-    def meta(self) -> Path:
-        return self.root / ".exthandler"
+    # Built once: a pass asks for them several times per step, and paths are not free.
+    meta: Path = attrs.field(init=False)
+    view_path: Path = attrs.field(init=False)
+    # Markers of the commands running now (see `_executors._orphans.end_orphans`).
+    running_dir: Path = attrs.field(init=False)
 
-    @property
-    def view_path(self) -> Path:
-        return self.meta / "instance-view.json"
-
-    @property
-    def running_dir(self) -> Path:
-        """Markers of the commands running now (see `_executors._orphans.end_orphans`)."""
-        return self.meta / "running"
+    def __attrs_post_init__(self) -> None:
+        self.meta = self.root / ".exthandler"
+        self.view_path = self.meta / "instance-view.json"
+        self.running_dir = self.meta / "running"
 
     @property
     def log_path(self) -> Path:

@@ -45,6 +45,7 @@ class Store:
     io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
     # Lines logged so far (a pass that logged anything was not a quiet one).
     logged: int = attrs.field(init=False, default=0)
+    _markers: dict[str, Path] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.state = StateDir(
@@ -74,7 +75,10 @@ class Store:
 
     def marker_path(self, handler: HandlerName) -> Path:
         """Where a running command of `handler` is named (see `run_command`)."""
-        return self.running_dir / f"{handler.key}.json"
+        path = self._markers.get(handler.key)
+        if path is None:  # asked for at every command: built once per handler
+            path = self._markers[handler.key] = self.running_dir / f"{handler.key}.json"
+        return path
 
     @property
     def downloads_dir(self) -> Path:
