@@ -87,7 +87,7 @@ class Manifests:
         if known is not None:  # stamped by this runtime: read once each, as `get` reads
             return known[1]
         manifest = self._found.get((handler, version))
-        stamp = _stamp(directory / MANIFEST_NAME)  # before any read: a later change shows
+        stamp = _stamp(f"{directory}/{MANIFEST_NAME}")  # before any read: a change shows
         if manifest is None:
             cached = self._cache().get(name)
             if stamp is not None and cached is not None and cached[0] == stamp:
@@ -128,7 +128,7 @@ class Manifests:
         key = (handler, version)
         manifest = self._found.get(key)
         if manifest is None:
-            path = self.store.handler_dir(handler, version) / MANIFEST_NAME
+            path = f"{self.store.handler_dir(handler, version)}/{MANIFEST_NAME}"
             try:
                 manifest = read_manifest(path)  # no link, FIFO or huge file: see _fs
             except PackageError as exc:

@@ -208,7 +208,7 @@ class Statuses:
             if result.ok and step.kind not in (StepKind.ENABLE, StepKind.DISABLE):
                 continue
             name = status_file_name(state.goal.name if multi else None, state.sequence_number)
-            report = read_status_file(directory / STATUS_DIR / name)
+            report = read_status_file(f"{directory}/{STATUS_DIR}/{name}")
             self.set(state, report, failure, ran_ok=result.ok, operation=result.operation)
 
     async def dependency_failure(self, name: str, wait: float) -> str | None:

@@ -174,7 +174,8 @@ def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> Hand
 
     make_dir(directory, 0o755)
     manifest = attrs.evolve(handler_class.manifest(), in_process=spec_of(handler_class))
-    write_atomic(directory / MANIFEST_NAME, render_manifest(manifest), mode=0o644, durable=False)
+    data = render_manifest(manifest)
+    write_atomic(f"{directory}/{MANIFEST_NAME}", data, mode=0o644, durable=False)
     return manifest
 
 

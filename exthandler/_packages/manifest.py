@@ -37,7 +37,7 @@ def parse_manifest(data: bytes, *, where: str = MANIFEST_NAME) -> HandlerManifes
         raise PackageError(ErrorCode.MANIFEST_UNPARSABLE, str(exc)) from exc
 
 
-def read_manifest(path: Path) -> HandlerManifest:
+def read_manifest(path: Path | str) -> HandlerManifest:
     """Read and parse the HandlerManifest.json of a handler dir (the handler may have
     changed it since it was extracted).
 

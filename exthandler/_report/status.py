@@ -28,7 +28,7 @@ _STATUS_WHERE = "status file"
 _HEARTBEAT_WHERE = "heartbeat file"
 
 
-def read_status_file(path: Path) -> StatusReport | None:
+def read_status_file(path: Path | str) -> StatusReport | None:
     """Read and parse a status file; None when it does not exist.
 
     A missing file means `transitioning`, but whether that applies is the caller's call
