@@ -28,7 +28,7 @@ POLL_INTERVAL = 0.5
 _LOCK_POLL = 0.1
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str | Path) -> int | None:
     """The integer a small file starts with (None if none). Read with plain os calls: run
     once reads a few of these for every enable."""
     try:
@@ -66,19 +66,20 @@ class RunOnce:
     def _name(self, stem: str) -> str:
         return stem if self.extension is None else f"{stem}.{self.extension}"
 
+    # Strings, built once: every enable opens these, and a pathlib join costs about as
+    # much as the open.
     @functools.cached_property
-    def mrseq_path(self) -> Path:
+    def mrseq_path(self) -> str:
         """`mrseq`, or `<ext>.mrseq`, in the handler dir."""
-        name = mrseq_file_name(self.extension)
-        return self.handler_dir / name
+        return f"{self.handler_dir}/{mrseq_file_name(self.extension)}"
 
-    @property
-    def lock_path(self) -> Path:
-        return self.config_dir / f"{self._name('.exthandler-sdk')}.lock"
+    @functools.cached_property
+    def lock_path(self) -> str:
+        return f"{self.config_dir}/{self._name('.exthandler-sdk')}.lock"
 
-    @property
-    def supersede_path(self) -> Path:
-        return self.config_dir / f"{self._name('.exthandler-sdk')}.supersede"
+    @functools.cached_property
+    def supersede_path(self) -> str:
+        return f"{self.config_dir}/{self._name('.exthandler-sdk')}.supersede"
 
     def completed(self) -> int | None:
         """The sequence number last applied successfully, if any."""
@@ -127,7 +128,7 @@ class RunOnce:
         requested = self.requested_on_acquire = self.superseded_by()
         if requested is not None and requested <= sequence:
             with contextlib.suppress(FileNotFoundError):
-                self.supersede_path.unlink()
+                os.unlink(self.supersede_path)
         return True
 
     async def acquire(self, sequence: int) -> None:
