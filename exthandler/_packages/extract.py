@@ -136,8 +136,8 @@ def extract_package(
             staging = Path(
                 tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".extracting", dir=target.parent)
             )
-            _write(archive, members, staging, limits)
-            manifest = _install_manifest(staging, manifest_member)
+            data = _write(archive, members, staging, limits, manifest_member)
+            manifest = _install_manifest(staging, manifest_member, data)
             staging.chmod(_DIR_MODE)
             os.rename(staging, target)
             done = True
@@ -360,11 +360,22 @@ def _choose_manifest(members: list[_Member], zip_path: Path) -> _Member:
 
 
 def _write(
-    archive: zipfile.ZipFile, members: list[_Member], root: Path, limits: ExtractionLimits
-) -> None:
-    """Create every member under `root`: directories and files first, links last."""
+    archive: zipfile.ZipFile,
+    members: list[_Member],
+    root: Path,
+    limits: ExtractionLimits,
+    keep: _Member,
+) -> bytes:
+    """Create every member under `root`: directories and files first, links last; return
+    the content of the member `keep` (the manifest), read as it is written.
+
+    Paths are strings joined here: `root` is a fresh dir of ours and every name was
+    checked by `_plan` (a pathlib object per member would cost more than its syscalls).
+    """
+    top = os.fspath(root)
     directories: set[tuple[str, ...]] = set()
     budget = limits.max_total_size
+    kept = b""
     for member in members:
         ancestors = [member.parts[:depth] for depth in range(1, len(member.parts))]
         if member.kind is _Kind.DIR:
@@ -372,44 +383,71 @@ def _write(
         for parts in ancestors:
             if parts not in directories:
                 # Private while the tree is built; opened up to _DIR_MODE at the end.
-                root.joinpath(*parts).mkdir(mode=_OWNER_RWX, exist_ok=True)
+                _make_member_dir(_join(top, parts))
                 directories.add(parts)
         if member.kind is _Kind.FILE:
-            budget -= _write_file(archive, member, root, min(member.info.file_size, budget))
+            limit = min(member.info.file_size, budget)
+            written, data = _write_file(archive, member, top, limit, keep=member is keep)
+            budget -= written
+            if member is keep:
+                kept = data
     for member in members:
         if member.kind is _Kind.LINK:
-            os.symlink(member.link_target, root.joinpath(*member.parts))
+            os.symlink(member.link_target, _join(top, member.parts))
     for parts in directories:
-        root.joinpath(*parts).chmod(_DIR_MODE)
+        os.chmod(_join(top, parts), _DIR_MODE)
+    return kept
 
 
-def _write_file(archive: zipfile.ZipFile, member: _Member, root: Path, limit: int) -> int:
-    """Stream one member to disk, never writing more than `limit` bytes; return the count."""
-    path = root.joinpath(*member.parts)
+def _join(top: str, parts: tuple[str, ...]) -> str:
+    return f"{top}/{'/'.join(parts)}"
+
+
+def _make_member_dir(path: str) -> None:
+    try:
+        os.mkdir(path, _OWNER_RWX)
+    except FileExistsError:
+        # Nothing but what this extraction made is in its fresh dir: a dir is fine,
+        # anything else (never expected) is refused rather than written through.
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise
+
+
+def _write_file(
+    archive: zipfile.ZipFile, member: _Member, top: str, limit: int, *, keep: bool
+) -> tuple[int, bytes]:
+    """Stream one member to disk, never writing more than `limit` bytes; return the count
+    and, with `keep`, the bytes."""
+    path = _join(top, member.parts)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise _refuse(f"member {member.name!r} cannot be created: {exc}") from exc
-    with open(fd, "wb") as out:
+    try:
         try:
             with archive.open(member.info) as source:
-                written = _copy_limited(source, out, limit=limit, name=member.name)
+                written, data = _copy_limited(source, fd, limit=limit, name=member.name, keep=keep)
         except _CORRUPT as exc:
             raise _refuse(f"member {member.name!r} is corrupt: {exc}") from exc
         # No fsync per file: a package is extracted again whenever its record does not say
         # it was, and a leftover directory is removed first (see the engine's fetch step).
-        out.flush()
-        os.fchmod(out.fileno(), (member.perms & _FILE_MODE_MASK) | _OWNER_RWX)
-    return written
+        os.fchmod(fd, (member.perms & _FILE_MODE_MASK) | _OWNER_RWX)
+    finally:
+        os.close(fd)
+    return written, data
 
 
-def _copy_limited(source: IO[bytes], out: IO[bytes], *, limit: int, name: str) -> int:
-    """Copy `source` to `out`, refusing as soon as more than `limit` bytes come out.
+def _copy_limited(
+    source: IO[bytes], fd: int, *, limit: int, name: str, keep: bool = False
+) -> tuple[int, bytes]:
+    """Copy `source` to the file `fd`, refusing as soon as more than `limit` bytes come
+    out; return the count and, with `keep`, the bytes.
 
     Headers can lie about sizes, so the bytes are counted as they are decompressed.
     """
     written = 0
+    chunks: list[bytes] = []
     while chunk := source.read(min(_CHUNK, limit - written + 1)):
         written += len(chunk)
         if written > limit:
@@ -417,19 +455,24 @@ def _copy_limited(source: IO[bytes], out: IO[bytes], *, limit: int, name: str) -
                 f"member {name!r} decompresses to more than {limit} bytes (its declared size"
                 " or what is left of the package's size limit); refused"
             )
-        out.write(chunk)
-    return written
+        view = memoryview(chunk)
+        while view:  # a write to a regular file may still stop short (a signal, ENOSPC)
+            view = view[os.write(fd, view) :]
+        if keep:
+            chunks.append(chunk)
+    return written, b"".join(chunks)
 
 
-def _install_manifest(root: Path, member: _Member) -> HandlerManifest:
-    """Parse the chosen manifest and copy it to the root if it lives deeper."""
-    source = root.joinpath(*member.parts)
-    data = source.read_bytes()
+def _install_manifest(root: Path, member: _Member, data: bytes) -> HandlerManifest:
+    """Parse the chosen manifest (`data`, its content) and copy it to the root if it lives
+    deeper."""
     manifest = parse_manifest(data, where=member.name)
     if len(member.parts) > 1:
+        top = os.fspath(root)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with open(os.open(root / MANIFEST_NAME, flags, 0o600), "wb") as out:
+        with open(os.open(f"{top}/{MANIFEST_NAME}", flags, 0o600), "wb") as out:
             out.write(data)
             out.flush()
-            os.fchmod(out.fileno(), stat.S_IMODE(source.stat().st_mode))
+            mode = os.lstat(_join(top, member.parts)).st_mode
+            os.fchmod(out.fileno(), stat.S_IMODE(mode))
     return manifest

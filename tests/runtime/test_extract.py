@@ -480,13 +480,18 @@ def test_existing_target_is_refused(tmp_path: Path, kind: str) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_copy_limited_counts_the_bytes_it_really_gets() -> None:
-    out = io.BytesIO()
-    assert _copy_limited(io.BytesIO(b"12345"), out, limit=5, name="m") == 5
-    with pytest.raises(PackageError) as caught:
-        _copy_limited(io.BytesIO(b"123456"), io.BytesIO(), limit=5, name="liar")
+def test_copy_limited_counts_the_bytes_it_really_gets(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert _copy_limited(io.BytesIO(b"12345"), fd, limit=5, name="m") == (5, b"")
+        assert _copy_limited(io.BytesIO(b"67"), fd, limit=5, name="m", keep=True) == (2, b"67")
+        with pytest.raises(PackageError) as caught:
+            _copy_limited(io.BytesIO(b"123456"), fd, limit=5, name="liar")
+    finally:
+        os.close(fd)
     assert caught.value.code == ErrorCode.PACKAGE_EXTRACTION
     assert "'liar'" in caught.value.message
+    assert (tmp_path / "out").read_bytes() == b"1234567"  # none of the liar's bytes
 
 
 def test_target_under_a_file(tmp_path: Path) -> None:
