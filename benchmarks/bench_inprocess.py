@@ -3,7 +3,9 @@
 Target (N = 1,000): <= 2x the file floor (the same mkdirs and atomic writes done by a bare
 loop, measured in the same run), with the runtime's durable record writes. Each run is a
 fresh interpreter (`inprocess_worker.py`) driving the Python API: the wall figure covers
-start-up, handler registration and the apply; the apply alone is shown beside it.
+start-up, handler registration and the apply; the apply alone is shown beside it, and so
+is the SDK alone (the same enables called directly, no runtime), so that the note can
+split the figure into start-up, the handlers' own work and the runtime's share.
 
     python benchmarks/bench_inprocess.py [--quick] [--repeat N] [--tmp DIR]
 """
@@ -70,6 +72,15 @@ def file_floor(bench: Bench, count: int) -> float:
     return time.perf_counter() - start  # the files stay until the end (see create_cost)
 
 
+def sdk_alone(bench: Bench, count: int) -> float:
+    """Seconds for `count` enables run by the SDK alone (see `inprocess_worker.sdk_alone`):
+    the handlers' own share of the figure, which no runtime can take away."""
+    state = bench.fresh(f"inprocess-sdk-{count}") / "state"
+    run = bench.run_argv([bench.settings.python, str(WORKER), str(count), str(state), "sdk"])
+    run.check_ok("in-process install and SDK enables")
+    return float(json.loads(run.stdout)["sdk_seconds"])
+
+
 def measure(bench: Bench) -> list[Figure]:
     count = 100 if bench.settings.quick else TARGET_N
     figure = Figure(
@@ -88,13 +99,27 @@ def measure(bench: Bench) -> list[Figure]:
         n=count,
         measure_once=lambda: file_floor(bench, count),
     )
+    sdk = floor_figure(
+        bench,
+        key="inprocess_sdk_alone",
+        label=f"  the SDK alone: {count} enables by run_operation, no runtime",
+        n=count,
+        measure_once=lambda: sdk_alone(bench, count),
+    )
     figure.floor = floor
     if figure.median is not None and floor.median is not None:
         figure.note += (
             f"; file floor {floor.median * 1000:.0f} ms (what this disk charges for the"
             " files alone)"
         )
-    return [figure, floor]
+    if figure.best is not None and sdk.median is not None:
+        apply = figure.extra["apply_only_best_s"]
+        figure.note += (
+            f"; of the best run, start-up {(figure.best - apply) * 1000:.0f} ms (interpreter,"
+            f" imports, registration), the SDK's own enables about {sdk.median * 1000:.0f} ms,"
+            f" the runtime's share about {(apply - sdk.median) * 1000:.0f} ms"
+        )
+    return [figure, floor, sdk]
 
 
 def main() -> int:

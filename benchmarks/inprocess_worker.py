@@ -2,6 +2,10 @@
 
 Run by bench_inprocess.py as a child process: `python inprocess_worker.py N STATE_DIR`.
 Prints one JSON line: how long the apply took and how many extensions succeeded.
+
+With `sdk` after STATE_DIR it then times the SDK alone: each handler's enable of a new
+sequence number, called directly (`run_operation`) on the dirs the apply laid out, one
+after the other, with no runtime around it (`sdk_seconds` in the line).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from exthandler_sdk import Handler
+from exthandler_sdk import Handler, Operation, run_operation
 
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state
 
@@ -37,7 +41,7 @@ def goal(count: int) -> bytes:
     return json.dumps({"id": "bench", "extensions": extensions}).encode()
 
 
-async def main(count: int, state: Path) -> dict[str, Any]:
+async def main(count: int, state: Path, sdk: bool = False) -> dict[str, Any]:
     classes = handlers(count)
     document = parse_goal_state(goal(count))
     config = RuntimeConfig(state_dir=state, handlers=classes, load_entry_points=False)
@@ -50,8 +54,26 @@ async def main(count: int, state: Path) -> dict[str, Any]:
         for ext in view.extensions
         if ext.handler_state == "Enabled" and ext.statuses[0].code == "ProvisioningState/succeeded"
     )
-    return {"apply_seconds": seconds, "succeeded": ok, "count": count}
+    result: dict[str, Any] = {"apply_seconds": seconds, "succeeded": ok, "count": count}
+    if sdk:
+        result["sdk_seconds"] = await sdk_alone(classes, state)
+    return result
+
+
+async def sdk_alone(classes: list[type[Handler[Any, Any]]], state: Path) -> float:
+    """Seconds for every handler's enable of sequence number 1, run by the SDK alone."""
+    dirs = [state / f"{cls.name}-{cls.version}" for cls in classes]
+    for directory in dirs:
+        (directory / "config" / "1.settings").write_bytes(b"")
+    env = {"ConfigSequenceNumber": "1"}
+    started = time.perf_counter()
+    for cls, directory in zip(classes, dirs, strict=True):
+        code = await run_operation(cls, Operation.ENABLE, handler_dir=directory, env=env)
+        if code != 0:
+            raise SystemExit(f"{cls.name}: enable exited {code}")
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
-    print(json.dumps(anyio.run(main, int(sys.argv[1]), Path(sys.argv[2]))))
+    sdk = sys.argv[3:] == ["sdk"]
+    print(json.dumps(anyio.run(main, int(sys.argv[1]), Path(sys.argv[2]), sdk)))
