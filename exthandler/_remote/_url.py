@@ -6,6 +6,7 @@ never loads a network client.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import urllib.parse
@@ -27,17 +28,37 @@ Kind = Literal["file", "http", "s3", "gs", "azure"]
 
 _MASK = "***"
 
-# Query keys whose values are credentials, whatever the store: Azure SAS (`sig`), S3 and
-# GCS presigned URLs, and the usual names of tokens, keys and passwords.
-_SECRET_KEYS = re.compile(
-    r"sig|signature|token|secret|password|passwd|pwd|credential|key|auth|code|session",
-    re.IGNORECASE,
-)
-# In free text (an error message, a log line): `name=value` pairs after `?`, `&` or `;`
-# whose name looks like a credential, and the userinfo of any URL.
-_TEXT_QUERY = re.compile(r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&\s\"'<>;]*)")
-_TEXT_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@\"'<>]+@")
-_AZURE_HOST = re.compile(r"\A(?P<account>[a-z0-9]{3,24})\.blob\.core\.[a-z0-9.\-]+\Z")
+# The patterns are compiled when first used: most commands, a quiet pass among them,
+# only ask `is_url`, and compiling all four costs a few milliseconds.
+
+
+@functools.cache
+def _secret_keys() -> re.Pattern[str]:
+    """Query keys whose values are credentials, whatever the store: Azure SAS (`sig`), S3
+    and GCS presigned URLs, and the usual names of tokens, keys and passwords."""
+    return re.compile(
+        r"sig|signature|token|secret|password|passwd|pwd|credential|key|auth|code|session",
+        re.IGNORECASE,
+    )
+
+
+@functools.cache
+def _text_query() -> re.Pattern[str]:
+    """In free text (an error message, a log line): `name=value` pairs after `?`, `&` or
+    `;` (whose name may look like a credential)."""
+    return re.compile(r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&\s\"'<>;]*)")
+
+
+@functools.cache
+def _text_userinfo() -> re.Pattern[str]:
+    """In free text: the userinfo of any URL."""
+    return re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@\"'<>]+@")
+
+
+@functools.cache
+def _azure_host() -> re.Pattern[str]:
+    return re.compile(r"\A(?P<account>[a-z0-9]{3,24})\.blob\.core\.[a-z0-9.\-]+\Z")
+
 
 _SCHEMES: dict[str, Kind] = {
     "file": "file",
@@ -79,7 +100,7 @@ def split_search_path(value: str) -> list[str]:
 
 
 def _secret_key(name: str) -> bool:
-    return bool(_SECRET_KEYS.search(name))
+    return bool(_secret_keys().search(name))
 
 
 def redact(url: str) -> str:
@@ -115,8 +136,8 @@ def redact_text(text: str) -> str:
             return match["lead"] + _MASK
         return match[0]
 
-    text = _TEXT_USERINFO.sub(lambda m: f"{m['scheme']}{_MASK}@", text)
-    return _TEXT_QUERY.sub(query, text)
+    text = _text_userinfo().sub(lambda m: f"{m['scheme']}{_MASK}@", text)
+    return _text_query().sub(query, text)
 
 
 class Location(Value):
@@ -230,7 +251,7 @@ def parse_location(text: str | os.PathLike[str]) -> Location:
         # IP address or another host (Azurite), the first path segment.
         segments = path.lstrip("/").split("/", 1)
         host = parts.netloc.rpartition("@")[2]
-        match = _AZURE_HOST.match((parts.hostname or "").lower())
+        match = _azure_host().match((parts.hostname or "").lower())
         if match:
             account, endpoint = match["account"], f"{parts.scheme}://{host}"
         else:
