@@ -382,8 +382,9 @@ def _write(
             ancestors.append(member.parts)
         for parts in ancestors:
             if parts not in directories:
-                # Private while the tree is built; opened up to _DIR_MODE at the end.
-                _make_member_dir(_join(top, parts))
+                # Private while the tree is built; opened up to _DIR_MODE at the end. The
+                # set makes each dir once, in a fresh dir of ours: nothing is in the way.
+                os.mkdir(_join(top, parts), _OWNER_RWX)
                 directories.add(parts)
         if member.kind is _Kind.FILE:
             limit = min(member.info.file_size, budget)
@@ -401,16 +402,6 @@ def _write(
 
 def _join(top: str, parts: tuple[str, ...]) -> str:
     return f"{top}/{'/'.join(parts)}"
-
-
-def _make_member_dir(path: str) -> None:
-    try:
-        os.mkdir(path, _OWNER_RWX)
-    except FileExistsError:
-        # Nothing but what this extraction made is in its fresh dir: a dir is fine,
-        # anything else (never expected) is refused rather than written through.
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise
 
 
 def _write_file(
