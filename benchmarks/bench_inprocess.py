@@ -4,8 +4,8 @@ Target (N = 1,000): <= 2x the file floor (the same mkdirs and atomic writes done
 loop, measured in the same run), with the runtime's durable record writes. Each run is a
 fresh interpreter (`inprocess_worker.py`) driving the Python API: the wall figure covers
 start-up, handler registration and the apply; the apply alone is shown beside it, and so
-is the SDK alone (the same enables called directly, no runtime), so that the note can
-split the figure into start-up, the handlers' own work and the runtime's share.
+is the SDK alone (the same installs and enables called directly, no runtime), so that the
+note can split the figure into start-up, the handlers' own work and the runtime's share.
 
     python benchmarks/bench_inprocess.py [--quick] [--repeat N] [--tmp DIR]
 """
@@ -73,11 +73,12 @@ def file_floor(bench: Bench, count: int) -> float:
 
 
 def sdk_alone(bench: Bench, count: int) -> float:
-    """Seconds for `count` enables run by the SDK alone (see `inprocess_worker.sdk_alone`):
-    the handlers' own share of the figure, which no runtime can take away."""
+    """Seconds for `count` installs and enables run by the SDK alone (see
+    `inprocess_worker.sdk_alone`): the handlers' own share of the figure, which no runtime
+    can take away."""
     state = bench.fresh(f"inprocess-sdk-{count}") / "state"
     run = bench.run_argv([bench.settings.python, str(WORKER), str(count), str(state), "sdk"])
-    run.check_ok("in-process install and SDK enables")
+    run.check_ok("in-process install and the SDK alone")
     return float(json.loads(run.stdout)["sdk_seconds"])
 
 
@@ -102,7 +103,7 @@ def measure(bench: Bench) -> list[Figure]:
     sdk = floor_figure(
         bench,
         key="inprocess_sdk_alone",
-        label=f"  the SDK alone: {count} enables by run_operation, no runtime",
+        label=f"  the SDK alone: {count} installs+enables by run_operation, no runtime",
         n=count,
         measure_once=lambda: sdk_alone(bench, count),
     )
@@ -116,7 +117,8 @@ def measure(bench: Bench) -> list[Figure]:
         apply = figure.extra["apply_only_best_s"]
         figure.note += (
             f"; of the best run, start-up {(figure.best - apply) * 1000:.0f} ms (interpreter,"
-            f" imports, registration), the SDK's own enables about {sdk.median * 1000:.0f} ms,"
+            f" imports, registration), the SDK's own installs and enables about"
+            f" {sdk.median * 1000:.0f} ms,"
             f" the runtime's share about {(apply - sdk.median) * 1000:.0f} ms"
         )
     return [figure, floor, sdk]

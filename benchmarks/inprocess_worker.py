@@ -3,9 +3,10 @@
 Run by bench_inprocess.py as a child process: `python inprocess_worker.py N STATE_DIR`.
 Prints one JSON line: how long the apply took and how many extensions succeeded.
 
-With `sdk` after STATE_DIR it then times the SDK alone: each handler's enable of a new
-sequence number, called directly (`run_operation`) on the dirs the apply laid out, one
-after the other, with no runtime around it (`sdk_seconds` in the line).
+With `sdk` after STATE_DIR it then times the SDK alone: each handler's install and enable
+of a new sequence number (the two operations the apply ran), called directly
+(`run_operation`) on the dirs the apply laid out, one after the other, with no runtime
+around them (`sdk_seconds` in the line).
 """
 
 from __future__ import annotations
@@ -61,16 +62,18 @@ async def main(count: int, state: Path, sdk: bool = False) -> dict[str, Any]:
 
 
 async def sdk_alone(classes: list[type[Handler[Any, Any]]], state: Path) -> float:
-    """Seconds for every handler's enable of sequence number 1, run by the SDK alone."""
+    """Seconds for every handler's install and enable of sequence number 1, run by the SDK
+    alone."""
     dirs = [state / f"{cls.name}-{cls.version}" for cls in classes]
     for directory in dirs:
         (directory / "config" / "1.settings").write_bytes(b"")
     env = {"ConfigSequenceNumber": "1"}
     started = time.perf_counter()
     for cls, directory in zip(classes, dirs, strict=True):
-        code = await run_operation(cls, Operation.ENABLE, handler_dir=directory, env=env)
-        if code != 0:
-            raise SystemExit(f"{cls.name}: enable exited {code}")
+        for operation in (Operation.INSTALL, Operation.ENABLE):
+            code = await run_operation(cls, operation, handler_dir=directory, env=env)
+            if code != 0:
+                raise SystemExit(f"{cls.name}: {operation.value} exited {code}")
     return time.perf_counter() - started
 
 
