@@ -25,10 +25,23 @@ GROUP_POLL = 0.05
 """Seconds between checks whether a terminated process group is empty."""
 
 
+_TMPFILE: int | None = getattr(os, "O_TMPFILE", None)
+
+
 def _capture_file(directory: Path) -> IO[bytes]:
     """An anonymous file for a command's output: in the handler dir, as the reference
     agent keeps them (so that output lands on the disk the extension lives on, whatever
-    the system's temporary directory is), else in the temporary directory."""
+    the system's temporary directory is), else in the temporary directory.
+
+    An `O_TMPFILE` open has no name to race for and nothing to unlink: one syscall, where
+    `tempfile` checks its arguments and tries names. Where the kernel or file system lacks
+    it, `tempfile` does the same with a name it unlinks at once."""
+    if _TMPFILE is not None:
+        flags = os.O_RDWR | os.O_EXCL | os.O_CLOEXEC | _TMPFILE
+        try:
+            return open(os.open(directory, flags, 0o600), "w+b")
+        except OSError:
+            pass
     try:
         return tempfile.TemporaryFile(dir=directory)
     except OSError:

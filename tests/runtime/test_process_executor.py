@@ -247,6 +247,32 @@ async def test_output_is_captured_in_the_handler_dir_not_the_temp_dir(
     assert result.excerpt.endswith("[stderr]\nerr\n")
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anonymous", [True, False], ids=["O_TMPFILE", "named-then-unlinked"])
+async def test_output_capture_leaves_no_file_behind(
+    handler_dir: Path, monkeypatch: pytest.MonkeyPatch, anonymous: bool
+) -> None:
+    """Where the kernel has no O_TMPFILE, output is captured in a file unlinked at once:
+    either way nothing is left in the handler dir, and the output is read back."""
+    import tempfile
+
+    from exthandler._executors import _spawn
+
+    if not anonymous:
+        monkeypatch.setattr(_spawn, "_TMPFILE", None)
+        monkeypatch.setattr(tempfile, "_O_TMPFILE_WORKS", False)  # its own first try
+    script(handler_dir, "talk.sh", 'echo out; echo err >&2; ls -a "$PWD" > listing')
+    before = sorted(os.listdir(handler_dir))
+    result = await run(handler_dir, "bin/talk.sh")
+    assert result.ok
+    assert result.excerpt.startswith("[stdout]\nout\n")
+    assert result.excerpt.endswith("[stderr]\nerr\n")
+    listed = (handler_dir / "listing").read_text().split()
+    # While the command ran, the dir held only what it had and the listing being written.
+    assert sorted(set(listed) - {".", ".."}) == sorted([*before, "listing"])
+    assert sorted(os.listdir(handler_dir)) == sorted([*before, "listing"])
+
+
 # --- failures and their hints -----------------------------------------------------------
 
 
