@@ -39,9 +39,11 @@ def _capture_file(directory: Path) -> IO[bytes]:
     if _TMPFILE is not None:
         flags = os.O_RDWR | os.O_EXCL | os.O_CLOEXEC | _TMPFILE
         try:
-            return open(os.open(directory, flags, 0o600), "w+b")
+            fd = os.open(directory, flags, 0o600)
         except OSError:
-            pass
+            pass  # no O_TMPFILE on this file system: tempfile tries names instead
+        else:
+            return open(fd, "w+b")
     try:
         return tempfile.TemporaryFile(dir=directory)
     except OSError:
