@@ -118,8 +118,8 @@ def measure(bench: Bench) -> list[Figure]:
         figure.note += (
             f"; of the best run, start-up {(figure.best - apply) * 1000:.0f} ms (interpreter,"
             f" imports, registration), the SDK's own installs and enables about"
-            f" {sdk.median * 1000:.0f} ms,"
-            f" the runtime's share about {(apply - sdk.median) * 1000:.0f} ms"
+            f" {sdk.median * 1000:.0f} ms, the runtime's share about"
+            f" {(apply - sdk.median) * 1000:.0f} ms"
         )
     return [figure, floor, sdk]
 

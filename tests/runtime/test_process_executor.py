@@ -258,7 +258,13 @@ async def test_output_capture_leaves_no_file_behind(
 
     from exthandler._executors import _spawn
 
-    if not anonymous:
+    if anonymous:
+
+        def no_fallback(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the O_TMPFILE open fell back to tempfile")
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", no_fallback)
+    else:
         monkeypatch.setattr(_spawn, "_TMPFILE", None)
         monkeypatch.setattr(tempfile, "_O_TMPFILE_WORKS", False)  # its own first try
     script(handler_dir, "talk.sh", 'echo out; echo err >&2; ls -a "$PWD" > listing')
