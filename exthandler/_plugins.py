@@ -13,9 +13,10 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import pluggy
 from exthandler_sdk import Operation, hookimpl
+
+from ._values import Value, field
 
 if TYPE_CHECKING:
     from exthandler_sdk import Handler
@@ -34,12 +35,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 _COMMANDS = frozenset(operation.value for operation in Operation)
 
 
-def _copy(env: Mapping[str, str]) -> Mapping[str, str]:
-    return dict(env)
-
-
-@attrs.frozen(kw_only=True)
-class StepResult:
+class StepResult(Value):
     """How one step ended, as `exthandler_step_finished` reports it: enough for an observer
     (a test kit, a progress display, an audit log) to know what ran and how, without
     reading the runtime's logs.
@@ -62,7 +58,39 @@ class StepResult:
     code: int
     message: str
     duration: float
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=_copy, hash=False)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        handler: HandlerName,
+        version: Version,
+        extension: str | None,
+        operation: Operation | None,
+        ok: bool,
+        exit_code: str,
+        code: int,
+        message: str,
+        duration: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.__value_init__(
+            kind=kind,
+            handler=handler,
+            version=version,
+            extension=extension,
+            operation=operation,
+            ok=ok,
+            exit_code=exit_code,
+            code=code,
+            message=message,
+            duration=duration,
+            env={} if env is None else dict(env),  # its own copy: the caller's may change
+        )
+
+    def __hash__(self) -> int:  # the env is compared, but a mapping cannot be hashed
+        return hash((self.kind, self.handler, self.version, self.extension, self.exit_code))
 
     @classmethod
     def of(

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from exthandler_sdk.procs import BOOT_ID_PATH
 
 from ._report.view import (
@@ -18,6 +17,7 @@ from ._report.view import (
     read_instance_view,
     read_instance_view_data,
 )
+from ._values import Value, field
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -88,14 +88,18 @@ def _status_url(url: str | Path | None) -> str | None:
     return str(url)
 
 
+def _at_least(name: str, value: float, floor: float, *, strict: bool) -> None:
+    if value < floor or (strict and value == floor):
+        raise ValueError(f"{name}: must be {'>' if strict else '>='} {floor}, not {value!r}")
+
+
 def _paths(paths: Sequence[str | Path]) -> tuple[Path, ...]:
     if isinstance(paths, str | Path):
         raise TypeError("trusted_roots: a sequence of paths, not one path")
     return tuple(Path(p).absolute() for p in paths)
 
 
-@attrs.frozen(kw_only=True)
-class RuntimeConfig:
+class RuntimeConfig(Value):
     """Where a runtime keeps its state and finds its packages, and how it runs commands.
 
     `command_timeout` overrides every command's timeout; `handler_timeouts` overrides them
@@ -118,12 +122,12 @@ class RuntimeConfig:
     (0: never) keeping `log_backups` old files (docs/operating.md).
     """
 
-    state_dir: Path = attrs.field(converter=_path)
-    repositories: Sequence[Path | PackageSource] = attrs.field(default=(), converter=_repositories)
-    log_root: Path | None = attrs.field(default=None, converter=_optional_path)
+    state_dir: Path
+    repositories: Sequence[Path | PackageSource] = ()
+    log_root: Path | None = None
     concurrency: int = 8
     command_timeout: float | None = None
-    handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    handler_timeouts: Mapping[str, float] = field(default_factory=dict)
     kill_grace: float = 5.0
     dependency_wait: float = 20 * 60.0
     boot_id_path: Path = BOOT_ID_PATH
@@ -131,17 +135,75 @@ class RuntimeConfig:
     load_entry_points: bool = True
     handlers: Sequence[type[Handler[Any, Any]]] = ()
     executors: Sequence[Executor] = ()
-    status_url: str | None = attrs.field(default=None, converter=_status_url)
-    status_interval: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
-    status_heartbeat: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    status_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    policy: Path | None = attrs.field(default=None, converter=_optional_path)
-    trusted_roots: Sequence[Path] = attrs.field(default=(), converter=_paths)
+    status_url: str | None = None
+    status_interval: float = 10.0
+    status_heartbeat: float = 60.0
+    status_timeout: float = 30.0
+    policy: Path | None = None
+    trusted_roots: Sequence[Path] = ()
     extensions_enabled: bool = True
     extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig")
-    log_file: Path | None = attrs.field(default=None, converter=_optional_path)
+    log_file: Path | None = None
     log_max_bytes: int = 10 << 20
     log_backups: int = 5
+
+    def __init__(
+        self,
+        *,
+        state_dir: str | Path,
+        repositories: Sequence[str | Path | PackageSource] = (),
+        log_root: str | Path | None = None,
+        concurrency: int = 8,
+        command_timeout: float | None = None,
+        handler_timeouts: Mapping[str, float] | None = None,
+        kill_grace: float = 5.0,
+        dependency_wait: float = 20 * 60.0,
+        boot_id_path: Path = BOOT_ID_PATH,
+        plugins: Sequence[Any] = (),
+        load_entry_points: bool = True,
+        handlers: Sequence[type[Handler[Any, Any]]] = (),
+        executors: Sequence[Executor] = (),
+        status_url: str | Path | None = None,
+        status_interval: float = 10.0,
+        status_heartbeat: float = 60.0,
+        status_timeout: float = 30.0,
+        policy: str | Path | None = None,
+        trusted_roots: Sequence[str | Path] = (),
+        extensions_enabled: bool = True,
+        extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig"),
+        log_file: str | Path | None = None,
+        log_max_bytes: int = 10 << 20,
+        log_backups: int = 5,
+    ) -> None:
+        _at_least("status_interval", status_interval, 0, strict=False)
+        _at_least("status_heartbeat", status_heartbeat, 0, strict=True)
+        _at_least("status_timeout", status_timeout, 0, strict=True)
+        self.__value_init__(
+            state_dir=_path(state_dir),
+            repositories=_repositories(repositories),
+            log_root=_optional_path(log_root),
+            concurrency=concurrency,
+            command_timeout=command_timeout,
+            handler_timeouts={} if handler_timeouts is None else handler_timeouts,
+            kill_grace=kill_grace,
+            dependency_wait=dependency_wait,
+            boot_id_path=boot_id_path,
+            plugins=plugins,
+            load_entry_points=load_entry_points,
+            handlers=handlers,
+            executors=executors,
+            status_url=_status_url(status_url),
+            status_interval=status_interval,
+            status_heartbeat=status_heartbeat,
+            status_timeout=status_timeout,
+            policy=_optional_path(policy),
+            trusted_roots=_paths(trusted_roots),
+            extensions_enabled=extensions_enabled,
+            extensions_switch=extensions_switch,
+            log_file=_optional_path(log_file),
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
+        )
 
     def sources(self) -> list[PackageSource]:
         """The package sources, in order (a path is a `DirectoryRepository`)."""
@@ -162,20 +224,33 @@ def _new_hub() -> EventHub:
     return EventHub()
 
 
-@attrs.define(eq=False)
 class Runtime:
     """A runtime holding its state dir; build it with `open_runtime`."""
 
     config: RuntimeConfig
     plugin_manager: pluggy.PluginManager
     _engine: Engine
-    _lock: anyio.Lock = attrs.field(factory=_new_lock)
-    _hub: EventHub = attrs.field(factory=_new_hub)
-    _relay: object | None = None
-    _uploader: StatusUploader | None = None
+    _lock: anyio.Lock
+    _hub: EventHub
+    _relay: object | None
+    _uploader: StatusUploader | None
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        plugin_manager: pluggy.PluginManager,
+        engine: Engine,
+        *,
+        uploader: StatusUploader | None = None,
+    ) -> None:
+        self.config = config
+        self.plugin_manager = plugin_manager
+        self._engine = engine
+        self._lock = _new_lock()
+        self._hub = _new_hub()
         self._hub.on_change = self._listen
+        self._relay = None
+        self._uploader = uploader
 
     def _listen(self, on: bool) -> None:
         """Relay the hooks to the streams while one is open (building each extension's

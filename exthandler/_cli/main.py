@@ -591,7 +591,6 @@ def _serve(
     args: argparse.Namespace, notifier: Notifier | None, hangups: list[int], main_thread: bool
 ) -> int:
     """`run` from its configuration: see `_cmd_run`."""
-    import attrs
 
     from .._service.config import (
         RUN_KEYS,
@@ -611,8 +610,7 @@ def _serve(
         if "no_extensions" not in given and path is not None:  # the file turned it off
             resolved.extensions_switch = ("no_extensions = false", str(path))
         _warn_missing_repositories(resolved)
-        runtime = attrs.evolve(
-            _config(resolved, plugins),
+        runtime = _config(resolved, plugins).replace(
             log_file=service.log.file,
             log_max_bytes=service.log.max_bytes,
             log_backups=service.log.backups,

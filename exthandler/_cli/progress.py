@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-import attrs
 from exthandler_sdk import hookimpl
 
 from .._plan.planner import Step
@@ -13,15 +12,15 @@ from .._plan.planner import Step
 __all__ = ["Progress"]
 
 
-@attrs.define(eq=False)
 class Progress:
     """Draws one status line: which handler runs which step, for how long, how many done."""
 
-    out: TextIO
-    running: dict[str, tuple[Step, float]] = attrs.field(factory=dict)
-    finished: int = 0
-    failed: int = 0
-    _width: int = 0
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.running: dict[str, tuple[Step, float]] = {}
+        self.finished = 0
+        self.failed = 0
+        self._width = 0
 
     @hookimpl
     def exthandler_step_started(self, step: Step) -> None:

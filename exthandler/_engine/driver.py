@@ -13,7 +13,6 @@ import os
 import time
 import traceback
 
-import attrs
 import pluggy
 from exthandler_sdk import ErrorCode
 from exthandler_sdk.protocol import HANDLER_ENVIRONMENT_NAME
@@ -42,7 +41,6 @@ from .steps import StepRunner
 __all__ = ["HandlerDriver"]
 
 
-@attrs.define(eq=False)
 class HandlerDriver:
     """Drives the handlers of a state dir, one `drive` call per handler and pass."""
 
@@ -52,6 +50,22 @@ class HandlerDriver:
     manifests: Manifests
     steps: StepRunner
     plugins: pluggy.PluginManager
+
+    def __init__(
+        self,
+        store: Store,
+        view: LiveView,
+        statuses: Statuses,
+        manifests: Manifests,
+        steps: StepRunner,
+        plugins: pluggy.PluginManager,
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.statuses = statuses
+        self.manifests = manifests
+        self.steps = steps
+        self.plugins = plugins
 
     async def drive(self, target: HandlerTarget, slot: Slot, work: Pass) -> None:
         """`_drive`, with an unexpected error stopping this handler only."""
@@ -199,7 +213,7 @@ class HandlerDriver:
             # The goal moved past an old failure without needing a step: forget it, so
             # that the failed goal is tried again if it ever comes back.
             errors = {k: v for k, v in record.last_errors.items() if k}
-            record = attrs.evolve(record, failed=None, failed_package=None, last_errors=errors)
+            record = record.replace(failed=None, failed_package=None, last_errors=errors)
             work.changed = True
             work.records[record.handler] = record
             await self.store.save_record(record)
@@ -218,7 +232,7 @@ class HandlerDriver:
             and upgrade.phase < UpgradePhase.OLD_UNINSTALLED
             and not exists(record.handler, upgrade.target)
         ):
-            record = attrs.evolve(record, upgrade=None)
+            record = record.replace(upgrade=None)
         if record.version is None:
             return record
         directory = self.store.handler_dir(record.handler, record.version)
@@ -232,9 +246,7 @@ class HandlerDriver:
             return record
         present = directory.is_dir()
         if record.upgrade is None and not present:
-            forgotten = tuple(
-                attrs.evolve(e, enabled=False, converged=None) for e in record.extensions
-            )
+            forgotten = tuple(e.replace(enabled=False, converged=None) for e in record.extensions)
             return HandlerRecord(handler=record.handler, extensions=forgotten)
         # Written without fsync, a power loss may have taken it. A directory that is
         # gone altogether (an upgrade killed right after removing the old version) is
@@ -255,8 +267,7 @@ class HandlerDriver:
             and target.multi_config == facts.multi
         ):
             return target
-        return attrs.evolve(
-            target,
+        return target.replace(
             update_with_install=facts.update_with_install,
             continue_on_update_failure=facts.continue_on_update_failure,
             multi_config=facts.multi,
@@ -328,4 +339,4 @@ def _remember_error(
             errors.pop("", None)
     else:
         errors[key] = (outcome.code, message)
-    return attrs.evolve(record, last_errors=errors)
+    return record.replace(last_errors=errors)

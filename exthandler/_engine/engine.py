@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 
 import anyio
-import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, Operation, StatusLevel
 from exthandler_sdk.procs import read_boot_id
@@ -48,6 +47,7 @@ from .._report.telemetry import Collected, EventRateLimiter, collect_all
 from .._report.view import InstanceView
 from .._state import quiet as quiet_stamp
 from .._state.store import Store
+from .._values import Value
 from .driver import HandlerDriver
 from .scheduler import Scheduler, Slot
 from .settings import SettingsWriter
@@ -66,8 +66,7 @@ _Ts = TypeVarTuple("_Ts")
 DEFAULT_TIMEOUTS: Mapping[Operation, float] = COMMAND_TIMEOUTS
 
 
-@attrs.frozen(kw_only=True)
-class EngineOptions:
+class EngineOptions(Value):
     """The engine's share of `RuntimeConfig` (whose defaults these take)."""
 
     concurrency: int
@@ -84,8 +83,7 @@ class EngineOptions:
     extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig")
 
 
-@attrs.frozen(kw_only=True)
-class Plan:
+class Plan(Value):
     """What `apply` would do: its steps in order, and the extensions it could not serve."""
 
     goal_state_id: str | None
@@ -107,7 +105,6 @@ def _package_cache(store: Store) -> PackageCache:
     return PackageCache(root=store.meta / "packages", state_root=store.root)
 
 
-@attrs.define(eq=False)
 class Engine:
     """Owns one state dir (through `store`) and converges goal states into it.
 
@@ -119,22 +116,40 @@ class Engine:
     sources: Sequence[PackageSource]
     options: EngineOptions
     plugins: pluggy.PluginManager
-    inprocess: InProcessHandlers = attrs.field(factory=InProcessHandlers)
-    executors: Sequence[Executor] = ()
-    view: LiveView = attrs.field(init=False)
+    inprocess: InProcessHandlers
+    executors: Sequence[Executor]
+    view: LiveView
     # The handler records, kept between passes (for `refresh`); every part shares this dict.
-    _records: dict[HandlerName, HandlerRecord] = attrs.field(init=False, factory=dict)
-    _pass: Pass | None = attrs.field(init=False, default=None)
-    _io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
-    _manifests: Manifests = attrs.field(init=False)
-    _statuses: Statuses = attrs.field(init=False)
-    _driver: HandlerDriver = attrs.field(init=False)
-    _events: EventRateLimiter = attrs.field(init=False, factory=EventRateLimiter)
-    verifier: PackageVerifier = attrs.field(init=False)
+    _records: dict[HandlerName, HandlerRecord]
+    _pass: Pass | None
+    _io_limiter: anyio.CapacityLimiter
+    _manifests: Manifests
+    _statuses: Statuses
+    _driver: HandlerDriver
+    _events: EventRateLimiter
+    verifier: PackageVerifier
     # The last pass and when it began, when it changed nothing (see `quiet_inputs`).
-    _quiet_pass: tuple[Pass, int] | None = attrs.field(init=False, default=None)
+    _quiet_pass: tuple[Pass, int] | None
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sources: Sequence[PackageSource],
+        options: EngineOptions,
+        plugins: pluggy.PluginManager,
+        inprocess: InProcessHandlers | None = None,
+        executors: Sequence[Executor] = (),
+    ) -> None:
+        self.store = store
+        self.sources = sources
+        self.options = options
+        self.plugins = plugins
+        self.inprocess = InProcessHandlers() if inprocess is None else inprocess
+        self.executors = executors
+        self._records = {}
+        self._pass = None
+        self._events = EventRateLimiter()
+        self._quiet_pass = None
         store, records = self.store, self._records
         self._io_limiter = store.io_limiter
         self.view = LiveView(

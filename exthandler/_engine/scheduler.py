@@ -12,21 +12,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
-import attrs
 
 from .._model import ExtensionGoal, HandlerName
 from .._plan.planner import HandlerTarget
+from .._values import Value
 
 __all__ = ["Scheduler", "Settled", "Slot"]
 
 
-@attrs.define(eq=False)
 class Slot:
     """A handler's claim on one of the pass's slots: taken at its first step, kept until
     `release` (idempotent both ways)."""
 
     _slots: anyio.Semaphore
-    held: bool = False
+    held: bool
+
+    def __init__(self, slots: anyio.Semaphore, held: bool = False) -> None:
+        self._slots = slots
+        self.held = held
 
     async def take(self) -> None:
         if not self.held:
@@ -49,8 +52,7 @@ Skip = Callable[[HandlerTarget, str, str], None]
 Settled = Callable[[HandlerTarget], bool]
 
 
-@attrs.frozen
-class Scheduler:
+class Scheduler(Value, kw_only=False):
     """Starts one task per handler, in the order and with the limits described above."""
 
     concurrency: int

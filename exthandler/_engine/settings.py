@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 from exthandler_sdk.protocol import (
     CONFIG_DIR,
     RUNTIME_POLICY_FILE,
@@ -33,13 +32,17 @@ if TYPE_CHECKING:
 __all__ = ["SettingsWriter"]
 
 
-@attrs.define(eq=False)
 class SettingsWriter:
     """Writes `config/<n>.settings` files of a state dir whose certificate lives in `lib_dir`."""
 
     lib_dir: Path
-    _certificate: Certificate | None = None
-    _making: anyio.Lock = attrs.field(factory=anyio.Lock)
+    _certificate: Certificate | None
+    _making: anyio.Lock
+
+    def __init__(self, lib_dir: Path) -> None:
+        self.lib_dir = lib_dir
+        self._certificate = None
+        self._making = anyio.Lock()
 
     async def write(
         self,

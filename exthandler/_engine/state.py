@@ -14,8 +14,6 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from .._errors import PackageError
 from .._fs import read_regular, write_atomic
 from .._model import ExtensionGoal, GoalState, HandlerName, Version
@@ -25,12 +23,12 @@ from .._plan.planner import HandlerRecord, HandlerTarget
 from .._policy.policy import PolicyState
 from .._state.statedir import OWN_FILE_LIMIT
 from .._state.store import Store
+from .._values import Value
 
 __all__ = ["ManifestFacts", "Manifests", "Pass"]
 
 
-@attrs.frozen
-class ManifestFacts:
+class ManifestFacts(Value, kw_only=False):
     """What a pass over a handler that runs no step needs of its manifest: which status
     file to read, whether to read a heartbeat, and how an update would go."""
 
@@ -38,6 +36,15 @@ class ManifestFacts:
     heartbeat: bool
     update_with_install: bool
     continue_on_update_failure: bool
+
+    def as_row(self) -> list[bool]:
+        """The facts in field order, as the cache file keeps them."""
+        return [
+            self.multi,
+            self.heartbeat,
+            self.update_with_install,
+            self.continue_on_update_failure,
+        ]
 
     @classmethod
     def of(cls, manifest: HandlerManifest) -> ManifestFacts:
@@ -57,7 +64,6 @@ FACTS_FILE = "manifest-facts.json"
 _FACTS_FORMAT = 1
 
 
-@attrs.define(eq=False)
 class Manifests:
     """The manifests of the handler dirs, read once each, and why some could not be.
 
@@ -69,14 +75,22 @@ class Manifests:
     """
 
     store: Store
-    _found: dict[tuple[HandlerName, Version], HandlerManifest] = attrs.field(factory=dict)
+    _found: dict[tuple[HandlerName, Version], HandlerManifest]
     # Why a handler dir's manifest could not be read (1002 missing, 1003 unparsable).
-    _errors: dict[tuple[HandlerName, Version], PackageError] = attrs.field(factory=dict)
+    _errors: dict[tuple[HandlerName, Version], PackageError]
     # The facts cache as read (handler dir name -> stamp, facts); None until first needed.
-    _cached: dict[str, tuple[_Stamp, ManifestFacts]] | None = attrs.field(default=None)
+    _cached: dict[str, tuple[_Stamp, ManifestFacts]] | None
     # The entries this runtime confirmed or learned; written back by `save` if they differ.
-    _used: dict[str, tuple[_Stamp, ManifestFacts]] = attrs.field(factory=dict)
-    _dirty: bool = False
+    _used: dict[str, tuple[_Stamp, ManifestFacts]]
+    _dirty: bool
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._found = {}
+        self._errors = {}
+        self._cached = None
+        self._used = {}
+        self._dirty = False
 
     def facts(self, handler: HandlerName, version: Version) -> ManifestFacts | None:
         """The facts of the manifest of that handler dir; None when it cannot be read
@@ -115,7 +129,7 @@ class Manifests:
         document = {
             "format": _FACTS_FORMAT,
             "dirs": {
-                name: [*stamp, *attrs.astuple(facts)]
+                name: [*stamp, *facts.as_row()]
                 for name, (stamp, facts) in sorted(self._used.items())
             },
         }
@@ -188,7 +202,6 @@ def _read_facts(path: Any) -> dict[str, tuple[_Stamp, ManifestFacts]]:
         return {}
 
 
-@attrs.define(eq=False)
 class Pass:
     """One apply's working state: its goal, catalog, targets and what it wrote.
 
@@ -202,17 +215,37 @@ class Pass:
     boot_id: str
     # What every command of this pass starts from (see `base_environment`).
     base_env: Mapping[str, str]
-    targets: dict[HandlerName, HandlerTarget] = attrs.field(factory=dict)
+    targets: dict[HandlerName, HandlerTarget]
     # The goal's extensions by handler, in the goal's order.
-    by_handler: dict[HandlerName, list[ExtensionGoal]] = attrs.field(init=False)
+    by_handler: dict[HandlerName, list[ExtensionGoal]]
     # Settings files written in this pass: (path, sequence number).
-    written: set[tuple[str, int]] = attrs.field(factory=set)
+    written: set[tuple[str, int]]
     # The policy this pass runs under (processing on or off, the policy file's rules).
-    policy: PolicyState = attrs.field(factory=PolicyState)
+    policy: PolicyState
     # Whether the pass changed anything: a step ran, or a record was repaired or saved.
-    changed: bool = False
+    changed: bool
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        goal: GoalState,
+        records: dict[HandlerName, HandlerRecord],
+        catalog: PackageCatalog,
+        boot_id: str,
+        base_env: Mapping[str, str],
+        targets: dict[HandlerName, HandlerTarget] | None = None,
+        written: set[tuple[str, int]] | None = None,
+        policy: PolicyState | None = None,
+        changed: bool = False,
+    ) -> None:
+        self.goal = goal
+        self.records = records
+        self.catalog = catalog
+        self.boot_id = boot_id
+        self.base_env = base_env
+        self.targets = {} if targets is None else targets
+        self.written = set() if written is None else written
+        self.policy = PolicyState() if policy is None else policy
+        self.changed = changed
         self.by_handler = {}
         for ext in self.goal.extensions:
             self.by_handler.setdefault(ext.handler, []).append(ext)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
-import attrs
 from exthandler_sdk import ErrorCode, Operation, StatusLevel
 from exthandler_sdk.protocol import (
     HEARTBEAT_NAME,
@@ -38,7 +37,6 @@ __all__ = ["Found", "Statuses"]
 Found = tuple[ExtensionState, StatusReport | None, CommandFailure | None]
 
 
-@attrs.define(eq=False)
 class Statuses:
     """Reads handlers' status files and heartbeats and shows them in the live view."""
 
@@ -50,9 +48,22 @@ class Statuses:
     targets: Callable[[], Mapping[HandlerName, HandlerTarget]]
     # The view's extensions by lower-case extension name and handler key, and the dict of
     # extensions it was built from (a pass replaces that dict: the index is then rebuilt).
-    _index: tuple[object, dict[str, list[ExtensionState]]] | None = attrs.field(
-        default=None, init=False
-    )
+    _index: tuple[object, dict[str, list[ExtensionState]]] | None
+
+    def __init__(
+        self,
+        store: Store,
+        view: LiveView,
+        manifests: Manifests,
+        records: Mapping[HandlerName, HandlerRecord],
+        targets: Callable[[], Mapping[HandlerName, HandlerTarget]],
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.manifests = manifests
+        self.records = records
+        self.targets = targets
+        self._index = None
 
     def _named(self, name: str) -> list[ExtensionState]:
         """The extensions `name` stands for (an extension's name or a handler's, any case),

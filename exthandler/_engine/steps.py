@@ -15,7 +15,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import anyio
-import attrs
 from exthandler_sdk import ErrorCode, Operation
 from exthandler_sdk.protocol import NOT_RUN, SUPPORTED_FEATURES, Variable
 
@@ -28,6 +27,7 @@ from .._plan.planner import HandlerRecord, HandlerTarget, Outcome, Step, StepKin
 from .._policy.signature import CheckOutcome, PackageVerifier, SignatureCheck
 from .._report.liveview import ExtensionState, LiveView
 from .._state.store import Store
+from .._values import Value, field
 from .settings import SettingsWriter
 from .state import Manifests, Pass
 from .statuses import Statuses
@@ -44,8 +44,7 @@ OPERATIONS = {
 _DONE = Outcome(ok=True, exit_code=NOT_RUN)
 
 
-@attrs.frozen(kw_only=True)
-class StepRun:
+class StepRun(Value):
     """How a step ended, and the protocol variables its command got (none: empty).
 
     `rebuildable`: what the step did is redone at no cost, with the same result, if a
@@ -55,12 +54,11 @@ class StepRun:
 
     outcome: Outcome
     message: str = ""
-    env: Mapping[str, str] = attrs.field(factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
     rebuildable: bool = False
     state_unread: bool = False
 
 
-@attrs.define(eq=False)
 class StepRunner:
     """Runs the steps of every handler of a state dir."""
 
@@ -72,10 +70,34 @@ class StepRunner:
     settings: SettingsWriter
     workspace: Workspace
     # The runtime's command timeouts: one for all, or per handler (`Publisher.Type`).
-    command_timeout: float | None = None
-    handler_timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    command_timeout: float | None
+    handler_timeouts: Mapping[str, float]
     # Checks each package's signature before it is extracted (docs/policy.md).
-    verifier: PackageVerifier | None = None
+    verifier: PackageVerifier | None
+
+    def __init__(
+        self,
+        store: Store,
+        view: LiveView,
+        statuses: Statuses,
+        manifests: Manifests,
+        executors: Sequence[Executor],
+        settings: SettingsWriter,
+        workspace: Workspace,
+        command_timeout: float | None = None,
+        handler_timeouts: Mapping[str, float] | None = None,
+        verifier: PackageVerifier | None = None,
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.statuses = statuses
+        self.manifests = manifests
+        self.executors = executors
+        self.settings = settings
+        self.workspace = workspace
+        self.command_timeout = command_timeout
+        self.handler_timeouts = {} if handler_timeouts is None else handler_timeouts
+        self.verifier = verifier
 
     async def run(
         self, step: Step, record: HandlerRecord, target: HandlerTarget, work: Pass
@@ -125,7 +147,7 @@ class StepRunner:
             checked = CheckOutcome()
             workspace = self.workspace
             if self.verifier is not None:
-                workspace = attrs.evolve(workspace, check=self.verifier.bind(check, checked))
+                workspace = workspace.replace(check=self.verifier.bind(check, checked))
             installed: Installed = await source.install(ref, directory, workspace)
             if check.required and not checked.done and not installed.rebuildable:
                 raise PackageError(

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-import attrs
 from exthandler_sdk import Operation
 
 from .._fs import ensure_dir, open_append
+from .._values import Value
 
 __all__ = [
     "INLINE_COLLECT",
@@ -56,8 +56,7 @@ def outcome_line(
     return f"{text} ({hint})" if hint else text
 
 
-@attrs.frozen(kw_only=True)
-class LogRecord:
+class LogRecord(Value):
     """What CommandExecution.log says about one command, besides its output.
 
     `env` holds only what may be logged: the protocol variables.

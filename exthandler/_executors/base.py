@@ -13,18 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import attrs
 from exthandler_sdk import Operation
 
 from .._model import HandlerName, Version
 from .._packages.manifest import HandlerManifest
+from .._values import Value
 from .process import CommandResult
 
 __all__ = ["CommandRequest", "Executor"]
 
 
-@attrs.frozen(kw_only=True)
-class CommandRequest:
+class CommandRequest(Value):
     """One command to run: which handler, which operation, and everything it needs.
 
     `env` holds the protocol variables of this command (sequence number, extension path,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 from exthandler_sdk import ErrorCode, ExtHandlerError, Handler, Operation
 from exthandler_sdk.protocol import COMMAND_TIMEOUTS, render_manifest
 
@@ -23,6 +22,7 @@ from .._errors import PackageError
 from .._model import HandlerName, Version
 from .._packages.manifest import MANIFEST_NAME, HandlerManifest
 from .._packages.repository import Installed, PackageRef, Workspace
+from .._values import Value
 from .base import CommandRequest
 from .process import CommandResult, write_log_entry
 
@@ -34,15 +34,19 @@ def spec_of(handler_class: type[Handler[Any, Any]]) -> str:
     return f"{handler_class.__module__}:{handler_class.__qualname__}"
 
 
-@attrs.define(eq=False)
 class InProcessHandlers:
     """The handler classes registered on a runtime; a `PackageSource` of their versions."""
 
-    _classes: dict[tuple[str, Version], type[Handler[Any, Any]]] = attrs.field(factory=dict)
+    _classes: dict[tuple[str, Version], type[Handler[Any, Any]]]
     # Classes named but not imported yet (see `register_paths`): handler key -> paths.
-    _named: dict[str, list[str]] = attrs.field(factory=dict)
+    _named: dict[str, list[str]]
     # Why a named class could not be loaded, to be logged once by whoever loads it.
-    problems: list[str] = attrs.field(factory=list)
+    problems: list[str]
+
+    def __init__(self) -> None:
+        self._classes = {}
+        self._named = {}
+        self.problems = []
 
     def register(self, handler_class: type[Handler[Any, Any]]) -> None:
         """Offer `handler_class` at its version (a later registration of the same wins)."""
@@ -122,8 +126,7 @@ class InProcessHandlers:
         return Installed(manifest=materialize(handler_class, directory), rebuildable=True)
 
 
-@attrs.frozen
-class InProcessExecutor:
+class InProcessExecutor(Value, kw_only=False):
     """The `Executor` of handler dirs laid out for a registered class: each command is a
     call of the class's operation on the running event loop (see `run_inprocess`)."""
 
@@ -173,7 +176,7 @@ def materialize(handler_class: type[Handler[Any, Any]], directory: Path) -> Hand
     from .._fs import make_dir, write_atomic  # modes set whatever the umask
 
     make_dir(directory, 0o755)
-    manifest = attrs.evolve(handler_class.manifest(), in_process=spec_of(handler_class))
+    manifest = handler_class.manifest().replace(in_process=spec_of(handler_class))
     data = render_manifest(manifest)
     write_atomic(f"{directory}/{MANIFEST_NAME}", data, mode=0o644, durable=False)
     return manifest

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import attrs
 from exthandler_sdk import Operation
 from exthandler_sdk.procs import BOOT_ID_PATH
 from exthandler_sdk.protocol import (
@@ -36,6 +35,7 @@ from exthandler_sdk.protocol import (
 
 from .._errors import StateDirError
 from .._packages.manifest import HandlerManifest
+from .._values import Value
 from ._cmdlog import INLINE_COLLECT, LogRecord, append_entry, captured, collect, outcome_line, title
 from ._hints import failure_hint
 from ._orphans import clear_marker, end_orphans, write_marker
@@ -64,8 +64,7 @@ def is_protocol_variable(name: str) -> bool:
     return name in PROTOCOL_VARIABLES or name.startswith(_PROTOCOL_PREFIX)
 
 
-@attrs.frozen(kw_only=True)
-class CommandResult:
+class CommandResult(Value):
     """What happened when a manifest command ran.
 
     `exit_code` is None when nothing ran (no command, or it could not be started) or when
@@ -233,8 +232,7 @@ async def run_command(
     )
 
 
-@attrs.frozen(kw_only=True)
-class ProcessExecutor:
+class ProcessExecutor(Value):
     """The `Executor` of classic packages: each command is a child process (see
     `run_command`), ended with its process group on timeout after `grace` seconds."""
 

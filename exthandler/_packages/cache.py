@@ -25,9 +25,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-import attrs
-
 from .._model import HandlerName, Version
+from .._values import Value
 from .repository import package_file_name, parse_package_file_name
 
 __all__ = ["DEFAULT_CACHE_LIMIT", "PackageCache"]
@@ -48,8 +47,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-@attrs.define
-class PackageCache:
+class PackageCache(Value):
     """Downloaded packages of one state dir (see the module doc). Blocking file work: call
     it from a worker thread for large packages."""
 

@@ -26,11 +26,11 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-import attrs
 from exthandler_sdk import ErrorCode
 from exthandler_sdk.files import fsync_dir
 
 from .._errors import PackageError
+from .._values import Value
 from .manifest import MANIFEST_NAME, HandlerManifest, parse_manifest
 
 __all__ = ["DEFAULT_LIMITS", "ExtractionLimits", "extract_package"]
@@ -60,8 +60,7 @@ _OWNER_RWX = 0o700
 _DEFAULT_FILE_PERMS = 0o644
 
 
-@attrs.frozen(kw_only=True)
-class ExtractionLimits:
+class ExtractionLimits(Value):
     """Bounds that make a zip bomb a refused package instead of a full disk.
 
     `max_files` counts entries of every kind (files, directories, links). `max_ratio`
@@ -92,8 +91,7 @@ class _Kind(enum.Enum):
     LINK = "symlink"
 
 
-@attrs.frozen(kw_only=True)
-class _Member:
+class _Member(Value):
     """One archive entry that passed the checks, with its normalised path."""
 
     info: zipfile.ZipInfo

@@ -31,12 +31,12 @@ from typing import (
 
 import anyio
 import anyio.to_thread
-import attrs
 from exthandler_sdk import ErrorCode, protocol
 
 from .._errors import NoEligibleVersionError, PackageError, VersionError
 from .._fs import INLINE_LIMIT
 from .._model import HandlerName, Version
+from .._values import Value, field
 from .builtin import missing_handler_hint
 from .extract import extract_package
 from .manifest import HandlerManifest
@@ -71,8 +71,7 @@ _SIGNATURE_MAX_BYTES = 1 << 20
 _DIGEST_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 
 
-@attrs.frozen(kw_only=True)
-class PackageRef:
+class PackageRef(Value):
     """One package a source offers: which handler, which version, and where it lives.
 
     `location` is source-specific (a file path for a directory repository, a URL for an
@@ -89,8 +88,7 @@ class PackageRef:
         return package_file_name(self.handler, self.version)
 
 
-@attrs.frozen
-class Workspace:
+class Workspace(Value, kw_only=False):
     """What the runtime lends a source while it installs a package: a private scratch dir
     (`path`, mode 0700, emptied by nobody but the source), the runtime's I/O threads, and
     the state dir's cache of downloaded packages (`cache`; None: downloads are not kept).
@@ -100,19 +98,31 @@ class Workspace:
     """
 
     path: Path
-    limiter: anyio.CapacityLimiter = attrs.field(factory=lambda: anyio.CapacityLimiter(4))
-    check: Callable[[Path, str | None], Awaitable[None]] | None = attrs.field(
-        default=None, kw_only=True
-    )
-    cache: PackageCache | None = attrs.field(default=None, kw_only=True)
+    limiter: anyio.CapacityLimiter
+    check: Callable[[Path, str | None], Awaitable[None]] | None = None
+    cache: PackageCache | None = None
+
+    def __init__(
+        self,
+        path: Path,
+        limiter: anyio.CapacityLimiter | None = None,
+        *,
+        check: Callable[[Path, str | None], Awaitable[None]] | None = None,
+        cache: PackageCache | None = None,
+    ) -> None:
+        self.__value_init__(
+            path=path,
+            limiter=anyio.CapacityLimiter(4) if limiter is None else limiter,
+            check=check,
+            cache=cache,
+        )
 
     async def run_sync(self, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """Run blocking file work (a copy, an extraction) in one of the runtime's I/O threads."""
         return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
 
 
-@attrs.frozen(kw_only=True)
-class Installed:
+class Installed(Value):
     """What a source installed into a handler dir: the dir's manifest, and whether the dir
     can be laid out again at no cost and with the same result after a crash (a dir derived
     from code, not from a download), which spares the runtime a durable record of it."""
@@ -212,8 +222,7 @@ def package_token(ref: PackageRef) -> str:
     return "/".join(parts)
 
 
-@attrs.frozen
-class DirectoryRepository:
+class DirectoryRepository(Value):
     """A local directory of `Publisher.Type__Version.zip` packages (a `PackageSource`).
 
     Files that are not named exactly so are ignored, as are sidecars and subdirectories.
@@ -225,7 +234,10 @@ class DirectoryRepository:
     first.
     """
 
-    path: Path = attrs.field(converter=Path)
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        self.__value_init__(path=Path(path))
 
     async def list_packages(self) -> Sequence[PackageRef]:
         return await anyio.to_thread.run_sync(self._list_sync)
@@ -374,8 +386,7 @@ def _read_sidecar(sidecar: Path) -> str | None:
     return token.lower()
 
 
-@attrs.frozen(kw_only=True)
-class PackageCatalog:
+class PackageCatalog(Value):
     """A snapshot of what a set of sources offers: one ref per (handler, version).
 
     Pure and synchronous, so that one goal state is planned against one consistent view.
@@ -386,10 +397,12 @@ class PackageCatalog:
     # Sources that could not be listed, each as "what: why" (see RepositorySet.catalog).
     problems: tuple[str, ...] = ()
     # Problems of one handler's own source (its artifact manifest), by handler key.
-    handler_problems: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
-    _by_handler: dict[str, list[PackageRef]] = attrs.field(factory=dict, repr=False, eq=False)
-    _sources: dict[tuple[str, Version], PackageSource] = attrs.field(
-        factory=dict, repr=False, eq=False
+    handler_problems: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    _by_handler: dict[str, list[PackageRef]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _sources: dict[tuple[str, Version], PackageSource] = field(
+        default_factory=dict, repr=False, compare=False
     )
 
     @classmethod
@@ -419,8 +432,8 @@ class PackageCatalog:
             refs=tuple(ordered),
             problems=tuple(problems),
             handler_problems=dict(handler_problems or {}),
-            by_handler=by_handler,
-            sources=sources,
+            _by_handler=by_handler,
+            _sources=sources,
         )
 
     def problems_for(self, handler: HandlerName) -> tuple[str, ...]:
@@ -449,19 +462,17 @@ class PackageCatalog:
         )
 
 
-def _as_sources(sources: Iterable[PackageSource]) -> tuple[PackageSource, ...]:
-    return tuple(sources)
-
-
-@attrs.frozen
-class RepositorySet:
+class RepositorySet(Value):
     """Several sources seen as one; on duplicates the source listed first wins.
 
     It is itself a `PackageSource`: `install` asks the source that offers the ref.
     Every query lists the sources afresh; `catalog()` takes one snapshot for many queries.
     """
 
-    sources: tuple[PackageSource, ...] = attrs.field(converter=_as_sources)
+    sources: tuple[PackageSource, ...]
+
+    def __init__(self, sources: Iterable[PackageSource]) -> None:
+        self.__value_init__(sources=tuple(sources))
 
     async def catalog(self, *, skip_unlistable: bool = False) -> PackageCatalog:
         """A snapshot of every package the sources offer.

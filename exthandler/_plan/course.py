@@ -7,11 +7,11 @@ on: a new version, changed settings, a reboot, a new `forceUpdateTag`, a removal
 
 from __future__ import annotations
 
-import attrs
 from exthandler_sdk import Operation
 from exthandler_sdk.protocol import NOT_RUN
 
 from .._model import HandlerName, RequestedState, Version
+from .._values import Value
 from .planner import (
     ExtensionRecord,
     HandlerRecord,
@@ -32,8 +32,7 @@ _SILENT = frozenset(
 )
 
 
-@attrs.frozen(kw_only=True)
-class PlannedStep:
+class PlannedStep(Value):
     """One step `apply` would run: what, on which handler dir and extension, and why.
     `after` names the extensions it waits for (`provisionAfterExtensions`)."""
 

@@ -16,10 +16,10 @@ import functools
 import json
 from collections.abc import Mapping
 
-import attrs
 from exthandler_sdk.protocol import NOT_RUN, HandlerState, Variable
 
 from .._model import HandlerName, RequestedState, Version
+from .._values import Value, field
 
 __all__ = [
     "NOT_RUN",
@@ -78,8 +78,7 @@ class UpgradePhase(enum.IntEnum):
     OLD_REMOVED = 6
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionRecord:
+class ExtensionRecord(Value):
     """What the runtime knows of one extension of an installed handler.
 
     `converged` is the fingerprint of the target last carried through to the end, whether
@@ -93,19 +92,17 @@ class ExtensionRecord:
     converged: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class UpgradeRecord:
+class UpgradeRecord(Value):
     """An upgrade (or downgrade) under way from `source` to `target`."""
 
     source: Version
     target: Version
     phase: UpgradePhase = UpgradePhase.FETCHED
-    disable_exit_codes: Mapping[str, str] = attrs.field(factory=dict)
+    disable_exit_codes: Mapping[str, str] = field(default_factory=dict)
     failed: bool = False  # the update failed: the new version is FailedUpgrade
 
 
-@attrs.frozen(kw_only=True)
-class HandlerRecord:
+class HandlerRecord(Value):
     """The persisted state of one handler (the journal the engine writes after each step).
 
     `version` is the version whose directory exists and is current; `failed` is the
@@ -125,7 +122,7 @@ class HandlerRecord:
     failed_package: str | None = None
     uninstall_exit_code: str = NOT_RUN  # the old uninstall's exit code, for the next enables
     # The last failure per extension ("" for the handler), kept for the instance view.
-    last_errors: Mapping[str, tuple[int, str]] = attrs.field(factory=dict)
+    last_errors: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -142,18 +139,17 @@ class HandlerRecord:
 
     def with_extension(self, record: ExtensionRecord) -> HandlerRecord:
         others = tuple(e for e in self.extensions if e.name != record.name)
-        return attrs.evolve(self, extensions=(*others, record))
+        return self.replace(extensions=(*others, record))
 
     def without_extension(self, name: str) -> HandlerRecord:
-        return attrs.evolve(self, extensions=tuple(e for e in self.extensions if e.name != name))
+        return self.replace(extensions=tuple(e for e in self.extensions if e.name != name))
 
     @property
     def any_enabled(self) -> bool:
         return any(e.enabled for e in self.extensions)
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionTarget:
+class ExtensionTarget(Value):
     """One extension as the goal state wants it, with its sequence number decided."""
 
     name: str
@@ -163,8 +159,7 @@ class ExtensionTarget:
     force_update_tag: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class HandlerTarget:
+class HandlerTarget(Value):
     """A handler as the goal state wants it. `version=None` removes the handler entirely.
 
     `update_with_install` and `continue_on_update_failure` come from the manifest of
@@ -204,8 +199,7 @@ class HandlerTarget:
         )
 
 
-@attrs.frozen(kw_only=True)
-class Step:
+class Step(Value):
     """One thing to do to one handler.
 
     `version` is the handler dir the step acts on (whose command runs). For UPDATE,
@@ -228,8 +222,7 @@ class Step:
         return f"{self.kind}{who} {self.handler}-{self.version}"
 
 
-@attrs.frozen(kw_only=True)
-class Outcome:
+class Outcome(Value):
     """How a step ended. `exit_code` is the command's, as a string (`NOT_RUN` if none ran)."""
 
     ok: bool
@@ -411,8 +404,7 @@ def _ext_record(
     ext_target = next((e for e in target.extensions if e.name == name), None)
     current = record.extension(name) or ExtensionRecord(name=name)
     if ext_target is not None:
-        current = attrs.evolve(
-            current,
+        current = current.replace(
             sequence_number=ext_target.sequence_number,
             settings_digest=ext_target.settings_digest,
         )
@@ -435,19 +427,17 @@ def advance(
     if kind is StepKind.FETCH:
         if not outcome.ok:
             if outcome.transient:
-                return attrs.evolve(record, failed=None, failed_package=None), False
-            return attrs.evolve(record, failed=fingerprint, failed_package=outcome.package), False
+                return record.replace(failed=None, failed_package=None), False
+            return record.replace(failed=fingerprint, failed_package=outcome.package), False
         if step.source is None:
-            return attrs.evolve(
-                record,
+            return record.replace(
                 version=step.version,
                 state=HandlerState.NOT_INSTALLED,
                 failed=None,
                 failed_package=None,
                 uninstall_exit_code=NOT_RUN,
             ), True
-        return attrs.evolve(
-            record,
+        return record.replace(
             upgrade=UpgradeRecord(source=step.source, target=step.version),
             failed=None,
             failed_package=None,
@@ -459,17 +449,16 @@ def advance(
             and step.version == upgrade.target
             and upgrade.phase < (UpgradePhase.OLD_UNINSTALLED)
         ):
-            return attrs.evolve(record, upgrade=None), True
+            return record.replace(upgrade=None), True
         if (
             upgrade is not None
             and step.version == upgrade.source
             and upgrade.phase is UpgradePhase.OLD_UNINSTALLED
         ):
-            return attrs.evolve(
-                record,
+            return record.replace(
                 version=upgrade.target,
                 state=HandlerState.NOT_INSTALLED,
-                upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_REMOVED),
+                upgrade=upgrade.replace(phase=UpgradePhase.OLD_REMOVED),
             ), True
         # The handler is gone: an empty record is deleted by the store.
         return HandlerRecord(handler=record.handler), True
@@ -479,40 +468,40 @@ def advance(
 
     if kind is StepKind.INSTALL:
         if not outcome.ok:
-            return attrs.evolve(record, failed=fingerprint), False
-        return attrs.evolve(record, state=HandlerState.INSTALLED, failed=None), True
+            return record.replace(failed=fingerprint), False
+        return record.replace(state=HandlerState.INSTALLED, failed=None), True
 
     if kind is StepKind.UNINSTALL:
         # Removal goes on whatever the uninstall said: the directory is deleted next.
-        return attrs.evolve(record, state=HandlerState.NOT_INSTALLED), True
+        return record.replace(state=HandlerState.NOT_INSTALLED), True
 
     assert step.extension is not None
     current, ext_target = _ext_record(record, target, step.extension)
     converged = None if ext_target is None else target.fingerprint(ext_target)
     if kind is StepKind.ENABLE:
         # A failed enable leaves the extension as it was (enabled or not).
-        updated = attrs.evolve(current, enabled=outcome.ok or current.enabled, converged=converged)
+        updated = current.replace(enabled=outcome.ok or current.enabled, converged=converged)
         return _with_state(record.with_extension(updated)), outcome.ok
     if kind is StepKind.DISABLE:
         if target.removes_handler:
-            updated = attrs.evolve(current, enabled=False)
+            updated = current.replace(enabled=False)
             return _with_state(record.with_extension(updated)), True
-        updated = attrs.evolve(current, enabled=not outcome.ok and current.enabled)
+        updated = current.replace(enabled=not outcome.ok and current.enabled)
         if ext_target is None:
             return _with_state(record.without_extension(step.extension)), True
-        updated = attrs.evolve(updated, converged=converged)
+        updated = updated.replace(converged=converged)
         return _with_state(record.with_extension(updated)), outcome.ok
     # CONVERGE of an extension
     if ext_target is None:
         return _with_state(record.without_extension(step.extension)), True
-    return _with_state(record.with_extension(attrs.evolve(current, converged=converged))), True
+    return _with_state(record.with_extension(current.replace(converged=converged))), True
 
 
 def _with_state(record: HandlerRecord) -> HandlerRecord:
     if record.state is HandlerState.NOT_INSTALLED:
         return record
     state = HandlerState.ENABLED if record.any_enabled else HandlerState.INSTALLED
-    return attrs.evolve(record, state=state)
+    return record.replace(state=state)
 
 
 def _advance_upgrade(
@@ -529,37 +518,32 @@ def _advance_upgrade(
         assert step.extension is not None
         current = record.extension(step.extension) or ExtensionRecord(name=step.extension)
         codes = {**upgrade.disable_exit_codes, step.extension: outcome.exit_code}
-        record = attrs.evolve(record, upgrade=attrs.evolve(upgrade, disable_exit_codes=codes))
+        record = record.replace(upgrade=upgrade.replace(disable_exit_codes=codes))
         if not outcome.ok and not excused:
             # Still enabled: the disable runs again once the target changes.
-            return attrs.evolve(record, failed=fingerprint), False
+            return record.replace(failed=fingerprint), False
         # No longer at its old target: should the upgrade be abandoned, it is enabled again.
-        record = record.with_extension(attrs.evolve(current, enabled=False, converged=None))
+        record = record.with_extension(current.replace(enabled=False, converged=None))
         return _with_state(record), True
     if kind is StepKind.UPGRADE_DISABLED:
-        return attrs.evolve(
-            record, upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_DISABLED)
-        ), True
+        return record.replace(upgrade=upgrade.replace(phase=UpgradePhase.OLD_DISABLED)), True
     if kind is StepKind.COPY_STATE:
-        return attrs.evolve(
-            record, upgrade=attrs.evolve(upgrade, phase=UpgradePhase.STATE_COPIED)
-        ), True
+        return record.replace(upgrade=upgrade.replace(phase=UpgradePhase.STATE_COPIED)), True
     if kind is StepKind.UPDATE:
         if not outcome.ok:
-            failed = attrs.evolve(upgrade, failed=True)
-            return attrs.evolve(record, upgrade=failed, failed=fingerprint), False
-        updated = attrs.evolve(upgrade, phase=UpgradePhase.UPDATED, failed=False)
-        return attrs.evolve(record, upgrade=updated), True
+            failed = upgrade.replace(failed=True)
+            return record.replace(upgrade=failed, failed=fingerprint), False
+        updated = upgrade.replace(phase=UpgradePhase.UPDATED, failed=False)
+        return record.replace(upgrade=updated), True
     if kind is StepKind.UNINSTALL:
-        record = attrs.evolve(
-            record,
+        record = record.replace(
             uninstall_exit_code=outcome.exit_code,
-            upgrade=attrs.evolve(upgrade, phase=UpgradePhase.OLD_UNINSTALLED),
+            upgrade=upgrade.replace(phase=UpgradePhase.OLD_UNINSTALLED),
         )
         if not outcome.ok and not excused:
-            return attrs.evolve(record, failed=fingerprint), False
+            return record.replace(failed=fingerprint), False
         return record, True
     # The new version's install (or the marker standing for it): the upgrade is over.
     if kind is StepKind.INSTALL and not outcome.ok:
-        return attrs.evolve(record, upgrade=None, failed=fingerprint), False
-    return attrs.evolve(record, state=HandlerState.INSTALLED, upgrade=None, failed=None), True
+        return record.replace(upgrade=None, failed=fingerprint), False
+    return record.replace(state=HandlerState.INSTALLED, upgrade=None, failed=None), True

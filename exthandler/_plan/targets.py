@@ -16,7 +16,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import attrs
 from exthandler_sdk import ErrorCode
 
 from .._errors import NoEligibleVersionError
@@ -30,6 +29,7 @@ from .._model import (
 from .._packages.builtin import missing_handler_hint
 from .._packages.repository import PackageCatalog, PackageRef
 from .._state.recover import RECOVERED
+from .._values import Value
 from .planner import ExtensionTarget, HandlerRecord, HandlerTarget
 from .versions import select_version
 
@@ -43,8 +43,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
-class Resolution:
+class Resolution(Value):
     """A handler's target (None when it cannot be had), the extensions that fail and why
     (`(name, code, message)`), and lines for the runtime's log."""
 

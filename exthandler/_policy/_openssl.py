@@ -17,7 +17,8 @@ import subprocess
 from pathlib import Path
 
 import anyio
-import attrs
+
+from .._values import Value
 
 __all__ = ["CmsVerdict", "OpenSSLMissingError", "cms_verify", "verify_command"]
 
@@ -30,8 +31,7 @@ class OpenSSLMissingError(OSError):
     """There is no `openssl` command on PATH."""
 
 
-@attrs.frozen(kw_only=True)
-class CmsVerdict:
+class CmsVerdict(Value):
     """How a signature fared: `ok`, else `kind` (malformed, tampered or untrusted) and
     openssl's own reason."""
 

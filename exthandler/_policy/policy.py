@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 from exthandler_sdk import ErrorCode
 from exthandler_sdk.protocol import (
     HANDLER_NAME_PATTERN,
@@ -31,6 +30,7 @@ from exthandler._convert import json_kind
 from .._errors import ExtHandlerError
 from .._fs import UnsafeFileError, open_regular
 from .._model import ExtensionGoal, HandlerName, RequestedState
+from .._values import Value, field
 
 __all__ = [
     "POLICY_FILE_LIMIT",
@@ -62,8 +62,7 @@ class PolicyError(ExtHandlerError, ValueError):
         super().__init__("\n".join(self.problems))
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionRules:
+class ExtensionRules(Value):
     """What the policy says of one extension: `signature_required` overrides the policy's
     own when set; `runtime_policy` is handed to the handler as is (None: not given)."""
 
@@ -71,14 +70,13 @@ class ExtensionRules:
     runtime_policy: Mapping[str, Any] | None = None
 
 
-@attrs.frozen(kw_only=True)
-class Policy:
+class Policy(Value):
     """A valid policy file. `extensions` is keyed by the lower-case handler name."""
 
     path: str
     allow_listed_only: bool = False
     signature_required: bool = False
-    extensions: Mapping[str, ExtensionRules] = attrs.field(factory=dict)
+    extensions: Mapping[str, ExtensionRules] = field(default_factory=dict)
 
     def rules(self, handler: HandlerName) -> ExtensionRules | None:
         return self.extensions.get(handler.key)
@@ -226,8 +224,7 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(data, where=where)
 
 
-@attrs.frozen(kw_only=True)
-class PolicyState:
+class PolicyState(Value):
     """What governs a pass: extension processing on or off (and how to turn it back on),
     and the policy, or why the configured one cannot be used (`error`)."""
 

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-import attrs
 from exthandler_sdk import ErrorCode
 from exthandler_sdk.protocol import MANIFEST_NAME, READ_LIMIT, SIGNATURE_SUFFIX, TelemetryEvent
 
 from .._errors import PackageError
 from .._fs import UnsafeFileError
 from .._model import HandlerName, Version
+from .._values import Value
 from ._openssl import OpenSSLMissingError, cms_verify
 from .policy import read_admin_file
 
@@ -54,8 +54,7 @@ PackageCheck = Callable[[Path, str | None], Awaitable[None]]
 source found beside the package, if any). Raises PackageError to refuse the package."""
 
 
-@attrs.frozen(kw_only=True)
-class SignatureCheck:
+class SignatureCheck(Value):
     """What one fetch is to check: the handler and version it fetches, the goal state's
     signature for it, and whether the policy requires one."""
 
@@ -65,13 +64,16 @@ class SignatureCheck:
     required: bool
 
 
-@attrs.define
 class CheckOutcome:
     """What the check found: whether it ran at all, and the warning to show when a
     signature that is not required did not verify."""
 
-    done: bool = False
-    warning: str | None = None
+    done: bool
+    warning: str | None
+
+    def __init__(self, done: bool = False, warning: str | None = None) -> None:
+        self.done = done
+        self.warning = warning
 
 
 def _digest_file(path: Path) -> str:
@@ -96,7 +98,6 @@ def _manifest_in(zip_path: Path) -> bytes | None:
         return None
 
 
-@attrs.define(eq=False)
 class PackageVerifier:
     """Verifies packages against `roots` (PEM files of trusted certificates); `emit` gets
     one telemetry event per verification, `log` a line per refusal or warning."""
@@ -104,8 +105,20 @@ class PackageVerifier:
     roots: Sequence[Path]
     emit: Callable[[TelemetryEvent], None]
     log: Callable[[str], None]
-    _verified: set[str] = attrs.field(factory=set)
-    verifications: int = 0
+    _verified: set[str]
+    verifications: int
+
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        emit: Callable[[TelemetryEvent], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.roots = roots
+        self.emit = emit
+        self.log = log
+        self._verified = set()
+        self.verifications = 0
 
     def bind(self, check: SignatureCheck, outcome: CheckOutcome) -> PackageCheck:
         async def run(zip_path: Path, found: str | None) -> None:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from types import TracebackType
 
 import anyio
-import attrs
 from exthandler_sdk import Operation, hookimpl
 
 from .._model import HandlerName, Version
 from .._plan.planner import Step
 from .._plugins import StepResult
+from .._values import Value
 from .view import ExtensionView, InstanceView
 
 __all__ = [
@@ -37,16 +37,14 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
-class PassStarted:
+class PassStarted(Value):
     """`apply` began converging the goal state `goal_state_id` (`extensions` entries)."""
 
     goal_state_id: str | None
     extensions: int
 
 
-@attrs.frozen(kw_only=True)
-class PassFinished:
+class PassFinished(Value):
     """`apply` ended: its final `view`, how long it took, how many steps ran a command,
     the extensions that failed, and whether it was cancelled (the view then shows the
     interrupted steps transitioning)."""
@@ -59,8 +57,7 @@ class PassFinished:
     cancelled: bool = False
 
 
-@attrs.frozen(kw_only=True)
-class StepStarted:
+class StepStarted(Value):
     """A step is about to run (`operation` is None for a step that runs no command)."""
 
     kind: str
@@ -70,8 +67,7 @@ class StepStarted:
     extension: str | None
 
 
-@attrs.frozen(kw_only=True)
-class StepFinished:
+class StepFinished(Value):
     """A step's outcome was recorded; `result` says everything (see `StepResult`)."""
 
     result: StepResult
@@ -101,15 +97,13 @@ class StepFinished:
         return self.result.duration
 
 
-@attrs.frozen(kw_only=True)
-class ExtensionChanged:
+class ExtensionChanged(Value):
     """An extension's part of the instance view changed."""
 
     view: ExtensionView
 
 
-@attrs.frozen(kw_only=True)
-class EventsDropped:
+class EventsDropped(Value):
     """The consumer fell behind: `count` older events were dropped from its stream."""
 
     count: int
@@ -180,13 +174,20 @@ class EventStream:
         self.close()
 
 
-@attrs.define(eq=False)
 class EventHub:
     """The open streams of a runtime; `publish` hands an event to each (on the loop)."""
 
-    streams: list[EventStream] = attrs.field(factory=list)
+    streams: list[EventStream]
     # Told when the first stream opens and the last closes (to listen only when needed).
-    on_change: Callable[[bool], None] | None = None
+    on_change: Callable[[bool], None] | None
+
+    def __init__(
+        self,
+        streams: list[EventStream] | None = None,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.streams = [] if streams is None else streams
+        self.on_change = on_change
 
     def open(self, limit: int) -> EventStream:
         stream = EventStream(limit, self._closed)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-import attrs
 import pluggy
 from exthandler_sdk import ErrorCode, StatusLevel
 from exthandler_sdk.files import fsync_dir
@@ -60,45 +59,89 @@ def now() -> str:
 _NOW: dict[int, str] = {}
 
 
-@attrs.define(eq=False)
 class ExtensionState:
     """What the runtime knows of one extension during a pass (feeds the view)."""
 
     goal: ExtensionGoal
-    sequence_number: int | None = None
-    statuses: tuple[StatusView, ...] = ()
-    substatuses: tuple[SubstatusView, ...] = ()
-    level: StatusLevel = StatusLevel.TRANSITIONING
-    heartbeat: SubstatusView | None = None
+    sequence_number: int | None
+    statuses: tuple[StatusView, ...]
+    substatuses: tuple[SubstatusView, ...]
+    level: StatusLevel
+    heartbeat: SubstatusView | None
     # Its status is a terminal report's, with the report's own time: nothing of it was
     # made up at this pass (a quiet pass may be stamped only then; see _state/quiet.py).
-    from_report: bool = False
+    from_report: bool
+
+    def __init__(
+        self,
+        goal: ExtensionGoal,
+        sequence_number: int | None = None,
+        statuses: tuple[StatusView, ...] = (),
+        substatuses: tuple[SubstatusView, ...] = (),
+        level: StatusLevel = StatusLevel.TRANSITIONING,
+        heartbeat: SubstatusView | None = None,
+        from_report: bool = False,
+    ) -> None:
+        self.goal = goal
+        self.sequence_number = sequence_number
+        self.statuses = statuses
+        self.substatuses = substatuses
+        self.level = level
+        self.heartbeat = heartbeat
+        self.from_report = from_report
 
 
-@attrs.define(eq=False)
 class LiveView:
     """The extensions of the current pass, the view built from them, and its file."""
 
     view_path: Path
     plugins: pluggy.PluginManager
     records: Callable[[], Mapping[HandlerName, HandlerRecord]]
-    extensions: dict[str, ExtensionState] = attrs.field(factory=dict)
-    goal_id: str | None = None
-    restored: InstanceView | None = None
+    extensions: dict[str, ExtensionState]
+    goal_id: str | None
+    restored: InstanceView | None
     # The health of `run`'s goal-state source, when a run loop reports one.
-    source: SourceView | None = None
+    source: SourceView | None
     # The agent's version and self-update, when a service shows them.
-    agent: AgentView | None = None
-    dirty: bool = False
+    agent: AgentView | None
+    dirty: bool
     # Where a durable write (an fsync or two) waits: a worker thread, never the loop.
-    limiter: anyio.CapacityLimiter | None = None
+    limiter: anyio.CapacityLimiter | None
     # A package whose signature did not verify though none was required: the warning its
     # extensions show, by handler and version, while the runtime lives.
-    warnings: dict[tuple[HandlerName, Version], SubstatusView] = attrs.field(factory=dict)
+    warnings: dict[tuple[HandlerName, Version], SubstatusView]
     # The last view file's bytes, not parsed yet (see `restore_data`).
-    _restored_data: bytes | None = attrs.field(default=None, init=False)
+    _restored_data: bytes | None
     # What the view file holds: as read when the runtime opened, then as last written.
-    _on_disk: bytes | None = attrs.field(default=None, init=False)
+    _on_disk: bytes | None
+
+    def __init__(
+        self,
+        view_path: Path,
+        plugins: pluggy.PluginManager,
+        records: Callable[[], Mapping[HandlerName, HandlerRecord]],
+        extensions: dict[str, ExtensionState] | None = None,
+        goal_id: str | None = None,
+        restored: InstanceView | None = None,
+        source: SourceView | None = None,
+        agent: AgentView | None = None,
+        dirty: bool = False,
+        limiter: anyio.CapacityLimiter | None = None,
+        warnings: dict[tuple[HandlerName, Version], SubstatusView] | None = None,
+    ) -> None:
+        self.view_path = view_path
+        self.plugins = plugins
+        self.records = records
+        self.extensions = {} if extensions is None else extensions
+        self.goal_id = goal_id
+        self.restored = restored
+        self.source = source
+        self.agent = agent
+        self.dirty = dirty
+        self.limiter = limiter
+        self.warnings = {} if warnings is None else warnings
+        self._restored_data = None
+        self._on_disk = None
 
     def restore_data(self, data: bytes) -> None:
         """`restore` the view file's `data`, parsed only when something asks for the view

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import attrs
 from exthandler_sdk.protocol import (
     EVENT_FILE,
     EVENT_FILE_MAX_SIZE,
@@ -29,11 +28,11 @@ from exthandler_sdk.protocol import (
 )
 
 from .._fs import UnsafeFileError, open_dir, read_regular
+from .._values import Value
 
 __all__ = ["Collected", "EventRateLimiter", "collect_all", "collect_events"]
 
 
-@attrs.define(eq=False)
 class EventRateLimiter:
     """At most `limit` events per key (one key per handler) in any `window` seconds.
 
@@ -41,12 +40,21 @@ class EventRateLimiter:
     lives as long as the runtime, so the limit holds across collection rounds.
     """
 
-    limit: int = EVENTS_PER_WINDOW
-    window: float = EVENT_WINDOW_SECONDS
-    clock: Callable[[], float] = time.monotonic
-    _admitted: dict[str, collections.deque[tuple[float, int]]] = attrs.field(
-        init=False, factory=dict
-    )
+    limit: int
+    window: float
+    clock: Callable[[], float]
+    _admitted: dict[str, collections.deque[tuple[float, int]]]
+
+    def __init__(
+        self,
+        limit: int = EVENTS_PER_WINDOW,
+        window: float = EVENT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._admitted = {}
 
     def admit(self, key: str, count: int) -> int:
         """How many of `count` events for `key` may pass now (and count them as passed)."""
@@ -158,8 +166,7 @@ def _collect_file(
     return accepted[:allowed]
 
 
-@attrs.frozen
-class Collected:
+class Collected(Value, kw_only=False):
     """What one collection round found: each handler's new events, and the problems met."""
 
     events: tuple[tuple[str, tuple[TelemetryEvent, ...]], ...] = ()

@@ -184,7 +184,7 @@ class SelfUpdate:
             # Checked as an extension's package is: signed when the policy says so.
             check, checked, required = runtime.package_check(handler, best)
             try:
-                workspace = attrs.evolve(await _workspace(store), check=check)
+                workspace = (await _workspace(store)).replace(check=check)
                 must = (lambda: checked.done) if required else None
                 await store.install(source, ref, workspace, checked=must)
             except PackageError as exc:

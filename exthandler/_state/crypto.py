@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +30,7 @@ from exthandler_sdk import ExtHandlerError
 from exthandler_sdk.protocol import THUMBPRINT_PATTERN, certificate_file_names
 
 from .._fs import write_atomic
+from .._values import Value
 
 __all__ = [
     "Certificate",
@@ -62,8 +62,7 @@ class ProtectedSettingsError(ExtHandlerError, ValueError):
         self.thumbprint = thumbprint
 
 
-@attrs.frozen(kw_only=True)
-class Certificate:
+class Certificate(Value):
     """A certificate/key pair in the lib dir, named by the certificate's SHA-1 thumbprint."""
 
     thumbprint: str

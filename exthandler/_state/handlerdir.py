@@ -12,7 +12,6 @@ import contextlib
 import os
 from pathlib import Path
 
-import attrs
 from exthandler_sdk.protocol import (
     COMMAND_EXECUTION_LOG,
     CONFIG_DIR,
@@ -49,15 +48,20 @@ settings_name = settings_file_name
 status_name = status_file_name
 
 
-@attrs.define(eq=False)
 class HandlerDirs:
     """The handler dirs and log dirs of a state dir, and what the runtime wrote in them."""
 
     state: StateDir
     # The HandlerState files written, per handler dir: they are rewritten only on change.
-    _written_states: dict[Path, dict[str | None, HandlerState]] = attrs.field(factory=dict)
-    _handler_dirs: dict[tuple[HandlerName, Version], Path] = attrs.field(factory=dict)
-    _log_dirs: dict[HandlerName, tuple[Path, Path, Path]] = attrs.field(factory=dict)
+    _written_states: dict[Path, dict[str | None, HandlerState]]
+    _handler_dirs: dict[tuple[HandlerName, Version], Path]
+    _log_dirs: dict[HandlerName, tuple[Path, Path, Path]]
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self._written_states = {}
+        self._handler_dirs = {}
+        self._log_dirs = {}
 
     def handler_dir(self, handler: HandlerName, version: Version) -> Path:
         key = (handler, version)

@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import attrs
 from exthandler_sdk.protocol import NOT_RUN, HandlerState
 
 from .._errors import StateDirError
@@ -136,25 +135,40 @@ def _error(value: Any) -> tuple[int, str]:
     return int(code), str(text)
 
 
-@attrs.define(eq=False)
 class _Batch:
     """Journal lines waiting for the same flush."""
 
-    lines: list[bytes] = attrs.field(factory=list)
-    done: anyio.Event = attrs.field(factory=anyio.Event)
+    lines: list[bytes]
+    done: anyio.Event
+
+    def __init__(self, lines: list[bytes] | None = None, done: anyio.Event | None = None) -> None:
+        self.lines = [] if lines is None else lines
+        self.done = anyio.Event() if done is None else done
 
 
-@attrs.define(eq=False)
 class Journal:
     """The handler records of a state dir held by this runtime (see the module doc)."""
 
     state: StateDir
-    converter: RecordCodec = attrs.field(factory=RecordCodec)
-    _journal_fd: int | None = None
-    _pending: _Batch = attrs.field(factory=lambda: _Batch())
-    _flushing: bool = False
+    converter: RecordCodec
+    _journal_fd: int | None
+    _pending: _Batch
+    _flushing: bool
     # The state dir's I/O threads (see Store.io_limiter): an fsync waits in one of them.
-    limiter: anyio.CapacityLimiter | None = None
+    limiter: anyio.CapacityLimiter | None
+
+    def __init__(
+        self,
+        state: StateDir,
+        converter: RecordCodec | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self.state = state
+        self.converter = RecordCodec() if converter is None else converter
+        self._journal_fd = None
+        self._pending = _Batch()
+        self._flushing = False
+        self.limiter = limiter
 
     @property
     def snapshot_path(self) -> Path:

@@ -35,8 +35,6 @@ import stat
 import threading
 from pathlib import Path
 
-import attrs
-
 from .._errors import StateDirError, StateDirLockedError
 from .._fs import (
     OWN_FILE_LIMIT,
@@ -89,7 +87,6 @@ def _check_owned(path: Path, info: os.stat_result) -> None:
         )
 
 
-@attrs.define(eq=False)
 class StateDir:
     """One runtime's exclusive hold on a state dir, and the files that belong to no handler."""
 
@@ -98,22 +95,38 @@ class StateDir:
     # The runtime's own log (None: `<state dir>/exthandler.log`) and its rotation: past
     # `log_max_bytes` (0: never, logrotate's job) it becomes `.1`, `.1` becomes `.2`... and
     # the oldest beyond `log_backups` is deleted.
-    log_file: Path | None = None
-    log_max_bytes: int = 10 << 20
-    log_backups: int = 5
-    _lock_fd: int | None = None
-    _log_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
-    needs_sweep: bool = attrs.field(default=True, init=False)
+    log_file: Path | None
+    log_max_bytes: int
+    log_backups: int
+    _lock_fd: int | None
+    _log_lock: threading.Lock
+    needs_sweep: bool
     # Handler dirs renamed out of the way, deleted by `empty_trash` at the end of a pass.
-    _trash: list[Path] = attrs.field(factory=list)
+    _trash: list[Path]
 
     # Built once: a pass asks for them several times per step, and paths are not free.
-    meta: Path = attrs.field(init=False)
-    view_path: Path = attrs.field(init=False)
+    meta: Path
+    view_path: Path
     # Markers of the commands running now (see `_executors._orphans.end_orphans`).
-    running_dir: Path = attrs.field(init=False)
+    running_dir: Path
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        root: Path,
+        log_root: Path,
+        log_file: Path | None = None,
+        log_max_bytes: int = 10 << 20,
+        log_backups: int = 5,
+    ) -> None:
+        self.root = root
+        self.log_root = log_root
+        self.log_file = log_file
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self._lock_fd = None
+        self._log_lock = threading.Lock()
+        self.needs_sweep = True
+        self._trash = []
         self.meta = self.root / ".exthandler"
         self.view_path = self.meta / "instance-view.json"
         self.running_dir = self.meta / "running"

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import anyio
-import attrs
 from exthandler_sdk.protocol import SUPPORTED_FEATURES as SUPPORTED_FEATURES
 
 from .._model import HandlerName, Version
@@ -28,26 +27,39 @@ _LOGGER.addHandler(logging.NullHandler())
 __all__ = ["SUPPORTED_FEATURES", "Store"]
 
 
-@attrs.define(eq=False)
 class Store:
     """One runtime's exclusive hold on a state dir."""
 
     root: Path
     log_root: Path
-    log_file: Path | None = None
-    log_max_bytes: int = 10 << 20
-    log_backups: int = 5
-    state: StateDir = attrs.field(init=False)
-    journal: Journal = attrs.field(init=False)
-    handlers: HandlerDirs = attrs.field(init=False)
+    log_file: Path | None
+    log_max_bytes: int
+    log_backups: int
+    state: StateDir
+    journal: Journal
+    handlers: HandlerDirs
     # The worker threads file work of this state dir runs in, a few at a time: extraction,
     # tree removal, scans, the journal's fsync (see the threading rule in docs/architecture).
-    io_limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    io_limiter: anyio.CapacityLimiter
     # Lines logged so far (a pass that logged anything was not a quiet one).
-    logged: int = attrs.field(init=False, default=0)
-    _markers: dict[str, Path] = attrs.field(init=False, factory=dict)
+    logged: int
+    _markers: dict[str, Path]
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        root: Path,
+        log_root: Path,
+        log_file: Path | None = None,
+        log_max_bytes: int = 10 << 20,
+        log_backups: int = 5,
+    ) -> None:
+        self.root = root
+        self.log_root = log_root
+        self.log_file = log_file
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self.logged = 0
+        self._markers = {}
         self.state = StateDir(
             root=self.root,
             log_root=self.log_root,

@@ -17,10 +17,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
 from .._model import ExtensionGoal, GoalState, RequestedState
 from .._report.view import ExtensionView, InstanceView, StatusView, SubstatusView
+from .._values import Value
 
 __all__ = [
     "DOCUMENT_VERSION",
@@ -47,8 +46,7 @@ def _message(text: str) -> dict[str, str]:
     return {"lang": "en-US", "message": text}
 
 
-@attrs.frozen(kw_only=True)
-class OsInfo:
+class OsInfo(Value):
     """`guestOSInfo`: the machine's name and operating system."""
 
     computer_name: str
@@ -76,16 +74,14 @@ def os_info(os_release: str = "/etc/os-release") -> OsInfo:
     )
 
 
-@attrs.frozen(kw_only=True)
-class AgentStatus:
+class AgentStatus(Value):
     """`guestAgentStatus`: `Ready` or `NotReady`, and why."""
 
     ready: bool
     message: str
 
 
-@attrs.frozen(kw_only=True)
-class GoalOutcome:
+class GoalOutcome(Value):
     """What became of the last goal state the runtime finished with:
     `vmArtifactsAggregateStatus`. `ok` is True when its pass ran to its end (whatever the
     extensions' outcomes) and False when it was refused (`message` says why); `time` is

@@ -21,14 +21,13 @@ The clock (`Clock`) is injectable, so that tests drive hours of retries without 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from random import random as _random
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import attrs
 from exthandler_sdk import hookimpl
 
 from .._model import ExtensionGoal, GoalState, StatusBlobType
@@ -84,14 +83,18 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@attrs.define
 class UploadStats:
     """Counts since the uploader started: `attempts` (uploads tried), `uploads` (that
     worked), `failures` (that did not)."""
 
-    attempts: int = 0
-    uploads: int = 0
-    failures: int = 0
+    attempts: int
+    uploads: int
+    failures: int
+
+    def __init__(self, attempts: int = 0, uploads: int = 0, failures: int = 0) -> None:
+        self.attempts = attempts
+        self.uploads = uploads
+        self.failures = failures
 
 
 def _default_log(message: str, level: int) -> None:
@@ -104,7 +107,6 @@ def _runtime_version() -> str:
     return __version__
 
 
-@attrs.define(eq=False)
 class StatusUploader:
     """Uploads the status document built from `view()` to the goal state's status blob,
     else to `default_url`; run `run()` in a task, call `flush()` before leaving.
@@ -116,33 +118,77 @@ class StatusUploader:
     """
 
     view: Callable[[], InstanceView]
-    default_url: str | None = None
-    interval: float = 10.0
-    heartbeat: float = 60.0
-    max_backoff: float = 300.0
-    timeout: float = 30.0
-    clock: Clock = attrs.field(factory=SystemClock)
-    random: Callable[[], float] = random.random
-    log: Callable[[str, int], None] = _default_log
-    is_multi: Callable[[ExtensionView, ExtensionGoal | None], bool] | None = None
-    agent_version: str = attrs.field(factory=_runtime_version)
-    os: OsInfo = attrs.field(factory=os_info)
-    stats: UploadStats = attrs.field(factory=UploadStats)
+    default_url: str | None
+    interval: float
+    heartbeat: float
+    max_backoff: float
+    timeout: float
+    clock: Clock
+    random: Callable[[], float]
+    log: Callable[[str, int], None]
+    is_multi: Callable[[ExtensionView, ExtensionGoal | None], bool] | None
+    agent_version: str
+    os: OsInfo
+    stats: UploadStats
 
-    _goal: GoalState | None = attrs.field(init=False, default=None)
-    _outcome: GoalOutcome | None = attrs.field(init=False, default=None)
-    _armed: bool = attrs.field(init=False, default=False)
-    _stale: bool = attrs.field(init=False, default=False)
-    _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
-    _write_lock: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
-    _parsed: tuple[str, Destination | None] | None = attrs.field(init=False, default=None)
-    _uploaded: tuple[str, Destination] | None = attrs.field(init=False, default=None)
-    _last_attempt: float | None = attrs.field(init=False, default=None)
-    _last_success: float | None = attrs.field(init=False, default=None)
-    _failures: int = attrs.field(init=False, default=0)
-    _backoff: float = attrs.field(init=False, default=0.0)
-    _error: str | None = attrs.field(init=False, default=None)
-    _progress: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _goal: GoalState | None
+    _outcome: GoalOutcome | None
+    _armed: bool
+    _stale: bool
+    _wake: anyio.Event
+    _write_lock: anyio.Lock
+    _parsed: tuple[str, Destination | None] | None
+    _uploaded: tuple[str, Destination] | None
+    _last_attempt: float | None
+    _last_success: float | None
+    _failures: int
+    _backoff: float
+    _error: str | None
+    _progress: anyio.Event
+
+    def __init__(
+        self,
+        view: Callable[[], InstanceView],
+        default_url: str | None = None,
+        interval: float = 10.0,
+        heartbeat: float = 60.0,
+        max_backoff: float = 300.0,
+        timeout: float = 30.0,
+        clock: Clock | None = None,
+        random: Callable[[], float] = _random,
+        log: Callable[[str, int], None] = _default_log,
+        is_multi: Callable[[ExtensionView, ExtensionGoal | None], bool] | None = None,
+        agent_version: str | None = None,
+        os: OsInfo | None = None,
+        stats: UploadStats | None = None,
+    ) -> None:
+        self.view = view
+        self.default_url = default_url
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.clock = SystemClock() if clock is None else clock
+        self.random = random
+        self.log = log
+        self.is_multi = is_multi
+        self.agent_version = _runtime_version() if agent_version is None else agent_version
+        self.os = os_info() if os is None else os
+        self.stats = UploadStats() if stats is None else stats
+        self._goal = None
+        self._outcome = None
+        self._armed = False
+        self._stale = False
+        self._wake = anyio.Event()
+        self._write_lock = anyio.Lock()
+        self._parsed = None
+        self._uploaded = None
+        self._last_attempt = None
+        self._last_success = None
+        self._failures = 0
+        self._backoff = 0.0
+        self._error = None
+        self._progress = anyio.Event()
 
     # -- what the runtime tells it -------------------------------------------------------------
 

@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from . import protocol
 from ._errors import ExtHandlerError
 from ._handler import Handler, HandlerDefinitionError
@@ -132,7 +130,7 @@ def build_package(
     if signer is not None:
         publisher, _, type_ = handler_class.name.rpartition(".")
         info = SigningInfo(type=type_, publisher=publisher, version=handler_class.version)
-        manifest = attrs.evolve(manifest, signing_info=info)
+        manifest = manifest.replace(signing_info=info)
     entries[MANIFEST_NAME] = render_manifest(manifest, indent=2)
     # An enable that runs once per sequence number answers an applied one without
     # importing the handler's module (see `applied_enable`).

@@ -7,13 +7,17 @@ These classes need only what `Value` gives: a keyword-only `__init__` with defau
 immutability, equality, hashing, a readable repr (that can leave out a secret) and
 `replace()`. Type checkers see them as frozen dataclasses (PEP 681).
 
-A value class may derive from another one: its fields come after the base's.
+A value class may derive from another one: its fields come after the base's. One declared
+`class Point(Value, kw_only=False)` also takes its fields by position. One that defines
+its own `__init__` (to take wider types, say a `str` for a `Path`) keeps it; it converts
+what it was given and passes the result on to `self.__value_init__(...)`, the `__init__`
+the class would otherwise have had, which sets every field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Self, dataclass_transform
+from typing import TYPE_CHECKING, Any, Self, dataclass_transform
 
 __all__ = ["FrozenError", "Value", "field", "is_value_class"]
 
@@ -27,14 +31,19 @@ class FrozenError(AttributeError):
 class _Field:
     """What `field()` declares: a default (or a factory of one) and whether repr shows it."""
 
-    __slots__ = ("default", "default_factory", "repr")
+    __slots__ = ("compare", "default", "default_factory", "repr")
 
     def __init__(
-        self, default: object, default_factory: Callable[[], object] | None, repr: bool
+        self,
+        default: object,
+        default_factory: Callable[[], object] | None,
+        repr: bool,
+        compare: bool = True,
     ) -> None:
         self.default = default
         self.default_factory = default_factory
         self.repr = repr
+        self.compare = compare
 
     @property
     def required(self) -> bool:
@@ -46,12 +55,14 @@ def field(
     default: Any = _MISSING,
     default_factory: Callable[[], Any] | None = None,
     repr: bool = True,
+    compare: bool = True,
 ) -> Any:
     """A field with a default, a default made afresh for each value (`default_factory`),
-    or one left out of the repr (`repr=False`: a secret, a URL with a credential)."""
+    one left out of the repr (`repr=False`: a secret, a URL with a credential), or one
+    left out of equality and the hash (`compare=False`: a cache, a mapping)."""
     if default is not _MISSING and default_factory is not None:
         raise TypeError("field(): a default or a default_factory, not both")
-    return _Field(default, default_factory, repr)
+    return _Field(default, default_factory, repr, compare)
 
 
 def _frozen_setattr(self: object, name: str, _: object) -> None:
@@ -62,9 +73,9 @@ def _frozen_delattr(self: object, name: str) -> None:
     raise FrozenError(f"{type(self).__name__}.{name}: value objects cannot be changed")
 
 
-def _methods(cls: type, fields: dict[str, _Field]) -> dict[str, Any]:
+def _methods(cls: type, fields: dict[str, _Field], kw_only: bool) -> dict[str, Any]:
     """`__init__`, `__eq__`, `__hash__` and `__repr__` for `fields`."""
-    names = tuple(fields)
+    names = tuple(name for name, spec in fields.items() if spec.compare)
     scope: dict[str, Any] = {"_MISSING": _MISSING}
     params: list[str] = []
     body: list[str] = []
@@ -79,7 +90,7 @@ def _methods(cls: type, fields: dict[str, _Field]) -> dict[str, Any]:
         else:
             params.append(name)
         body.append(f"    _d[{name!r}] = {name}\n")
-    star = "*, " if params else ""
+    star = "*, " if params and kw_only else ""
     # Straight into the instance dict: `__setattr__` refuses every change.
     lines = "    _d = self.__dict__\n" + "".join(body)
     values = "".join(f"self.{n}, " for n in names)
@@ -122,7 +133,7 @@ class Value:
     __value_specs__: dict[str, _Field] = {}  # noqa: RUF012 (set per class, never changed)
     __value_fields__: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, kw_only: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__slots__" in cls.__dict__:
             raise TypeError(f"{cls.__qualname__}: a value class keeps its fields in its dict")
@@ -144,13 +155,21 @@ class Value:
         cls.__value_specs__ = specs
         cls.__value_fields__ = tuple(specs)
         cls.__value_required__ = frozenset(required)  # type: ignore[attr-defined]
-        for attribute, method in _methods(cls, specs).items():
-            if attribute in cls.__dict__ and attribute != "__init__":
+        methods = _methods(cls, specs, kw_only)
+        methods["__value_init__"] = methods["__init__"]
+        for attribute, method in methods.items():
+            if attribute in cls.__dict__:
                 continue  # the class's own
             method.__qualname__ = f"{cls.__qualname__}.{attribute}"
             setattr(cls, attribute, method)
         cls.__setattr__ = _frozen_setattr  # type: ignore[method-assign]
         cls.__delattr__ = _frozen_delattr  # type: ignore[method-assign]
+
+    if TYPE_CHECKING:
+
+        def __value_init__(self, *args: Any, **values: Any) -> None:
+            """The `__init__` made from the fields, for a class with an `__init__` of its
+            own to finish with."""
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied (the value itself is never changed)."""

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from exthandler import RuntimeConfig, open_runtime, parse_goal_state
@@ -411,8 +410,7 @@ async def test_remote_packages_are_verified_like_local_ones(
     )
 
     def signed_config(name: str, *repositories: Any) -> RuntimeConfig:
-        return attrs.evolve(
-            config(tmp_path / name, *repositories),
+        return config(tmp_path / name, *repositories).replace(
             policy=policy,
             trusted_roots=[ca.root.certificate_path],
         )

@@ -740,7 +740,6 @@ def test_an_upgrade_killed_after_removing_the_old_dir_completes(
 ) -> None:
     """The old version's dir is gone but its removal was not recorded (a kill between the
     two): the next apply finishes the upgrade instead of tripping over the missing dir."""
-    import attrs
 
     from exthandler._model import Version
     from exthandler._plan.planner import UpgradePhase, UpgradeRecord
@@ -754,15 +753,14 @@ def test_an_upgrade_killed_after_removing_the_old_dir_completes(
     # Rewind the record to "old uninstalled; removal of its dir not yet recorded".
     store = Store(root=agent.state, log_root=agent.state / "log")
     record = next(iter(store.load_records().values()))
-    rewound = attrs.evolve(
-        record,
+    rewound = record.replace(
         version=Version.parse("1.0.0"),
         upgrade=UpgradeRecord(
             source=Version.parse("1.0.0"),
             target=Version.parse("1.0.1"),
             phase=UpgradePhase.OLD_UNINSTALLED,
         ),
-        extensions=tuple(attrs.evolve(e, enabled=False, converged=None) for e in record.extensions),
+        extensions=tuple(e.replace(enabled=False, converged=None) for e in record.extensions),
     )
     store.journal.compact({record.handler: rewound}, 99)
     store.release()

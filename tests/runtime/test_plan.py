@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 
-import attrs
 import pytest
 from exthandler_sdk.protocol import NOT_RUN
 
@@ -154,8 +153,8 @@ def installed(target: HandlerTarget) -> HandlerRecord:
     """The record of `target` reached from nothing (disabled ones: enabled, then disabled)."""
     record = HandlerRecord(handler=H)
     if all(e.state is DISABLED for e in target.extensions):
-        enabled = tuple(attrs.evolve(e, state=RequestedState.ENABLED) for e in target.extensions)
-        record, _ = drive(record, attrs.evolve(target, extensions=enabled))
+        enabled = tuple(e.replace(state=RequestedState.ENABLED) for e in target.extensions)
+        record, _ = drive(record, target.replace(extensions=enabled))
     record, _ = drive(record, target)
     assert plan(record, target) == []
     return record
@@ -285,7 +284,7 @@ def test_the_same_force_tag_twice_runs_once() -> None:
 def test_reboot_reenables_only_enabled_extensions() -> None:
     before = tgt(V1, ext("a"), ext("b", DISABLED), ext("c"), multi=True)
     record = installed(before)
-    after = attrs.evolve(before, boot_id="boot-2")
+    after = before.replace(boot_id="boot-2")
     assert sigs(plan(record, after)) == [enable("a", "1.0"), enable("c", "1.0")]
 
 
@@ -306,8 +305,8 @@ def test_disabled_again_with_new_settings_only_records_them() -> None:
     record, steps = drive(record, tgt(V1, ext(state=DISABLED, seq=1, digest="d1")))
     assert sigs(steps) == [converge("a", "1.0")]
     assert record.extension("a") is not None
-    assert record.extension("a") == attrs.evolve(
-        record.extensions[0], sequence_number=1, settings_digest="d1", enabled=False
+    assert record.extension("a") == record.extensions[0].replace(
+        sequence_number=1, settings_digest="d1", enabled=False
     )
 
 
@@ -962,10 +961,10 @@ def test_runs_command() -> None:
 
 def test_fingerprint_ignores_boot_for_non_enabled_extensions() -> None:
     target = tgt()
-    assert target.fingerprint(ext(state=DISABLED)) == attrs.evolve(
-        target, boot_id="other"
-    ).fingerprint(ext(state=DISABLED))
-    assert target.fingerprint(ext()) != attrs.evolve(target, boot_id="other").fingerprint(ext())
+    assert target.fingerprint(ext(state=DISABLED)) == target.replace(boot_id="other").fingerprint(
+        ext(state=DISABLED)
+    )
+    assert target.fingerprint(ext()) != target.replace(boot_id="other").fingerprint(ext())
 
 
 def test_record_helpers() -> None:
@@ -975,7 +974,7 @@ def test_record_helpers() -> None:
     assert record.any_enabled
     assert record.extension("b") == b
     assert record.extension("zz") is None
-    record = record.with_extension(attrs.evolve(a, enabled=False))
+    record = record.with_extension(a.replace(enabled=False))
     assert not record.any_enabled
     assert record.without_extension("a").extensions == (b,)
     assert not HandlerRecord(handler=H, failed="x").empty

@@ -187,10 +187,10 @@ def healed(target: HandlerTarget, serial: int) -> HandlerTarget:
     if target.removes_handler:
         return target
     exts = tuple(
-        attrs.evolve(e, sequence_number=100 + serial, settings_digest=f"h{serial}")
+        e.replace(sequence_number=100 + serial, settings_digest=f"h{serial}")
         for e in target.extensions
     )
-    return attrs.evolve(target, extensions=exts)
+    return target.replace(extensions=exts)
 
 
 def assert_converged(world: World, target: HandlerTarget) -> None:

@@ -4,6 +4,8 @@ converter it replaced wrote, and it reads back every record unchanged."""
 from __future__ import annotations
 
 import json
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import cattrs
@@ -15,17 +17,36 @@ from hypothesis import strategies as st
 from exthandler._model import HandlerName, Version
 from exthandler._plan.planner import ExtensionRecord, HandlerRecord, UpgradePhase, UpgradeRecord
 from exthandler._state.journal import RecordCodec
+from exthandler._values import is_value_class
 
 CODEC = RecordCodec()
 
 
 def generic() -> cattrs.Converter:
-    """The converter records.json and the journal were written with before."""
+    """The converter records.json and the journal were written with before, when records
+    were attrs classes: each record an object of every field, nested values converted the
+    same way."""
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_unstructure_hook(Version, str)
     converter.register_structure_hook(Version, lambda value, _: Version.parse(value))
     converter.register_unstructure_hook(HandlerName, str)
     converter.register_structure_hook(HandlerName, lambda value, _: HandlerName.parse(value))
+
+    def unstructure_value(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+        fields = cls.__value_fields__
+        return lambda obj: {n: converter.unstructure(getattr(obj, n)) for n in fields}
+
+    def structure_value(cls: type[Any]) -> Callable[[Any, Any], Any]:
+        hints = typing.get_type_hints(cls)
+
+        def structure(data: Any, _: Any) -> Any:
+            given = {n: converter.structure(data[n], hints[n]) for n in hints if n in data}
+            return cls(**given)
+
+        return structure
+
+    converter.register_unstructure_hook_factory(is_value_class, unstructure_value)
+    converter.register_structure_hook_factory(is_value_class, structure_value)
     return converter
 
 

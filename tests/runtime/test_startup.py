@@ -96,3 +96,20 @@ def test_validate_of_a_goal_without_shared_handlers_needs_no_event_loop() -> Non
     assert "exthandler._goalstate._native" in modules
     # Neither the runtime nor the XML parser; the project's own converter, not cattrs.
     assert loaded(modules, (*RUNTIME_ONLY, "defusedxml")) == []
+
+
+def test_applying_classic_packages_builds_no_attrs_class(tmp_path: Path) -> None:
+    """Every class `apply` loads is a `Value` or a plain class: attrs (and the classes it
+    would build at import) are left to the SDK's settings and the plugins."""
+    modules = imported_by(
+        [
+            "apply",
+            str(ROOT / "examples" / "goal.json"),
+            "--repo",
+            str(ROOT / "examples" / "repo"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    )
+    assert "exthandler._engine.engine" in modules
+    assert loaded(modules, ("attr", "attrs", "cattrs")) == []

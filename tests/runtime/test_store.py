@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import attrs
 import pytest
 
 from exthandler._errors import StateDirError
@@ -162,7 +161,7 @@ def test_a_load_after_no_change_keeps_the_snapshot_and_journal(tmp_path: Path) -
     assert store.load_records() == {HANDLER: record}  # nothing new: left as it is
     assert _generation(store) == generation
     assert store.snapshot_path.stat().st_ino == before
-    later = attrs.evolve(record, state=HandlerState.INSTALLED)
+    later = record.replace(state=HandlerState.INSTALLED)
     anyio.run(store.save_record, later)  # appended to the journal that went on
     store.release()
     again = _store_at(store.root, tmp_path)
@@ -184,7 +183,7 @@ def test_a_torn_journal_is_compacted_rather_than_appended_to(tmp_path: Path) -> 
     again = _store_at(store.root, tmp_path)
     again.acquire()
     assert again.load_records() == {HANDLER: record}
-    later = attrs.evolve(record, state=HandlerState.INSTALLED)
+    later = record.replace(state=HandlerState.INSTALLED)
     anyio.run(again.save_record, later)
     again.release()
     third = _store_at(store.root, tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from exthandler._values import FrozenError, Value, field
@@ -121,3 +123,49 @@ def test_a_value_class_keeps_its_fields_in_its_dict() -> None:
         class Slotted(Value):
             __slots__ = ("x",)
             x: int
+
+
+class Segment(Value, kw_only=False):
+    start: int
+    end: int = 0
+
+
+def test_a_positional_value_class_takes_its_fields_in_order() -> None:
+    assert Segment(1, 2) == Segment(start=1, end=2)
+    assert Segment(3).end == 0
+    with pytest.raises(TypeError):
+        Segment(1, 2, 3)  # type: ignore[call-arg]
+
+
+class Cached(Value):
+    key: str
+    cache: dict[str, int] = field(default_factory=dict, compare=False)
+
+
+def test_a_field_left_out_of_comparison_is_not_hashed_or_compared() -> None:
+    first, second = Cached(key="a", cache={"x": 1}), Cached(key="a")
+    assert first == second
+    assert hash(first) == hash(second)  # a dict in the hash would raise
+    assert Cached(key="a") != Cached(key="b")
+    assert "cache={'x': 1}" in repr(first)
+
+
+class Located(Value):
+    where: Path
+    depth: int = 0
+
+    def __init__(self, where: str | Path, *, depth: int = 0) -> None:
+        if depth < 0:
+            raise ValueError(f"depth: must be >= 0, not {depth}")
+        self.__value_init__(where=Path(where), depth=depth)
+
+
+def test_a_class_with_its_own_init_converts_then_sets_every_field() -> None:
+    located = Located("/tmp/a", depth=2)
+    assert located.where == Path("/tmp/a")
+    assert located == Located(Path("/tmp/a"), depth=2)
+    assert located.replace(depth=3) == Located("/tmp/a", depth=3)
+    with pytest.raises(ValueError, match="depth: must be >= 0"):
+        Located("x", depth=-1)
+    with pytest.raises(FrozenError):
+        located.depth = 4  # type: ignore[misc]

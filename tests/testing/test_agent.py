@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 import pytest
 
 from exthandler import open_runtime
@@ -268,7 +267,7 @@ def test_a_killed_runtime_is_recorded_as_a_live_one_would_be(
     with Agent(root=tmp_path / "a") as agent:
         agent.add_handler(Greeter, fault=Fault.exit("enable", 5))
         live = CommandLog()
-        config = attrs.evolve(agent.config(), plugins=[plugin, live])
+        config = agent.config().replace(plugins=[plugin, live])
 
         async def main() -> None:
             async with open_runtime(config) as runtime:

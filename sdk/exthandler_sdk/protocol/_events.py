@@ -11,8 +11,7 @@ import json
 import re
 from typing import Any
 
-import attrs
-
+from .._values import Value
 from ._names import EVENT_MAX_SIZE, EVENT_MESSAGE_MAX_LENGTH
 
 __all__ = [
@@ -39,8 +38,7 @@ _KEYS = (
 )
 
 
-@attrs.frozen(kw_only=True)
-class TelemetryEvent:
+class TelemetryEvent(Value):
     """One event an extension reported, its fields as strings.
 
     `handler` is the extension handler's name (`Publisher.Type`), set by the runtime;

@@ -6,9 +6,8 @@ import json
 import re
 from typing import Any
 
-import attrs
-
 from .._errors import ExtHandlerError
+from .._values import Value, field
 from ._codes import Operation
 from ._names import MANIFEST_NAME
 from ._policy import SIGNING_INFO_KEY, SigningInfo
@@ -35,16 +34,14 @@ class ManifestError(ExtHandlerError, ValueError):
     """Manifest bytes that are not a usable HandlerManifest.json (error 1003)."""
 
 
-@attrs.frozen(kw_only=True)
-class ResourceLimits:
+class ResourceLimits(Value):
     """`resourceLimits` of a manifest; `None` where the manifest sets no limit."""
 
     cpu_quota_percentage: int | None = None
     memory_quota_mb: int | None = None
 
 
-@attrs.frozen(kw_only=True)
-class HandlerManifest:
+class HandlerManifest(Value):
     """Element 0 of a HandlerManifest.json array, with the reference agent's coercions.
 
     `commands` maps each operation to its command line, relative to the handler dir.
@@ -55,13 +52,13 @@ class HandlerManifest:
 
     name: str | None = None
     version: str | None = None
-    commands: dict[Operation, str] = attrs.field(factory=dict)
+    commands: dict[Operation, str] = field(default_factory=dict)
     reboot_after_install: bool = False
     report_heartbeat: bool = False
     update_mode: str = UPDATE_WITH_INSTALL
     continue_on_update_failure: bool = False
     supports_multiple_extensions: bool = False
-    resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
+    resource_limits: ResourceLimits = field(default_factory=ResourceLimits)
     in_process: str | None = None
     signing_info: SigningInfo | None = None
 

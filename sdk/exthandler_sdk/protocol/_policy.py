@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
+from .._values import Value
 
 __all__ = [
     "POLICY_VERSION",
@@ -34,8 +34,7 @@ SIGNING_INFO_KEY = "signingInfo"
 """The key of a signed package's HandlerManifest.json naming what was signed."""
 
 
-@attrs.frozen(kw_only=True)
-class SigningInfo:
+class SigningInfo(Value):
     """`signingInfo` of a signed package's manifest: the handler's type, publisher and
     version the publisher signed it as (None: missing or not a string)."""
 

@@ -6,9 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from .._errors import ExtHandlerError
+from .._values import Value
 
 __all__ = ["RawSettings", "SettingsFileError", "parse_settings", "render_settings"]
 
@@ -20,8 +19,7 @@ class SettingsFileError(ExtHandlerError, ValueError):
     """A settings file that is not one; the message is one `path: reason` line."""
 
 
-@attrs.frozen(kw_only=True)
-class RawSettings:
+class RawSettings(Value):
     """`runtimeSettings[0].handlerSettings` as found in the settings file."""
 
     public: Any = None
