@@ -191,6 +191,10 @@ class Figure:
     """A target as a multiple of `floor` (judged instead of `target` when set)."""
     floor: Figure | None = None
     """The figure a ratio is taken to: the interpreter floor of the same run."""
+    paired: bool = False
+    """Each of the floor's samples was taken right after this figure's sample of the same
+    index: the ratio is then the median of the pairs' ratios, so that the machine getting
+    slower or faster between the runs and their floor does not count."""
 
     def add(self, run: CliRun) -> None:
         """Record one CLI run: its wall time as a sample, its CPU time beside it."""
@@ -208,7 +212,18 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        """The median as a multiple of the floor's median (None without a floor)."""
+        """The median as a multiple of the floor's median (None without a floor); for a
+        paired figure, the median of each run's ratio to the floor taken just after it."""
+        if self.floor is None or self.median is None or not self.floor.median:
+            return None
+        floors = self.floor.samples
+        if self.paired and len(floors) == len(self.samples) and all(floors):
+            return statistics.median(s / f for s, f in zip(self.samples, floors, strict=True))
+        return self.median / self.floor.median
+
+    @property
+    def ratio_of_medians(self) -> float | None:
+        """The median over the floor's median, whether paired or not."""
         if self.floor is None or self.median is None or not self.floor.median:
             return None
         return self.median / self.floor.median
@@ -242,6 +257,7 @@ class Figure:
             "samples": [round(s, 4) for s in self.samples],
             "passed": self.passed,
             "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "paired": self.paired,
             "ratio_target": self.ratio_target,
             "note": self.note,
             "error": self.error,
@@ -583,6 +599,17 @@ def interpreter_floor(bench: Bench, key: str) -> Figure:
             floor.samples.append(python_pass(bench))
 
     return attempt(floor, run)
+
+
+def paired_note(figure: Figure) -> str:
+    """How a paired figure's ratio was taken, with the ratio of the medians beside it."""
+    of_medians = figure.ratio_of_medians
+    if not figure.paired or of_medians is None:
+        return ""
+    return (
+        f"ratio: median of {len(figure.samples)} runs each over the floor taken right after"
+        f" it (median over median: {of_medians:.2f}x)"
+    )
 
 
 def sequential_floor(bench: Bench, count: int, ops: Sequence[tuple[str, str]]) -> float:

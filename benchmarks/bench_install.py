@@ -1,8 +1,9 @@
 """Fresh install+enable of N extensions into a fresh state dir, its peak RSS, and its floor.
 
 Targets (N = 100): wall <= 2x the sequential floor (`python -c pass` + the same 2N
-`/bin/sh -c` commands one after the other, measured in the same run); the CLI process's
-peak RSS <= 60 MiB. The concurrent floor (the 2N commands 8 at a time) is shown beside it.
+`/bin/sh -c` commands one after the other, measured in the same run, right after each
+install: the ratio is the median of the runs' own ratios); the CLI process's peak RSS
+<= 60 MiB. The concurrent floor (the 2N commands 8 at a time) is shown beside it.
 
     python benchmarks/bench_install.py [--quick] [--repeat N]
 """
@@ -23,6 +24,7 @@ from benchmarks._common import (
     check_view,
     floor_figure,
     main_for,
+    paired_note,
     sequential_floor,
     spawn_floor,
 )
@@ -57,6 +59,14 @@ def measure(bench: Bench) -> list[Figure]:
         quick=quick,
     )
 
+    sequential = Figure(
+        key="install_sequential_floor",
+        label=f"sequential floor: python -c pass + {2 * count} x /bin/sh -c, one at a time",
+        n=count,
+        unit="s",
+    )
+    wall.floor, wall.paired = sequential, True
+
     def run() -> None:
         for attempt_no in range(bench.settings.repeat):
             work = bench.fresh("install")
@@ -66,6 +76,7 @@ def measure(bench: Bench) -> list[Figure]:
             check_view(result, count, "1.0.0", what)
             check_commands(log, dict.fromkeys(OPS, count), what)
             wall.add(result)
+            sequential.samples.append(sequential_floor(bench, count, OPS))  # its pair
             rss.samples.append(result.max_rss_kib / 1024)
 
     attempt(wall, run)
@@ -78,20 +89,12 @@ def measure(bench: Bench) -> list[Figure]:
         n=count,
         measure_once=lambda: spawn_floor(bench, count, OPS, bench.settings.concurrency),
     )
-    sequential = floor_figure(
-        bench,
-        key="install_sequential_floor",
-        label=f"sequential floor: python -c pass + {2 * count} x /bin/sh -c, one at a time",
-        n=count,
-        measure_once=lambda: sequential_floor(bench, count, OPS),
-    )
-    wall.floor = sequential
     if wall.median is not None and floor.median is not None:
         overhead = wall.median - floor.median
         wall.extra["overhead_over_floor_s"] = overhead
         wall.note = (
             f"median {wall.median * 1000:.0f} ms = spawn floor {floor.median * 1000:.0f} ms"
-            f" + {overhead * 1000:.0f} ms of runtime (start-up included)"
+            f" + {overhead * 1000:.0f} ms of runtime (start-up included); {paired_note(wall)}"
         )
     if rss.median is not None:
         rss.note = "max over runs: " + f"{max(rss.samples):.1f} MiB (ru_maxrss via wait4)"
