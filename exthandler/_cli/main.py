@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -371,6 +372,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     async def main() -> InstanceView:
         async with open_runtime(config) as runtime:
+            if args.process:
+                # What is alive now (modules, classes, the goal state, the runtime) lives
+                # until the process exits: out of the collector's way, each collection of
+                # the pass's young objects skips it (-1.7% instructions, install of 100).
+                # Not when called in another program's process, which lives on.
+                gc.freeze()
             if progress is None:
                 view = await runtime.apply(goal)
             else:
@@ -1475,5 +1482,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser(only).parse_known_args(words)
     if extras:
         args.parser.unrecognized(extras)
+    args.process = argv is None  # the process's own command: it exits when this returns
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -406,6 +407,21 @@ def _failing_enable(packages: Packages) -> None:
             "echo 'hello: /etc/hello.conf: No such file or directory' >&2\nexit 3"
         }
     )
+
+
+def test_apply_called_in_another_program_leaves_its_collector_alone(
+    agent: Agent, packages: Packages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`exthandler apply` as its own process freezes what is alive once the runtime is
+    open (nothing of it is garbage before the process exits); called in a program that
+    goes on, it must not: what that program drops later would never be collected."""
+    packages.build()
+    agent.goal_path.write_text(json.dumps(goal(extension("one"))))
+    frozen = gc.get_freeze_count()
+    state = ["--state-dir", str(agent.state)]
+    code, _, _ = run(capsys, "apply", str(agent.goal_path), "--repo", str(agent.repo), *state)
+    assert code == 0
+    assert gc.get_freeze_count() == frozen
 
 
 def test_the_status_table_shows_the_cause_and_fits_the_terminal(
