@@ -191,16 +191,26 @@ class Figure:
     """A target as a multiple of `floor` (judged instead of `target` when set)."""
     floor: Figure | None = None
     """The figure a ratio is taken to: the interpreter floor of the same run."""
-    paired: bool = False
-    """Each of the floor's samples was taken right after this figure's sample of the same
-    index: the ratio is then the median of the pairs' ratios, so that the machine getting
-    slower or faster between the runs and their floor does not count."""
+    pair_floors: list[float] = field(default_factory=list)
+    """The floor timed right after each sample (`add_pair_floor`): with one per sample,
+    the ratio is the median of the pairs' ratios, so that the machine getting slower or
+    faster between the runs and a floor timed apart does not count."""
 
     def add(self, run: CliRun) -> None:
         """Record one CLI run: its wall time as a sample, its CPU time beside it."""
         self.samples.append(run.seconds)
         self.cpu.append(run.cpu_seconds)
         self.extra["median_cpu_s"] = statistics.median(self.cpu)
+
+    def add_pair_floor(self, seconds: float) -> None:
+        """Record the floor timed right after the last sample (see `pair_floors`)."""
+        self.pair_floors.append(seconds)
+
+    @property
+    def paired(self) -> bool:
+        """Whether every sample has the floor timed after it (see `pair_floors`)."""
+        floors = self.pair_floors
+        return bool(floors) and len(floors) == len(self.samples) and all(floors)
 
     @property
     def best(self) -> float | None:
@@ -214,19 +224,21 @@ class Figure:
     def ratio(self) -> float | None:
         """The median as a multiple of the floor's median (None without a floor); for a
         paired figure, the median of each run's ratio to the floor taken just after it."""
+        if self.paired:
+            pairs = zip(self.samples, self.pair_floors, strict=True)
+            return statistics.median(s / f for s, f in pairs)
         if self.floor is None or self.median is None or not self.floor.median:
             return None
-        floors = self.floor.samples
-        if self.paired and len(floors) == len(self.samples) and all(floors):
-            return statistics.median(s / f for s, f in zip(self.samples, floors, strict=True))
         return self.median / self.floor.median
 
     @property
     def ratio_of_medians(self) -> float | None:
-        """The median over the floor's median, whether paired or not."""
-        if self.floor is None or self.median is None or not self.floor.median:
+        """The median over the median of the floor timed apart (of the pairs' floors
+        when there is no such floor)."""
+        floors = self.floor.samples if self.floor is not None else self.pair_floors
+        if self.median is None or not floors or not statistics.median(floors):
             return None
-        return self.median / self.floor.median
+        return self.median / statistics.median(floors)
 
     @property
     def passed(self) -> bool | None:
@@ -608,7 +620,7 @@ def paired_note(figure: Figure) -> str:
         return ""
     return (
         f"ratio: median of {len(figure.samples)} runs each over the floor taken right after"
-        f" it (median over median: {of_medians:.2f}x)"
+        f" it (median over the floor's median: {of_medians:.2f}x)"
     )
 
 
@@ -726,7 +738,11 @@ def print_report(figures: Sequence[Figure], settings: Settings, title: str) -> N
         print("  ".join(cells))
         if r == 0:
             print("  ".join("-" * w for w in widths))
-    notes = [f"  {fig.label}: {fig.note}" for fig in figures if fig.note]
+    notes = [
+        f"  {fig.label}: {'; '.join(n for n in (fig.note, paired_note(fig)) if n)}"
+        for fig in figures
+        if fig.note or fig.paired
+    ]
     notes += [f"  {fig.label}: BROKEN: {fig.error}" for fig in figures if fig.error]
     if notes:
         print("notes:")

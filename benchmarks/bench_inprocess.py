@@ -39,6 +39,7 @@ def _install(bench: Bench, count: int, figure: Figure) -> None:
         if result["succeeded"] != count:
             raise BenchError(f"only {result['succeeded']} of {count} extensions succeeded")
         figure.add(run)
+        figure.add_pair_floor(file_floor(bench, count))  # right after: this run's floor
         applies.append(result["apply_seconds"])
     figure.extra["apply_only_best_s"] = min(applies)
     figure.note = f"the apply alone: best {min(applies) * 1000:.0f} ms"

@@ -24,7 +24,6 @@ from benchmarks._common import (
     check_view,
     floor_figure,
     main_for,
-    paired_note,
     sequential_floor,
     spawn_floor,
 )
@@ -65,7 +64,7 @@ def measure(bench: Bench) -> list[Figure]:
         n=count,
         unit="s",
     )
-    wall.floor, wall.paired = sequential, True
+    wall.floor = sequential
 
     def run() -> None:
         for attempt_no in range(bench.settings.repeat):
@@ -76,7 +75,9 @@ def measure(bench: Bench) -> list[Figure]:
             check_view(result, count, "1.0.0", what)
             check_commands(log, dict.fromkeys(OPS, count), what)
             wall.add(result)
-            sequential.samples.append(sequential_floor(bench, count, OPS))  # its pair
+            floor_now = sequential_floor(bench, count, OPS)  # right after: its pair
+            sequential.samples.append(floor_now)
+            wall.add_pair_floor(floor_now)
             rss.samples.append(result.max_rss_kib / 1024)
 
     attempt(wall, run)
@@ -94,7 +95,7 @@ def measure(bench: Bench) -> list[Figure]:
         wall.extra["overhead_over_floor_s"] = overhead
         wall.note = (
             f"median {wall.median * 1000:.0f} ms = spawn floor {floor.median * 1000:.0f} ms"
-            f" + {overhead * 1000:.0f} ms of runtime (start-up included); {paired_note(wall)}"
+            f" + {overhead * 1000:.0f} ms of runtime (start-up included)"
         )
     if rss.median is not None:
         rss.note = "max over runs: " + f"{max(rss.samples):.1f} MiB (ru_maxrss via wait4)"

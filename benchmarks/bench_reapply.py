@@ -35,6 +35,7 @@ from benchmarks._common import (
     check_view,
     interpreter_floor,
     main_for,
+    python_pass,
 )
 
 TITLE = "exthandler re-apply"
@@ -82,6 +83,7 @@ def _reapply(
         check_view(result, count, "1.0.0", what)
         check_commands(log, {}, what)  # unchanged goal state: no command may run
         into.add(result)
+        into.add_pair_floor(python_pass(bench))  # right after: this run's floor
         into.extra["peak_rss_mib"] = max(
             into.extra.get("peak_rss_mib", 0.0), result.max_rss_kib / 1024
         )

@@ -26,6 +26,7 @@ from benchmarks._common import (
     attempt,
     interpreter_floor,
     main_for,
+    python_pass,
 )
 
 TITLE = "exthandler scale"
@@ -60,6 +61,7 @@ def measure(bench: Bench) -> list[Figure]:
             run = bench.run(["validate", str(goal)])
             run.check_ok("validate")
             validate.add(run)
+            validate.add_pair_floor(python_pass(bench))  # right after: this run's floor
 
     figures = [floor, attempt(validate, run_validate)]
     sizes = QUICK_GROWTH_NS if quick else GROWTH_NS

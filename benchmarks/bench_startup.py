@@ -29,6 +29,7 @@ from benchmarks._common import (
     bytecode_env,
     check_view,
     main_for,
+    python_pass,
 )
 
 TITLE = "exthandler start-up"
@@ -173,6 +174,7 @@ def measure(bench: Bench) -> list[Figure]:
             run = bench.run_argv([python, "-c", "import attrs"])
             run.check_ok("import attrs")
             models.add(run)
+            models.add_pair_floor(python_pass(bench))
 
     def ratio_figure(key: str, label: str, ratio: float) -> Figure:
         return Figure(
@@ -188,6 +190,7 @@ def measure(bench: Bench) -> list[Figure]:
             if b"exthandler" not in run.stdout:
                 raise BenchError(f"--version printed {run.stdout!r}")
             version.add(run)
+            version.add_pair_floor(python_pass(bench))
 
     status = ratio_figure("startup_status", "exthandler status (1 extension applied)", STATUS_RATIO)
 
@@ -202,6 +205,7 @@ def measure(bench: Bench) -> list[Figure]:
             if b"Bench.Ext0" not in run.stdout:
                 raise BenchError(f"status printed {run.stdout[:200]!r}")
             status.add(run)
+            status.add_pair_floor(python_pass(bench))
 
     validate = ratio_figure(
         "startup_validate", "exthandler validate (1-extension goal)", VALIDATE_RATIO
@@ -212,6 +216,7 @@ def measure(bench: Bench) -> list[Figure]:
             run = bench.run(["validate", str(goal)])
             run.check_ok("validate")
             validate.add(run)
+            validate.add_pair_floor(python_pass(bench))
 
     sdk_noop = ratio_figure(
         "startup_sdk_noop_enable",
@@ -243,9 +248,11 @@ def measure(bench: Bench) -> list[Figure]:
             run = bench.run_argv(direct, env=direct_env, cwd=handler_dir)
             run.check_ok("SDK no-op enable")
             sdk_noop.add(run)
+            sdk_noop.add_pair_floor(python_pass(bench))
             run = bench.run_argv(["/bin/sh", str(handler_dir / "bin" / "enable")], env=env)
             run.check_ok("SDK no-op enable through the shim")
             shim.add(run)
+            shim.add_pair_floor(python_pass(bench))
         _check_sdk_state(handler_dir, log, "no-op enables")
 
     cold = Figure(

@@ -26,7 +26,6 @@ from benchmarks._common import (
     check_view,
     floor_figure,
     main_for,
-    paired_note,
     sequential_floor,
     spawn_floor,
 )
@@ -65,7 +64,7 @@ def measure(bench: Bench) -> list[Figure]:
         n=count,
         unit="s",
     )
-    wall.floor, wall.paired = sequential, True
+    wall.floor = sequential
 
     def run() -> None:
         for attempt_no in range(bench.settings.repeat):
@@ -83,7 +82,9 @@ def measure(bench: Bench) -> list[Figure]:
             if left:
                 raise BenchError(f"{what}: old handler dirs left behind: {left[:3]}")
             wall.add(result)
-            sequential.samples.append(sequential_floor(bench, count, OPS))  # its pair
+            floor_now = sequential_floor(bench, count, OPS)  # right after: its pair
+            sequential.samples.append(floor_now)
+            wall.add_pair_floor(floor_now)
             wall.extra["peak_rss_mib"] = max(
                 wall.extra.get("peak_rss_mib", 0.0), result.max_rss_kib / 1024
             )
@@ -102,7 +103,7 @@ def measure(bench: Bench) -> list[Figure]:
         wall.note = (
             f"median {wall.median * 1000:.0f} ms = spawn floor {floor.median * 1000:.0f} ms"
             f" + {overhead * 1000:.0f} ms of runtime; peak RSS"
-            f" {wall.extra['peak_rss_mib']:.1f} MiB; {paired_note(wall)}"
+            f" {wall.extra['peak_rss_mib']:.1f} MiB"
         )
     return [wall, sequential, floor]
 
