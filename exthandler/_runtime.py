@@ -17,7 +17,7 @@ from ._report.view import (
     read_instance_view,
     read_instance_view_data,
 )
-from ._values import Value, field
+from ._values import Value
 
 # The engine, the package sources, the plugins and the event loop are imported when a
 # runtime is opened: reading the last instance view (`exthandler status`) needs none.
@@ -122,30 +122,31 @@ class RuntimeConfig(Value):
     (0: never) keeping `log_backups` old files (docs/operating.md).
     """
 
+    # Every field is set by `__init__`, whose signature holds the defaults.
     state_dir: Path
-    repositories: Sequence[Path | PackageSource] = ()
-    log_root: Path | None = None
-    concurrency: int = 8
-    command_timeout: float | None = None
-    handler_timeouts: Mapping[str, float] = field(default_factory=dict)
-    kill_grace: float = 5.0
-    dependency_wait: float = 20 * 60.0
-    boot_id_path: Path = BOOT_ID_PATH
-    plugins: Sequence[Any] = ()
-    load_entry_points: bool = True
-    handlers: Sequence[type[Handler[Any, Any]]] = ()
-    executors: Sequence[Executor] = ()
-    status_url: str | None = None
-    status_interval: float = 10.0
-    status_heartbeat: float = 60.0
-    status_timeout: float = 30.0
-    policy: Path | None = None
-    trusted_roots: Sequence[Path] = ()
-    extensions_enabled: bool = True
-    extensions_switch: tuple[str, str] = ("extensions_enabled=True", "RuntimeConfig")
-    log_file: Path | None = None
-    log_max_bytes: int = 10 << 20
-    log_backups: int = 5
+    repositories: Sequence[Path | PackageSource]
+    log_root: Path | None
+    concurrency: int
+    command_timeout: float | None
+    handler_timeouts: Mapping[str, float]
+    kill_grace: float
+    dependency_wait: float
+    boot_id_path: Path
+    plugins: Sequence[Any]
+    load_entry_points: bool
+    handlers: Sequence[type[Handler[Any, Any]]]
+    executors: Sequence[Executor]
+    status_url: str | None
+    status_interval: float
+    status_heartbeat: float
+    status_timeout: float
+    policy: Path | None
+    trusted_roots: Sequence[Path]
+    extensions_enabled: bool
+    extensions_switch: tuple[str, str]
+    log_file: Path | None
+    log_max_bytes: int
+    log_backups: int
 
     def __init__(
         self,
