@@ -27,9 +27,9 @@ class Slot:
     _slots: anyio.Semaphore
     held: bool
 
-    def __init__(self, slots: anyio.Semaphore, held: bool = False) -> None:
+    def __init__(self, slots: anyio.Semaphore) -> None:
         self._slots = slots
-        self.held = held
+        self.held = False
 
     async def take(self) -> None:
         if not self.held:

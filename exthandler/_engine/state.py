@@ -232,20 +232,16 @@ class Pass:
         catalog: PackageCatalog,
         boot_id: str,
         base_env: Mapping[str, str],
-        targets: dict[HandlerName, HandlerTarget] | None = None,
-        written: set[tuple[str, int]] | None = None,
-        policy: PolicyState | None = None,
-        changed: bool = False,
     ) -> None:
         self.goal = goal
         self.records = records
         self.catalog = catalog
         self.boot_id = boot_id
         self.base_env = base_env
-        self.targets = {} if targets is None else targets
-        self.written = set() if written is None else written
-        self.policy = PolicyState() if policy is None else policy
-        self.changed = changed
+        self.targets = {}
+        self.written = set()
+        self.policy = PolicyState()
+        self.changed = False
         self.by_handler = {}
         for ext in self.goal.extensions:
             self.by_handler.setdefault(ext.handler, []).append(ext)

@@ -181,13 +181,9 @@ class EventHub:
     # Told when the first stream opens and the last closes (to listen only when needed).
     on_change: Callable[[bool], None] | None
 
-    def __init__(
-        self,
-        streams: list[EventStream] | None = None,
-        on_change: Callable[[bool], None] | None = None,
-    ) -> None:
-        self.streams = [] if streams is None else streams
-        self.on_change = on_change
+    def __init__(self) -> None:
+        self.streams = []
+        self.on_change = None
 
     def open(self, limit: int) -> EventStream:
         stream = EventStream(limit, self._closed)

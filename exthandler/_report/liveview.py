@@ -72,23 +72,14 @@ class ExtensionState:
     # made up at this pass (a quiet pass may be stamped only then; see _state/quiet.py).
     from_report: bool
 
-    def __init__(
-        self,
-        goal: ExtensionGoal,
-        sequence_number: int | None = None,
-        statuses: tuple[StatusView, ...] = (),
-        substatuses: tuple[SubstatusView, ...] = (),
-        level: StatusLevel = StatusLevel.TRANSITIONING,
-        heartbeat: SubstatusView | None = None,
-        from_report: bool = False,
-    ) -> None:
+    def __init__(self, goal: ExtensionGoal) -> None:
         self.goal = goal
-        self.sequence_number = sequence_number
-        self.statuses = statuses
-        self.substatuses = substatuses
-        self.level = level
-        self.heartbeat = heartbeat
-        self.from_report = from_report
+        self.sequence_number = None
+        self.statuses = ()
+        self.substatuses = ()
+        self.level = StatusLevel.TRANSITIONING
+        self.heartbeat = None
+        self.from_report = False
 
 
 class LiveView:
@@ -120,26 +111,19 @@ class LiveView:
         view_path: Path,
         plugins: pluggy.PluginManager,
         records: Callable[[], Mapping[HandlerName, HandlerRecord]],
-        extensions: dict[str, ExtensionState] | None = None,
-        goal_id: str | None = None,
-        restored: InstanceView | None = None,
-        source: SourceView | None = None,
-        agent: AgentView | None = None,
-        dirty: bool = False,
         limiter: anyio.CapacityLimiter | None = None,
-        warnings: dict[tuple[HandlerName, Version], SubstatusView] | None = None,
     ) -> None:
         self.view_path = view_path
         self.plugins = plugins
         self.records = records
-        self.extensions = {} if extensions is None else extensions
-        self.goal_id = goal_id
-        self.restored = restored
-        self.source = source
-        self.agent = agent
-        self.dirty = dirty
         self.limiter = limiter
-        self.warnings = {} if warnings is None else warnings
+        self.extensions = {}
+        self.goal_id = None
+        self.restored = None
+        self.source = None
+        self.agent = None
+        self.dirty = False
+        self.warnings = {}
         self._restored_data = None
         self._on_disk = None
 
