@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -44,6 +43,8 @@ def _capture_file(directory: Path) -> IO[bytes]:
             pass  # no O_TMPFILE on this file system: tempfile tries names instead
         else:
             return open(fd, "w+b")
+    import tempfile  # only here: its import costs more than most commands' whole capture
+
     try:
         return tempfile.TemporaryFile(dir=directory)
     except OSError:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import re
 import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -131,9 +131,7 @@ def extract_package(
         done = False
         try:
             _make_dirs(target.parent, created)
-            staging = Path(
-                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".extracting", dir=target.parent)
-            )
+            staging = _staging_dir(target)
             data = _write(archive, members, staging, limits, manifest_member)
             manifest = _install_manifest(staging, manifest_member, data)
             staging.chmod(_DIR_MODE)
@@ -156,6 +154,22 @@ def _remove(staging: Path | None, created: list[Path]) -> None:
     for directory in reversed(created):
         with contextlib.suppress(OSError):
             directory.rmdir()
+
+
+def _staging_dir(target: Path) -> Path:
+    """A new empty dir beside `target` (0700 until it is complete) for the extraction to
+    fill: a random name, as `tempfile.mkdtemp` makes, without importing it."""
+    for _ in range(_STAGING_ATTEMPTS):
+        staging = target.with_name(f".{target.name}.{os.urandom(6).hex()}.extracting")
+        try:
+            os.mkdir(staging, 0o700)
+        except FileExistsError:
+            continue
+        return staging
+    raise FileExistsError(errno.EEXIST, "no free name for a staging dir", str(target.parent))
+
+
+_STAGING_ATTEMPTS = 100
 
 
 def _check_target(target: Path) -> None:

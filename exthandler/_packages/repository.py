@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import (
@@ -296,7 +295,7 @@ class DirectoryRepository(Value):
             raise _download_error(f"package {ref.file_name} is not in repository {self.path}")
         expected = _read_sidecar(source.with_name(source.name + SIDECAR_SUFFIX))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        part = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")
         try:
             if _link(source, part):
                 # The same file under a second name: nothing to copy. The digest is taken

@@ -15,7 +15,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 import os
-import secrets
 import time
 import zipfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -189,7 +188,7 @@ class PackageVerifier:
         if key in self._verified:
             return None
         scratch = zip_path.parent
-        token = secrets.token_hex(4)
+        token = os.urandom(4).hex()
         sig_file = scratch / f".{token}.sig"
         roots_file = scratch / f".{token}.roots.pem"
         started = time.monotonic()

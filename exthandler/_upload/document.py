@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,10 +67,11 @@ def os_info(os_release: str = "/etc/os-release") -> OsInfo:
         match = re.match(r"\A([A-Z_]+)=(.*)\Z", line.strip())
         if match:
             fields[match[1]] = match[2].strip().strip("\"'")
+    machine = os.uname()  # what `platform` answers, without importing it
     return OsInfo(
-        computer_name=platform.node(),
-        os_name=fields.get("ID") or platform.system(),
-        os_version=fields.get("VERSION_ID") or platform.release(),
+        computer_name=machine.nodename,
+        os_name=fields.get("ID") or machine.sysname,
+        os_version=fields.get("VERSION_ID") or machine.release,
     )
 
 

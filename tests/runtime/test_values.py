@@ -169,3 +169,71 @@ def test_a_class_with_its_own_init_converts_then_sets_every_field() -> None:
         Located("x", depth=-1)
     with pytest.raises(FrozenError):
         located.depth = 4  # type: ignore[misc]
+
+
+class Shaped(Value):
+    """The same shape as `Reshaped` (two fields, the second with a factory)."""
+
+    name: str
+    items: list[int] = field(default_factory=list)
+
+
+class Reshaped(Value):
+    title: str
+    extra: dict[str, int] = field(default_factory=lambda: {"made": 1})
+
+
+def test_classes_of_one_shape_keep_their_own_names_defaults_and_errors() -> None:
+    assert Shaped(name="a").items == []
+    assert Reshaped(title="b").extra == {"made": 1}
+    given = [7]
+    assert Shaped(name="a", items=given).items is given  # a given value beats the factory
+    assert Shaped(name="a").items is not Shaped(name="a").items
+    with pytest.raises(TypeError, match=r"Shaped.__init__\(\) missing 1 required keyword-only"):
+        Shaped()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'name'"):
+        Shaped()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'title'"):
+        Reshaped()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'name'"):
+        Reshaped(name="x")  # type: ignore[call-arg]
+    assert Shaped.__init__.__qualname__ == "Shaped.__init__"
+
+
+def test_a_positional_class_cannot_put_a_required_field_after_a_default() -> None:
+    with pytest.raises(TypeError, match=r"Backwards.end: a field without a default follows"):
+
+        class Backwards(Value, kw_only=False):
+            start: int = 0
+            end: int  # type: ignore[misc]
+
+
+def test_a_field_may_be_named_like_the_init_s_own_names() -> None:
+    class Odd(Value, kw_only=False):
+        _p1: int
+        _fill: int = 2
+        _MISSING: str = "m"
+
+    odd = Odd(5)
+    assert (odd._p1, odd._fill, odd._MISSING) == (5, 2, "m")
+    assert Odd(1, 3, "x") == Odd(_p1=1, _fill=3, _MISSING="x")
+
+
+def test_the_ready_made_templates_are_what_the_generator_renders() -> None:
+    from exthandler_sdk import _inits, _values
+
+    text = Path(_inits.__file__).read_text(encoding="utf-8")
+    assert text == _values.render_templates(), (
+        "sdk/exthandler_sdk/_inits.py is stale: regenerate it with"
+        " python -c 'from exthandler_sdk._values import render_templates;"
+        " print(render_templates(), end=\"\")' > sdk/exthandler_sdk/_inits.py"
+    )
+
+
+def test_a_class_of_more_fields_than_the_ready_made_templates_still_works() -> None:
+    names = [f"f{i}" for i in range(30)]
+    Wide = type("Wide", (Value,), {"__annotations__": dict.fromkeys(names, "int"), "f29": 0})
+    wide = Wide(**{name: i for i, name in enumerate(names[:29])})
+    assert [getattr(wide, name) for name in names] == [*range(29), 0]
+    with pytest.raises(TypeError, match="'f3'"):
+        Wide(**{name: 1 for name in names if name != "f3"})
