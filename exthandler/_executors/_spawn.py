@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -110,17 +110,32 @@ def _pidfd(child: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
-async def wait(child: subprocess.Popen[bytes], *, limit: float, grace: float) -> int | None:
+async def wait(
+    child: subprocess.Popen[bytes],
+    *,
+    limit: float,
+    grace: float,
+    on_running: Callable[[], None] | None = None,
+    running_after: float = 0.0,
+) -> int | None:
     """The child's return code, or None when it outlived `limit` seconds and was killed.
 
-    Whatever ends the wait early (timeout, cancellation, any exception) the process group
-    is terminated under a shield, so a cancelled runtime leaves no command behind.
+    `on_running` is called once if the child still runs `running_after` seconds in (not
+    at all if it ended before). Whatever ends the wait early (timeout, cancellation, any
+    exception, one raised by `on_running` too) the process group is terminated under a
+    shield, so a cancelled runtime leaves no command behind.
     """
     returncode: int | None = None
     pidfd = _pidfd(child)
     try:
         with anyio.move_on_after(limit):
-            returncode = await _exited(child, pidfd)
+            if on_running is not None:
+                with anyio.move_on_after(running_after):
+                    returncode = await _exited(child, pidfd)
+                if returncode is None:
+                    on_running()
+            if returncode is None:
+                returncode = await _exited(child, pidfd)
     finally:
         with anyio.CancelScope(shield=True):
             if returncode is None:

@@ -58,6 +58,16 @@ __all__ = [
 
 _PROTOCOL_PREFIX = "AZURE_GUEST_AGENT_"
 
+MARKER_AFTER = 0.002
+"""Seconds a command runs before the marker naming its process group is written.
+
+The marker records the group leader's start time, read from /proc/<pid>/stat, and that
+read waits while the new process is still being set up by the kernel: about 0.6 ms when
+made right after the spawn (more than the spawn itself), some 20 us a millisecond later.
+A command that ends sooner needs no marker at all: its marker would be emptied when it
+ends, and so would name no daemon it left behind either. What this costs: a runtime
+killed within those 2 ms leaves the command unnamed (as it did during the slow read)."""
+
 
 def is_protocol_variable(name: str) -> bool:
     """Whether `name` belongs to the protocol (the only variables ever logged)."""
@@ -167,26 +177,39 @@ async def run_command(
         # install of 100 took about a sixth longer and more CPU (the thread's share of
         # Popen fights the loop for the GIL, and every command pays two hand-offs).
         out, err, child = spawn(argv, handler_dir, child_env)
-        if not isinstance(child, OSError) and marker is not None:
-            try:
-                write_marker(marker, child.pid, boot_id_path)
-            except OSError as exc:
-                # Unnamed, the command could not be ended by a later runtime if this one
-                # were killed: it is ended now, and the runtime's own file is the error.
-                with anyio.CancelScope(shield=True):
-                    await wait(child, limit=0, grace=grace)
-                raise StateDirError(
-                    f"{marker}: cannot name the running command: {exc.strerror or exc}"
-                ) from exc
         if isinstance(child, OSError):
             returncode: int | None = None
             timed_out = False
             hint: str | None = f"could not start /bin/sh in {handler_dir}: {child}"
         else:
+            running = child
+            named = False
+
+            def name_the_group() -> None:
+                """Write the marker naming the command's group (see `MARKER_AFTER`)."""
+                nonlocal named
+                assert marker is not None
+                try:
+                    write_marker(marker, running.pid, boot_id_path)
+                except OSError as exc:
+                    # Unnamed, the command could not be ended by a later runtime if this
+                    # one were killed: `wait` ends it now, and the runtime's own file is
+                    # the error.
+                    raise StateDirError(
+                        f"{marker}: cannot name the running command: {exc.strerror or exc}"
+                    ) from exc
+                named = True
+
             try:
-                returncode = await wait(child, limit=timeout, grace=grace)
+                returncode = await wait(
+                    child,
+                    limit=timeout,
+                    grace=grace,
+                    on_running=None if marker is None else name_the_group,
+                    running_after=MARKER_AFTER,
+                )
             finally:
-                if marker is not None:  # one syscall: not worth a thread, even when cancelled
+                if named and marker is not None:  # one syscall: not worth a thread
                     # Emptied, not removed: the handler's next command reuses the file
                     # (creating files is the dear part on some disks); an empty marker
                     # names nothing, and its owner removes it when done (`clear_marker`).

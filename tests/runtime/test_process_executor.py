@@ -691,6 +691,42 @@ async def test_marker_names_the_group_only_while_the_command_runs(
     assert not marker.exists()  # ...and is removed with the others
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(("after", "named"), [(0.0, 1), (3600.0, 0)])
+async def test_a_command_gets_its_marker_only_once_it_has_run_a_moment(
+    handler_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    after: float,
+    named: int,
+) -> None:
+    """The marker is written `MARKER_AFTER` into the command (its start time is then
+    cheap to read); a command that ends before never gets one."""
+    from exthandler._executors._orphans import write_marker as real
+
+    calls: list[int] = []
+
+    def counted(marker: Path, pid: int, boot_id_path: Path) -> None:
+        calls.append(pid)
+        real(marker, pid, boot_id_path)
+
+    monkeypatch.setattr(process_module, "write_marker", counted)
+    monkeypatch.setattr(process_module, "MARKER_AFTER", after)
+    marker = tmp_path / "running" / "q.json"
+    script(handler_dir, "quick", "sleep 0.2; exit 0")
+    result = await run_command(
+        handler_dir=handler_dir,
+        command="bin/quick",
+        operation=Operation.ENABLE,
+        env=PROTOCOL_ENV,
+        timeout=120,
+        marker=marker,
+    )
+    assert result.ok
+    assert len(calls) == named
+    assert not marker.exists() or marker.read_bytes() == b""  # names nothing once it ended
+
+
 def test_orphans_are_told_by_the_given_boot_id(tmp_path: Path, reaper: list[int]) -> None:
     import subprocess
 

@@ -226,7 +226,7 @@ def test_the_ready_made_templates_are_what_the_generator_renders() -> None:
     assert text == _values.render_templates(), (
         "sdk/exthandler_sdk/_inits.py is stale: regenerate it with"
         " python -c 'from exthandler_sdk._values import render_templates;"
-        " print(render_templates(), end=\"\")' > sdk/exthandler_sdk/_inits.py"
+        ' print(render_templates(), end="")\' > sdk/exthandler_sdk/_inits.py'
     )
 
 
