@@ -264,12 +264,29 @@ def ensure_dir(
 def make_dir(path: PathArg, mode: int = 0o700, *, dir_fd: int | None = None) -> None:
     """Create `path` (and its parents, 0755) with exactly `mode`; an existing dir gets
     `mode` too, and a link in its place is replaced by a dir (see `ensure_dir`)."""
+    if not mode & UMASK:
+        # The common case, one syscall: a dir made just now, where nothing was, already
+        # has exactly `mode` (the umask takes none of its bits), and nothing is opened.
+        try:
+            os.mkdir(path, mode, dir_fd=dir_fd)
+        except (FileExistsError, FileNotFoundError):
+            pass  # something is there, or a parent is missing: the general way below
+        else:
+            return
+    os.close(mode_dir(path, mode, dir_fd=dir_fd))
+
+
+def mode_dir(path: PathArg, mode: int = 0o700, *, dir_fd: int | None = None) -> int:
+    """`make_dir`, returning an fd on the dir (for writes into it that no link planted at
+    its path can redirect)."""
     fd, created = ensure_dir(path, mode, dir_fd=dir_fd)
     try:
         if not created:
             os.fchmod(fd, mode)  # made by someone else: its mode is unknown
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def write_atomic(
@@ -304,29 +321,39 @@ def write_into(path: PathArg, data: bytes, *, mode: int = 0o644, durable: bool =
         os.close(fd)
 
 
-def write_unless_same(path: PathArg, data: bytes, *, mode: int = 0o644) -> None:
+def write_unless_same(
+    path: PathArg, data: bytes, *, mode: int = 0o644, dir_fd: int | None = None
+) -> None:
     """`write_into(durable=False)`, skipped when `path` already holds `data` with `mode`.
 
     For files derived again on every pass (settings): replacing a file frees an inode,
     and on ext4 without a journal each inode freed slows every file created in the next
-    minutes, because the allocator steps over recently freed inodes one at a time.
+    minutes, because the allocator steps over recently freed inodes one at a time. With
+    `dir_fd` (from `open_dir` or `mode_dir`), `path` is a name in that dir.
     """
+    if dir_fd is not None:
+        _write_unless_same(os.fspath(path), data, mode, dir_fd)
+        return
     directory, name = os.path.split(os.fspath(path))
     fd = open_dir(directory or ".")
     try:
-        try:
-            with open_regular(name, dir_fd=fd) as existing:
-                if (
-                    existing.size == len(data)
-                    and existing.info.st_mode & 0o777 == mode
-                    and existing.read(len(data)) == data
-                ):
-                    return
-        except OSError:
-            pass  # missing, or not a regular file: replaced below
-        write_atomic(name, data, mode=mode, durable=False, dir_fd=fd)
+        _write_unless_same(name, data, mode, fd)
     finally:
         os.close(fd)
+
+
+def _write_unless_same(name: str, data: bytes, mode: int, fd: int) -> None:
+    try:
+        with open_regular(name, dir_fd=fd) as existing:
+            if (
+                existing.size == len(data)
+                and existing.info.st_mode & 0o777 == mode
+                and existing.read(len(data)) == data
+            ):
+                return
+    except OSError:
+        pass  # missing, or not a regular file: replaced below
+    write_atomic(name, data, mode=mode, durable=False, dir_fd=fd)
 
 
 def copy_regular(name: str, source_fd: int, destination_fd: int, *, cap: int = READ_LIMIT) -> None:

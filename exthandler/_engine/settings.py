@@ -22,7 +22,7 @@ from exthandler_sdk.protocol import (
     settings_file_name,
 )
 
-from .._fs import make_dir, write_unless_same
+from .._fs import make_dir, mode_dir, write_unless_same
 from .._model import EncryptedProtectedSettings, ExtensionGoal, PlainProtectedSettings
 from .._report.liveview import ExtensionState
 
@@ -66,8 +66,13 @@ class SettingsWriter:
             # One stat on the loop: cheaper than a hop to a thread (docs/architecture.md).
             if key in written and os.path.exists(path):  # noqa: ASYNC240
                 continue
-            make_dir(config, 0o700)  # a link the handler put there is replaced
-            await self._write_file(path, state.goal)
+            # A link the handler put in place of config/ is replaced by a real dir, and the
+            # file is written into the dir that was checked.
+            fd = mode_dir(config, 0o700)
+            try:
+                await self._write_file(file_name, state.goal, fd)
+            finally:
+                os.close(fd)
             written.add(key)
 
     def write_runtime_policy(self, directory: Path, value: Mapping[str, Any] | None) -> None:
@@ -82,9 +87,10 @@ class SettingsWriter:
         data = json.dumps(value, sort_keys=True, indent=2).encode() + b"\n"
         write_unless_same(path, data, mode=0o600)
 
-    async def _write_file(self, path: str, goal: ExtensionGoal) -> None:
+    async def _write_file(self, name: str, goal: ExtensionGoal, config_fd: int) -> None:
+        """Write the settings file `name` of `goal` into the open config dir `config_fd`."""
         if not goal.has_settings:
-            write_unless_same(path, b"", mode=0o600)
+            write_unless_same(name, b"", mode=0o600, dir_fd=config_fd)
             return
         protected: str | None = None
         thumbprint: str | None = None
@@ -104,4 +110,4 @@ class SettingsWriter:
         elif isinstance(secret, EncryptedProtectedSettings):
             protected, thumbprint = secret.data, secret.thumbprint
         data = render_settings(goal.public_settings, protected, thumbprint)
-        write_unless_same(path, data, mode=0o600)
+        write_unless_same(name, data, mode=0o600, dir_fd=config_fd)

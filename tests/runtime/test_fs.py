@@ -302,3 +302,45 @@ def test_open_append_narrows_a_loose_mode(tmp_path: Path) -> None:
     os.close(fd)
     assert size == 4
     assert log.stat().st_mode & 0o777 == 0o600
+
+
+def test_settings_written_through_a_dir_fd_land_in_the_dir_that_was_checked(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config"
+    config.mkdir(mode=0o777)
+    fd = _fs.mode_dir(config, 0o700)
+    try:
+        assert config.stat().st_mode & 0o777 == 0o700  # an existing dir gets the mode
+        # The handler swaps config/ for a link between the check and the write.
+        moved = tmp_path / "moved"
+        config.rename(moved)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        config.symlink_to(elsewhere)
+        _fs.write_unless_same("0.settings", b"{}", mode=0o600, dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert (moved / "0.settings").read_bytes() == b"{}"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_new_dir_is_made_with_its_mode_in_one_syscall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(_fs, "UMASK", 0o022)
+    _fs.make_dir(tmp_path / "fresh", 0o700)
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
+    assert opened == []  # made where nothing was: nothing to open or chmod
+    (tmp_path / "fresh").chmod(0o755)
+    _fs.make_dir(tmp_path / "fresh", 0o700)  # there already: opened and given the mode
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
+    assert opened
