@@ -159,17 +159,19 @@ def _validate(args: argparse.Namespace) -> int:
     broken = [e for e in goal.extensions if e.settings_error]
     from .._remote._url import redact
 
-    print(
+    # One write for all the lines: a line per extension, each its own write when stdout
+    # is unbuffered (PYTHONUNBUFFERED), cost more than the parse of a large goal state.
+    lines = [
         f"{redact(args.goal)}: valid {goal.format} goal state {goal.id}, "
-        f"{len(goal.extensions)} extension(s)"
-    )
-    for ext in goal.extensions:
-        print(f"  {ext.name}: {ext.handler} {ext.version} {ext.state}")
-    for ext in broken:
-        print(
-            f"  warning: {ext.name}: settings unusable, will be reported in error: "
-            f"{ext.settings_error}"
-        )
+        f"{len(goal.extensions)} extension(s)\n"
+    ]
+    lines += [f"  {ext.name}: {ext.handler} {ext.version} {ext.state}\n" for ext in goal.extensions]
+    lines += [
+        f"  warning: {ext.name}: settings unusable, will be reported in error: "
+        f"{ext.settings_error}\n"
+        for ext in broken
+    ]
+    sys.stdout.write("".join(lines))
     if policy is not None:
         from .._policy.policy import PolicyState, refusals
 
