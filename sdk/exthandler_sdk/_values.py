@@ -176,9 +176,11 @@ def _make_init(cls: type, fields: dict[str, _Field], kw_only: bool) -> Callable[
         co_qualname=f"{cls.__qualname__}.__init__",
     )
     made = {n: s.default_factory for n, s in fields.items() if s.default_factory is not None}
-    defaults = {n: _MISSING if n in made else s.default for n, s in fields.items()}
-    defaults = {n: value for n, value in defaults.items() if value is not _MISSING or n in made}
-    scope = {"_MISSING": _MISSING, "_fill": _filler(made), "__builtins__": __builtins__}
+    # A field made by a factory defaults to _MISSING, which `_fill` replaces.
+    defaults = {
+        n: _MISSING if n in made else s.default for n, s in fields.items() if not s.required
+    }
+    scope = {"_fill": _filler(made), "__builtins__": __builtins__}
     init: Callable[..., None] = FunctionType(code, scope, "__init__")
     if kw_only:
         init.__kwdefaults__ = defaults or None

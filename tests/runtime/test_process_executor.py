@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from exthandler_sdk import Operation
+from exthandler_sdk.procs import BOOT_ID_PATH
 from exthandler_sdk.protocol import EXCERPT_LIMIT, format_excerpt
 
 from exthandler._errors import StateDirError
@@ -98,6 +99,8 @@ async def run(
     grace: float = 5.0,
     log_file: Path | None = None,
     log_limit: int = 10 * 1024 * 1024,
+    marker: Path | None = None,
+    boot_id_path: Path = BOOT_ID_PATH,
 ) -> CommandResult:
     """Run `command` as an enable, with the test defaults."""
     return await run_command(
@@ -109,6 +112,8 @@ async def run(
         grace=grace,
         log_file=log_file,
         log_limit=log_limit,
+        marker=marker,
+        boot_id_path=boot_id_path,
     )
 
 
@@ -670,15 +675,7 @@ async def test_marker_names_the_group_only_while_the_command_runs(
         f'i=0; while [ ! -s "{marker}" ] && [ "$i" -lt 6000 ]; do sleep 0.01; i=$((i+1)); done\n'
         f'cat "{marker}" > "{tmp_path}/seen"\ncut -d" " -f5 /proc/$$/stat > "{tmp_path}/group"',
     )
-    result = await run_command(
-        handler_dir=handler_dir,
-        command="bin/look",
-        operation=Operation.ENABLE,
-        env=PROTOCOL_ENV,
-        timeout=120,
-        marker=marker,
-        boot_id_path=boot,
-    )
+    result = await run(handler_dir, "bin/look", limit=120, marker=marker, boot_id_path=boot)
     assert result.ok
     import json
 
@@ -714,14 +711,7 @@ async def test_a_command_gets_its_marker_only_once_it_has_run_a_moment(
     monkeypatch.setattr(process_module, "MARKER_AFTER", after)
     marker = tmp_path / "running" / "q.json"
     script(handler_dir, "quick", "sleep 0.2; exit 0")
-    result = await run_command(
-        handler_dir=handler_dir,
-        command="bin/quick",
-        operation=Operation.ENABLE,
-        env=PROTOCOL_ENV,
-        timeout=120,
-        marker=marker,
-    )
+    result = await run(handler_dir, "bin/quick", limit=120, marker=marker)
     assert result.ok
     assert len(calls) == named
     assert not marker.exists() or marker.read_bytes() == b""  # names nothing once it ended
